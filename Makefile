@@ -1,0 +1,34 @@
+# `make run`: the demo on the embedded broker. `make test`: the whole suite.
+# Both create the virtualenv and install what they need; the harness starts the broker,
+# Redis (unless one answers at CRONBUS_REDIS_URL) and the development API, and stops them.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install lint unit test run clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check streams agents clients tests bench
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+test: lint
+	$(BIN)/python -m pytest
+
+run: install
+	$(BIN)/cronbus demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info .cronbus-data

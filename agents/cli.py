@@ -1,0 +1,206 @@
+"""The ``cronbus`` command. Logging is configured here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from streams import topics
+from streams.events import EVENT_MODELS, DomainEvent
+from streams.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("cronbus")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # their per-request and per-rebalance chatter drowns cronbus's own lines at INFO
+    for noisy in ("httpx", "aiokafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+# --- worker ---------------------------------------------------------------------------------
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
+    from agents.worker import ROLES, build_worker
+
+    roles = args.role or list(ROLES)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    app = build_worker(settings, roles)
+    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)
+    log.info("worker %s starting with roles %s", settings.app_id, ", ".join(roles))
+    worker.execute_from_commandline()
+    return 0
+
+
+# --- publish --------------------------------------------------------------------------------
+
+def _field(pair: str) -> tuple[str, Any]:
+    name, sep, raw = pair.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{pair!r} is not name=value")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+def build_event(event_type: str, tenant: str | None, fields: dict[str, Any]) -> DomainEvent:
+    """An event of ``event_type``; event_id and occurred_at are filled in when not given."""
+    data = {"event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC).isoformat(), **fields}
+    if tenant is not None:
+        data["tenant_id"] = tenant
+    return EVENT_MODELS[event_type].model_validate(data)
+
+
+def _events_from_lines(event_type: str, tenant: str | None, lines: Iterator[str]) -> Iterator[DomainEvent]:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            fields = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"line {number}: not JSON ({exc})") from None
+        if not isinstance(fields, dict):
+            raise ValueError(f"line {number}: a JSON object is expected")
+        try:
+            yield build_event(event_type, tenant, fields)
+        except ValidationError as exc:
+            raise ValueError(f"line {number}: {_errors(exc)}") from None
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from clients.event_publisher import EventPublisher
+
+    try:
+        if args.file:
+            stream = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
+            events = list(_events_from_lines(args.event_type, args.tenant, stream))
+        else:
+            fields = dict(args.set or [])
+            events = [build_event(args.event_type, args.tenant, fields) for _ in range(args.count)]
+    except ValidationError as exc:
+        print(f"cronbus publish: invalid {args.event_type} event: {_errors(exc)}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        print(f"cronbus publish: {exc}", file=sys.stderr)
+        return 2
+
+    async def send() -> None:
+        async with EventPublisher(settings.broker_url) as publisher:
+            for done, event in enumerate(events, 1):
+                await publisher.publish(event)
+                if sys.stderr.isatty() and (done % 500 == 0 or done == len(events)):
+                    print(f"\r  published {done}/{len(events)}", end="", file=sys.stderr)
+            await publisher.flush()
+
+    asyncio.run(send())
+    print(f"published {len(events)} {args.event_type} event(s)")
+    return 0
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+def cmd_job_status(args: argparse.Namespace, settings: Settings) -> int:
+    import redis.asyncio as aioredis
+
+    from clients.job_status import JobStatusStore
+
+    async def read() -> dict[str, Any] | None:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            store = JobStatusStore(client, namespace=settings.redis_namespace,
+                                   ttl_s=settings.job_status_ttl_s)
+            return await store.get(args.job_id)
+        finally:
+            await client.aclose()
+
+    record = asyncio.run(read())
+    if record is None:
+        print(f"no status for job {args.job_id!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.demo import run_demo
+
+    return run_demo(tenants=args.tenants, burst=args.burst, every_s=args.every)
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="cronbus", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run a worker (all roles unless --role is given)")
+    worker.add_argument("--role", action="append", choices=["ingest", "processor"],
+                        help="a role to run; repeat for several")
+    worker.set_defaults(run=cmd_worker)
+
+    publish = sub.add_parser("publish", help="validate and publish domain events")
+    publish.add_argument("event_type", choices=sorted(EVENT_MODELS), metavar="EVENT_TYPE",
+                         help=f"one of {', '.join(topics.EVENT_TOPICS)}")
+    publish.add_argument("--tenant", help="the tenant id (or give tenant_id in the fields)")
+    publish.add_argument("--set", type=_field, action="append", metavar="FIELD=VALUE",
+                         help="an event field; the value is read as JSON when it parses")
+    publish.add_argument("--count", type=int, default=1, help="publish this many events")
+    publish.add_argument("--file", help="JSON lines of event fields ('-' for stdin)")
+    publish.set_defaults(run=cmd_publish)
+
+    jobs = sub.add_parser("jobs", help="job status")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    status = jobs_sub.add_parser("status", help="a job's state, attempts and last error")
+    status.add_argument("job_id")
+    status.set_defaults(run=cmd_job_status)
+
+    demo = sub.add_parser("demo", help="start the dev stack and a worker, and publish bursts")
+    demo.add_argument("--tenants", type=int, default=5)
+    demo.add_argument("--burst", type=int, default=40, help="events per burst")
+    demo.add_argument("--every", type=float, default=10.0, help="seconds between bursts")
+    demo.set_defaults(run=cmd_demo)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"cronbus: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    try:
+        return int(args.run(args, settings))
+    except SettingsError as exc:
+        print(f"cronbus: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""A cronbus worker: the Faust app with the agents of the roles it was asked to run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import faust
+import mode
+import redis.asyncio as aioredis
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from agents.ingest import Debouncer, routes_from
+from agents.jobs import JOB_CALLS
+from agents.processor import Processor
+from clients.downstream import DownstreamClient, make_breaker
+from clients.job_status import JobStatusStore
+from streams.app import AppTopics, create_app
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROLES = ("ingest", "processor")
+
+
+class OutsideWorld(mode.Service):
+    """The worker's long-lived clients: checked at start, closed at stop."""
+
+    def __init__(self, redis: aioredis.Redis, clients: list[DownstreamClient],
+                 app_topics: AppTopics, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.redis = redis
+        self.clients = clients
+        self.app_topics = app_topics
+
+    async def on_start(self) -> None:
+        try:
+            await self.redis.ping()
+        except Exception as exc:
+            raise RuntimeError(f"Redis does not answer at CRONBUS_REDIS_URL: {exc}") from exc
+        await self.app_topics.declare_all()
+
+    async def on_stop(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+        await self.redis.aclose()
+
+
+def build_worker(settings: Settings, roles: Sequence[str] = ROLES) -> faust.App:
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown role(s) {sorted(unknown)}; known: {', '.join(ROLES)}")
+    app = create_app(settings)
+    metrics = Metrics()
+    app_topics = AppTopics(app, settings)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    clients: list[DownstreamClient] = []
+
+    if "ingest" in roles:
+        Debouncer(app, app_topics, settings, metrics, routes_from(settings)).register()
+
+    if "processor" in roles:
+        settings.require("api_url")
+        assert settings.api_url is not None
+        breaker = make_breaker(
+            "api", fail_max=settings.breaker_fail_max,
+            reset_timeout_s=settings.breaker_reset_timeout_s, metrics=metrics,
+        )
+        client = DownstreamClient(
+            settings.api_url, breaker=breaker, metrics=metrics,
+            token=settings.api_token.get_secret_value() if settings.api_token else None,
+            timeout_s=settings.api_timeout_s,
+        )
+        clients.append(client)
+        status = JobStatusStore(redis, namespace=settings.redis_namespace,
+                                ttl_s=settings.job_status_ttl_s)
+        for call in JOB_CALLS.values():
+            Processor(app, app_topics, call, client=client, status=status, metrics=metrics,
+                      settings=settings).register()
+
+    app.add_dependency(OutsideWorld(redis, clients, app_topics))
+    _register_pages(app, metrics)
+    return app
+
+
+def _register_pages(app: faust.App, metrics: Metrics) -> None:
+    async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    async def ready_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        assigned = app.consumer.assignment() if app.started else set()
+        ready = bool(assigned) and not app.rebalancing and not app.in_recovery
+        return web.json({"ready": ready, "partitions": len(assigned)},
+                        status=200 if ready else 503)
+
+    app.page("/metrics")(metrics_page)
+    app.page("/ready")(ready_page)

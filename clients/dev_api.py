@@ -1,0 +1,226 @@
+"""The development downstream API: a real GraphQL server (Ariadne under uvicorn).
+
+It stands in for a customer's API in tests and the demo. It records every request it
+receives, applies each ``Idempotency-Key`` at most once (a repeat gets the first answer
+back, marked ``applied: false``), and can be told to fail.
+
+Control endpoints (JSON):
+
+- ``GET  /_control/requests``  every request so far, in order
+- ``POST /_control/fail``      ``{"status": 500, "times": 3, "retry_after": 1}``: answer the
+  next ``times`` calls (all, if null) with ``status``; 400 answers a GraphQL validation error
+- ``DELETE /_control/fail``    stop failing
+- ``POST /_control/reset``     forget requests and applied keys
+
+Run it: ``python -m clients.dev_api --port 8000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ariadne import MutationType, QueryType, ScalarType, make_executable_schema
+from ariadne.asgi import GraphQL
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from clients.processes import ManagedProcess, free_port, port_open
+
+SCHEMA = """
+scalar JSON
+
+type Query {
+  health: String!
+}
+
+input GenerateInvoiceInput {
+  tenantId: String!
+  jobId: String!
+  eventIds: [String!]!
+  eventCount: Int!
+}
+
+input RunJobInput {
+  tenantId: String!
+  jobId: String!
+  type: String!
+  payload: JSON
+}
+
+type JobResult {
+  jobId: String!
+  tenantId: String!
+  applied: Boolean!
+  appliedAt: Float!
+}
+
+type Mutation {
+  generateInvoice(input: GenerateInvoiceInput!): JobResult!
+  runJob(input: RunJobInput!): JobResult!
+}
+"""
+
+
+@dataclass
+class Failure:
+    status: int
+    times: int | None  # None: until told otherwise
+    retry_after: float | None = None
+
+
+@dataclass
+class RecordedRequest:
+    seq: int
+    at: float
+    path: str
+    operation: str | None
+    tenant_id: str | None
+    job_id: str | None
+    idempotency_key: str | None
+    status: int
+    applied: bool
+
+
+@dataclass
+class DevApiState:
+    requests: list[RecordedRequest] = field(default_factory=list)
+    applied: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failure: Failure | None = None
+
+    def record(self, request: Request, status: int, **found: Any) -> None:
+        self.requests.append(RecordedRequest(
+            seq=len(self.requests) + 1, at=time.time(), path=request.url.path,
+            operation=found.get("operation"), tenant_id=found.get("tenant_id"),
+            job_id=found.get("job_id"), idempotency_key=request.headers.get("idempotency-key"),
+            status=status, applied=found.get("applied", False),
+        ))
+
+    def take_failure(self) -> Failure | None:
+        failure = self.failure
+        if failure is None:
+            return None
+        if failure.times is not None:
+            failure.times -= 1
+            if failure.times <= 0:
+                self.failure = None
+        return failure
+
+
+def create_dev_api() -> Starlette:
+    state = DevApiState()
+    query, mutation, json_scalar = QueryType(), MutationType(), ScalarType("JSON")
+    query.set_field("health", lambda *_: "ok")
+
+    def apply(info: Any, operation: str, data: dict[str, Any]) -> dict[str, Any]:
+        request: Request = info.context["request"]
+        key = request.headers.get("idempotency-key") or data["jobId"]
+        first = key not in state.applied
+        if first:
+            state.applied[key] = {
+                "jobId": data["jobId"], "tenantId": data["tenantId"], "appliedAt": time.time()
+            }
+        state.record(request, 200, operation=operation, tenant_id=data["tenantId"],
+                     job_id=data["jobId"], applied=first)
+        return {**state.applied[key], "applied": first}
+
+    mutation.set_field("generateInvoice", lambda _, info, input: apply(info, "generateInvoice", input))
+    mutation.set_field("runJob", lambda _, info, input: apply(info, "runJob", input))
+    graphql = GraphQL(make_executable_schema(SCHEMA, query, mutation, json_scalar))
+
+    async def serve_graphql(scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        failure = state.take_failure() if request.method == "POST" else None
+        if failure is None:
+            await graphql(scope, receive, send)
+            return
+        state.record(request, failure.status, operation="(told to fail)")
+        if failure.status == 400:
+            body = {"errors": [{"message": "input rejected", "extensions": {"code": "BAD_USER_INPUT"}}]}
+        else:
+            body = {"errors": [{"message": f"told to fail with {failure.status}"}]}
+        headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after else None
+        await JSONResponse(body, status_code=failure.status, headers=headers)(scope, receive, send)
+
+    async def requests(_: Request) -> Response:
+        return JSONResponse([asdict(r) for r in state.requests])
+
+    async def fail(request: Request) -> Response:
+        if request.method == "DELETE":
+            state.failure = None
+            return JSONResponse({"failing": False})
+        body = await request.json()
+        state.failure = Failure(int(body.get("status", 500)), body.get("times"), body.get("retry_after"))
+        return JSONResponse({"failing": asdict(state.failure)})
+
+    async def reset(_: Request) -> Response:
+        state.requests.clear()
+        state.applied.clear()
+        state.failure = None
+        return JSONResponse({"reset": True})
+
+    return Starlette(routes=[
+        Route("/_control/requests", requests),
+        Route("/_control/fail", fail, methods=["POST", "DELETE"]),
+        Route("/_control/reset", reset, methods=["POST"]),
+        Route("/graphql", _AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
+    ])
+
+
+class _AsgiEndpoint:
+    """Starlette routes a callable object (not a function) as a raw ASGI app."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._app(scope, receive, send)
+
+
+class DevApi:
+    """The development API in a child process of its own, on a free port."""
+
+    def __init__(self, log_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.process = ManagedProcess(
+            "dev-api",
+            [sys.executable, "-m", "clients.dev_api", "--host", host, "--port", str(self.port)],
+            log_path=log_dir / "dev-api.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/graphql"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.host}:{self.port}/_control"
+
+    def start(self, timeout_s: float = 20.0) -> DevApi:
+        self.process.start()
+        self.process.wait_until(lambda: port_open(self.host, self.port), timeout_s, "listening")
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="cronbus's development GraphQL API")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    uvicorn.run(create_dev_api(), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

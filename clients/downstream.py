@@ -1,0 +1,227 @@
+"""The downstream API: GraphQL over httpx, behind a circuit breaker.
+
+Every error a call can end in is one of this tree, so a processor decides by type::
+
+    DownstreamError
+    ├── RetryableError          may succeed later: retry with backoff
+    │   ├── DownstreamTimeout       no answer within the timeout
+    │   ├── DownstreamUnavailable   connection refused or reset, or a 5xx
+    │   └── RateLimited             429; ``retry_after`` says when (seconds)
+    ├── PermanentError          will fail the same way again: dead-letter at once
+    └── CircuitOpen             the breaker is open; nothing was sent
+
+Only retryable errors count against the breaker: a 400 says the job is bad, not the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import pybreaker
+
+from streams.metrics import BREAKER_STATES, Metrics
+
+log = logging.getLogger(__name__)
+
+# GraphQL error codes (extensions.code) that mean "try again", as Apollo and Strawberry spell them
+RETRYABLE_GRAPHQL_CODES = frozenset(
+    {"INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE", "UNAVAILABLE", "TIMEOUT", "RATE_LIMITED"}
+)
+
+
+class DownstreamError(Exception):
+    """A call to the downstream API did not succeed."""
+
+    def __init__(self, message: str, *, service: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.service = service
+        self.status = status
+
+
+class RetryableError(DownstreamError):
+    """The call may succeed if made again later."""
+
+    retry_after: float | None = None
+
+
+class DownstreamTimeout(RetryableError):
+    """No answer within the timeout."""
+
+
+class DownstreamUnavailable(RetryableError):
+    """The API could not be reached, or answered with a server error (5xx)."""
+
+
+class RateLimited(RetryableError):
+    """The API answered 429; ``retry_after`` is how long it asked us to wait, if it said."""
+
+    def __init__(self, message: str, *, service: str, retry_after: float | None) -> None:
+        super().__init__(message, service=service, status=429)
+        self.retry_after = retry_after
+
+
+class PermanentError(DownstreamError):
+    """The API rejected the call itself (4xx, or a GraphQL error it marks as final)."""
+
+
+class CircuitOpen(DownstreamError):
+    """The breaker for this service is open: the call was not made."""
+
+
+def status_class(status: int | None) -> str:
+    return "error" if status is None else f"{status // 100}xx"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+class _BreakerGauge(pybreaker.CircuitBreakerListener):
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        name = new_state.name if new_state is not None else "closed"
+        self._metrics.breaker_state.labels(cb.name).set(BREAKER_STATES.get(name, 0))
+        log.warning("circuit breaker %s: %s -> %s", cb.name, getattr(old_state, "name", None), name)
+
+
+def make_breaker(
+    service: str, *, fail_max: int, reset_timeout_s: float, metrics: Metrics,
+    storage: pybreaker.CircuitBreakerStorage | None = None,
+) -> pybreaker.CircuitBreaker:
+    """A breaker that counts only retryable failures (permanent ones are the job's fault)."""
+    metrics.breaker_state.labels(service).set(0)
+    return pybreaker.CircuitBreaker(
+        fail_max=fail_max,
+        reset_timeout=reset_timeout_s,
+        exclude=[PermanentError],
+        listeners=[_BreakerGauge(metrics)],
+        state_storage=storage,
+        name=service,
+    )
+
+
+class DownstreamClient:
+    """GraphQL calls to one downstream service, each carrying an ``Idempotency-Key``.
+
+    ``transport`` is the seam for speed (pick the fastest measured transport) and tests.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        breaker: pybreaker.CircuitBreaker,
+        metrics: Metrics,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        service: str = "api",
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        headers = {"Content-Type": "application/json", "User-Agent": "cronbus"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.url = url
+        self.service = service
+        self.breaker = breaker
+        self._metrics = metrics
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s),
+            transport=transport,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+
+    async def graphql(
+        self, query: str, variables: dict[str, Any], *, idempotency_key: str
+    ) -> dict[str, Any]:
+        """Run one GraphQL operation; return its ``data`` or raise a :class:`DownstreamError`."""
+        try:
+            with self.breaker.calling():
+                return await self._post_graphql(query, variables, idempotency_key)
+        except pybreaker.CircuitBreakerError as exc:
+            raise CircuitOpen(
+                f"circuit for {self.service} is open: {exc}", service=self.service
+            ) from exc
+
+    async def _post_graphql(
+        self, query: str, variables: dict[str, Any], idempotency_key: str
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            response = await self._http.post(
+                self.url,
+                json={"query": query, "variables": variables},
+                headers={"Idempotency-Key": idempotency_key},
+            )
+            status = response.status_code
+        except httpx.TimeoutException as exc:
+            raise DownstreamTimeout(
+                f"{self.service} did not answer in time ({type(exc).__name__})", service=self.service
+            ) from exc
+        except httpx.TransportError as exc:
+            raise DownstreamUnavailable(
+                f"{self.service} unreachable: {type(exc).__name__}: {exc}", service=self.service
+            ) from exc
+        finally:
+            self._metrics.downstream_seconds.labels(self.service, status_class(status)).observe(
+                time.perf_counter() - started
+            )
+        return self._data_of(response)
+
+    def _data_of(self, response: httpx.Response) -> dict[str, Any]:
+        status = response.status_code
+        if status == 429:
+            raise RateLimited(
+                f"{self.service} rate-limited the call",
+                service=self.service,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if status >= 500:
+            raise DownstreamUnavailable(
+                f"{self.service} answered {status}: {response.text[:200]}",
+                service=self.service, status=status,
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if status >= 400 or not isinstance(body, dict):
+            raise PermanentError(
+                f"{self.service} answered {status}: {response.text[:200]}",
+                service=self.service, status=status,
+            )
+        errors = body.get("errors")
+        if errors:
+            codes = {str((e.get("extensions") or {}).get("code", "")) for e in errors}
+            message = "; ".join(str(e.get("message", e)) for e in errors)[:500]
+            if codes & RETRYABLE_GRAPHQL_CODES:
+                raise DownstreamUnavailable(
+                    f"{self.service} GraphQL error: {message}", service=self.service, status=status
+                )
+            raise PermanentError(
+                f"{self.service} GraphQL error: {message}", service=self.service, status=status
+            )
+        return body.get("data") or {}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

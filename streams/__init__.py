@@ -1,0 +1,1 @@
+"""The data: settings, the Faust app factory, the topic catalog, event and job schemas."""

@@ -1,0 +1,134 @@
+"""Domain events: their schemas and how a raw record becomes one (or is rejected, with a reason)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from streams import topics
+
+TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class DomainEvent(BaseModel):
+    """What every domain event carries. Unknown extra fields are ignored, so producers may add."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+    event_id: Identifier
+    tenant_id: TenantId
+    occurred_at: AwareDatetime
+
+
+class WorldTimeAdvanced(DomainEvent):
+    """A tenant's (campaign's) world clock moved forward."""
+
+    type: Literal[topics.WORLD_TIME_ADVANCED] = topics.WORLD_TIME_ADVANCED
+    world_time: AwareDatetime
+    previous_world_time: AwareDatetime | None = None
+
+
+class EntityModified(DomainEvent):
+    type: Literal[topics.ENTITY_MODIFIED] = topics.ENTITY_MODIFIED
+    entity_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+    entity_id: Identifier
+    change: Literal["created", "updated", "deleted"] = "updated"
+
+
+class InvoiceDue(DomainEvent):
+    type: Literal[topics.INVOICE_DUE] = topics.INVOICE_DUE
+    invoice_id: Identifier
+    due_date: date
+    amount: Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "ZAR"
+
+
+class ExportRequested(DomainEvent):
+    type: Literal[topics.EXPORT_REQUESTED] = topics.EXPORT_REQUESTED
+    export_id: Identifier
+    format: Literal["csv", "json", "xlsx", "pdf"] = "csv"
+    requested_by: Identifier | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+EVENT_MODELS: dict[str, type[DomainEvent]] = {
+    topics.WORLD_TIME_ADVANCED: WorldTimeAdvanced,
+    topics.ENTITY_MODIFIED: EntityModified,
+    topics.INVOICE_DUE: InvoiceDue,
+    topics.EXPORT_REQUESTED: ExportRequested,
+}
+
+
+TOPIC_OF_MODEL: dict[type[DomainEvent], str] = {model: topic for topic, model in EVENT_MODELS.items()}
+
+
+class InvalidReason(StrEnum):
+    """Why a record was rejected; a bounded set, so it can label a metric."""
+
+    NOT_JSON = "not_json"
+    NOT_AN_OBJECT = "not_an_object"
+    OVERSIZE = "oversize"
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    BAD_FIELD = "bad_field"
+    INTERNAL_ERROR = "internal_error"  # valid or not, cronbus failed on it: kept for replay
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that is not a valid event: the reason and a human-readable detail."""
+
+    reason: InvalidReason
+    detail: str
+
+
+def parse_event(topic: str, raw: bytes | None, *, max_bytes: int) -> DomainEvent | Rejection:
+    """Turn one record value from ``topic`` into its event, or say exactly why not."""
+    model = EVENT_MODELS.get(topic)
+    if model is None:
+        return Rejection(InvalidReason.UNKNOWN_TYPE, f"no event type is read from topic {topic!r}")
+    if raw is None:
+        return Rejection(InvalidReason.NOT_JSON, "the record has no value")
+    if len(raw) > max_bytes:
+        return Rejection(InvalidReason.OVERSIZE, f"{len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return Rejection(InvalidReason.NOT_JSON, f"not JSON: {exc}")
+    if not isinstance(data, dict):
+        return Rejection(InvalidReason.NOT_AN_OBJECT, f"a JSON {type(data).__name__}, not an object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        return _rejection_from(exc)
+
+
+def _rejection_from(exc: ValidationError) -> Rejection:
+    errors = exc.errors()
+    missing = [_field(e) for e in errors if e["type"] == "missing"]
+    if missing:
+        return Rejection(InvalidReason.MISSING_FIELD, f"missing field(s): {', '.join(missing)}")
+    first = errors[0]
+    if _field(first) == "type":
+        return Rejection(InvalidReason.UNKNOWN_TYPE, f"type {first.get('input')!r} does not belong here")
+    details = "; ".join(f"{_field(e)}: {e['msg']}" for e in errors)
+    return Rejection(InvalidReason.BAD_FIELD, details)
+
+
+def _field(error: Any) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(record)"
+
+
+def topic_of(event: DomainEvent) -> str:
+    return TOPIC_OF_MODEL[type(event)]
+
+
+def encode_event(event: DomainEvent) -> bytes:
+    return event.model_dump_json().encode()

@@ -1,0 +1,67 @@
+"""The job envelope: what a job topic carries, and how its id is derived."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from streams.events import Identifier, TenantId
+from streams.topics import JobType
+
+Trigger = Literal["cron", "event", "manual"]
+
+
+class EventCoverage(BaseModel):
+    """Which events a job covers: all of them counted, their ids listed up to a bound."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int = Field(ge=1)
+    first_event_id: Identifier
+    last_event_id: Identifier
+    event_ids: list[Identifier] = Field(min_length=1)
+    first_at: AwareDatetime
+    last_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _bounded(self) -> EventCoverage:
+        if len(self.event_ids) > self.count:
+            raise ValueError("event_ids lists more events than count")
+        return self
+
+
+class Job(BaseModel):
+    """One unit of work for one tenant. Its key on the wire is ``tenant_id``; it never changes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_id: Identifier
+    tenant_id: TenantId
+    type: JobType
+    triggered_by: Trigger
+    scheduled_at: AwareDatetime
+    covers: EventCoverage | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Job:
+        return cls.model_validate_json(raw)
+
+
+def job_id_for(tenant_id: str, job_type: JobType | str, trigger_ref: str) -> str:
+    """A deterministic job id, so a redelivered or replayed job is recognised.
+
+    ``trigger_ref`` names what caused the job: the debounce window (its first event id),
+    the schedule and fire time, or the effect id.
+    """
+    digest = hashlib.sha256(f"{tenant_id}\x1f{job_type}\x1f{trigger_ref}".encode()).hexdigest()
+    return f"{JobType(job_type).value}-{digest[:32]}"
+
+
+def window_trigger_ref(first_event_id: str) -> str:
+    return f"debounce:{first_event_id}"

@@ -1,0 +1,176 @@
+"""cronbus settings: one class, read from ``CRONBUS_*`` environment variables.
+
+A wrong or missing value stops start-up with :class:`SettingsError`, whose
+message names the variable and the form it expects.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "CRONBUS_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _broker_list(value: Any) -> list[str]:
+    """Accept ``kafka://h1:9092,h2:9092`` (or a list) and return ``["h1:9092", "h2:9092"]``."""
+    items = value if isinstance(value, list) else str(value).replace(";", ",").split(",")
+    hosts = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        host = item.removeprefix("kafka://")
+        name, sep, port = host.rpartition(":")
+        if not sep or not name or not port.isdigit() or "/" in host:
+            raise ValueError(f"{item!r} is not host:port")
+        hosts.append(host)
+    if not hosts:
+        raise ValueError("no broker given")
+    return hosts
+
+
+class Settings(BaseSettings):
+    """Everything a cronbus process can be told. Each field's description is its expected form."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # --- the outside world
+    # NoDecode: the environment gives a comma list, not JSON
+    broker_url: Annotated[list[str], NoDecode] = Field(
+        default=["127.0.0.1:9092"],
+        description="comma-separated Kafka bootstrap servers, e.g. kafka://127.0.0.1:9092,k2:9092",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        pattern=r"^rediss?://",
+        description="a Redis URL, e.g. redis://:password@127.0.0.1:6379/0 or rediss://host:6380/0",
+    )
+    redis_namespace: str = Field(
+        default="cronbus",
+        pattern=r"^[A-Za-z0-9._:-]{1,64}$",
+        description="a key prefix for everything cronbus keeps in Redis, e.g. cronbus",
+    )
+    api_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="the downstream GraphQL endpoint, e.g. https://api.example.com/graphql",
+    )
+    api_token: SecretStr | None = Field(
+        default=None, description="a bearer token for the downstream API (optional)"
+    )
+    api_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="seconds, a number > 0 and <= 300, e.g. 10"
+    )
+
+    # --- the app
+    app_id: str = Field(
+        default="cronbus",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="the consumer group / app id, letters, digits, . _ -, e.g. cronbus",
+    )
+    partitions: int = Field(
+        default=8, ge=1, le=1024, description="partitions per topic, a whole number 1..1024"
+    )
+    broker_session_timeout_s: float = Field(
+        default=10.0, ge=1, le=300,
+        description="seconds without a heartbeat before a worker leaves its group, 1..300",
+    )
+    broker_rebalance_timeout_s: float = Field(
+        default=10.0, ge=1, le=300,
+        description="seconds the group waits for members to rejoin a rebalance, 1..300",
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, le=7, description="topic replication factor, a whole number 1..7"
+    )
+    web_host: str = Field(default="127.0.0.1", description="the worker's web bind address")
+    web_port: int = Field(
+        default=6066, ge=1, le=65535, description="the worker's web port, 1..65535"
+    )
+    data_dir: str = Field(
+        default=".cronbus-data", description="a directory for the worker's local state"
+    )
+
+    # --- policies
+    debounce_window_s: float = Field(
+        default=5.0, gt=0, le=86400,
+        description="trailing debounce window in seconds, a number > 0, e.g. 5",
+    )
+    debounce_max_event_ids: int = Field(
+        default=100, ge=1, le=10000,
+        description="how many event ids a job lists at most, a whole number 1..10000",
+    )
+    event_max_bytes: int = Field(
+        default=1_048_576, ge=256,
+        description="the largest event record accepted, in bytes, >= 256",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, le=100, description="attempts per job before it is dead-lettered, 1..100"
+    )
+    retry_backoff_s: float = Field(
+        default=1.0, ge=0, le=3600, description="first retry delay in seconds; doubles per attempt"
+    )
+    breaker_fail_max: int = Field(
+        default=5, ge=1, le=1000,
+        description="consecutive failures that open the circuit, a whole number 1..1000",
+    )
+    breaker_reset_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="seconds an open circuit waits before a probe"
+    )
+    job_status_ttl_s: int = Field(
+        default=7 * 86400, ge=60, description="seconds a job's status is kept in Redis, >= 60"
+    )
+
+    # --- the process
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="one of DEBUG, INFO, WARNING, ERROR"
+    )
+
+    @field_validator("broker_url", mode="before")
+    @classmethod
+    def _parse_brokers(cls, value: Any) -> list[str]:
+        return _broker_list(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def faust_broker(self) -> str:
+        return ";".join(f"kafka://{host}" for host in self.broker_url)
+
+    def require(self, *names: str) -> None:
+        """Stop with a :class:`SettingsError` if a setting this role needs is unset."""
+        for name in names:
+            if getattr(self, name) is None:
+                raise SettingsError(_describe(name, "is missing", None))
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _describe(field: str, problem: str, value: Any) -> str:
+    info = Settings.model_fields.get(field)
+    expected = info.description if info and info.description else "see the README"
+    shown = "" if value is None else f"={value!r}"
+    return f"{Settings.env_name(field)}{shown} {problem}: expected {expected}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment (and ``overrides``), or raise :class:`SettingsError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            reason = error["msg"].removeprefix("Value error, ")
+            problems.append(_describe(field, f"is invalid ({reason})", error.get("input")))
+        raise SettingsError("; ".join(problems)) from None

@@ -1,0 +1,91 @@
+"""Fixtures: the real development stack (broker, Redis, GraphQL API) and worker processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clients.harness import DevStack, WorkerProcess
+from streams.settings import Settings
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[DevStack]:
+    """A fresh, empty broker and API per test (Tansu keeps data only while it runs)."""
+    with DevStack(tmp_path / "stack") as running:
+        yield running
+
+
+class Api:
+    """The development API's control endpoints."""
+
+    def __init__(self, control_url: str) -> None:
+        self.control_url = control_url
+
+    def requests(self) -> list[dict]:
+        return httpx.get(f"{self.control_url}/requests", timeout=5).json()
+
+    def fail(self, status: int, times: int | None = None, retry_after: float | None = None) -> None:
+        httpx.post(f"{self.control_url}/fail", timeout=5,
+                   json={"status": status, "times": times, "retry_after": retry_after})
+
+
+@pytest.fixture
+def api(stack: DevStack) -> Api:
+    assert stack.api is not None
+    return Api(stack.api.control_url)
+
+
+@pytest.fixture
+def cronbus_env(stack: DevStack, tmp_path: Path) -> dict[str, str]:
+    """Settings for this test's workers: its own app id and Redis namespace."""
+    run = uuid.uuid4().hex[:8]
+    env = {
+        **stack.env(),
+        "app_id": f"test-{run}",
+        "redis_namespace": f"cronbus-test-{run}",
+        "partitions": "4",
+        "debounce_window_s": "2",
+        "data_dir": str(tmp_path / "data"),
+        "broker_rebalance_timeout_s": "4",
+        "broker_session_timeout_s": "6",
+        "retry_backoff_s": "0.2",
+    }
+    return {k if k.startswith("CRONBUS_") else Settings.env_name(k): v for k, v in env.items()}
+
+
+@pytest.fixture
+def settings(cronbus_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name, value in cronbus_env.items():
+        monkeypatch.setenv(name, value)
+    from streams.settings import load_settings
+
+    return load_settings()
+
+
+@pytest.fixture
+def start_worker(
+    cronbus_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``cronbus worker`` processes; all are stopped (by pid) after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(name: str = "worker", roles: tuple[str, ...] = (), **overrides: str) -> WorkerProcess:
+        env = {**cronbus_env, **{Settings.env_name(k): v for k, v in overrides.items()}}
+        worker = WorkerProcess(name, env, tmp_path / "logs", roles)
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()

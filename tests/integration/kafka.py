@@ -1,0 +1,45 @@
+"""Reading topics back in tests, with a plain aiokafka consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+T = TypeVar("T")
+
+
+async def read_topic(brokers: list[str], topic: str, *, idle_s: float = 1.0,
+                     timeout_s: float = 15.0) -> list[ConsumerRecord]:
+    """Every record on ``topic`` from the start, returning once nothing new came for ``idle_s``."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=brokers, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+            got = [r for part in batch.values() for r in part]
+            if not got and records:
+                break
+            records.extend(got)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def eventually(probe: Callable[[], T], done: Callable[[T], bool], *, timeout_s: float,
+                     what: str, interval_s: float = 0.2) -> T:
+    """Poll ``probe`` until ``done`` holds; fail naming ``what`` and the last value otherwise."""
+    deadline = time.monotonic() + timeout_s
+    value = probe()
+    while not done(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {value!r}")
+        await asyncio.sleep(interval_s)
+        value = probe()
+    return value

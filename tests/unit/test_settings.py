@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from streams.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("CRONBUS_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_need_nothing():
+    settings = load_settings()
+    assert settings.broker_url == ["127.0.0.1:9092"]
+    assert settings.faust_broker == "kafka://127.0.0.1:9092"
+
+
+def test_brokers_are_a_comma_list_with_or_without_scheme(monkeypatch):
+    monkeypatch.setenv("CRONBUS_BROKER_URL", "kafka://k1:9092, k2:9093")
+    assert load_settings().broker_url == ["k1:9092", "k2:9093"]
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("CRONBUS_BROKER_URL", "kafka://nohost", "host:port"),
+    ("CRONBUS_PARTITIONS", "many", "whole number"),
+    ("CRONBUS_PARTITIONS", "0", "whole number 1..1024"),
+    ("CRONBUS_DEBOUNCE_WINDOW_S", "-1", "number > 0"),
+    ("CRONBUS_REDIS_URL", "localhost:6379", "redis://"),
+    ("CRONBUS_API_URL", "ftp://x", "GraphQL endpoint"),
+    ("CRONBUS_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
+])
+def test_a_wrong_setting_names_the_variable_and_the_expected_form(monkeypatch, name, value, expected):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"{name}=")
+    assert expected in message
+
+
+def test_a_missing_setting_a_role_needs_is_named():
+    with pytest.raises(SettingsError, match="CRONBUS_API_URL is missing: expected the downstream"):
+        load_settings().require("api_url")

@@ -1,0 +1,25 @@
+"""No topic name is spelled outside the catalog."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from streams import topics
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = set(topics.all_topics())
+
+
+def test_topic_names_appear_only_in_the_catalog():
+    offenders = []
+    for package in ("streams", "agents", "clients"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path == ROOT / "streams" / "topics.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                    node.value in NAMES or node.value.startswith(topics.JOB_TOPIC_PREFIX)
+                ):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    assert offenders == []
