@@ -48,7 +48,7 @@ async def _publish_bursts(brokers: list[str], tenants: list[str], burst: int, ev
                     amount=Decimal(random.randint(100, 99_999)) / 100,
                 ))
             await publisher.flush()
-            spread = ", ".join(f"{t}×{n}" for t, n in counts.items() if n)
+            spread = ", ".join(f"{t}x{n}" for t, n in counts.items() if n)
             _say("publish", f"{burst} invoice-due events: {spread}")
             await asyncio.sleep(every_s)
 
