@@ -7,6 +7,7 @@ A *window* gathers one tenant's events for one job type. Two modes:
   keep coming.
 - **leading** (a cooldown): the first event fires at once; the rest within ``window_s``
   are suppressed, then the window closes.
+- **immediate**: no window; every event is a job of its own (exports, cron ticks).
 
 Windows are plain data (:meth:`Window.to_dict`) so they live in a Faust table.
 """
@@ -20,7 +21,7 @@ from typing import Any, Literal
 from streams.jobs import EventCoverage, Job, job_id_for, window_trigger_ref
 from streams.topics import JobType
 
-Mode = Literal["leading", "trailing"]
+Mode = Literal["leading", "trailing", "immediate"]
 
 
 @dataclass(slots=True)
@@ -53,6 +54,8 @@ class DebouncePolicy:
     max_event_ids: int = 100
 
     def __post_init__(self) -> None:
+        if self.mode == "immediate":
+            return
         if self.window_s <= 0:
             raise ValueError(f"window_s must be > 0, got {self.window_s}")
         if self.max_wait_s is not None:
@@ -125,3 +128,43 @@ def job_for_window(tenant_id: str, job_type: JobType, window: Window, now: float
             last_at=window.last_occurred_at,
         ),
     )
+
+
+IMMEDIATE = DebouncePolicy("immediate", window_s=0)
+
+
+def parse_policy(text: str, *, default_window_s: float) -> DebouncePolicy:
+    """``leading:5``, ``trailing``, ``trailing:5``, ``trailing:5:60`` (max wait) or ``immediate``."""
+    mode, *numbers = text.strip().split(":")
+    if mode not in ("leading", "trailing", "immediate"):
+        raise ValueError(f"{text!r}: the mode must be leading, trailing or immediate")
+    if mode == "immediate":
+        if numbers:
+            raise ValueError(f"{text!r}: immediate takes no window")
+        return IMMEDIATE
+    if len(numbers) > (2 if mode == "trailing" else 1):
+        raise ValueError(f"{text!r}: too many numbers")
+    try:
+        values = [float(n) for n in numbers]
+    except ValueError:
+        raise ValueError(f"{text!r}: windows are seconds, e.g. trailing:5:60") from None
+    window = values[0] if values else default_window_s
+    max_wait = values[1] if len(values) > 1 else None
+    return DebouncePolicy(mode, window, max_wait)  # type: ignore[arg-type]
+
+
+def parse_policies(text: str, *, default_window_s: float) -> dict[str, DebouncePolicy]:
+    """``job-type=policy`` pairs, comma-separated, e.g. ``export=immediate,bank-sync=leading:30``."""
+    policies: dict[str, DebouncePolicy] = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        name, sep, policy = entry.partition("=")
+        if not sep:
+            raise ValueError(f"{entry!r} is not job-type=policy")
+        try:
+            job_type = JobType(name.strip())
+        except ValueError:
+            raise ValueError(
+                f"{name.strip()!r} is not a job type (one of {', '.join(JobType)})"
+            ) from None
+        policies[job_type.value] = parse_policy(policy, default_window_s=default_window_s)
+    return policies

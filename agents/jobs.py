@@ -37,7 +37,25 @@ def _invoice_variables(job: Job) -> dict[str, Any]:
     }}
 
 
+RUN_JOB = """
+mutation RunJob($input: RunJobInput!) {
+  runJob(input: $input) { jobId tenantId applied }
+}
+"""
+
+
+def _job_variables(job: Job) -> dict[str, Any]:
+    payload = dict(job.payload)
+    if job.covers:
+        payload["covers"] = job.covers.model_dump(mode="json")
+    return {"input": {
+        "tenantId": job.tenant_id, "jobId": job.job_id, "type": job.type.value, "payload": payload,
+    }}
+
+
 JOB_CALLS: dict[JobType, JobCall] = {
+    job_type: JobCall(job_type, RUN_JOB, _job_variables) for job_type in JobType
+} | {
     JobType.INVOICE_GENERATION: JobCall(
         JobType.INVOICE_GENERATION, GENERATE_INVOICE, _invoice_variables
     ),

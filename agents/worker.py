@@ -10,7 +10,7 @@ import mode
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from agents.ingest import Debouncer, routes_from
+from agents.ingest import Debouncer
 from agents.jobs import JOB_CALLS
 from agents.processor import Processor
 from clients.downstream import DownstreamClient, make_breaker
@@ -58,7 +58,7 @@ def build_worker(settings: Settings, roles: Sequence[str] = ROLES) -> faust.App:
     clients: list[DownstreamClient] = []
 
     if "ingest" in roles:
-        Debouncer(app, app_topics, settings, metrics, routes_from(settings)).register()
+        Debouncer(app, app_topics, settings, metrics).register()
 
     if "processor" in roles:
         settings.require("api_url")

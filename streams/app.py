@@ -49,17 +49,23 @@ class AppTopics:
     def __getitem__(self, name: str) -> TopicT:
         topic = self._topics.get(name)
         if topic is None:
-            topic = self._app.topic(
-                name,
-                key_type=bytes,
-                value_type=bytes,
-                key_serializer="raw",
-                value_serializer="raw",
-                partitions=self.partitions,
-                compacting=name == topics.SCHEDULES,
-            )
-            self._topics[name] = topic
+            topic = self._topics[name] = self._raw_topic(name)
         return topic
+
+    def many(self, names: tuple[str, ...]) -> TopicT:
+        """One Faust topic over several names, for an agent that reads them all."""
+        return self._raw_topic(*names)
+
+    def _raw_topic(self, *names: str) -> TopicT:
+        return self._app.topic(
+            *names,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=self.partitions,
+            compacting=names == (topics.SCHEDULES,),
+        )
 
     async def declare_all(self) -> None:
         """Create every catalog topic (an existing one is left as it is)."""

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from streams import topics
+from streams.topics import JobType
 
 TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -48,6 +49,8 @@ class InvoiceDue(DomainEvent):
     due_date: date
     amount: Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "ZAR"
+    # "generate" issues the invoice; "remind" chases payment of an issued one
+    stage: Literal["generate", "remind"] = "generate"
 
 
 class ExportRequested(DomainEvent):
@@ -58,11 +61,22 @@ class ExportRequested(DomainEvent):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class CronTick(DomainEvent):
+    """A schedule fired: one record per (schedule, fire time); ``event_id`` is the tick id."""
+
+    type: Literal[topics.CRON_TICKS] = topics.CRON_TICKS
+    schedule_id: Identifier
+    job_type: JobType
+    fire_at: AwareDatetime
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
 EVENT_MODELS: dict[str, type[DomainEvent]] = {
     topics.WORLD_TIME_ADVANCED: WorldTimeAdvanced,
     topics.ENTITY_MODIFIED: EntityModified,
     topics.INVOICE_DUE: InvoiceDue,
     topics.EXPORT_REQUESTED: ExportRequested,
+    topics.CRON_TICKS: CronTick,
 }
 
 

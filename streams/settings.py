@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=86400,
         description="trailing debounce window in seconds, a number > 0, e.g. 5",
     )
+    debounce_policies: str = Field(
+        default="",
+        pattern=r"^[\sa-z=:.,0-9-]*$",
+        description=(
+            "job-type=policy pairs, comma-separated, overriding the defaults; a policy is "
+            "leading:SECONDS, trailing[:SECONDS[:MAX_WAIT]] or immediate, "
+            "e.g. export=immediate,bank-sync=leading:30"
+        ),
+    )
     debounce_max_event_ids: int = Field(
         default=100, ge=1, le=10000,
         description="how many event ids a job lists at most, a whole number 1..10000",

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from agents.debounce import IMMEDIATE, parse_policies, parse_policy
+from agents.ingest import DEFAULT_POLICIES, immediate_job
+from agents.routing import job_types_for
+from streams import topics
+from streams.events import CronTick, EntityModified, ExportRequested, InvoiceDue, WorldTimeAdvanced
+from streams.topics import JobType
+
+NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)
+BASE = {"event_id": "e1", "tenant_id": "c42", "occurred_at": NOW}
+
+
+def test_world_time_fans_out_to_expiry_effects_and_recalculation():
+    event = WorldTimeAdvanced(**BASE, world_time=NOW)
+    assert job_types_for(topics.WORLD_TIME_ADVANCED, event) == [
+        JobType.EVENT_EXPIRATION, JobType.DEFERRED_EFFECT,
+        JobType.SETTLEMENT_GROWTH, JobType.STRUCTURE_MAINTENANCE,
+    ]
+
+
+@pytest.mark.parametrize("entity_type, expected", [
+    ("settlement", [JobType.SETTLEMENT_GROWTH]),
+    ("structure", [JobType.STRUCTURE_MAINTENANCE]),
+    ("character", []),
+])
+def test_entity_changes_route_by_entity_type(entity_type, expected):
+    event = EntityModified(**BASE, entity_type=entity_type, entity_id="x")
+    assert job_types_for(topics.ENTITY_MODIFIED, event) == expected
+
+
+@pytest.mark.parametrize("stage, expected", [
+    ("generate", JobType.INVOICE_GENERATION), ("remind", JobType.PAYMENT_REMINDER),
+])
+def test_invoices_route_by_stage(stage, expected):
+    event = InvoiceDue(**BASE, invoice_id="i", due_date=NOW.date(), amount=1, stage=stage)
+    assert job_types_for(topics.INVOICE_DUE, event) == [expected]
+
+
+def test_exports_and_ticks():
+    export = ExportRequested(**BASE, export_id="x1")
+    assert job_types_for(topics.EXPORT_REQUESTED, export) == [JobType.EXPORT]
+    tick = CronTick(**BASE, schedule_id="s1", job_type="bank-sync", fire_at=NOW)
+    assert job_types_for(topics.CRON_TICKS, tick) == [JobType.BANK_SYNC]
+
+
+def test_a_tick_job_is_named_by_schedule_and_fire_time():
+    tick = CronTick(**BASE, schedule_id="s1", job_type="bank-sync", fire_at=NOW, payload={"a": 1})
+    again = CronTick(**{**BASE, "event_id": "e2"}, schedule_id="s1", job_type="bank-sync", fire_at=NOW)
+    job = immediate_job(tick, JobType.BANK_SYNC, now=0)
+    assert job.job_id == immediate_job(again, JobType.BANK_SYNC, now=5).job_id
+    assert job.triggered_by == "cron" and job.scheduled_at == NOW
+    assert job.payload == {"schedule_id": "s1", "a": 1}
+
+
+def test_an_immediate_event_job_carries_the_event_fields():
+    job = immediate_job(ExportRequested(**BASE, export_id="x1", format="json"), JobType.EXPORT, 0)
+    assert job.payload["export_id"] == "x1" and job.payload["format"] == "json"
+    assert job.payload["event_id"] == "e1"
+
+
+def test_policies_parse_and_default():
+    policies = parse_policies(DEFAULT_POLICIES, default_window_s=3)
+    assert policies["event-expiration"].mode == "leading"
+    assert policies["event-expiration"].window_s == 5
+    assert policies["invoice-generation"].window_s == 3
+    assert policies["settlement-growth"].max_wait_s == 60
+    assert policies["export"] is IMMEDIATE
+    assert set(policies) == {t.value for t in JobType}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("export", "not job-type=policy"),
+    ("laundry=immediate", "not a job type"),
+    ("export=sometimes", "leading, trailing or immediate"),
+    ("export=leading:x", "seconds"),
+    ("export=leading:1:2", "too many"),
+    ("export=trailing:5:2", "max_wait_s"),
+])
+def test_bad_policies_name_the_problem(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_policies(text, default_window_s=1)
+
+
+def test_trailing_without_numbers_takes_the_default_window():
+    assert parse_policy("trailing", default_window_s=7).window_s == 7
