@@ -80,6 +80,9 @@ class DebouncePolicy:
                 event_ids=[event_id], fired=self.mode == "leading",
             )
             return opened, opened.fired
+        if event_id in window.event_ids:
+            # redelivered (a restart before the offset was committed): already counted
+            return window, False
         window.count += 1
         window.last_event_id = event_id
         window.last_occurred_at = occurred_at

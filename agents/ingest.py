@@ -94,7 +94,7 @@ class Debouncer:
         # of a tenant's windows is the partition of its events (use_partitioner: the
         # flusher writes outside stream iteration). Value: job type → window.
         self.windows = app.Table(
-            topics.DEBOUNCE_WINDOWS_TABLE, default=dict, key_type=bytes, value_type=dict,
+            topics.DEBOUNCE_WINDOWS_TABLE, default=dict, key_type=bytes,  # values: JSON objects
             use_partitioner=True,
         )
 

@@ -80,3 +80,10 @@ def test_the_job_id_depends_on_tenant_type_and_first_event_only():
     other_tenant = job_for_window("t2", JobType.INVOICE_GENERATION, short, now=5)
     assert other_tenant.job_id != a.job_id
     assert b.covers is not None and b.covers.count == 3 and b.covers.event_ids == ["e0", "e1", "e2"]
+
+
+def test_a_redelivered_event_is_not_counted_twice():
+    policy = DebouncePolicy("trailing", window_s=5)
+    window, _ = feed(policy, [0, 1])
+    window, fired = policy.observe(window, "e1", AT, 2)
+    assert not fired and window.count == 2 and window.last_at == 1
