@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install lint unit test run clean
+.PHONY: install lint unit test run clean bench-ingest
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check streams agents clients tests
+	$(BIN)/ruff check streams agents clients tests bench
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
@@ -32,3 +32,6 @@ run: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info .cronbus-data
+
+bench-ingest: install
+	$(BIN)/python bench/ingest.py --events $${EVENTS:-200000} --tenants $${TENANTS:-1000}
