@@ -147,6 +147,9 @@ class Debouncer:
                 await self._send(job_for_window(parsed.tenant_id, job_type, fired, now))
         if tenant_windows is not None:
             self.windows[key] = tenant_windows
+            # Faust may commit this record's offset before the changelog write leaves the
+            # producer buffer; a kill -9 then loses the event from its window. Flush first.
+            await self.app.producer.flush()
 
     def _observe(
         self, event: DomainEvent, job_type: JobType, policy: DebouncePolicy,
