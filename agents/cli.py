@@ -37,9 +37,9 @@ def _configure_logging(level: str) -> None:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
-    from agents.worker import ROLES, build_worker
+    from agents.worker import DEFAULT_ROLES, build_worker
 
-    roles = args.role or list(ROLES)
+    roles = args.role or list(DEFAULT_ROLES)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = build_worker(settings, roles)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)
@@ -158,9 +158,9 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="cronbus", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
 
-    worker = sub.add_parser("worker", help="run a worker (all roles unless --role is given)")
-    worker.add_argument("--role", action="append", choices=["ingest", "processor"],
-                        help="a role to run; repeat for several")
+    worker = sub.add_parser("worker", help="run a worker (ingest and processor unless --role is given)")
+    worker.add_argument("--role", action="append", choices=["ingest", "processor", "bridge"],
+                        help="a role to run; repeat for several (bridge: Redis pub/sub to Kafka)")
     worker.set_defaults(run=cmd_worker)
 
     publish = sub.add_parser("publish", help="validate and publish domain events")

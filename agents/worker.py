@@ -10,6 +10,7 @@ import mode
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from agents.bridge import RedisBridge
 from agents.ingest import Debouncer
 from agents.jobs import JOB_CALLS
 from agents.processor import Processor
@@ -21,7 +22,12 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ROLES = ("ingest", "processor")
+ROLES = ("ingest", "processor", "bridge")
+# what `cronbus worker` runs without --role; the bridge listens on a Redis of its own
+# choosing, so it runs only where it is asked for
+DEFAULT_ROLES = ("ingest", "processor")
+# roles that consume Kafka partitions (readiness waits for an assignment only for these)
+CONSUMING_ROLES = frozenset({"ingest", "processor"})
 
 
 class OutsideWorld(mode.Service):
@@ -47,7 +53,7 @@ class OutsideWorld(mode.Service):
         await self.redis.aclose()
 
 
-def build_worker(settings: Settings, roles: Sequence[str] = ROLES) -> faust.App:
+def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> faust.App:
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise ValueError(f"unknown role(s) {sorted(unknown)}; known: {', '.join(ROLES)}")
@@ -79,20 +85,40 @@ def build_worker(settings: Settings, roles: Sequence[str] = ROLES) -> faust.App:
             Processor(app, app_topics, call, client=client, status=status, metrics=metrics,
                       settings=settings).register()
 
+    bridge: RedisBridge | None = None
+    if "bridge" in roles:
+        # an app service starts once the producer and the web server run, so the first
+        # message already has somewhere to go
+        bridge = RedisBridge(app_topics, settings, metrics)
+        app.service(bridge)  # type: ignore[arg-type]
+
     app.add_dependency(OutsideWorld(redis, clients, app_topics))
-    _register_pages(app, metrics)
+    _register_pages(app, metrics, consumes=bool(CONSUMING_ROLES & set(roles)), bridge=bridge)
     return app
 
 
-def _register_pages(app: faust.App, metrics: Metrics) -> None:
+def _register_pages(app: faust.App, metrics: Metrics, *, consumes: bool,
+                    bridge: RedisBridge | None) -> None:
     async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     async def ready_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         assigned = app.consumer.assignment() if app.started else set()
-        ready = bool(assigned) and not app.rebalancing and not app.in_recovery
+        ready = app.started and not app.rebalancing and not app.in_recovery
+        if consumes:
+            ready = ready and bool(assigned)
+        if bridge is not None:
+            ready = ready and bridge.listener.state == "subscribed"
         return web.json({"ready": ready, "partitions": len(assigned)},
                         status=200 if ready else 503)
 
+    async def health_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        # small for now: what each running role reports about itself
+        body: dict[str, object] = {}
+        if bridge is not None:
+            body["bridge"] = bridge.health()
+        return web.json(body)
+
     app.page("/metrics")(metrics_page)
     app.page("/ready")(ready_page)
+    app.page("/health")(health_page)

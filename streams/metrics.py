@@ -55,6 +55,18 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        self.bridge_messages = Counter(
+            "cronbus_bridge_messages",
+            "Redis pub/sub messages the bridge handled: published to Kafka or invalid",
+            ["outcome"],
+            registry=r,
+        )
+        self.bridge_reconnects = Counter(
+            "cronbus_bridge_reconnects", "Reconnect attempts after the bridge lost Redis", registry=r
+        )
+        self.bridge_connected = Gauge(
+            "cronbus_bridge_connected", "1 while the bridge is subscribed on Redis, else 0", registry=r
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -35,6 +35,12 @@ def _broker_list(value: Any) -> list[str]:
     return hosts
 
 
+def _comma_list(value: Any) -> list[str]:
+    """Accept ``a,b`` (or a list) and return ``["a", "b"]``, blanks dropped."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [text for text in (str(i).strip() for i in items) if text]
+
+
 class Settings(BaseSettings):
     """Everything a cronbus process can be told. Each field's description is its expected form."""
 
@@ -55,6 +61,22 @@ class Settings(BaseSettings):
         default="cronbus",
         pattern=r"^[A-Za-z0-9._:-]{1,64}$",
         description="a key prefix for everything cronbus keeps in Redis, e.g. cronbus",
+    )
+    bridge_redis_url: str | None = Field(
+        default=None,
+        pattern=r"^rediss?://",
+        description=(
+            "the Redis URL the pub/sub bridge listens on (default: CRONBUS_REDIS_URL), "
+            "e.g. rediss://:password@host:6380/0"
+        ),
+    )
+    bridge_patterns: Annotated[list[str], NoDecode] = Field(
+        default=["campaign.*.worldTimeAdvanced", "campaign.*.entityModified"],
+        min_length=1,
+        description=(
+            "comma-separated Redis PSUBSCRIBE patterns, "
+            "e.g. campaign.*.worldTimeAdvanced,campaign.*.entityModified"
+        ),
     )
     api_url: str | None = Field(
         default=None,
@@ -145,6 +167,11 @@ class Settings(BaseSettings):
     def _parse_brokers(cls, value: Any) -> list[str]:
         return _broker_list(value)
 
+    @field_validator("bridge_patterns", mode="before")
+    @classmethod
+    def _parse_patterns(cls, value: Any) -> list[str]:
+        return _comma_list(value)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
@@ -153,6 +180,11 @@ class Settings(BaseSettings):
     @property
     def faust_broker(self) -> str:
         return ";".join(f"kafka://{host}" for host in self.broker_url)
+
+    @property
+    def bridge_redis(self) -> str:
+        """Where the bridge listens: its own URL, else the one Redis cronbus uses."""
+        return self.bridge_redis_url or self.redis_url
 
     def require(self, *names: str) -> None:
         """Stop with a :class:`SettingsError` if a setting this role needs is unset."""

@@ -46,3 +46,26 @@ def test_a_wrong_setting_names_the_variable_and_the_expected_form(monkeypatch, n
 def test_a_missing_setting_a_role_needs_is_named():
     with pytest.raises(SettingsError, match="CRONBUS_API_URL is missing: expected the downstream"):
         load_settings().require("api_url")
+
+
+def test_bridge_patterns_are_a_comma_list_and_the_bridge_uses_redis_url_by_default(monkeypatch):
+    monkeypatch.setenv("CRONBUS_REDIS_URL", "redis://:pw@r1:6379/0")
+    settings = load_settings()
+    assert settings.bridge_patterns == ["campaign.*.worldTimeAdvanced", "campaign.*.entityModified"]
+    assert settings.bridge_redis == "redis://:pw@r1:6379/0"
+    monkeypatch.setenv("CRONBUS_BRIDGE_PATTERNS", "campaign.*.a, campaign.*.b,")
+    monkeypatch.setenv("CRONBUS_BRIDGE_REDIS_URL", "rediss://r2:6380/0")
+    settings = load_settings()
+    assert settings.bridge_patterns == ["campaign.*.a", "campaign.*.b"]
+    assert settings.bridge_redis == "rediss://r2:6380/0"
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("CRONBUS_BRIDGE_PATTERNS", " , ", "PSUBSCRIBE patterns"),
+    ("CRONBUS_BRIDGE_REDIS_URL", "localhost:6379", "pub/sub bridge"),
+])
+def test_a_wrong_bridge_setting_names_the_variable(monkeypatch, name, value, expected):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert name in str(caught.value) and expected in str(caught.value)
