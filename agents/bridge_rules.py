@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from streams import topics
-from streams.events import InvalidReason, Rejection, encode_event, parse_event
+from streams.events import InvalidReason, Rejection, decode_object, encode_event, parse_event
 
 CHANNEL_PREFIX = "campaign"
 
@@ -75,14 +75,9 @@ def bridge_message(
         known = ", ".join(sorted(TOPIC_OF_CHANNEL_SUFFIX))
         return Rejection(InvalidReason.UNKNOWN_TYPE,
                          f"no event is bridged from channel suffix {suffix!r} (known: {known})")
-    if len(payload) > max_bytes:  # before json.loads, as parse_event would
-        return Rejection(InvalidReason.OVERSIZE, f"{len(payload)} bytes exceeds the limit of {max_bytes}")
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejection(InvalidReason.NOT_JSON, f"not JSON: {exc}")
-    if not isinstance(data, dict):
-        return Rejection(InvalidReason.NOT_AN_OBJECT, f"a JSON {type(data).__name__}, not an object")
+    data = decode_object(payload, max_bytes=max_bytes)
+    if isinstance(data, Rejection):
+        return data
     given_tenant = data.get("tenant_id")
     if given_tenant is not None and given_tenant != campaign:
         return Rejection(InvalidReason.BAD_FIELD,

@@ -108,6 +108,17 @@ def parse_event(topic: str, raw: bytes | None, *, max_bytes: int) -> DomainEvent
     model = EVENT_MODELS.get(topic)
     if model is None:
         return Rejection(InvalidReason.UNKNOWN_TYPE, f"no event type is read from topic {topic!r}")
+    data = decode_object(raw, max_bytes=max_bytes)
+    if isinstance(data, Rejection):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        return _rejection_from(exc)
+
+
+def decode_object(raw: bytes | None, *, max_bytes: int) -> dict[str, Any] | Rejection:
+    """A record value as a JSON object, checked for size before it is parsed."""
     if raw is None:
         return Rejection(InvalidReason.NOT_JSON, "the record has no value")
     if len(raw) > max_bytes:
@@ -118,10 +129,7 @@ def parse_event(topic: str, raw: bytes | None, *, max_bytes: int) -> DomainEvent
         return Rejection(InvalidReason.NOT_JSON, f"not JSON: {exc}")
     if not isinstance(data, dict):
         return Rejection(InvalidReason.NOT_AN_OBJECT, f"a JSON {type(data).__name__}, not an object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        return _rejection_from(exc)
+    return data
 
 
 def _rejection_from(exc: ValidationError) -> Rejection:
