@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agents.roles import DEFAULT_ROLES, ROLES
 from streams import topics
 from streams.events import EVENT_MODELS, DomainEvent
 from streams.settings import Settings, SettingsError, load_settings
@@ -37,7 +38,7 @@ def _configure_logging(level: str) -> None:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
-    from agents.worker import DEFAULT_ROLES, build_worker
+    from agents.worker import build_worker
 
     roles = args.role or list(DEFAULT_ROLES)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
@@ -159,7 +160,7 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
 
     worker = sub.add_parser("worker", help="run a worker (ingest and processor unless --role is given)")
-    worker.add_argument("--role", action="append", choices=["ingest", "processor", "bridge"],
+    worker.add_argument("--role", action="append", choices=ROLES,
                         help="a role to run; repeat for several (bridge: Redis pub/sub to Kafka)")
     worker.set_defaults(run=cmd_worker)
 

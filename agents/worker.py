@@ -14,6 +14,7 @@ from agents.bridge import RedisBridge
 from agents.ingest import Debouncer
 from agents.jobs import JOB_CALLS
 from agents.processor import Processor
+from agents.roles import CONSUMING_ROLES, DEFAULT_ROLES, ROLES
 from clients.downstream import DownstreamClient, make_breaker
 from clients.job_status import JobStatusStore
 from streams.app import AppTopics, create_app
@@ -21,14 +22,6 @@ from streams.metrics import Metrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-ROLES = ("ingest", "processor", "bridge")
-# what `cronbus worker` runs without --role; the bridge listens on a Redis of its own
-# choosing, so it runs only where it is asked for
-DEFAULT_ROLES = ("ingest", "processor")
-# roles that consume Kafka partitions (readiness waits for an assignment only for these)
-CONSUMING_ROLES = frozenset({"ingest", "processor"})
-
 
 class OutsideWorld(mode.Service):
     """The worker's long-lived clients: checked at start, closed at stop."""
