@@ -1,0 +1,202 @@
+"""Schedules: what fires when, for which tenant, and how a definition is checked.
+
+A schedule is one of three kinds: a cron pattern in an IANA time zone, an interval
+(``every_ms``), or a one-off (``run_at``; a request may say ``delay_ms`` instead). It is stored as
+a record on the compacted ``schedules`` topic keyed by :func:`schedule_key` (tenant and id, so
+two tenants never share or learn of each other's ids); a tombstone removes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from streams.events import TenantId
+from streams.topics import JobType
+
+ScheduleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
+Misfire = Literal["skip", "run_once", "run_all"]
+Overlap = Literal["allow", "skip", "buffer_one"]
+
+MAX_EVERY_MS = 366 * 86_400_000
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+}
+# what changes *when* a schedule fires; changing any of them starts it afresh from that moment
+TIMING_FIELDS = ("cron", "timezone", "every_ms", "limit", "run_at", "start_at", "end_at", "enabled")
+
+
+class Schedule(BaseModel):
+    """One schedule as stored. ``revision_at`` is when its timing last changed: it fires only
+    at times after that (a one-off fires once even if ``run_at`` is already past)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    id: ScheduleId
+    tenant_id: TenantId
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    job_type: JobType
+    payload: dict[str, Any] = Field(default_factory=dict)
+    cron: str | None = None
+    timezone: str = "UTC"
+    every_ms: int | None = Field(default=None, ge=1000, le=MAX_EVERY_MS)
+    limit: int | None = Field(default=None, ge=1)
+    run_at: AwareDatetime | None = None
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+    enabled: bool = True
+    misfire: Misfire = "run_once"
+    misfire_limit: int = Field(default=10, ge=1, le=10_000)
+    overlap: Overlap = "allow"
+    revision_at: AwareDatetime | None = None
+
+    @property
+    def key(self) -> bytes:
+        return schedule_key(self.tenant_id, self.id)
+
+    @property
+    def kind(self) -> Literal["cron", "every", "once"]:
+        if self.cron is not None:
+            return "cron"
+        return "every" if self.every_ms is not None else "once"
+
+    def encode(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    def same_definition(self, other: Schedule) -> bool:
+        """True if ``other`` says the same thing (``revision_at`` aside)."""
+        return self.model_dump(exclude={"revision_at"}) == other.model_dump(exclude={"revision_at"})
+
+    def same_timing(self, other: Schedule) -> bool:
+        return all(getattr(self, name) == getattr(other, name) for name in TIMING_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    field: str
+    message: str
+
+
+class InvalidSchedule(ValueError):
+    """A schedule definition is wrong; ``problems`` name each field and what is wrong with it."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+
+
+def schedule_key(tenant_id: str, schedule_id: str) -> bytes:
+    return f"{tenant_id}/{schedule_id}".encode()
+
+
+def tenant_of_key(key: bytes) -> str:
+    return key.decode().split("/", 1)[0]
+
+
+def cron_fields(expression: str) -> list[str]:
+    """A cron pattern's fields: minute hour day month weekday [second]; macros expanded."""
+    text = CRON_MACROS.get(expression.strip().lower(), expression)
+    return text.split()
+
+
+def parse_schedule(data: dict[str, Any]) -> Schedule:
+    """A stored or requested definition as a :class:`Schedule`, or :class:`InvalidSchedule`."""
+    try:
+        schedule = Schedule.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidSchedule([
+            FieldProblem(".".join(str(part) for part in e["loc"]) or "schedule",
+                         e["msg"].removeprefix("Value error, "))
+            for e in exc.errors()
+        ]) from None
+    problems = _timing_problems(schedule)
+    if problems:
+        raise InvalidSchedule(problems)
+    return schedule
+
+
+def decode_schedule(raw: bytes) -> Schedule:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidSchedule([FieldProblem("schedule", f"not JSON: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise InvalidSchedule([FieldProblem("schedule", "a JSON object is expected")])
+    return parse_schedule(data)
+
+
+def schedule_from_request(
+    body: Any, *, tenant_id: str, now: datetime, schedule_id: str | None = None
+) -> Schedule:
+    """A definition sent to the API or the CLI: the tenant comes from the caller's token,
+    ``delay_ms`` becomes ``run_at``, a missing id is derived from the definition (so the same
+    definition sent twice is one schedule) and a missing name is the id."""
+    if not isinstance(body, dict):
+        raise InvalidSchedule([FieldProblem("schedule", "a JSON object is expected")])
+    data = {k: v for k, v in body.items() if k not in ("tenant_id", "revision_at")}
+    if "tenant_id" in body and body["tenant_id"] != tenant_id:
+        raise InvalidSchedule([FieldProblem("tenant_id", "is set by your token; leave it out")])
+    if "delay_ms" in data:
+        delay = data.pop("delay_ms")
+        if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= MAX_EVERY_MS:
+            raise InvalidSchedule([FieldProblem("delay_ms", f"a whole number of ms, 0..{MAX_EVERY_MS}")])
+        if data.get("run_at") is not None:
+            raise InvalidSchedule([FieldProblem("delay_ms", "give run_at or delay_ms, not both")])
+        data["run_at"] = (now + timedelta(milliseconds=delay)).isoformat()
+    if schedule_id is not None:
+        if data.get("id", schedule_id) != schedule_id:
+            raise InvalidSchedule([FieldProblem("id", "differs from the id in the path")])
+        data["id"] = schedule_id
+    elif "id" not in data:
+        canonical = json.dumps(data, sort_keys=True, default=str)
+        data["id"] = "s-" + hashlib.sha256(f"{tenant_id}\x1f{canonical}".encode()).hexdigest()[:24]
+    data.setdefault("name", data["id"])
+    return parse_schedule({**data, "tenant_id": tenant_id, "revision_at": now.isoformat()})
+
+
+def _timing_problems(s: Schedule) -> list[FieldProblem]:
+    problems: list[FieldProblem] = []
+    given = [name for name in ("cron", "every_ms", "run_at") if getattr(s, name) is not None]
+    if len(given) != 1:
+        field = given[1] if len(given) > 1 else "cron"
+        problems.append(FieldProblem(
+            field, "give exactly one of cron, every_ms or run_at (or delay_ms)"
+            + (f"; got {', '.join(given)}" if given else "")
+        ))
+    if s.cron is not None:
+        fields = cron_fields(s.cron)
+        if len(fields) not in (5, 6) or not croniter.is_valid(" ".join(fields)):
+            problems.append(FieldProblem(
+                "cron", f"{s.cron!r} is not a cron pattern: minute hour day month weekday "
+                "[second], e.g. '30 2 * * *', or @hourly/@daily/@weekly/@monthly/@yearly"
+            ))
+    try:
+        ZoneInfo(s.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(FieldProblem("timezone",
+                                     f"{s.timezone!r} is not an IANA time zone, e.g. Europe/Berlin"))
+    if s.start_at and s.end_at and s.end_at <= s.start_at:
+        problems.append(FieldProblem("end_at", "must be after start_at"))
+    if s.limit is not None and s.run_at is not None:
+        problems.append(FieldProblem(
+            "limit", "a one-off (run_at) fires once; limit applies to cron and every_ms"))
+    return problems
+
+
+def tick_id(key: bytes, fire_at: datetime) -> str:
+    """The id of the tick of one (schedule, fire time): the same on every worker, every time."""
+    digest = hashlib.sha256(key + b"\x1f" + fire_at.astimezone(UTC).isoformat().encode()).hexdigest()
+    return f"tick-{digest[:32]}"
+
+
+def tick_trigger_ref(schedule_id: str, fire_at: datetime) -> str:
+    """What a tick's job id is derived from (with tenant and job type)."""
+    return f"tick:{schedule_id}:{fire_at.isoformat()}"
