@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agents.logs import configure_logging
 from agents.roles import DEFAULT_ROLES, ROLES
 from streams import topics
 from streams.events import EVENT_MODELS, DomainEvent
@@ -23,27 +24,17 @@ from streams.settings import Settings, SettingsError, load_settings
 log = logging.getLogger("cronbus")
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    # their per-request and per-rebalance chatter drowns cronbus's own lines at INFO
-    for noisy in ("httpx", "aiokafka"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-
-
 # --- worker ---------------------------------------------------------------------------------
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    import faust
-
+    from agents.shutdown import GracefulWorker
     from agents.worker import build_worker
 
     roles = args.role or list(DEFAULT_ROLES)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = build_worker(settings, roles)
-    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)
+    worker = GracefulWorker(app, grace_s=settings.shutdown_grace_s, loglevel=settings.log_level,
+                            override_logging=False)
     log.info("worker %s starting with roles %s", settings.app_id, ", ".join(roles))
     worker.execute_from_commandline()
     return 0
@@ -195,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"cronbus: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         return int(args.run(args, settings))
     except SettingsError as exc:

@@ -10,7 +10,10 @@ import mode
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from agents.alerts import Alerts
 from agents.bridge import RedisBridge
+from agents.consumer_lag import update_consumer_lag
+from agents.health import HealthCheck
 from agents.ingest import Debouncer
 from agents.jobs import JOB_CALLS
 from agents.processor import Processor
@@ -27,11 +30,14 @@ class OutsideWorld(mode.Service):
     """The worker's long-lived clients: checked at start, closed at stop."""
 
     def __init__(self, redis: aioredis.Redis, clients: list[DownstreamClient],
-                 app_topics: AppTopics, **kwargs: object) -> None:
+                 app_topics: AppTopics, alerts: Alerts, health: HealthCheck,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.redis = redis
         self.clients = clients
         self.app_topics = app_topics
+        self.alerts = alerts
+        self.health = health
 
     async def on_start(self) -> None:
         try:
@@ -43,6 +49,8 @@ class OutsideWorld(mode.Service):
     async def on_stop(self) -> None:
         for client in self.clients:
             await client.aclose()
+        await self.health.aclose()
+        await self.alerts.aclose()
         await self.redis.aclose()
 
 
@@ -52,6 +60,7 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
         raise ValueError(f"unknown role(s) {sorted(unknown)}; known: {', '.join(ROLES)}")
     app = create_app(settings)
     metrics = Metrics()
+    alerts = Alerts(settings, metrics)
     app_topics = AppTopics(app, settings)
     redis = aioredis.Redis.from_url(settings.redis_url)
     clients: list[DownstreamClient] = []
@@ -65,6 +74,7 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
         breaker = make_breaker(
             "api", fail_max=settings.breaker_fail_max,
             reset_timeout_s=settings.breaker_reset_timeout_s, metrics=metrics,
+            on_open=alerts.breaker_opened,
         )
         client = DownstreamClient(
             settings.api_url, breaker=breaker, metrics=metrics,
@@ -85,17 +95,25 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
         bridge = RedisBridge(app_topics, settings, metrics)
         app.service(bridge)  # type: ignore[arg-type]
 
-    app.add_dependency(OutsideWorld(redis, clients, app_topics))
-    _register_pages(app, metrics, consumes=bool(CONSUMING_ROLES & set(roles)), bridge=bridge)
+    health = HealthCheck(app, redis, timeout_s=settings.health_timeout_s,
+                         client=clients[0] if clients else None, bridge=bridge)
+    app.add_dependency(OutsideWorld(redis, clients, app_topics, alerts, health))
+    _register_pages(app, metrics, health, consumes=bool(CONSUMING_ROLES & set(roles)), bridge=bridge)
     return app
 
 
-def _register_pages(app: faust.App, metrics: Metrics, *, consumes: bool,
+def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *, consumes: bool,
                     bridge: RedisBridge | None) -> None:
     async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        await update_consumer_lag(app, metrics)
         return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    async def live_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        # the event loop answered: the process is not stuck (restart it only when this fails)
+        return web.json({"live": True})
+
     async def ready_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        # ready to be sent work: started, not rebalancing, owning partitions if it consumes
         assigned = app.consumer.assignment() if app.started else set()
         ready = app.started and not app.rebalancing and not app.in_recovery
         if consumes:
@@ -106,12 +124,11 @@ def _register_pages(app: faust.App, metrics: Metrics, *, consumes: bool,
                         status=200 if ready else 503)
 
     async def health_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        # small for now: what each running role reports about itself
-        body: dict[str, object] = {}
-        if bridge is not None:
-            body["bridge"] = bridge.health()
-        return web.json(body)
+        verdict, components = await health.run()
+        return web.json({"status": verdict, "components": {c.name: c.as_dict() for c in components}},
+                        status=503 if verdict == "unhealthy" else 200)
 
     app.page("/metrics")(metrics_page)
+    app.page("/live")(live_page)
     app.page("/ready")(ready_page)
     app.page("/health")(health_page)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -91,26 +92,35 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class _BreakerGauge(pybreaker.CircuitBreakerListener):
-    def __init__(self, metrics: Metrics) -> None:
+    """Keeps the state gauge current and tells ``on_open`` (an alert) when the circuit opens."""
+
+    def __init__(self, metrics: Metrics, on_open: Callable[[str], None] | None) -> None:
         self._metrics = metrics
+        self._on_open = on_open
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         name = new_state.name if new_state is not None else "closed"
         self._metrics.breaker_state.labels(cb.name).set(BREAKER_STATES.get(name, 0))
         log.warning("circuit breaker %s: %s -> %s", cb.name, getattr(old_state, "name", None), name)
+        if name == "open" and self._on_open is not None:
+            self._on_open(cb.name)
 
 
 def make_breaker(
     service: str, *, fail_max: int, reset_timeout_s: float, metrics: Metrics,
     storage: pybreaker.CircuitBreakerStorage | None = None,
+    on_open: Callable[[str], None] | None = None,
 ) -> pybreaker.CircuitBreaker:
-    """A breaker that counts only retryable failures (permanent ones are the job's fault)."""
+    """A breaker that counts only retryable failures (permanent ones are the job's fault).
+
+    ``on_open(service)`` is called each time the circuit opens (e.g. ``Alerts.breaker_opened``).
+    """
     metrics.breaker_state.labels(service).set(0)
     return pybreaker.CircuitBreaker(
         fail_max=fail_max,
         reset_timeout=reset_timeout_s,
         exclude=[PermanentError],
-        listeners=[_BreakerGauge(metrics)],
+        listeners=[_BreakerGauge(metrics, on_open)],
         state_storage=storage,
         name=service,
     )

@@ -1,20 +1,39 @@
 """Prometheus metrics of one cronbus process, on a registry of its own (no global state).
 
-Labels are bounded: topics, job types, reasons, outcomes, status classes; never a tenant.
+Every name the dashboards use is declared here, including those of parts that emit later,
+and every bounded label set is created at zero up front: a panel then shows 0, not nothing,
+and ``rate()`` sees the first increment. Labels are bounded: topics, partitions, job types,
+reasons, outcomes, status classes; never a tenant.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from streams import topics
+from streams.events import InvalidReason
+from streams.topics import JobType
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# how late a schedule fires, from a tick's due time to its job on the job topic
+FIRE_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+
+# the bounded label values, created at zero
+INGESTED_TOPICS = (*topics.EVENT_TOPICS, topics.CRON_TICKS)
+TRIGGERS = ("event", "cron", "manual")
+DEBOUNCE_OUTCOMES = ("opened", "joined", "immediate", "suppressed")
+PROCESS_OUTCOMES = ("completed", "dead", "skipped", "invalid")
+FAILURE_KINDS = ("retryable", "permanent")
+BRIDGE_OUTCOMES = ("published", "invalid")
+ALERT_KINDS = ("dead_letter", "breaker_open")
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # --- ingest and debounce
         self.events_received = Counter(
             "cronbus_events_received", "Event records read, valid or not", ["topic"], registry=r
         )
@@ -26,22 +45,39 @@ class Metrics:
         )
         self.debounced = Counter(
             "cronbus_debounce_events",
-            "Valid events by what debouncing did with them: opened a window or joined one",
+            "Valid events by what debouncing did with them: opened a window, joined one, went "
+            "through at once, or were suppressed when their window closed",
             ["job_type", "outcome"],
             registry=r,
         )
         self.jobs_emitted = Counter(
             "cronbus_jobs_emitted", "Jobs sent to job topics", ["job_type", "trigger"], registry=r
         )
+        # --- processors
         self.jobs_processed = Counter(
             "cronbus_jobs_processed",
             "Jobs finished by a processor, by outcome",
             ["job_type", "outcome"],
             registry=r,
         )
+        self.jobs_failed = Counter(
+            "cronbus_jobs_failed",
+            "Failed attempts of jobs, by kind: retryable (tried again) or permanent",
+            ["job_type", "kind"],
+            registry=r,
+        )
+        self.jobs_retried = Counter(
+            "cronbus_jobs_retried", "Attempts scheduled again after a retryable failure",
+            ["job_type"], registry=r,
+        )
+        self.jobs_dead_lettered = Counter(
+            "cronbus_jobs_dead_lettered", "Jobs sent to their dead-letter topic", ["job_type"],
+            registry=r,
+        )
         self.jobs_in_flight = Gauge(
             "cronbus_jobs_in_flight", "Jobs being processed now", ["job_type"], registry=r
         )
+        # --- downstream
         self.downstream_seconds = Histogram(
             "cronbus_downstream_request_seconds",
             "Downstream API call latency",
@@ -55,6 +91,31 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        # --- Kafka
+        self.consumer_lag = Gauge(
+            "cronbus_consumer_lag",
+            "Records on a partition this worker owns that it has not committed yet",
+            ["topic", "partition"],
+            registry=r,
+        )
+        # --- schedules
+        self.schedule_fires = Counter(
+            "cronbus_schedule_fires", "Schedule ticks fired", ["job_type"], registry=r
+        )
+        self.schedule_misfires = Counter(
+            "cronbus_schedule_misfires",
+            "Schedule ticks that could not fire at their time (skipped by the misfire policy)",
+            ["job_type"],
+            registry=r,
+        )
+        self.schedule_fire_lag = Histogram(
+            "cronbus_schedule_fire_lag_seconds",
+            "Seconds from a tick's due time until it fired",
+            ["job_type"],
+            buckets=FIRE_LAG_BUCKETS,
+            registry=r,
+        )
+        # --- Redis bridge
         self.bridge_messages = Counter(
             "cronbus_bridge_messages",
             "Redis pub/sub messages the bridge handled: published to Kafka or invalid",
@@ -67,6 +128,40 @@ class Metrics:
         self.bridge_connected = Gauge(
             "cronbus_bridge_connected", "1 while the bridge is subscribed on Redis, else 0", registry=r
         )
+        # --- alerts
+        self.alerts = Counter(
+            "cronbus_alerts", "Alerts raised: a job dead-lettered, a breaker opened", ["kind"],
+            registry=r,
+        )
+        self.alert_webhook_failures = Counter(
+            "cronbus_alert_webhook_failures", "Alerts the webhook did not accept", registry=r
+        )
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        for topic in INGESTED_TOPICS:
+            self.events_received.labels(topic)
+            for reason in InvalidReason:
+                self.events_invalid.labels(topic, reason.value)
+        for job_type in (t.value for t in JobType):
+            for outcome in DEBOUNCE_OUTCOMES:
+                self.debounced.labels(job_type, outcome)
+            for trigger in TRIGGERS:
+                self.jobs_emitted.labels(job_type, trigger)
+            for outcome in PROCESS_OUTCOMES:
+                self.jobs_processed.labels(job_type, outcome)
+            for kind in FAILURE_KINDS:
+                self.jobs_failed.labels(job_type, kind)
+            self.jobs_retried.labels(job_type)
+            self.jobs_dead_lettered.labels(job_type)
+            self.jobs_in_flight.labels(job_type)
+            self.schedule_fires.labels(job_type)
+            self.schedule_misfires.labels(job_type)
+            self.schedule_fire_lag.labels(job_type)
+        for outcome in BRIDGE_OUTCOMES:
+            self.bridge_messages.labels(outcome)
+        for kind in ALERT_KINDS:
+            self.alerts.labels(kind)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -161,6 +161,28 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="one of DEBUG, INFO, WARNING, ERROR"
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text (readable, for development) or json (one object a line, for production)",
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description=(
+            "a URL that alerts are POSTed to as JSON (optional), e.g. https://hooks.example.com/cronbus"
+        ),
+    )
+    alert_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="seconds an alert webhook call may take, > 0 and <= 60"
+    )
+    health_timeout_s: float = Field(
+        default=2.0, gt=0, le=60,
+        description="seconds each /health check may take before its component counts as down, > 0 and <= 60",
+    )
+    shutdown_grace_s: float = Field(
+        default=15.0, ge=0, le=3600,
+        description="seconds a stopping worker lets in-flight jobs finish before handing them back, 0..3600",
+    )
 
     @field_validator("broker_url", mode="before")
     @classmethod
@@ -176,6 +198,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @property
     def faust_broker(self) -> str:

@@ -55,7 +55,7 @@ def metric(worker, name: str) -> float:
 
 async def test_published_messages_become_events_keyed_by_campaign(stack, settings, start_worker):
     worker = start_worker(roles=("bridge",))
-    assert health(worker)["bridge"]["state"] == "subscribed"
+    assert health(worker)["components"]["bridge"]["state"] == "subscribed"
     run = uuid.uuid4().hex[:6]  # the development Redis may be shared: our own event ids
     world = {**WORLD_TIME, "event_id": f"wt-{run}"}
     entity = {"entity_type": "settlement", "entity_id": "s-1", "event_id": f"em-{run}"}
@@ -145,7 +145,10 @@ async def test_the_bridge_recovers_after_redis_was_down_for_ten_seconds(
 
         server.stop()  # SIGTERM, by pid
         await asyncio.sleep(10)
-        down = health(worker)["bridge"]
+        body = health(worker)
+        assert body["status"] == "degraded"  # the bridge is down, the worker is not
+        down = body["components"]["bridge"]
+        assert down["status"] == "down"
         assert down["state"] == "reconnecting"
         assert down["last_error"]
         assert worker.process.alive()
@@ -162,7 +165,7 @@ async def test_the_bridge_recovers_after_redis_was_down_for_ten_seconds(
                                       lambda rs: any(r.key == b"c2" for r in rs))
         assert sorted(r.key for r in records) == [b"c1", b"c2"]  # two partitions: no order
 
-        up = health(worker)["bridge"]
+        up = health(worker)["components"]["bridge"]
         assert up["state"] == "subscribed"
         assert up["reconnects"] >= 1
         assert metric(worker, "cronbus_bridge_reconnects_total") >= 1

@@ -35,6 +35,9 @@ def test_brokers_are_a_comma_list_with_or_without_scheme(monkeypatch):
     ("CRONBUS_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
     ("CRONBUS_BRIDGE_PATTERNS", " , ", "PSUBSCRIBE patterns"),
     ("CRONBUS_BRIDGE_REDIS_URL", "localhost:6379", "pub/sub bridge"),
+    ("CRONBUS_LOG_FORMAT", "xml", "text (readable"),
+    ("CRONBUS_ALERT_WEBHOOK_URL", "hooks", "alerts are POSTed"),
+    ("CRONBUS_SHUTDOWN_GRACE_S", "-1", "in-flight jobs finish"),
 ])
 def test_a_wrong_setting_names_the_variable_and_the_expected_form(monkeypatch, name, value, expected):
     monkeypatch.setenv(name, value)

@@ -1,0 +1,66 @@
+"""Log records as readable lines (development) or one JSON object a line (production).
+
+Credentials in URLs (``redis://:secret@host``) are masked in every record, whoever logs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# user:password@ (or :password@) after a scheme
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
+# the fields every LogRecord has; anything else was passed with ``extra=`` and is kept
+_STANDARD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def mask_credentials(text: str) -> str:
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+class MaskCredentials(logging.Filter):
+    """Renders the message once with its arguments and masks credentials in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rendered = record.getMessage()
+        masked = mask_credentials(rendered)
+        if masked != rendered:
+            record.msg, record.args = masked, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, extras, and the traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name not in _STANDARD_FIELDS and not name.startswith("_"):
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = mask_credentials(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(MaskCredentials())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # their per-request and per-rebalance chatter drowns cronbus's own lines at INFO
+    for noisy in ("httpx", "aiokafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
