@@ -31,6 +31,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from agents.worker import build_worker
 
     roles = args.role or list(DEFAULT_ROLES)
+    if args.job_types is not None:
+        settings = load_settings(job_types=args.job_types)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = build_worker(settings, roles)
     worker = GracefulWorker(app, grace_s=settings.shutdown_grace_s, loglevel=settings.log_level,
@@ -153,6 +155,9 @@ def parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker (ingest and processor unless --role is given)")
     worker.add_argument("--role", action="append", choices=ROLES,
                         help="a role to run; repeat for several (bridge: Redis pub/sub to Kafka)")
+    worker.add_argument("--job-types", metavar="TYPE,TYPE",
+                        help="job types the processor serves, comma-separated (default: "
+                             "CRONBUS_JOB_TYPES, else all), e.g. invoice-generation,export")
     worker.set_defaults(run=cmd_worker)
 
     publish = sub.add_parser("publish", help="validate and publish domain events")

@@ -1,5 +1,7 @@
-"""What each job type does downstream: its service and GraphQL operation. New types are one
-declaration here."""
+"""What each job type does downstream. A job type is one :class:`JobSpec`: its call (a GraphQL
+operation or a REST request), how the answer maps to success, and optionally its own retry
+policy and per-tenant ordering. New types are one declaration in :data:`JOB_SPECS`.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +9,56 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agents.retry_policy import RetryPolicy
 from streams.jobs import Job
 from streams.topics import JobType
+
+
+def _always(_: Any) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class GraphQLCall:
+    """A GraphQL operation on the service's endpoint; ``succeeded`` judges the answer's data."""
+
+    operation: str
+    variables: Callable[[Job], dict[str, Any]]
+    succeeded: Callable[[dict[str, Any]], bool] = _always
+
+
+@dataclass(frozen=True)
+class RestCall:
+    """A REST request; ``path`` is relative to the service URL. Any 2xx answer whose decoded
+    body ``succeeded`` accepts is a success."""
+
+    method: str
+    path: Callable[[Job], str]
+    body: Callable[[Job], Any] = lambda job: None
+    succeeded: Callable[[Any], bool] = _always
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """How a job type runs.
+
+    ``retry`` overrides the retry policy from the settings; ``ordered`` runs one tenant's jobs
+    of this type one at a time in record order (a failing job then retries in place and
+    holds the tenant's later jobs back, instead of going through the retry topics).
+    """
+
+    job_type: JobType
+    call: GraphQLCall | RestCall
+    service: str = "api"
+    retry: RetryPolicy | None = None
+    ordered: bool = False
+
 
 GENERATE_INVOICE = """
 mutation GenerateInvoice($input: GenerateInvoiceInput!) {
   generateInvoice(input: $input) { jobId tenantId applied }
 }
 """
-
-
-@dataclass(frozen=True)
-class JobCall:
-    """How a job type calls downstream."""
-
-    job_type: JobType
-    operation: str
-    variables: Callable[[Job], dict[str, Any]]
-    service: str = "api"
 
 
 def _invoice_variables(job: Job) -> dict[str, Any]:
@@ -53,10 +87,21 @@ def _job_variables(job: Job) -> dict[str, Any]:
     }}
 
 
-JOB_CALLS: dict[JobType, JobCall] = {
-    job_type: JobCall(job_type, RUN_JOB, _job_variables) for job_type in JobType
-} | {
-    JobType.INVOICE_GENERATION: JobCall(
-        JobType.INVOICE_GENERATION, GENERATE_INVOICE, _invoice_variables
+def _run_job(job_type: JobType, **options: Any) -> JobSpec:
+    return JobSpec(job_type, GraphQLCall(RUN_JOB, _job_variables), **options)
+
+
+JOB_SPECS: dict[JobType, JobSpec] = {
+    JobType.INVOICE_GENERATION: JobSpec(
+        JobType.INVOICE_GENERATION, GraphQLCall(GENERATE_INVOICE, _invoice_variables)
     ),
+    JobType.PAYMENT_REMINDER: _run_job(JobType.PAYMENT_REMINDER),
+    JobType.SARS_DEADLINE: _run_job(JobType.SARS_DEADLINE),
+    # a bank's ledger must see one tenant's syncs in order
+    JobType.BANK_SYNC: _run_job(JobType.BANK_SYNC, ordered=True),
+    JobType.DEFERRED_EFFECT: _run_job(JobType.DEFERRED_EFFECT),
+    JobType.EVENT_EXPIRATION: _run_job(JobType.EVENT_EXPIRATION),
+    JobType.SETTLEMENT_GROWTH: _run_job(JobType.SETTLEMENT_GROWTH),
+    JobType.STRUCTURE_MAINTENANCE: _run_job(JobType.STRUCTURE_MAINTENANCE),
+    JobType.EXPORT: _run_job(JobType.EXPORT),
 }

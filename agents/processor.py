@@ -1,134 +1,256 @@
-"""The processor of one job topic: call downstream, record the outcome, dead-letter what cannot
-succeed.
+"""One job record's way through a processor: the idempotency check, the downstream call, and
+its outcome: completed, retried through a retry topic, or dead-lettered.
 
-Each job is handled inside its own ``try`` and the agent takes one job at a time per
-partition, so an offset is never committed past an unfinished job (faust-streaming #606).
-Retries happen in place with exponential backoff; an open circuit waits without using an
-attempt.
+The record's key and value are never changed: a retry or a dead letter is the same bytes on
+another topic, its story (attempts, error, first and last failure) in headers. An open
+circuit is not the job's fault: the job waits at its service's gate, spending no attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-import faust
-from faust.types import Message
 from pydantic import ValidationError
 
-from agents.backoff import backoff_delay
-from agents.jobs import JobCall
-from clients.downstream import CircuitOpen, DownstreamClient, DownstreamError, RetryableError
+from agents.alerts import Alerts
+from agents.breaker_gate import ServiceGate
+from agents.jobs import GraphQLCall, JobSpec
+from agents.retry_policy import DeadLetter, RetryPolicy, after_failure
+from clients.downstream import (
+    CircuitOpen,
+    DownstreamClient,
+    DownstreamError,
+    PermanentError,
+    RetryableError,
+)
 from clients.job_status import JobState, JobStatusStore
 from streams import headers, topics
-from streams.app import AppTopics
 from streams.jobs import Job
 from streams.metrics import Metrics
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+TRUE_WORDS = frozenset({"1", "true", "yes"})
+
+
+class JobRecord(Protocol):
+    """What a processor needs of a consumed record (an aiokafka ``ConsumerRecord`` fits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+Send = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[None]]
+
+
+class InvalidJob(Exception):
+    """The record on a job topic is not a valid job."""
+
+
+class UnsuccessfulAnswer(PermanentError):
+    """The API answered, but its answer does not say the job succeeded."""
+
 
 class Processor:
+    """Runs the records of one job type. ``send`` delivers a record (and waits for the ack);
+    ``slots`` bounds the calls in flight across the worker."""
+
     def __init__(
-        self, app: faust.App, app_topics: AppTopics, call: JobCall, *,
-        client: DownstreamClient, status: JobStatusStore, metrics: Metrics, settings: Settings,
+        self, spec: JobSpec, *, client: DownstreamClient, status: JobStatusStore,
+        gate: ServiceGate, send: Send, slots: asyncio.Semaphore, metrics: Metrics,
+        alerts: Alerts | None, policy: RetryPolicy, rng: random.Random | None = None,
     ) -> None:
-        self.app = app
-        self.topics = app_topics
-        self.call = call
+        self.spec = spec
+        self.job_type = spec.job_type.value
+        self.topic = topics.job_topic(spec.job_type)
         self.client = client
         self.status = status
-        self.metrics = metrics
-        self.max_attempts = settings.max_attempts
-        self.backoff_s = settings.retry_backoff_s
-        self.breaker_wait_s = settings.breaker_reset_timeout_s
-        self.topic = topics.job_topic(call.job_type)
+        self.gate = gate
+        self.send = send
+        self.slots = slots
+        self.alerts = alerts
+        self.policy = spec.retry or policy
+        self.rng = rng or random.Random()
+        self.retry_topics = {d: topics.retry_topic(self.topic, d) for d in self.policy.tier_delays()}
+        self.dead_letter_topic = topics.dead_letter_topic(self.topic)
+        # metric children looked up once: labels() costs more than inc()
+        self._outcomes = {o: metrics.jobs_processed.labels(self.job_type, o)
+                          for o in ("completed", "dead", "skipped", "invalid")}
+        self._failed = {k: metrics.jobs_failed.labels(self.job_type, k)
+                        for k in ("retryable", "permanent")}
+        self._retried = metrics.jobs_retried.labels(self.job_type)
+        self._dead = metrics.jobs_dead_lettered.labels(self.job_type)
+        self._in_flight = metrics.jobs_in_flight.labels(self.job_type)
 
-    def register(self) -> None:
-        self.app.agent(self.topics[self.topic], name=f"process-{self.call.job_type}")(self._consume)
+    def topics(self) -> list[str]:
+        """The topics this processor consumes: the job topic and its retry tiers."""
+        return [self.topic, *self.retry_topics.values()]
 
-    async def _consume(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                await self.handle(message)
-            except Exception as exc:  # keep the job, keep the worker
-                log.exception("processing %s[%s]@%s failed", message.topic, message.partition,
-                              message.offset)
-                await self._dead_letter(message, exc, attempts=0, first_failure_at=time.time())
-
-    async def handle(self, message: Message) -> None:
-        job_type = self.call.job_type.value
+    @staticmethod
+    def due_at(record: JobRecord) -> float | None:
+        """When a record of a retry topic may run (None: at once)."""
+        value = headers.decode(record.headers).get(headers.RETRY_AT)
         try:
-            job = Job.decode(message.value)
-        except ValidationError as exc:
-            self.metrics.jobs_processed.labels(job_type, "invalid").inc()
-            await self._dead_letter(message, exc, attempts=0, first_failure_at=time.time())
-            return
-        in_flight = self.metrics.jobs_in_flight.labels(job_type)
-        in_flight.inc()
-        try:
-            outcome = await self._run(job, message)
-        finally:
-            in_flight.dec()
-        self.metrics.jobs_processed.labels(job_type, outcome).inc()
+            return float(value) if value else None
+        except ValueError:
+            return None
 
-    async def _run(self, job: Job, message: Message) -> str:
-        first_failure_at: float | None = None
-        failures = 0
+    async def process(self, record: JobRecord) -> str:
+        """Run one record to its outcome and return it. Infrastructure errors (Redis, Kafka)
+        propagate: the caller tries the record again later, it is never dropped."""
+        story = headers.decode(record.headers)
+        try:
+            job = self._decode(record)
+        except InvalidJob as exc:
+            await self._dead_letter(record, None, "InvalidJob", str(exc), attempts=0,
+                                    first_failure_at=time.time())
+            self._outcomes["invalid"].inc()
+            return "invalid"
+        force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
+        from_retry = record.topic != self.topic
+        # a record on the job topic starts afresh (a replay from the dead letters too)
+        failures = int(story.get(headers.ATTEMPTS) or 0) if from_retry else 0
+        first_failure = float(story.get(headers.FIRST_FAILURE_AT) or 0) if from_retry else 0.0
         while True:
-            attempt = await self.status.begin_attempt(job)
-            if attempt == 0:
-                log.info("job %s already completed; acknowledged without a call", job.job_id)
-                return "skipped"
-            try:
-                await self.client.graphql(
-                    self.call.operation, self.call.variables(job), idempotency_key=job.job_id
-                )
-            except CircuitOpen:
-                # the outage is not the job's fault: wait for the half-open probe, spend nothing
-                await self.status.finish(job.job_id, JobState.WAITING, error="circuit open")
-                await asyncio.sleep(self.breaker_wait_s / 4)
+            await self.gate.wait_open()
+            async with self.slots:
+                self._in_flight.inc()
+                try:
+                    attempt = await self.status.begin_attempt(job, force=force)
+                    if attempt == 0:
+                        log.debug("job %s already completed; acknowledged without a call",
+                                  job.job_id)
+                        self._outcomes["skipped"].inc()
+                        return "skipped"
+                    error = await self._attempt(job)
+                finally:
+                    self._in_flight.dec()
+            if error is None:
+                await self.status.finish(job.job_id, JobState.COMPLETED)
+                self._outcomes["completed"].inc()
+                return "completed"
+            if isinstance(error, CircuitOpen) or (
+                isinstance(error, RetryableError) and self.gate.breaker_open()
+            ):
+                # the outage, not the job: wait for the half-open probe, spend nothing
+                await self.status.finish(job.job_id, JobState.WAITING, error=_describe(error))
+                self.gate.hold()
                 continue
-            except DownstreamError as exc:
-                failures += 1
-                first_failure_at = first_failure_at or time.time()
-                error = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, RetryableError) and failures < self.max_attempts:
-                    delay = exc.retry_after or backoff_delay(failures, base_s=self.backoff_s)
-                    log.warning("job %s attempt %d failed (%s); retrying in %.1fs",
-                                job.job_id, failures, error, delay)
-                    await self.status.finish(job.job_id, JobState.FAILED, error=error)
-                    await asyncio.sleep(delay)
-                    continue
-                await self.status.finish(job.job_id, JobState.DEAD, error=error)
-                await self._dead_letter(message, exc, attempts=failures,
-                                        first_failure_at=first_failure_at)
+            failures += 1
+            now = time.time()
+            first_failure = first_failure or now
+            retryable = isinstance(error, RetryableError)
+            self._failed["retryable" if retryable else "permanent"].inc()
+            decision = after_failure(
+                self.policy, failures=failures, retryable=retryable, now=now,
+                retry_after_s=error.retry_after if isinstance(error, RetryableError) else None,
+                rng=self.rng,
+            )
+            if isinstance(decision, DeadLetter):
+                await self.status.finish(job.job_id, JobState.DEAD, error=_describe(error))
+                await self._dead_letter(record, job, type(error).__name__, str(error),
+                                        attempts=failures, first_failure_at=first_failure)
                 return "dead"
-            await self.status.finish(job.job_id, JobState.COMPLETED)
-            log.info("job %s completed for tenant %s (attempt %d)", job.job_id, job.tenant_id,
-                     attempt)
-            return "completed"
+            await self.status.finish(job.job_id, JobState.FAILED, error=_describe(error))
+            self._retried.inc()
+            log.warning("job %s attempt %d failed (%s); next attempt in %.1fs", job.job_id,
+                        failures, _describe(error), decision.due_at - now)
+            if self.spec.ordered:
+                # keep the tenant's order: retry in place, holding its later jobs back
+                await asyncio.sleep(max(0.0, decision.due_at - time.time()))
+                continue
+            await self.send(
+                self.retry_topics[decision.tier_delay_s], record.key, record.value,
+                headers.encode({
+                    **_carried(story),
+                    headers.ERROR_TYPE: type(error).__name__,
+                    headers.ERROR: str(error)[:1000],
+                    headers.ATTEMPTS: failures,
+                    headers.ORIGINAL_TOPIC: self.topic,
+                    headers.FIRST_FAILURE_AT: f"{first_failure:.3f}",
+                    headers.LAST_FAILURE_AT: f"{now:.3f}",
+                    headers.RETRY_AT: f"{decision.due_at:.3f}",
+                }),
+            )
+            return "retry"
+
+    def _decode(self, record: JobRecord) -> Job:
+        if record.value is None:
+            raise InvalidJob("the record has no value")
+        try:
+            job = Job.decode(record.value)
+        except ValidationError as exc:
+            raise InvalidJob(f"not a valid job: {exc.errors()[0]['msg']} "
+                             f"at {'.'.join(map(str, exc.errors()[0]['loc']))}") from None
+        if job.type != self.spec.job_type:
+            raise InvalidJob(f"a {job.type.value} job on {record.topic}")
+        return job
+
+    async def _attempt(self, job: Job) -> DownstreamError | None:
+        """Make the call; None when it succeeded, else the classified error."""
+        call = self.spec.call
+        try:
+            if isinstance(call, GraphQLCall):
+                data = await self.client.graphql(call.operation, call.variables(job),
+                                                 idempotency_key=job.job_id)
+            else:
+                data = await self.client.rest(call.method, call.path(job), call.body(job),
+                                              idempotency_key=job.job_id)
+        except DownstreamError as exc:
+            return exc
+        if not call.succeeded(data):
+            return UnsuccessfulAnswer(f"{self.client.service} answered, but not success: "
+                                      f"{str(data)[:200]}", service=self.client.service)
+        return None
 
     async def _dead_letter(
-        self, message: Message, exc: BaseException, *, attempts: int, first_failure_at: float
+        self, record: JobRecord, job: Job | None, error_type: str, error: str, *,
+        attempts: int, first_failure_at: float,
     ) -> None:
         """Keep the record byte for byte on the dead-letter topic, the story in its headers."""
-        destination = topics.dead_letter_topic(self.topic)
-        log.error("dead-lettering %s[%s]@%s to %s: %s: %s", message.topic, message.partition,
-                  message.offset, destination, type(exc).__name__, exc)
-        delivery = await self.topics[destination].send(
-            key=message.key,
-            value=message.value,
-            headers=headers.encode({
-                headers.ERROR_TYPE: type(exc).__name__,
-                headers.ERROR: str(exc)[:1000],
+        log.error("dead-lettering %s[%s]@%s to %s after %d attempt(s): %s: %s", record.topic,
+                  record.partition, record.offset, self.dead_letter_topic, attempts, error_type,
+                  error)
+        story = headers.decode(record.headers)
+        await self.send(
+            self.dead_letter_topic, record.key, record.value,
+            headers.encode({
+                **_carried(story),
+                headers.ERROR_TYPE: error_type,
+                headers.ERROR: error[:1000],
                 headers.ATTEMPTS: attempts,
                 headers.ORIGINAL_TOPIC: self.topic,
                 headers.FIRST_FAILURE_AT: f"{first_failure_at:.3f}",
                 headers.LAST_FAILURE_AT: f"{time.time():.3f}",
             }),
         )
-        await delivery
+        self._dead.inc()
+        if self.alerts is not None:
+            self.alerts.dead_lettered(
+                job_type=self.job_type, job_id=job.job_id if job else None,
+                tenant_id=job.tenant_id if job else None, topic=self.dead_letter_topic,
+                error_type=error_type, attempts=attempts,
+            )
+
+
+# headers cronbus writes itself: replaced on each hop, never doubled
+_OWN = frozenset({headers.ERROR_TYPE, headers.ERROR, headers.ATTEMPTS, headers.ORIGINAL_TOPIC,
+                  headers.FIRST_FAILURE_AT, headers.LAST_FAILURE_AT, headers.RETRY_AT})
+
+
+def _carried(story: dict[str, str]) -> dict[str, str]:
+    """The record's other headers (a producer's own, ``cronbus-force``), kept as they came."""
+    return {name: value for name, value in story.items() if name not in _OWN}
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

@@ -7,17 +7,18 @@ from collections.abc import Sequence
 
 import faust
 import mode
+import redis as redis_sync
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agents.alerts import Alerts
 from agents.bridge import RedisBridge
 from agents.consumer_lag import update_consumer_lag
+from agents.engine import JobEngine, build_engine
 from agents.health import HealthCheck
 from agents.ingest import Debouncer
-from agents.jobs import JOB_CALLS
-from agents.processor import Processor
-from agents.roles import CONSUMING_ROLES, DEFAULT_ROLES, ROLES
+from agents.roles import DEFAULT_ROLES, ROLES
+from clients.breaker_storage import SharedBreakerStorage
 from clients.downstream import DownstreamClient, make_breaker
 from clients.job_status import JobStatusStore
 from streams.app import AppTopics, create_app
@@ -64,6 +65,7 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     app_topics = AppTopics(app, settings)
     redis = aioredis.Redis.from_url(settings.redis_url)
     clients: list[DownstreamClient] = []
+    engine: JobEngine | None = None
 
     if "ingest" in roles:
         Debouncer(app, app_topics, settings, metrics).register()
@@ -71,10 +73,16 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     if "processor" in roles:
         settings.require("api_url")
         assert settings.api_url is not None
+        # the breaker's state is shared by every worker through Redis (pybreaker's storage)
+        storage = SharedBreakerStorage(
+            redis_sync.Redis.from_url(settings.redis_url, socket_timeout=2,
+                                      socket_connect_timeout=2),
+            namespace=f"{settings.redis_namespace}:breaker:api",
+        )
         breaker = make_breaker(
             "api", fail_max=settings.breaker_fail_max,
             reset_timeout_s=settings.breaker_reset_timeout_s, metrics=metrics,
-            on_open=alerts.breaker_opened,
+            on_open=alerts.breaker_opened, storage=storage,
         )
         client = DownstreamClient(
             settings.api_url, breaker=breaker, metrics=metrics,
@@ -84,9 +92,13 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
         clients.append(client)
         status = JobStatusStore(redis, namespace=settings.redis_namespace,
                                 ttl_s=settings.job_status_ttl_s)
-        for call in JOB_CALLS.values():
-            Processor(app, app_topics, call, client=client, status=status, metrics=metrics,
-                      settings=settings).register()
+
+        async def declare(names: list[str]) -> None:
+            for name in names:
+                await app_topics[name].maybe_declare()
+
+        engine = build_engine(settings, client=client, status=status, metrics=metrics,
+                              alerts=alerts, declare=declare)
 
     bridge: RedisBridge | None = None
     if "bridge" in roles:
@@ -98,12 +110,16 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     health = HealthCheck(app, redis, timeout_s=settings.health_timeout_s,
                          client=clients[0] if clients else None, bridge=bridge)
     app.add_dependency(OutsideWorld(redis, clients, app_topics, alerts, health))
-    _register_pages(app, metrics, health, consumes=bool(CONSUMING_ROLES & set(roles)), bridge=bridge)
+    if engine is not None:
+        # the processor consumes its job topics itself (agents/engine.py says why)
+        app.add_dependency(engine)
+    _register_pages(app, metrics, health, consumes="ingest" in roles, bridge=bridge,
+                    engine=engine)
     return app
 
 
 def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *, consumes: bool,
-                    bridge: RedisBridge | None) -> None:
+                    bridge: RedisBridge | None, engine: JobEngine | None = None) -> None:
     async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         await update_consumer_lag(app, metrics)
         return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
@@ -118,6 +134,10 @@ def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *, co
         ready = app.started and not app.rebalancing and not app.in_recovery
         if consumes:
             ready = ready and bool(assigned)
+        if engine is not None:
+            # every job type's consumer has joined its group
+            ready = ready and engine.ready
+            assigned = assigned | engine.assignment()
         if bridge is not None:
             ready = ready and bridge.listener.state == "subscribed"
         return web.json({"ready": ready, "partitions": len(assigned)},

@@ -164,24 +164,42 @@ class DownstreamClient:
         self, query: str, variables: dict[str, Any], *, idempotency_key: str
     ) -> dict[str, Any]:
         """Run one GraphQL operation; return its ``data`` or raise a :class:`DownstreamError`."""
+        data: dict[str, Any] = await self._guarded(
+            "POST", self.url, {"query": query, "variables": variables}, idempotency_key,
+            self._data_of,
+        )
+        return data
+
+    async def rest(
+        self, method: str, path: str, body: Any = None, *, idempotency_key: str
+    ) -> Any:
+        """One REST request to ``path`` (relative to the service URL, or absolute); return the
+        decoded JSON answer (None when empty) or raise a :class:`DownstreamError`."""
+        url = str(httpx.URL(self.url).join(path))
+        return await self._guarded(method, url, body, idempotency_key, self._rest_answer)
+
+    async def _guarded(
+        self, method: str, url: str, body: Any, idempotency_key: str,
+        answer: Callable[[httpx.Response], Any],
+    ) -> Any:
+        # pybreaker's call() would return our coroutine unawaited: count around the await
         try:
             with self.breaker.calling():
-                return await self._post_graphql(query, variables, idempotency_key)
+                response = await self._send(method, url, body, idempotency_key)
+                return answer(response)
         except pybreaker.CircuitBreakerError as exc:
             raise CircuitOpen(
                 f"circuit for {self.service} is open: {exc}", service=self.service
             ) from exc
 
-    async def _post_graphql(
-        self, query: str, variables: dict[str, Any], idempotency_key: str
-    ) -> dict[str, Any]:
+    async def _send(
+        self, method: str, url: str, body: Any, idempotency_key: str
+    ) -> httpx.Response:
         started = time.perf_counter()
         status: int | None = None
         try:
-            response = await self._http.post(
-                self.url,
-                json={"query": query, "variables": variables},
-                headers={"Idempotency-Key": idempotency_key},
+            response = await self._http.request(
+                method, url, json=body, headers={"Idempotency-Key": idempotency_key}
             )
             status = response.status_code
         except httpx.TimeoutException as exc:
@@ -196,7 +214,32 @@ class DownstreamClient:
             self._metrics.downstream_seconds.labels(self.service, status_class(status)).observe(
                 time.perf_counter() - started
             )
-        return self._data_of(response)
+        return response
+
+    def _rest_answer(self, response: httpx.Response) -> Any:
+        """The decoded answer, or the error its status means (inside the breaker, so it counts)."""
+        status = response.status_code
+        if status == 429:
+            raise RateLimited(
+                f"{self.service} rate-limited the call", service=self.service,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if status >= 500:
+            raise DownstreamUnavailable(
+                f"{self.service} answered {status}: {response.text[:200]}",
+                service=self.service, status=status,
+            )
+        if status >= 400:
+            raise PermanentError(
+                f"{self.service} answered {status}: {response.text[:200]}",
+                service=self.service, status=status,
+            )
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return response.text
 
     def _data_of(self, response: httpx.Response) -> dict[str, Any]:
         status = response.status_code

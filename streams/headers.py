@@ -16,6 +16,10 @@ ATTEMPTS = "cronbus-attempts"
 ORIGINAL_TOPIC = "cronbus-original-topic"
 FIRST_FAILURE_AT = "cronbus-first-failure-at"
 LAST_FAILURE_AT = "cronbus-last-failure-at"
+# on retry topics: when the next attempt may start (epoch seconds)
+RETRY_AT = "cronbus-retry-at"
+# on a job record: "true" runs it even if its job id already completed (a forced replay)
+FORCE = "cronbus-force"
 
 
 def encode(headers: dict[str, object]) -> list[tuple[str, bytes]]:

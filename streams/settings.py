@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from streams.topics import JobType
+
 ENV_PREFIX = "CRONBUS_"
 
 
@@ -153,6 +155,21 @@ class Settings(BaseSettings):
     breaker_reset_timeout_s: float = Field(
         default=30.0, gt=0, le=3600, description="seconds an open circuit waits before a probe"
     )
+    job_types: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "comma-separated job types the processor serves (empty: all), "
+            "e.g. invoice-generation,export"
+        ),
+    )
+    processor_concurrency: int = Field(
+        default=50, ge=1, le=10000,
+        description="jobs a processor worker runs at once, a whole number 1..10000",
+    )
+    processor_commit_interval_s: float = Field(
+        default=0.2, gt=0, le=60,
+        description="seconds between offset commits of finished jobs, > 0 and <= 60",
+    )
     job_status_ttl_s: int = Field(
         default=7 * 86400, ge=60, description="seconds a job's status is kept in Redis, >= 60"
     )
@@ -193,6 +210,16 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_patterns(cls, value: Any) -> list[str]:
         return _comma_list(value)
+
+    @field_validator("job_types", mode="before")
+    @classmethod
+    def _parse_job_types(cls, value: Any) -> list[str]:
+        names = _comma_list(value)
+        known = {t.value for t in JobType}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown job type(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return list(dict.fromkeys(names))
 
     @field_validator("log_level", mode="before")
     @classmethod
