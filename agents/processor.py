@@ -243,8 +243,7 @@ class Processor:
 
 
 # headers cronbus writes itself: replaced on each hop, never doubled
-_OWN = frozenset({headers.ERROR_TYPE, headers.ERROR, headers.ATTEMPTS, headers.ORIGINAL_TOPIC,
-                  headers.FIRST_FAILURE_AT, headers.LAST_FAILURE_AT, headers.RETRY_AT})
+_OWN = headers.ERROR_HEADERS
 
 
 def _carried(story: dict[str, str]) -> dict[str, str]:

@@ -18,8 +18,6 @@ FIRST_FAILURE_AT = "cronbus-first-failure-at"
 LAST_FAILURE_AT = "cronbus-last-failure-at"
 # on retry topics: when the next attempt may start (epoch seconds)
 RETRY_AT = "cronbus-retry-at"
-# on a job record: "true" runs it even if its job id already completed (a forced replay)
-FORCE = "cronbus-force"
 
 
 def encode(headers: dict[str, object]) -> list[tuple[str, bytes]]:
@@ -30,3 +28,10 @@ def decode(headers: object) -> dict[str, str]:
     """Headers as Faust or aiokafka hand them over (a mapping or a list of pairs)."""
     pairs = headers.items() if isinstance(headers, dict) else (headers or [])
     return {name: value.decode(errors="replace") if value else "" for name, value in pairs}
+
+# on a replayed job record: call downstream again even if the job id already completed
+FORCE = "cronbus-force"
+
+# every header name cronbus writes on job, retry and dead-letter records; a replay drops them
+ERROR_HEADERS = frozenset({ERROR_TYPE, ERROR, ATTEMPTS, ORIGINAL_TOPIC, FIRST_FAILURE_AT,
+                           LAST_FAILURE_AT, RETRY_AT})
