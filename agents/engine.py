@@ -84,6 +84,7 @@ class JobTopicConsumer:
         self.offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
         self.joined = False
+        self.committed: dict[TopicPartition, int] = {}
         self._room = asyncio.Event()
         self._last_of_key: dict[tuple[TopicPartition, bytes | None], asyncio.Task[None]] = {}
         self._outstanding = 0
@@ -179,8 +180,24 @@ class JobTopicConsumer:
             return
         try:
             await self.consumer.commit(ready)
+            self.committed.update(ready)
         except Exception as exc:  # a rebalance: the next owner reads those records again
             log.warning("%s: commit of %d partition(s) failed: %s", self.group, len(ready), exc)
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Records of each owned partition not yet committed (waiting or running)."""
+        lags = {}
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            done = self.committed.get(tp)
+            if done is None:
+                done = await self.consumer.committed(tp)
+                if done is None:
+                    done = await self.consumer.position(tp)
+                self.committed[tp] = done
+            if high is not None and done is not None:
+                lags[tp] = max(0, high - done)
+        return lags
 
     async def handed_back(self, revoked: list[TopicPartition]) -> None:
         """Partitions leave: commit what is done of them, then forget them."""
@@ -193,6 +210,8 @@ class JobTopicConsumer:
             except Exception as exc:
                 log.warning("%s: commit on revoke failed: %s", self.group, exc)
         self.offsets.forget(revoked)
+        for tp in revoked:
+            self.committed.pop(tp, None)
 
     async def stop(self) -> None:
         await self.consumer.stop()
@@ -247,6 +266,17 @@ class JobEngine(mode.Service):
 
     def assignment(self) -> set[TopicPartition]:
         return set().union(*(c.assignment() for c in self.consumers)) if self.consumers else set()
+
+    async def update_lag(self, metrics: Metrics) -> None:
+        """Set the consumer lag gauge for the job topics this engine owns (on each scrape)."""
+        for consumer in self.consumers:
+            try:
+                lags = await consumer.lag()
+            except Exception as exc:  # a partition mid-handover: skip it this scrape
+                log.debug("no lag for %s: %s", consumer.group, exc)
+                continue
+            for tp, lag in lags.items():
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def on_start(self) -> None:
         await self.declare(sorted({t for p in self.processors for t in p.topics()}))

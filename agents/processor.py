@@ -159,6 +159,7 @@ class Processor:
                 await self.status.finish(job.job_id, JobState.DEAD, error=_describe(error))
                 await self._dead_letter(record, job, type(error).__name__, str(error),
                                         attempts=failures, first_failure_at=first_failure)
+                self._outcomes["dead"].inc()
                 return "dead"
             await self.status.finish(job.job_id, JobState.FAILED, error=_describe(error))
             self._retried.inc()

@@ -122,6 +122,8 @@ def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *, co
                     bridge: RedisBridge | None, engine: JobEngine | None = None) -> None:
     async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         await update_consumer_lag(app, metrics)
+        if engine is not None:
+            await engine.update_lag(metrics)
         return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     async def live_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
