@@ -123,6 +123,7 @@ class Ingest(mode.Service):
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._restored = False
+        self._handovers = 0  # partitions revoked so far: a batch fetched before one is stale
         # per step, sent together before anything is committed
         self._sends: list[asyncio.Future] = []
         self._outcomes: Counter[tuple[str, str]] = Counter()
@@ -187,6 +188,7 @@ class Ingest(mode.Service):
     async def _run(self) -> None:
         assert self._consumer is not None
         while not self._stopping:
+            handovers = self._handovers
             try:
                 batch = await self._consumer.getmany(
                     timeout_ms=FLUSH_INTERVAL_MS, max_records=MAX_BATCH_RECORDS)
@@ -195,6 +197,11 @@ class Ingest(mode.Service):
                 await asyncio.sleep(1)
                 continue
             async with self._step_lock:
+                if handovers != self._handovers:
+                    # fetched before partitions changed hands: whoever owns them now reads
+                    # these records again from the last commit (processing them here too
+                    # could reopen a window that has fired since)
+                    batch = {}
                 try:
                     await self._step(batch, time.time())
                 except Exception:
@@ -202,6 +209,11 @@ class Ingest(mode.Service):
                     await self._recover()
 
     async def _step(self, batch: dict[TopicPartition, list[ConsumerRecord]], now: float) -> None:
+        # a batch fetched just before a handover may hold records of partitions this worker no
+        # longer owns: their next owner reads them again from the last commit
+        owned, assigned = self.book.partitions, self.assignment
+        batch = {tp: records for tp, records in batch.items()
+                 if tp.partition in owned and tp in assigned}
         for tp, records in batch.items():
             self.metrics.events_received.labels(tp.topic).inc(len(records))
             for record in records:
@@ -347,6 +359,7 @@ class _Handover(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.ingest._restored = False
+        self.ingest._handovers += 1
         async with self.ingest._step_lock:  # the step in progress commits first
             for partition in {tp.partition for tp in revoked}:
                 self.ingest.book.forget(partition)

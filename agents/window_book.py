@@ -75,7 +75,7 @@ class WindowBook:
         """Add an event to its window. Returns whether it opened the window, and the window if
         it fires a job now (leading)."""
         policy = self._policies[job_type]
-        tenant = self._tenants.setdefault(partition, {}).setdefault(tenant_id, {})
+        tenant = self._tenants[partition].setdefault(tenant_id, {})  # KeyError: not owned
         current = tenant.get(job_type)
         window, fire_now = policy.observe(current, event_id, occurred_at, now)
         tenant[job_type] = window
