@@ -267,16 +267,15 @@ class JobEngine(mode.Service):
     def assignment(self) -> set[TopicPartition]:
         return set().union(*(c.assignment() for c in self.consumers)) if self.consumers else set()
 
-    async def update_lag(self, metrics: Metrics) -> None:
-        """Set the consumer lag gauge for the job topics this engine owns (on each scrape)."""
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Records not yet committed per owned partition of the job and retry topics."""
+        lags: dict[TopicPartition, int] = {}
         for consumer in self.consumers:
             try:
-                lags = await consumer.lag()
+                lags.update(await consumer.lag())
             except Exception as exc:  # a partition mid-handover: skip it this scrape
                 log.debug("no lag for %s: %s", consumer.group, exc)
-                continue
-            for tp, lag in lags.items():
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        return lags
 
     async def on_start(self) -> None:
         await self.declare(sorted({t for p in self.processors for t in p.topics()}))

@@ -16,8 +16,8 @@ from agents.bridge import RedisBridge
 from agents.consumer_lag import update_consumer_lag
 from agents.engine import JobEngine, build_engine
 from agents.health import HealthCheck
-from agents.ingest import Debouncer
-from agents.roles import DEFAULT_ROLES, ROLES
+from agents.ingest import Ingest
+from agents.roles import CONSUMING_ROLES, DEFAULT_ROLES, ROLES
 from clients.breaker_storage import SharedBreakerStorage
 from clients.downstream import DownstreamClient, make_breaker
 from clients.job_status import JobStatusStore
@@ -67,8 +67,10 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     clients: list[DownstreamClient] = []
     engine: JobEngine | None = None
 
+    ingest: Ingest | None = None
     if "ingest" in roles:
-        Debouncer(app, app_topics, settings, metrics).register()
+        ingest = Ingest(settings, app_topics, metrics)
+        app.service(ingest)  # type: ignore[arg-type]
 
     if "processor" in roles:
         settings.require("api_url")
@@ -113,17 +115,21 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     if engine is not None:
         # the processor consumes its job topics itself (agents/engine.py says why)
         app.add_dependency(engine)
-    _register_pages(app, metrics, health, consumes="ingest" in roles, bridge=bridge,
-                    engine=engine)
+    # ingest and processor consume with their own consumers; Faust's consumes nothing of ours
+    _register_pages(app, metrics, health,
+                    consumes=bool(CONSUMING_ROLES & set(roles) - {"ingest", "processor"}),
+                    ingest=ingest, bridge=bridge, engine=engine)
     return app
 
 
 def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *, consumes: bool,
-                    bridge: RedisBridge | None, engine: JobEngine | None = None) -> None:
+                    ingest: Ingest | None, bridge: RedisBridge | None,
+                    engine: JobEngine | None = None) -> None:
     async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        await update_consumer_lag(app, metrics)
+        own = await ingest.lag() if ingest else {}
         if engine is not None:
-            await engine.update_lag(metrics)
+            own = {**own, **await engine.lag()}
+        await update_consumer_lag(app, metrics, own)
         return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     async def live_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -136,6 +142,9 @@ def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *, co
         ready = app.started and not app.rebalancing and not app.in_recovery
         if consumes:
             ready = ready and bool(assigned)
+        if ingest is not None:
+            assigned = assigned | ingest.assignment
+            ready = ready and ingest.ready
         if engine is not None:
             # every job type's consumer has joined its group
             ready = ready and engine.ready
