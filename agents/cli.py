@@ -100,13 +100,20 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         print(f"cronbus publish: {exc}", file=sys.stderr)
         return 2
 
+    from agents.progress import ProgressBar
+
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    bar = ProgressBar(len(events), "publish") if show else None
+
     async def send() -> None:
         async with EventPublisher(settings.broker_url) as publisher:
             for done, event in enumerate(events, 1):
                 await publisher.publish(event)
-                if sys.stderr.isatty() and (done % 500 == 0 or done == len(events)):
-                    print(f"\r  published {done}/{len(events)}", end="", file=sys.stderr)
+                if bar:
+                    bar.update(done)
             await publisher.flush()
+        if bar:
+            bar.close()
 
     asyncio.run(send())
     print(f"published {len(events)} {args.event_type} event(s)")
@@ -270,6 +277,8 @@ def parser() -> argparse.ArgumentParser:
                          help="an event field; the value is read as JSON when it parses")
     publish.add_argument("--count", type=int, default=1, help="publish this many events")
     publish.add_argument("--file", help="JSON lines of event fields ('-' for stdin)")
+    publish.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                         help="a progress bar on stderr (default: when it is a terminal)")
     publish.set_defaults(run=cmd_publish)
 
     jobs = sub.add_parser("jobs", help="job status")
