@@ -20,7 +20,7 @@ class RunLog:
     def __init__(self, client: aioredis.Redis, *, namespace: str, kept: int, ttl_s: int) -> None:
         self._redis = client
         self._namespace = namespace
-        self._kept = kept
+        self.kept = kept
         self._ttl_s = ttl_s
 
     def key(self, tenant_id: str, schedule_id: str) -> str:
@@ -32,7 +32,7 @@ class RunLog:
         key = self.key(tick.tenant_id, tick.schedule_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.lpush(key, json.dumps(run.as_dict()))
-            pipe.ltrim(key, 0, self._kept - 1)
+            pipe.ltrim(key, 0, self.kept - 1)
             pipe.expire(key, self._ttl_s)
             await pipe.execute()
         return run
