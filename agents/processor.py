@@ -17,6 +17,7 @@ import faust
 from faust.types import Message
 from pydantic import ValidationError
 
+from agents.alerts import Alerts
 from agents.backoff import backoff_delay
 from agents.jobs import JobCall
 from clients.downstream import CircuitOpen, DownstreamClient, DownstreamError, RetryableError
@@ -34,6 +35,7 @@ class Processor:
     def __init__(
         self, app: faust.App, app_topics: AppTopics, call: JobCall, *,
         client: DownstreamClient, status: JobStatusStore, metrics: Metrics, settings: Settings,
+        alerts: Alerts | None = None,
     ) -> None:
         self.app = app
         self.topics = app_topics
@@ -41,6 +43,7 @@ class Processor:
         self.client = client
         self.status = status
         self.metrics = metrics
+        self.alerts = alerts
         self.max_attempts = settings.max_attempts
         self.backoff_s = settings.retry_backoff_s
         self.breaker_wait_s = settings.breaker_reset_timeout_s
@@ -96,7 +99,11 @@ class Processor:
                 failures += 1
                 first_failure_at = first_failure_at or time.time()
                 error = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, RetryableError) and failures < self.max_attempts:
+                retryable = isinstance(exc, RetryableError)
+                self.metrics.jobs_failed.labels(
+                    job.type.value, "retryable" if retryable else "permanent").inc()
+                if retryable and failures < self.max_attempts:
+                    self.metrics.jobs_retried.labels(job.type.value).inc()
                     delay = exc.retry_after or backoff_delay(failures, base_s=self.backoff_s)
                     log.warning("job %s attempt %d failed (%s); retrying in %.1fs",
                                 job.job_id, failures, error, delay)
@@ -132,3 +139,15 @@ class Processor:
             }),
         )
         await delivery
+        job_type = self.call.job_type.value
+        self.metrics.jobs_dead_lettered.labels(job_type).inc()
+        if self.alerts is not None:
+            job_id = tenant_id = None
+            try:
+                job = Job.decode(message.value)
+                job_id, tenant_id = job.job_id, job.tenant_id
+            except ValidationError:
+                pass
+            self.alerts.dead_lettered(job_type=job_type, job_id=job_id, tenant_id=tenant_id,
+                                      topic=destination, error_type=type(exc).__name__,
+                                      attempts=attempts)

@@ -86,7 +86,7 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
                                 ttl_s=settings.job_status_ttl_s)
         for call in JOB_CALLS.values():
             Processor(app, app_topics, call, client=client, status=status, metrics=metrics,
-                      settings=settings).register()
+                      settings=settings, alerts=alerts).register()
 
     bridge: RedisBridge | None = None
     if "bridge" in roles:

@@ -151,6 +151,7 @@ class DownstreamClient:
         self.service = service
         self.breaker = breaker
         self._metrics = metrics
+        metrics.downstream_service(service)
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout_s),

@@ -27,6 +27,8 @@ PROCESS_OUTCOMES = ("completed", "dead", "skipped", "invalid")
 FAILURE_KINDS = ("retryable", "permanent")
 BRIDGE_OUTCOMES = ("published", "invalid")
 ALERT_KINDS = ("dead_letter", "breaker_open")
+# HTTP status classes of downstream calls; "error" when no answer came
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 
 
 class Metrics:
@@ -162,6 +164,11 @@ class Metrics:
             self.bridge_messages.labels(outcome)
         for kind in ALERT_KINDS:
             self.alerts.labels(kind)
+
+    def downstream_service(self, service: str) -> None:
+        """Create a downstream service's latency series at zero, so its first calls are a rate."""
+        for status_class in STATUS_CLASSES:
+            self.downstream_seconds.labels(service, status_class)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

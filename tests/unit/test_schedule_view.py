@@ -1,0 +1,48 @@
+"""The schedule view and the upsert rule, without a broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from clients.schedule_directory import ScheduleView, prepare_upsert
+from streams.schedules import Schedule
+
+T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
+
+
+def schedule(**fields: object) -> Schedule:
+    return Schedule.model_validate({"id": "s1", "tenant_id": "acme", "name": "n",
+                                    "job_type": "bank-sync", "every_ms": 60_000, **fields})
+
+
+def test_a_new_schedule_is_stamped_now_unless_stamped():
+    assert prepare_upsert(schedule(), None, T0).revision_at == T0
+    stamped = schedule(revision_at=T0 - timedelta(days=1))
+    assert prepare_upsert(stamped, None, T0) == stamped
+
+
+def test_the_same_definition_again_writes_nothing_even_with_another_stamp():
+    existing = schedule(revision_at=T0)
+    assert prepare_upsert(schedule(revision_at=T0 + timedelta(hours=1)), existing, T0) is None
+
+
+def test_a_change_outside_timing_keeps_the_revision_and_a_timing_change_moves_it():
+    existing = schedule(revision_at=T0)
+    later = T0 + timedelta(hours=1)
+    renamed = prepare_upsert(schedule(name="other", revision_at=later), existing, later)
+    assert renamed is not None and renamed.revision_at == T0 and renamed.name == "other"
+    moved = prepare_upsert(schedule(every_ms=30_000), existing, later)
+    assert moved is not None and moved.revision_at == later
+
+
+def test_the_view_applies_records_tombstones_and_ignores_bad_ones():
+    view = ScheduleView()
+    s = schedule(revision_at=T0)
+    assert view.apply(s.key, s.encode()) == s
+    assert view.get("acme", "s1") == s and view.list("acme") == [s] and view.list("other") == []
+    assert view.apply(b"acme/s2", s.encode()) is None  # the value names another key
+    assert view.apply(b"acme/x", b"[1]") is None
+    assert view.apply(None, s.encode()) is None
+    assert view.invalid == 3 and len(view) == 1
+    assert view.apply(s.key, None) is None
+    assert view.get("acme", "s1") is None and len(view) == 0
