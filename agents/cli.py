@@ -17,9 +17,10 @@ from pydantic import ValidationError
 
 from agents.logs import configure_logging
 from agents.roles import DEFAULT_ROLES, ROLES
-from streams import topics
+from streams import headers, topics
 from streams.events import EVENT_MODELS, DomainEvent
 from streams.settings import Settings, SettingsError, load_settings
+from streams.topics import JobType
 
 log = logging.getLogger("cronbus")
 
@@ -278,6 +279,112 @@ def _schedules_parser(sub: Any) -> None:
     runs.add_argument("--limit", type=int, default=20)
 
 
+# --- dead letters ---------------------------------------------------------------------------
+
+def _when(text: str) -> datetime:
+    from agents.dlq import parse_when
+
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _dead_letter_topic(name: str) -> str:
+    """A job topic or its dead-letter topic, as the dead-letter topic."""
+    try:
+        job_type = topics.job_type_of(name)
+    except ValueError:
+        job_type = None
+    if job_type is not None:
+        job = topics.job_topic(job_type)
+        if name in (job, topics.dead_letter_topic(job)):
+            return topics.dead_letter_topic(job)
+    raise argparse.ArgumentTypeError(
+        f"{name!r} is not a job topic or its dead-letter topic (e.g. "
+        f"{topics.dead_letter_topic(topics.job_topic(topics.JobType.EXPORT))})"
+    )
+
+
+def _dlq_selection(args: argparse.Namespace) -> tuple[list[str], Any]:
+    from agents.dlq import DeadLetterFilter
+    from agents.replay import dead_letter_topics
+
+    chosen = args.topic or dead_letter_topics(args.job_type)
+    rule = DeadLetterFilter(tenant_id=args.tenant, error_type=args.error_type,
+                            since=args.since, until=args.until)
+    return list(dict.fromkeys(chosen)), rule
+
+
+def _dlq_table(letters: Sequence[Any]) -> str:
+    columns = ("dead at", "topic[partition]@offset", "tenant", "job id", "error type", "attempts",
+               "error")
+    rows = [(
+        letter.dead_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        f"{letter.topic}[{letter.partition}]@{letter.offset}",
+        letter.tenant_id or "-", letter.job_id or "-", letter.error_type or "-",
+        "-" if letter.attempts is None else str(letter.attempts),
+        (letter.error or "-").replace("\n", " ")[:60],
+    ) for letter in letters]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.replay import find_dead_letters
+
+    try:
+        chosen, rule = _dlq_selection(args)
+    except ValueError as exc:
+        print(f"cronbus dlq list: {exc}", file=sys.stderr)
+        return 2
+    letters = asyncio.run(find_dead_letters(settings.broker_url, chosen, rule))
+    if args.json:
+        print(json.dumps([letter.as_dict() for letter in letters], indent=2))
+    else:
+        print(_dlq_table(letters))
+        print(f"{len(letters)} dead letter(s) in {', '.join(chosen)}", file=sys.stderr)
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.progress import ProgressBar
+    from agents.replay import find_dead_letters, replay
+
+    try:
+        chosen, rule = _dlq_selection(args)
+    except ValueError as exc:
+        print(f"cronbus dlq replay: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> tuple[Any, list[Any]]:
+        letters = await find_dead_letters(settings.broker_url, chosen, rule)
+        show = args.progress if args.progress is not None else sys.stderr.isatty()
+        bar = ProgressBar(len(letters), "replay") if show and not args.dry_run else None
+        result = await replay(settings.broker_url, letters, force=args.force,
+                              dry_run=args.dry_run, on_sent=bar.update if bar else None)
+        if bar is not None:
+            bar.close()
+        return result, letters
+
+    result, letters = asyncio.run(run())
+    if args.json:
+        print(json.dumps({**result.as_dict(), "dry_run": args.dry_run}, indent=2))
+    elif args.dry_run:
+        if letters:
+            print(_dlq_table(letters))
+        print(f"dry run: would replay {result.matched - len(result.refused)} of {result.matched} "
+              f"matching dead letter(s) to {dict(result.to_topics) or 'nothing'}; nothing sent")
+    else:
+        print(f"replayed {result.sent} of {result.matched} matching dead letter(s) to "
+              f"{dict(result.to_topics) or 'nothing'}")
+    for reason in result.refused:
+        print(f"cronbus dlq replay: not replayed: {reason}", file=sys.stderr)
+    return 1 if result.refused else 0
+
+
 # --- demo -----------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -314,6 +421,36 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(run=cmd_job_status)
 
     _schedules_parser(sub)
+
+    dlq = sub.add_parser("dlq", help="dead letters: list them, replay them to their job topics")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    for name, run, summary in (
+        ("list", cmd_dlq_list, "list dead letters (a table, or --json)"),
+        ("replay", cmd_dlq_replay, "send dead letters back to their job topics, key and value "
+                                   "unchanged, without error headers"),
+    ):
+        one = dlq_sub.add_parser(name, help=summary, description=summary)
+        where = one.add_mutually_exclusive_group()
+        where.add_argument("--job-type", action="append", choices=[t.value for t in JobType],
+                           metavar="TYPE", help="a job type's dead letters (repeatable; default: "
+                           f"all): {', '.join(t.value for t in JobType)}")
+        where.add_argument("--topic", action="append", type=_dead_letter_topic,
+                           help="a dead-letter topic (or its job topic); repeatable")
+        one.add_argument("--tenant", help="only this tenant's")
+        one.add_argument("--error-type", help="only this error type, e.g. PermanentError")
+        one.add_argument("--since", type=_when, help="dead-lettered at or after: ISO 8601 or an "
+                         "age like 30m, 2h, 1d")
+        one.add_argument("--until", type=_when, help="dead-lettered at or before (same forms)")
+        one.add_argument("--json", action="store_true", help="JSON output")
+        if name == "replay":
+            one.add_argument("--dry-run", action="store_true",
+                             help="show what would be replayed; send nothing")
+            one.add_argument("--force", action="store_true",
+                             help=f"mark records with {headers.FORCE} so the processor calls "
+                             "downstream again even for a completed job id")
+            one.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                             help="a progress bar on stderr (default: when it is a terminal)")
+        one.set_defaults(run=run)
 
     demo = sub.add_parser("demo", help="start the dev stack and a worker, and publish bursts")
     demo.add_argument("--tenants", type=int, default=5)

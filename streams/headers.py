@@ -26,3 +26,10 @@ def decode(headers: object) -> dict[str, str]:
     """Headers as Faust or aiokafka hand them over (a mapping or a list of pairs)."""
     pairs = headers.items() if isinstance(headers, dict) else (headers or [])
     return {name: value.decode(errors="replace") if value else "" for name, value in pairs}
+
+# on a replayed job record: call downstream again even if the job id already completed
+FORCE = "cronbus-force"
+
+# every header name cronbus writes on job, retry and dead-letter records; a replay drops them
+ERROR_HEADERS = frozenset({ERROR_TYPE, ERROR, ATTEMPTS, ORIGINAL_TOPIC, FIRST_FAILURE_AT,
+                           LAST_FAILURE_AT})

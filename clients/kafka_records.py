@@ -1,0 +1,86 @@
+"""Reading a topic's records as they are and sending records back, with raw aiokafka.
+
+A read takes every partition of a topic from its beginning up to the end offsets captured when
+it starts (records arriving later are left for the next run), with no consumer group: nothing
+is committed, so listing and replaying never move anyone's offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+async def read_to_end(brokers: Sequence[str], topic: str, *,
+                      batch_timeout_ms: int = 500) -> AsyncIterator[ConsumerRecord]:
+    """Every record of ``topic`` up to its end offsets at the start; none if it does not exist."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=list(brokers), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        await consumer.topics()  # fresh metadata of every topic; creates none
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            log.debug("topic %s does not exist (yet): nothing to read", topic)
+            return
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        ends = await consumer.end_offsets(assigned)
+        starts = await consumer.beginning_offsets(assigned)
+        pending = {tp for tp in assigned if ends[tp] > starts[tp]}
+        await consumer.seek_to_beginning(*assigned)
+        for tp in assigned:
+            if tp not in pending:
+                consumer.pause(tp)
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=batch_timeout_ms)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        break
+                    yield record
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+                    consumer.pause(tp)
+    finally:
+        await consumer.stop()
+
+
+Outgoing = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+"""A record to send: topic, key, value, headers."""
+Sent = Callable[[int], None]
+
+
+async def send_records(brokers: Sequence[str], records: Iterable[Outgoing], *,
+                       on_sent: Sent | None = None, window: int = 500) -> int:
+    """Send each record as given and wait for every delivery (acks=all). ``on_sent`` hears the
+    running count. Returns how many were sent."""
+    producer = AIOKafkaProducer(bootstrap_servers=list(brokers), acks="all", linger_ms=5)
+    await producer.start()
+    done = 0
+    try:
+        inflight: list[asyncio.Future] = []
+        for topic, key, value, record_headers in records:
+            inflight.append(await producer.send(topic, key=key, value=value,
+                                                headers=record_headers))
+            if len(inflight) >= window:
+                done += await _settle(inflight, done, on_sent)
+                inflight = []
+        done += await _settle(inflight, done, on_sent)
+    finally:
+        await producer.stop()
+    return done
+
+
+async def _settle(inflight: list[asyncio.Future], done: int, on_sent: Sent | None) -> int:
+    for n, future in enumerate(inflight, 1):
+        await future
+        if on_sent is not None:
+            on_sent(done + n)
+    return len(inflight)
