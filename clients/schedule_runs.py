@@ -37,6 +37,19 @@ class RunLog:
             await pipe.execute()
         return run
 
+    async def record_many(self, ticks: list[CronTick], *, now: float | None = None) -> None:
+        """Record a batch of ticks in one round trip (the ticker, after the broker has them)."""
+        if not ticks:
+            return
+        stamp = now if now is not None else time.time()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tick in ticks:
+                key = self.key(tick.tenant_id, tick.schedule_id)
+                pipe.lpush(key, json.dumps(FiredRun.of_tick(tick, stamp).as_dict()))
+                pipe.ltrim(key, 0, self.kept - 1)
+                pipe.expire(key, self._ttl_s)
+            await pipe.execute()
+
     async def recent(self, tenant_id: str, schedule_id: str, count: int) -> list[FiredRun]:
         """The newest ``count`` runs, newest first."""
         raw = await self._redis.lrange(self.key(tenant_id, schedule_id), 0, count - 1)
