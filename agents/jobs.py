@@ -91,17 +91,11 @@ def _run_job(job_type: JobType, **options: Any) -> JobSpec:
     return JobSpec(job_type, GraphQLCall(RUN_JOB, _job_variables), **options)
 
 
-JOB_SPECS: dict[JobType, JobSpec] = {
+# every job type runs the generic RunJob mutation unless it is declared otherwise below
+JOB_SPECS: dict[JobType, JobSpec] = {t: _run_job(t) for t in JobType} | {
     JobType.INVOICE_GENERATION: JobSpec(
         JobType.INVOICE_GENERATION, GraphQLCall(GENERATE_INVOICE, _invoice_variables)
     ),
-    JobType.PAYMENT_REMINDER: _run_job(JobType.PAYMENT_REMINDER),
-    JobType.SARS_DEADLINE: _run_job(JobType.SARS_DEADLINE),
     # a bank's ledger must see one tenant's syncs in order
     JobType.BANK_SYNC: _run_job(JobType.BANK_SYNC, ordered=True),
-    JobType.DEFERRED_EFFECT: _run_job(JobType.DEFERRED_EFFECT),
-    JobType.EVENT_EXPIRATION: _run_job(JobType.EVENT_EXPIRATION),
-    JobType.SETTLEMENT_GROWTH: _run_job(JobType.SETTLEMENT_GROWTH),
-    JobType.STRUCTURE_MAINTENANCE: _run_job(JobType.STRUCTURE_MAINTENANCE),
-    JobType.EXPORT: _run_job(JobType.EXPORT),
 }

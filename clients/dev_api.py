@@ -12,6 +12,8 @@ Control endpoints (JSON):
 - ``DELETE /_control/fail``    stop failing
 - ``POST /_control/delay``     ``{"seconds": 0.5}``: every GraphQL call takes that long (a slow API)
 - ``POST /_control/reset``     forget requests and applied keys
+- ``GET  /_control/applied``   how many times each ``Idempotency-Key``'s effect was applied (a
+  repeat of an applied key is answered, not applied again: exactly once is every key at 1)
 
 Run it: ``python -m clients.dev_api --port 8000``.
 """
@@ -96,6 +98,7 @@ class DevApiState:
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)
     failure: Failure | None = None
     delay_s: float = 0.0
+    applications: dict[str, int] = field(default_factory=dict)
 
     def record(self, request: Request, status: int, **found: Any) -> None:
         self.requests.append(RecordedRequest(
@@ -126,6 +129,7 @@ def create_dev_api() -> Starlette:
         key = request.headers.get("idempotency-key") or data["jobId"]
         first = key not in state.applied
         if first:
+            state.applications[key] = state.applications.get(key, 0) + 1
             state.applied[key] = {
                 "jobId": data["jobId"], "tenantId": data["tenantId"], "appliedAt": time.time()
             }
@@ -164,6 +168,9 @@ def create_dev_api() -> Starlette:
         state.failure = Failure(int(body.get("status", 500)), body.get("times"), body.get("retry_after"))
         return JSONResponse({"failing": asdict(state.failure)})
 
+    async def applied(_: Request) -> Response:
+        return JSONResponse(state.applications)
+
     async def delay(request: Request) -> Response:
         state.delay_s = float((await request.json()).get("seconds", 0))
         return JSONResponse({"delay_s": state.delay_s})
@@ -172,6 +179,7 @@ def create_dev_api() -> Starlette:
         state.delay_s = 0.0
         state.requests.clear()
         state.applied.clear()
+        state.applications.clear()
         state.failure = None
         return JSONResponse({"reset": True})
 
@@ -180,6 +188,7 @@ def create_dev_api() -> Starlette:
         Route("/_control/fail", fail, methods=["POST", "DELETE"]),
         Route("/_control/delay", delay, methods=["POST"]),
         Route("/_control/reset", reset, methods=["POST"]),
+        Route("/_control/applied", applied),
         Route("/graphql", _AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
     ])
 

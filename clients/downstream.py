@@ -101,6 +101,8 @@ class _BreakerGauge(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         name = new_state.name if new_state is not None else "closed"
         self._metrics.breaker_state.labels(cb.name).set(BREAKER_STATES.get(name, 0))
+        if getattr(old_state, "name", None) == name:
+            return  # calls in flight failing after the trip re-open it: one alert is enough
         log.warning("circuit breaker %s: %s -> %s", cb.name, getattr(old_state, "name", None), name)
         if name == "open" and self._on_open is not None:
             self._on_open(cb.name)

@@ -43,6 +43,13 @@ class Api:
         httpx.post(f"{self.control_url}/fail", timeout=5,
                    json={"status": status, "times": times, "retry_after": retry_after})
 
+    def stop_failing(self) -> None:
+        httpx.delete(f"{self.control_url}/fail", timeout=5)
+
+    def applied(self) -> dict[str, int]:
+        """Idempotency-Key -> how many times its effect was applied (exactly once: 1)."""
+        return httpx.get(f"{self.control_url}/applied", timeout=5).json()
+
 
 @pytest.fixture
 def api(stack: DevStack) -> Api:

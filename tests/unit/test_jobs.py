@@ -51,3 +51,13 @@ def test_topic_names_follow_the_catalog():
     assert job_type_of(dead_letter_topic(topic)) is JobType.PAYMENT_REMINDER
     with pytest.raises(ValueError, match="not a job topic"):
         job_type_of("invoice-due")
+
+
+def test_every_job_type_has_a_spec_calling_downstream():
+    from agents.jobs import JOB_SPECS, GraphQLCall
+
+    assert set(JOB_SPECS) == set(JobType)
+    for job_type, spec in JOB_SPECS.items():
+        assert spec.job_type == job_type
+        assert isinstance(spec.call, GraphQLCall)
+        assert spec.call.variables(a_job(type=job_type.value))["input"]["jobId"] == "j-1"
