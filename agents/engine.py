@@ -36,7 +36,7 @@ from agents.offsets import OffsetTracker
 from agents.processor import Processor
 from agents.retry_policy import RetryPolicy
 from clients.downstream import DownstreamClient
-from clients.job_status import JobStatusStore
+from clients.job_status import BatchedJobStatus, JobStatusStore
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.topics import JobType
@@ -338,11 +338,12 @@ def build_engine(
     """The engine for the job types in ``CRONBUS_JOB_TYPES`` (all when empty)."""
     wanted = [JobType(t) for t in settings.job_types] or list(JobType)
     send = RecordSender(settings)
+    batched = BatchedJobStatus(status)  # one Redis round trip for the writes of many jobs
     gate = ServiceGate(client.breaker, reset_timeout_s=settings.breaker_reset_timeout_s)
     slots = asyncio.Semaphore(settings.processor_concurrency)
     policy = RetryPolicy(retries=settings.max_attempts, backoff_s=settings.retry_backoff_s)
     processors = [
-        Processor(specs[t], client=client, status=status, gate=gate, send=send, slots=slots,
+        Processor(specs[t], client=client, status=batched, gate=gate, send=send, slots=slots,
                   metrics=metrics, alerts=alerts, policy=policy, rng=random.Random())
         for t in wanted
     ]

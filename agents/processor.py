@@ -28,7 +28,7 @@ from clients.downstream import (
     PermanentError,
     RetryableError,
 )
-from clients.job_status import JobState, JobStatusStore
+from clients.job_status import BatchedJobStatus, JobState, JobStatusStore
 from streams import headers, topics
 from streams.jobs import Job
 from streams.metrics import Metrics
@@ -65,7 +65,8 @@ class Processor:
     ``slots`` bounds the calls in flight across the worker."""
 
     def __init__(
-        self, spec: JobSpec, *, client: DownstreamClient, status: JobStatusStore,
+        self, spec: JobSpec, *, client: DownstreamClient,
+        status: JobStatusStore | BatchedJobStatus,
         gate: ServiceGate, send: Send, slots: asyncio.Semaphore, metrics: Metrics,
         alerts: Alerts | None, policy: RetryPolicy, rng: random.Random | None = None,
     ) -> None:

@@ -183,6 +183,17 @@ class Settings(BaseSettings):
             "e.g. invoice-generation,export"
         ),
     )
+    api_transport: Literal["h1", "aiohttp", "httpx"] = Field(
+        default="h1",
+        description=(
+            "the transport under httpx's API for downstream calls: h1 (kept-alive HTTP/1.1 "
+            "parsed by httptools, fastest), aiohttp (an aiohttp session) or httpx (its own pool)"
+        ),
+    )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="the worker's event loop: uvloop (faster, where installed) or asyncio",
+    )
     processor_concurrency: int = Field(
         default=50, ge=1, le=10000,
         description="jobs a processor worker runs at once, a whole number 1..10000",

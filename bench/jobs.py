@@ -1,0 +1,190 @@
+"""Jobs benchmark: cronbus against the BullMQ peer, in one run on one machine.
+
+N tenant jobs, each one POST to the same nginx downstream (answers at once), 50 in flight.
+cronbus: one processor worker (``--role processor``) on the embedded broker and Redis; the
+clock runs from the first job produced to the last one completed, as the peer's does from its
+first ``addBulk`` to its last completion. Then the peer: ``run-peer.sh N 50``. Prints one JSON
+line with both rates and their ratio.
+
+    python bench/jobs.py [--jobs 20000] [--concurrency 50] [--peer-dir ../shared/bench]
+
+Needs nginx (``apt-get install nginx-light``) and, for the peer, Node; the peer's folder is
+only read here, when the benchmark runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from clients.harness import DevStack, WorkerProcess
+from streams import topics
+from streams.jobs import Job, job_id_for
+from streams.settings import Settings
+from streams.topics import JobType
+
+JOB_TYPE = JobType.INVOICE_GENERATION
+DOWNSTREAM = "http://127.0.0.1:18080/graphql"
+COMPLETED = re.compile(
+    r'^cronbus_jobs_processed_total\{job_type="' + JOB_TYPE.value
+    + r'",outcome="(?:completed|dead)"\} (\S+)$', re.M)
+
+
+def downstream_up() -> bool:
+    try:
+        return httpx.post(DOWNSTREAM, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def ensure_downstream(peer_dir: Path) -> None:
+    """nginx on 127.0.0.1:18080 as the peer's folder configures it (started like run-peer.sh)."""
+    if downstream_up():
+        return
+    conf = peer_dir / "downstream" / "nginx.conf"
+    if not conf.exists():
+        sys.exit(f"no downstream: nothing answers at {DOWNSTREAM} and {conf} does not exist")
+    subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not downstream_up():
+        if time.monotonic() > deadline:
+            sys.exit(f"nginx did not answer at {DOWNSTREAM}")
+        time.sleep(0.1)
+
+
+def jobs(n: int) -> list[tuple[bytes, bytes]]:
+    now = datetime.now(UTC)
+    run = uuid.uuid4().hex[:6]
+    records = []
+    for i in range(n):
+        tenant = f"t{i % 100}"
+        job = Job(job_id=job_id_for(tenant, JOB_TYPE, f"bench:{run}:{i}"), tenant_id=tenant,
+                  type=JOB_TYPE, triggered_by="event", scheduled_at=now, payload={"n": i})
+        records.append((tenant.encode(), job.encode()))
+    return records
+
+
+async def produce(brokers: list[str], records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=brokers, linger_ms=5, max_batch_size=256_000)
+    await producer.start()
+    try:
+        topic = topics.job_topic(JOB_TYPE)
+        for key, value in records:
+            await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def finished(worker: WorkerProcess) -> int:
+    return sum(int(float(v)) for v in COMPLETED.findall(worker.metrics_text()))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def partitions_of(worker: WorkerProcess) -> int:
+    try:
+        return int(httpx.get(f"{worker.base_url}/ready", timeout=2).json().get("partitions", 0))
+    except (httpx.HTTPError, ValueError):
+        return 0
+
+
+def run_cronbus(n: int, concurrency: int, processes: int) -> dict[str, float]:
+    """``processes`` processor workers in one consumer group share the 50 in flight."""
+    log_dir = Path(tempfile.mkdtemp(prefix="cronbus-bench-jobs-"))
+    records = jobs(n)
+    with DevStack(log_dir, with_api=False) as stack:
+        env = {**stack.env(),
+               Settings.env_name("api_url"): DOWNSTREAM,
+               Settings.env_name("app_id"): f"bench-{uuid.uuid4().hex[:6]}",
+               Settings.env_name("redis_namespace"): f"bench-{uuid.uuid4().hex[:6]}",
+               Settings.env_name("data_dir"): str(log_dir / "data"),
+               Settings.env_name("job_types"): JOB_TYPE.value,
+               Settings.env_name("processor_concurrency"): str(max(1, concurrency // processes)),
+               Settings.env_name("job_status_ttl_s"): "600",
+               Settings.env_name("log_level"): "WARNING"}
+        brokers = [stack.broker_url.removeprefix("kafka://")]
+        workers = [WorkerProcess(f"worker-{i}", env, log_dir, roles=("processor",)).start()
+                   for i in range(processes)]
+        try:
+            # the group settles: every worker owns a share of the partitions
+            deadline = time.monotonic() + 60
+            while processes > 1 and not all(partitions_of(w) for w in workers):
+                if time.monotonic() > deadline:
+                    sys.exit("the workers did not share the partitions within 60 s")
+                time.sleep(0.5)
+            pids = [w.process.proc.pid for w in workers if w.process.proc is not None]
+            cpu_started, started = sum(cpu_seconds(p) for p in pids), time.perf_counter()
+            asyncio.run(produce(brokers, records))
+            last, last_change = 0, time.perf_counter()
+            while last < n:
+                time.sleep(0.25)
+                now = sum(finished(w) for w in workers)
+                if now != last:
+                    last, last_change = now, time.perf_counter()
+                elif time.perf_counter() - last_change > 30:
+                    sys.exit(f"the workers stalled at {last} of {n} jobs; logs: {log_dir}")
+            elapsed = last_change - started
+            cpu = sum(cpu_seconds(p) for p in pids) - cpu_started
+        finally:
+            for worker in workers:
+                worker.stop()
+    return {"jobs_per_s": n / elapsed, "total_s": elapsed, "worker_cpu_s": cpu}
+
+
+def run_peer(peer_dir: Path, n: int, concurrency: int) -> dict[str, float]:
+    script = peer_dir / "run-peer.sh"
+    if not script.exists():
+        sys.exit(f"no peer benchmark at {script}")
+    out = subprocess.run(["bash", str(script), str(n), str(concurrency)], capture_output=True,
+                         text=True, timeout=900)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
+    if out.returncode != 0 or line is None:
+        sys.exit(f"the peer failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--peer-dir", type=Path, default=Path("../shared/bench"))
+    parser.add_argument("--processes", type=int, default=2,
+                        help="processor worker processes sharing the concurrency (one per core)")
+    parser.add_argument("--no-peer", action="store_true", help="measure cronbus only")
+    args = parser.parse_args()
+    ensure_downstream(args.peer_dir)
+    ours = run_cronbus(args.jobs, args.concurrency, args.processes)
+    peer = None if args.no_peer else run_peer(args.peer_dir, args.jobs, args.concurrency)
+    result = {
+        "bench": "jobs", "jobs": args.jobs, "concurrency": args.concurrency,
+        "cronbus_processes": args.processes,
+        "cronbus_jobs_per_s": round(ours["jobs_per_s"]),
+        "cronbus_worker_cpu_s": round(ours["worker_cpu_s"], 2),
+        "bullmq_jobs_per_s": peer and peer["jobs_per_s"],
+        "ratio": peer and round(ours["jobs_per_s"] / peer["jobs_per_s"], 3),
+        "target_ratio": 2.0,
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
