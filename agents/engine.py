@@ -286,8 +286,8 @@ class JobEngine(mode.Service):
             JobTopicConsumer(p, self.gates[p.spec.service], self.settings, max_buffered=max_buffered)
             for p in self.processors
         ]
-        for consumer in self.consumers:
-            await consumer.start()
+        # joined all at once: a group join waits on the broker (half the rebalance timeout)
+        await asyncio.gather(*(consumer.start() for consumer in self.consumers))
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(c.fetch_forever()) for c in self.consumers]
         self._loops.append(loop.create_task(self._commit_forever()))

@@ -83,6 +83,7 @@ class Processor:
         self.rng = rng or random.Random()
         self.retry_topics = {d: topics.retry_topic(self.topic, d) for d in self.policy.tier_delays()}
         self.dead_letter_topic = topics.dead_letter_topic(self.topic)
+        self._running: dict[str, asyncio.Future[None]] = {}
         # metric children looked up once: labels() costs more than inc()
         self._outcomes = {o: metrics.jobs_processed.labels(self.job_type, o)
                           for o in ("completed", "dead", "skipped", "invalid")}
@@ -116,6 +117,16 @@ class Processor:
                                     first_failure_at=time.time())
             self._outcomes["invalid"].inc()
             return "invalid"
+        # the same job twice at once (a duplicate record): the copy waits, then finds it done
+        while (running := self._running.get(job.job_id)) is not None:
+            await asyncio.wait({running})
+        self._running[job.job_id] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._run(record, job, story)
+        finally:
+            self._running.pop(job.job_id).set_result(None)
+
+    async def _run(self, record: JobRecord, job: Job, story: dict[str, str]) -> str:
         force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
         from_retry = record.topic != self.topic
         # a record on the job topic starts afresh (a replay from the dead letters too)
