@@ -10,6 +10,7 @@ Control endpoints (JSON):
 - ``POST /_control/fail``      ``{"status": 500, "times": 3, "retry_after": 1}``: answer the
   next ``times`` calls (all, if null) with ``status``; 400 answers a GraphQL validation error
 - ``DELETE /_control/fail``    stop failing
+- ``POST /_control/delay``     ``{"seconds": 0.5}``: every GraphQL call takes that long (a slow API)
 - ``POST /_control/reset``     forget requests and applied keys
 
 Run it: ``python -m clients.dev_api --port 8000``.
@@ -18,6 +19,7 @@ Run it: ``python -m clients.dev_api --port 8000``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -93,6 +95,7 @@ class DevApiState:
     requests: list[RecordedRequest] = field(default_factory=list)
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)
     failure: Failure | None = None
+    delay_s: float = 0.0
 
     def record(self, request: Request, status: int, **found: Any) -> None:
         self.requests.append(RecordedRequest(
@@ -136,6 +139,8 @@ def create_dev_api() -> Starlette:
 
     async def serve_graphql(scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
+        if state.delay_s and request.method == "POST":
+            await asyncio.sleep(state.delay_s)
         failure = state.take_failure() if request.method == "POST" else None
         if failure is None:
             await graphql(scope, receive, send)
@@ -159,7 +164,12 @@ def create_dev_api() -> Starlette:
         state.failure = Failure(int(body.get("status", 500)), body.get("times"), body.get("retry_after"))
         return JSONResponse({"failing": asdict(state.failure)})
 
+    async def delay(request: Request) -> Response:
+        state.delay_s = float((await request.json()).get("seconds", 0))
+        return JSONResponse({"delay_s": state.delay_s})
+
     async def reset(_: Request) -> Response:
+        state.delay_s = 0.0
         state.requests.clear()
         state.applied.clear()
         state.failure = None
@@ -168,6 +178,7 @@ def create_dev_api() -> Starlette:
     return Starlette(routes=[
         Route("/_control/requests", requests),
         Route("/_control/fail", fail, methods=["POST", "DELETE"]),
+        Route("/_control/delay", delay, methods=["POST"]),
         Route("/_control/reset", reset, methods=["POST"]),
         Route("/graphql", _AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
     ])

@@ -35,6 +35,10 @@ class Api:
     def requests(self) -> list[dict]:
         return httpx.get(f"{self.control_url}/requests", timeout=5).json()
 
+    def delay(self, seconds: float) -> None:
+        """Make every GraphQL call take ``seconds`` (a slow API)."""
+        httpx.post(f"{self.control_url}/delay", timeout=5, json={"seconds": seconds})
+
     def fail(self, status: int, times: int | None = None, retry_after: float | None = None) -> None:
         httpx.post(f"{self.control_url}/fail", timeout=5,
                    json={"status": status, "times": times, "retry_after": retry_after})
