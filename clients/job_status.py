@@ -32,12 +32,12 @@ class JobState(StrEnum):
 # Starts an attempt in one round trip: unless the job already completed, count the attempt
 # and mark it active. Returns the attempt number, or 0 when the job is already completed.
 _BEGIN_ATTEMPT = """
-if redis.call('HGET', KEYS[1], 'state') == 'completed' then return 0 end
+if ARGV[5] ~= '1' and redis.call('HGET', KEYS[1], 'state') == 'completed' then return 0 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'active', 'tenant_id', ARGV[1], 'type', ARGV[2],
            'started_at', ARGV[3], 'updated_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-if KEYS[2] then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5]) end
+if KEYS[2] then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[6]) end
 return attempts
 """
 
@@ -78,12 +78,14 @@ class JobStatusStore:
     def active_key(self, job_type: str) -> str:
         return f"{self._namespace}:active:{job_type}"
 
-    async def begin_attempt(self, job: Job, *, now: float | None = None) -> int:
-        """Mark the job active and return its attempt number; 0 if it already completed."""
+    async def begin_attempt(self, job: Job, *, now: float | None = None, force: bool = False) -> int:
+        """Mark the job active and return its attempt number; 0 if it already completed
+        (unless ``force``: a forced replay runs a completed job again)."""
         stamp = now if now is not None else time.time()
         return int(await self._begin(
             keys=[self.key(job.job_id), self.active_key(job.type.value)],
-            args=[job.tenant_id, job.type.value, f"{stamp:.3f}", self._ttl_s, job.job_id],
+            args=[job.tenant_id, job.type.value, f"{stamp:.3f}", self._ttl_s, "1" if force else "0",
+                  job.job_id],
         ))
 
     async def finish(

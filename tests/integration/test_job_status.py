@@ -33,11 +33,13 @@ async def test_counters_follow_attempts_in_redis(stack, settings):
         assert await store.begin_attempt(b) == 2
         await store.finish(b.job_id, JobState.DEAD, error="DownstreamUnavailable: 503")
         assert await store.begin_attempt(a) == 0  # completed: no attempt, nothing counted
+        assert await store.begin_attempt(a, force=True) == 2  # a forced replay runs it again
+        await store.finish(a.job_id, JobState.COMPLETED)
         # a worker that died mid-attempt long ago: its entry is not counted as active
         await store.begin_attempt(c, now=1_000.0)
         counts = await store.queue_counts(["export", "bank-sync"], now=1_000.0 + ACTIVE_STALE_S + 1)
         assert counts == {
-            "export": {"active": 0, "completed": 1, "failed": 1, "dead_lettered": 1},
+            "export": {"active": 0, "completed": 2, "failed": 1, "dead_lettered": 1},
             "bank-sync": {"active": 0, "completed": 0, "failed": 0, "dead_lettered": 0},
         }
         status = await store.get(b.job_id)
