@@ -69,6 +69,8 @@ class CronTick(DomainEvent):
     job_type: JobType
     fire_at: AwareDatetime
     payload: dict[str, Any] = Field(default_factory=dict)
+    # "manual": started through the API (POST /schedules/{id}/trigger), not by the ticker
+    trigger: Literal["schedule", "manual"] = "schedule"
 
 
 EVENT_MODELS: dict[str, type[DomainEvent]] = {
@@ -108,6 +110,11 @@ def parse_event(topic: str, raw: bytes | None, *, max_bytes: int) -> DomainEvent
     model = EVENT_MODELS.get(topic)
     if model is None:
         return Rejection(InvalidReason.UNKNOWN_TYPE, f"no event type is read from topic {topic!r}")
+    if raw is not None and len(raw) <= max_bytes:
+        try:  # the common case in one pass: pydantic parses the JSON itself
+            return model.model_validate_json(raw)
+        except ValidationError:
+            pass  # say exactly why below
     data = decode_object(raw, max_bytes=max_bytes)
     if isinstance(data, Rejection):
         return data

@@ -5,6 +5,7 @@ the load."""
 from __future__ import annotations
 
 import math
+import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -53,7 +54,9 @@ async def test_every_panel_of_every_dashboard_shows_data_on_a_real_prometheus(
     stack, api, settings, start_worker, tmp_path
 ):
     assert DASHBOARDS, "no dashboards in grafana/dashboards"
-    worker = start_worker(roles=("ingest", "processor", "bridge"))
+    # the bridge on channels of its own: the system Redis is shared with other test runs
+    worker = start_worker(roles=("ingest", "processor", "bridge"),
+                          bridge_patterns=f"campaign.dashboards-{uuid.uuid4().hex[:8]}.*")
     with PrometheusServer([f"127.0.0.1:{worker.web_port}"], tmp_path / "logs",
                           rule_files=[GRAFANA / "alerts.yml"]) as prometheus:
         await eventually(prometheus.targets, lambda t: bool(t) and t[0]["health"] == "up",
