@@ -37,6 +37,7 @@ from agents.processor import Processor
 from agents.retry_policy import RetryPolicy
 from clients.downstream import DownstreamClient
 from clients.job_status import BatchedJobStatus, JobStatusStore
+from streams import topics
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.topics import JobType
@@ -67,7 +68,7 @@ class JobTopicConsumer:
                  *, max_buffered: int) -> None:
         self.processor = processor
         self.gate = gate
-        self.group = f"{settings.app_id}.{processor.job_type}"
+        self.group = topics.processor_group(settings.app_id, processor.job_type)
         self.max_buffered = max_buffered
         self.ordered = processor.spec.ordered
         self.consumer = AIOKafkaConsumer(

@@ -19,6 +19,7 @@ from agents.engine import JobEngine, build_engine
 from agents.health import HealthCheck
 from agents.ingest import Ingest
 from agents.roles import CONSUMING_ROLES, DEFAULT_ROLES, ROLES
+from agents.status_pages import register_status_pages
 from clients.aiohttp_transport import AiohttpTransport
 from clients.breaker_storage import SharedBreakerStorage
 from clients.downstream import DownstreamClient, make_breaker
@@ -138,6 +139,8 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     _register_pages(app, metrics, health,
                     consumes=bool(CONSUMING_ROLES & set(roles) - {"ingest", "processor"}),
                     ingest=ingest, bridge=bridge, engine=engine)
+    register_status_pages(app, settings, JobStatusStore(
+        redis, namespace=settings.redis_namespace, ttl_s=settings.job_status_ttl_s), metrics)
     return app
 
 

@@ -43,6 +43,11 @@ def job_topic(job_type: JobType | str) -> str:
     return f"{JOB_TOPIC_PREFIX}{JobType(job_type).value}"
 
 
+def processor_group(app_id: str, job_type: JobType | str) -> str:
+    """The consumer group of a job type's processors (each job type has its own)."""
+    return f"{app_id}.{JobType(job_type).value}"
+
+
 def retry_topic(of_job_topic: str, delay_s: float) -> str:
     """The retry tier of a job topic, e.g. ``jobs.export.retry.4s``."""
     return f"{of_job_topic}.retry.{delay_s:g}s"
