@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--peer-dir", type=Path, default=Path("../shared/bench"))
-    parser.add_argument("--processes", type=int, default=2,
+    parser.add_argument("--processes", type=int, default=1,
                         help="processor worker processes sharing the concurrency (one per core)")
     parser.add_argument("--no-peer", action="store_true", help="measure cronbus only")
     args = parser.parse_args()

@@ -164,7 +164,8 @@ class Settings(BaseSettings):
         description="the largest event record accepted, in bytes, >= 256",
     )
     max_attempts: int = Field(
-        default=3, ge=1, le=100, description="attempts per job before it is dead-lettered, 1..100"
+        default=3, ge=0, le=100,
+        description="retries after a job's first attempt before it is dead-lettered, 0..100"
     )
     retry_backoff_s: float = Field(
         default=1.0, ge=0, le=3600, description="first retry delay in seconds; doubles per attempt"
