@@ -74,6 +74,9 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         return self._waiter
 
+    def time_out(self) -> None:
+        self._fail(TimeoutError("no answer in time"))
+
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -127,9 +130,13 @@ class H1Transport(httpx.AsyncBaseTransport):
                 reused = conn is not None
                 if conn is None:
                     conn = await self._connect(request, timeouts.get("connect"))
+                answer = conn.send(data)
+                # a timer on the answer, cheaper per call than asyncio.wait_for's task
+                read_timeout = timeouts.get("read")
+                timer = (asyncio.get_running_loop().call_later(read_timeout, conn.time_out)
+                         if read_timeout else None)
                 try:
-                    status, headers, content, keep_alive = await asyncio.wait_for(
-                        conn.send(data), timeouts.get("read"))
+                    status, headers, content, keep_alive = await answer
                     break
                 except TimeoutError as exc:
                     conn.close()
@@ -140,6 +147,9 @@ class H1Transport(httpx.AsyncBaseTransport):
                         continue  # the server closed a kept-alive connection: once more, fresh
                     exc.request = request
                     raise
+                finally:
+                    if timer is not None:
+                        timer.cancel()
             if keep_alive and not conn.closed:
                 idle.append(conn)
             else:
