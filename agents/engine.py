@@ -102,8 +102,18 @@ class JobTopicConsumer:
         return self._outstanding
 
     async def fetch_forever(self) -> None:
+        while True:
+            try:
+                await self._fetch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the broker went away, a rebalance failed: keep the worker
+                log.exception("%s: fetching failed; trying again in 1s", self.group)
+                await asyncio.sleep(1.0)
+
+    async def _fetch(self) -> None:
         consumer = self.consumer
-        paused = False
+        paused = bool(consumer.paused())
         while True:
             if self._outstanding >= self.max_buffered:
                 # enough work taken: wait for room instead of fetching (no spinning)
