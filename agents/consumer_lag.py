@@ -5,8 +5,10 @@ Refreshed on each scrape of ``/metrics``."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import faust
+from aiokafka import TopicPartition
 
 from streams import topics
 from streams.metrics import Metrics
@@ -17,8 +19,13 @@ log = logging.getLogger(__name__)
 WATCHED_TOPICS = frozenset(topics.all_topics())
 
 
-async def update_consumer_lag(app: faust.App, metrics: Metrics) -> None:
+async def update_consumer_lag(app: faust.App, metrics: Metrics,
+                              own_consumers: Mapping[TopicPartition, int]) -> None:
+    """Faust's consumer's lag, and ``own_consumers``: the lag reported by the consumers cronbus
+    runs itself (ingest)."""
     metrics.consumer_lag.clear()  # partitions this worker no longer owns drop out
+    for tp, lag in own_consumers.items():
+        metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
     if not app.started or app.rebalancing:
         return
     consumer = app.consumer

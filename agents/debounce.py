@@ -9,12 +9,12 @@ A *window* gathers one tenant's events for one job type. Two modes:
   are suppressed, then the window closes.
 - **immediate**: no window; every event is a job of its own (exports, cron ticks).
 
-Windows are plain data (:meth:`Window.to_dict`) so they live in a Faust table.
+Windows are plain data (:meth:`Window.to_dict`) so they live in the debounce changelog topic.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -39,7 +39,13 @@ class Window:
     fired: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # by hand: dataclasses.asdict deep-copies, and ingest encodes a window per tenant per batch
+        return {
+            "opened_at": self.opened_at, "last_at": self.last_at, "count": self.count,
+            "first_event_id": self.first_event_id, "last_event_id": self.last_event_id,
+            "first_occurred_at": self.first_occurred_at, "last_occurred_at": self.last_occurred_at,
+            "event_ids": self.event_ids, "fired": self.fired,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Window:

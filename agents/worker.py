@@ -14,7 +14,7 @@ from agents.alerts import Alerts
 from agents.bridge import RedisBridge
 from agents.consumer_lag import update_consumer_lag
 from agents.health import HealthCheck
-from agents.ingest import Debouncer
+from agents.ingest import Ingest
 from agents.jobs import JOB_CALLS
 from agents.processor import Processor
 from agents.roles import CONSUMING_ROLES, DEFAULT_ROLES, ROLES
@@ -65,8 +65,10 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     redis = aioredis.Redis.from_url(settings.redis_url)
     clients: list[DownstreamClient] = []
 
+    ingest: Ingest | None = None
     if "ingest" in roles:
-        Debouncer(app, app_topics, settings, metrics).register()
+        ingest = Ingest(settings, app_topics, metrics)
+        app.service(ingest)  # type: ignore[arg-type]
 
     if "processor" in roles:
         settings.require("api_url")
@@ -98,14 +100,15 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     health = HealthCheck(app, redis, timeout_s=settings.health_timeout_s,
                          client=clients[0] if clients else None, bridge=bridge)
     app.add_dependency(OutsideWorld(redis, clients, app_topics, alerts, health))
-    _register_pages(app, metrics, health, consumes=bool(CONSUMING_ROLES & set(roles)), bridge=bridge)
+    _register_pages(app, metrics, health, consumes=bool(CONSUMING_ROLES & set(roles) - {"ingest"}),
+                    ingest=ingest, bridge=bridge)
     return app
 
 
 def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *, consumes: bool,
-                    bridge: RedisBridge | None) -> None:
+                    ingest: Ingest | None, bridge: RedisBridge | None) -> None:
     async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        await update_consumer_lag(app, metrics)
+        await update_consumer_lag(app, metrics, await ingest.lag() if ingest else {})
         return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     async def live_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -118,6 +121,9 @@ def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *, co
         ready = app.started and not app.rebalancing and not app.in_recovery
         if consumes:
             ready = ready and bool(assigned)
+        if ingest is not None:
+            assigned = assigned | ingest.assignment
+            ready = ready and ingest.ready
         if bridge is not None:
             ready = ready and bridge.listener.state == "subscribed"
         return web.json({"ready": ready, "partitions": len(assigned)},

@@ -44,6 +44,7 @@ class AppTopics:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self._app = app
         self.partitions = settings.partitions
+        self._state_topics = topics.state_topics(settings.app_id)
         self._topics: dict[str, TopicT] = {}
 
     def __getitem__(self, name: str) -> TopicT:
@@ -64,10 +65,11 @@ class AppTopics:
             key_serializer="raw",
             value_serializer="raw",
             partitions=self.partitions,
-            compacting=names == (topics.SCHEDULES,),
+            compacting=all(n in topics.COMPACTED or n in self._state_topics for n in names),
         )
 
     async def declare_all(self) -> None:
-        """Create every catalog topic (an existing one is left as it is)."""
-        for name in topics.all_topics():
+        """Create every catalog topic and this app's state topics (an existing one is left as
+        it is)."""
+        for name in [*topics.all_topics(), *self._state_topics]:
             await self[name].maybe_declare()

@@ -108,6 +108,11 @@ def parse_event(topic: str, raw: bytes | None, *, max_bytes: int) -> DomainEvent
     model = EVENT_MODELS.get(topic)
     if model is None:
         return Rejection(InvalidReason.UNKNOWN_TYPE, f"no event type is read from topic {topic!r}")
+    if raw is not None and len(raw) <= max_bytes:
+        try:  # the common case in one pass: pydantic parses the JSON itself
+            return model.model_validate_json(raw)
+        except ValidationError:
+            pass  # say exactly why below
     data = decode_object(raw, max_bytes=max_bytes)
     if isinstance(data, Rejection):
         return data

@@ -64,5 +64,18 @@ def all_topics() -> list[str]:
     return [*EVENT_TOPICS, CRON_TICKS, SCHEDULES, EVENTS_INVALID,
             *jobs, *(dead_letter_topic(t) for t in jobs)]
 
-# tables (Faust names their changelog topics "<app id>-<table>-changelog")
-DEBOUNCE_WINDOWS_TABLE = "debounce-windows"
+
+
+# state: compacted, one per app (consumer group), so two apps on one cluster never share it
+
+
+def debounce_windows_topic(app_id: str) -> str:
+    """Ingest's open windows, one record per tenant; partition p holds those of partition p."""
+    return f"{app_id}-debounce-windows"
+
+
+def state_topics(app_id: str) -> list[str]:
+    return [debounce_windows_topic(app_id)]
+
+
+COMPACTED: frozenset[str] = frozenset({SCHEDULES})

@@ -94,7 +94,7 @@ async def test_malformed_messages_go_to_events_invalid_and_the_bridge_goes_on(
             json.dumps({"entity_type": "Not A Type", "entity_id": "x"}).encode(), "bad_field"),
     }
     for channel, (payload, _) in bad.items():
-        assert publish(settings.redis_url, channel, payload) == 1
+        assert publish(settings.redis_url, channel, payload) >= 1  # other subscribers may share this Redis
 
     invalid = await records_until(settings.broker_url, topics.EVENTS_INVALID,
                                   lambda rs: len(rs) >= len(bad))
@@ -112,7 +112,7 @@ async def test_malformed_messages_go_to_events_invalid_and_the_bridge_goes_on(
     # still alive, still bridging
     assert worker.process.alive()
     assert publish(settings.redis_url, f"campaign.{campaign}.worldTimeAdvanced",
-                   json.dumps(WORLD_TIME)) == 1
+                   json.dumps(WORLD_TIME)) >= 1
     [record] = await records_until(settings.broker_url, topics.WORLD_TIME_ADVANCED,
                                    lambda rs: len(rs) >= 1)
     assert record.key == campaign.encode()
