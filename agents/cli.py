@@ -100,13 +100,20 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         print(f"cronbus publish: {exc}", file=sys.stderr)
         return 2
 
+    from agents.progress import ProgressBar
+
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    bar = ProgressBar(len(events), "publish") if show else None
+
     async def send() -> None:
         async with EventPublisher(settings.broker_url) as publisher:
             for done, event in enumerate(events, 1):
                 await publisher.publish(event)
-                if sys.stderr.isatty() and (done % 500 == 0 or done == len(events)):
-                    print(f"\r  published {done}/{len(events)}", end="", file=sys.stderr)
+                if bar:
+                    bar.update(done)
             await publisher.flush()
+        if bar:
+            bar.close()
 
     asyncio.run(send())
     print(f"published {len(events)} {args.event_type} event(s)")
@@ -135,6 +142,148 @@ def cmd_job_status(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print(json.dumps(record, indent=2))
     return 0
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+# exit codes of `cronbus schedules ...`
+EXIT_NOT_FOUND, EXIT_INVALID, EXIT_UNAUTHORIZED, EXIT_UNREACHABLE = 1, 2, 3, 4
+
+
+def _definition(args: argparse.Namespace) -> dict[str, Any]:
+    """A schedule definition from --file (JSON; '-' for stdin) and --set FIELD=VALUE pairs."""
+    data: dict[str, Any] = {}
+    if args.file:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{args.file}: not JSON ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.file}: a JSON object is expected")
+        data.update(loaded)
+    data.update(dict(args.set or []))
+    return data
+
+
+def _schedules_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    """The method, path and options of the API call a `cronbus schedules` command makes."""
+    from urllib.parse import quote
+
+    schedule_id = getattr(args, "schedule_id", None)
+    path = "/schedules" if schedule_id is None else f"/schedules/{quote(schedule_id, safe='')}"
+    action = args.schedules_command
+    if action == "list":
+        return "GET", path, {}
+    if action == "get":
+        return "GET", path, {}
+    if action == "create":
+        return "POST", path, {"json": _definition(args)}
+    if action == "update":
+        return "PUT", path, {"json": _definition(args)}
+    if action == "delete":
+        return "DELETE", path, {}
+    if action == "trigger":
+        headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+        return "POST", f"{path}/trigger", {"headers": headers}
+    if action in ("pause", "resume"):
+        return "POST", f"{path}/{action}", {}
+    if action == "next":
+        return "GET", f"{path}/next", {"params": {"count": args.count}}
+    if action == "runs":
+        return "GET", f"{path}/runs", {"params": {"limit": args.limit}}
+    raise ValueError(f"unknown command {action!r}")
+
+
+def _schedules_error(status: int, body: Any) -> tuple[int, str]:
+    """The exit code and message of an API answer that is not a success."""
+    error = body.get("error", "") if isinstance(body, dict) else str(body)
+    if status == 422 and isinstance(body, dict):
+        lines = [f"  {p['field']}: {p['message']}" for p in body.get("problems", [])]
+        return EXIT_INVALID, "\n".join(["invalid request:", *lines])
+    if status == 401:
+        return EXIT_UNAUTHORIZED, (f"{error} (give --token or set CRONBUS_SCHEDULES_TOKEN)")
+    if status == 404:
+        return EXIT_NOT_FOUND, error or "not found"
+    return EXIT_UNREACHABLE, f"HTTP {status}: {error}"
+
+
+def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
+    import httpx
+
+    from clients.schedules_client import SchedulesClient
+
+    url = args.url or f"http://127.0.0.1:{settings.web_port}"
+    try:
+        method, path, options = _schedules_request(args)
+        if args.schedules_command == "update" and not args.replace:
+            # --set and --file change the stored definition; the rest stays as it is
+            with SchedulesClient(url, args.token) as client:
+                current = client.call("GET", path)
+            if current.status != 200:
+                code, message = _schedules_error(current.status, current.body)
+                print(f"cronbus schedules: {message}", file=sys.stderr)
+                return code
+            kept = {k: v for k, v in current.body.items()
+                    if k not in ("tenant_id", "revision_at", "kind", "paused")}
+            options["json"] = {**kept, **options["json"]}
+    except (ValueError, OSError) as exc:
+        print(f"cronbus schedules: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        with SchedulesClient(url, args.token) as client:
+            reply = client.call(method, path, **options)
+    except httpx.HTTPError as exc:
+        print(f"cronbus schedules: cannot reach {url} ({exc.__class__.__name__}: {exc})",
+              file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if reply.status >= 400:
+        code, message = _schedules_error(reply.status, reply.body)
+        print(f"cronbus schedules: {message}", file=sys.stderr)
+        return code
+    if reply.body is not None:
+        print(json.dumps(reply.body, indent=2))
+    elif args.schedules_command == "delete":
+        print(f"deleted schedule {args.schedule_id}")
+    return 0
+
+
+def _schedules_parser(sub: Any) -> None:
+    import os
+
+    schedules = sub.add_parser("schedules", help="manage schedules through a worker's API")
+    schedules.add_argument("--url", default=os.environ.get("CRONBUS_SCHEDULES_URL"),
+                           help="the worker's web address (env CRONBUS_SCHEDULES_URL; "
+                                "default http://127.0.0.1:$CRONBUS_WEB_PORT)")
+    schedules.add_argument("--token", default=os.environ.get("CRONBUS_SCHEDULES_TOKEN"),
+                           help="your bearer token (env CRONBUS_SCHEDULES_TOKEN)")
+    schedules.set_defaults(run=cmd_schedules)
+    actions = schedules.add_subparsers(dest="schedules_command", required=True)
+    actions.add_parser("list", help="your tenant's schedules")
+    for name, text in (("get", "one schedule"), ("delete", "remove a schedule"),
+                       ("pause", "stop firing until resumed"),
+                       ("resume", "fire again, from now on")):
+        actions.add_parser(name, help=text).add_argument("schedule_id")
+    for name, text in (("create", "create a schedule (the same definition twice is one)"),
+                       ("update", "change a schedule: --set and --file over its definition")):
+        action = actions.add_parser(name, help=text)
+        if name == "update":
+            action.add_argument("schedule_id")
+            action.add_argument("--replace", action="store_true",
+                                help="send the definition as it is, not merged over the stored one")
+        action.add_argument("--file", help="the definition as JSON ('-' for stdin)")
+        action.add_argument("--set", type=_field, action="append", metavar="FIELD=VALUE",
+                            help="a field, e.g. cron='30 2 * * *' or every_ms=60000 "
+                                 "(read as JSON when it parses)")
+    trigger = actions.add_parser("trigger", help="run a schedule's job now")
+    trigger.add_argument("schedule_id")
+    trigger.add_argument("--idempotency-key", help="the same key runs the job once")
+    preview = actions.add_parser("next", help="the next fire times, in the schedule's zone")
+    preview.add_argument("schedule_id")
+    preview.add_argument("--count", type=int, default=5)
+    runs = actions.add_parser("runs", help="recent runs and their outcome")
+    runs.add_argument("schedule_id")
+    runs.add_argument("--limit", type=int, default=20)
 
 
 # --- dead letters ---------------------------------------------------------------------------
@@ -270,6 +419,8 @@ def parser() -> argparse.ArgumentParser:
                          help="an event field; the value is read as JSON when it parses")
     publish.add_argument("--count", type=int, default=1, help="publish this many events")
     publish.add_argument("--file", help="JSON lines of event fields ('-' for stdin)")
+    publish.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                         help="a progress bar on stderr (default: when it is a terminal)")
     publish.set_defaults(run=cmd_publish)
 
     jobs = sub.add_parser("jobs", help="job status")
@@ -277,6 +428,8 @@ def parser() -> argparse.ArgumentParser:
     status = jobs_sub.add_parser("status", help="a job's state, attempts and last error")
     status.add_argument("job_id")
     status.set_defaults(run=cmd_job_status)
+
+    _schedules_parser(sub)
 
     dlq = sub.add_parser("dlq", help="dead letters: list them, replay them to their job topics")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)

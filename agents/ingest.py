@@ -46,6 +46,7 @@ from streams.events import CronTick, DomainEvent, InvalidReason, Rejection, pars
 from streams.jobs import Job, job_id_for
 from streams.keys import partition_of, tenant_key
 from streams.metrics import Metrics
+from streams.schedules import tick_ref
 from streams.settings import Settings, SettingsError
 from streams.topics import JobType
 
@@ -61,7 +62,7 @@ DEFAULT_POLICIES = (
     "event-expiration=leading:5,deferred-effect=leading:5,"
     "settlement-growth=trailing:5:60,structure-maintenance=trailing:5:60,"
     "invoice-generation=trailing,payment-reminder=trailing,"
-    "export=immediate,sars-deadline=immediate,bank-sync=immediate"
+    "export=immediate,sars-deadline=immediate,bank-sync=immediate,retention-cleanup=immediate"
 )
 
 
@@ -87,9 +88,9 @@ def immediate_job(event: DomainEvent, job_type: JobType, now: float) -> Job:
     """A job of its own for one event; a cron tick's job is named by its schedule and fire time."""
     if isinstance(event, CronTick):
         return Job(
-            job_id=job_id_for(event.tenant_id, job_type,
-                              f"tick:{event.schedule_id}:{event.fire_at.isoformat()}"),
-            tenant_id=event.tenant_id, type=job_type, triggered_by="cron",
+            job_id=job_id_for(event.tenant_id, job_type, tick_ref(event)),
+            tenant_id=event.tenant_id, type=job_type,
+            triggered_by="manual" if event.trigger == "manual" else "cron",
             scheduled_at=event.fire_at,
             payload={"schedule_id": event.schedule_id, **event.payload},
         )

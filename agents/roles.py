@@ -3,7 +3,8 @@ importing Faust."""
 
 from __future__ import annotations
 
-ROLES = ("ingest", "processor", "bridge")
+ROLES = ("ingest", "processor", "bridge", "api")
+# api: the schedules REST API on the web server (and the built-in schedules upserted at start)
 # what `cronbus worker` runs without --role; the bridge listens on a Redis of its own
 # choosing, so it runs only where it is asked for
 DEFAULT_ROLES = ("ingest", "processor")

@@ -97,6 +97,11 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
         bridge = RedisBridge(app_topics, settings, metrics)
         app.service(bridge)  # type: ignore[arg-type]
 
+    if "api" in roles:
+        from agents.schedule_service import register_schedule_api
+
+        register_schedule_api(app, app_topics, redis, settings, upsert_builtins=True)
+
     health = HealthCheck(app, redis, timeout_s=settings.health_timeout_s,
                          client=clients[0] if clients else None, bridge=bridge)
     app.add_dependency(OutsideWorld(redis, clients, app_topics, alerts, health))

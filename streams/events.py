@@ -69,6 +69,8 @@ class CronTick(DomainEvent):
     job_type: JobType
     fire_at: AwareDatetime
     payload: dict[str, Any] = Field(default_factory=dict)
+    # "manual": started through the API (POST /schedules/{id}/trigger), not by the ticker
+    trigger: Literal["schedule", "manual"] = "schedule"
 
 
 EVENT_MODELS: dict[str, type[DomainEvent]] = {

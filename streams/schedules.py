@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from streams.events import TenantId
+from streams.events import CronTick, TenantId
+from streams.jobs import job_id_for
 from streams.topics import JobType
 
 ScheduleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
@@ -200,3 +201,29 @@ def tick_id(key: bytes, fire_at: datetime) -> str:
 def tick_trigger_ref(schedule_id: str, fire_at: datetime) -> str:
     """What a tick's job id is derived from (with tenant and job type)."""
     return f"tick:{schedule_id}:{fire_at.isoformat()}"
+
+
+def manual_tick_id(key: bytes, trigger_key: str) -> str:
+    """The id of a run started by hand (``POST /schedules/{id}/trigger``): from the schedule and
+    the caller's idempotency key (or the request time), never equal to a scheduled tick's id."""
+    digest = hashlib.sha256(key + b"\x1fmanual\x1f" + trigger_key.encode()).hexdigest()
+    return f"manual-{digest[:32]}"
+
+
+def manual_trigger_ref(schedule_id: str, run_id: str) -> str:
+    """What a manual run's job id is derived from: its own run id, so it never shares a job id
+    with a scheduled fire, even one at the same instant."""
+    return f"manual:{schedule_id}:{run_id}"
+
+
+def tick_ref(tick: CronTick) -> str:
+    """What the job of a tick is derived from: its schedule and fire time, or a manual run's id."""
+    if tick.trigger == "manual":
+        return manual_trigger_ref(tick.schedule_id, tick.event_id)
+    return tick_trigger_ref(tick.schedule_id, tick.fire_at)
+
+
+def tick_job_id(tick: CronTick) -> str:
+    """The id of the job a tick becomes (ingest makes exactly this job): run history reads the
+    job's status under it."""
+    return job_id_for(tick.tenant_id, tick.job_type, tick_ref(tick))

@@ -6,6 +6,7 @@ message names the variable and the form it expects.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -39,6 +40,26 @@ def _comma_list(value: Any) -> list[str]:
     """Accept ``a,b`` (or a list) and return ``["a", "b"]``, blanks dropped."""
     items = value if isinstance(value, list) else str(value).split(",")
     return [text for text in (str(i).strip() for i in items) if text]
+
+
+_TENANT = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+# never echoed in an error message
+SECRET_FIELDS = frozenset({"api_token", "web_api_tokens"})
+
+
+def parse_token_tenants(text: str) -> dict[str, str]:
+    """``tok1:tenantA,tok2:tenantB`` as ``{"tok1": "tenantA", ...}``; the error never shows a token."""
+    mapping: dict[str, str] = {}
+    for number, item in enumerate((i.strip() for i in text.split(",")), 1):
+        if not item:
+            continue
+        token, sep, tenant = item.partition(":")  # a token holds no colon; a tenant may
+        if not sep or not token.strip():
+            raise ValueError(f"pair {number} is not token:tenant")
+        if not _TENANT.match(tenant.strip()):
+            raise ValueError(f"pair {number}: the tenant is not letters, digits or ._:@-")
+        mapping[token.strip()] = tenant.strip()
+    return mapping
 
 
 class Settings(BaseSettings):
@@ -157,6 +178,36 @@ class Settings(BaseSettings):
         default=7 * 86400, ge=60, description="seconds a job's status is kept in Redis, >= 60"
     )
 
+    # --- schedules: the web API and the built-in schedules
+    web_api_tokens: SecretStr | None = Field(
+        default=None,
+        description=(
+            "bearer tokens of the schedules API and the tenant each acts for, comma-separated "
+            "token:tenant pairs, e.g. t0k3n-a:acme,t0k3n-b:globex (tokens may also live in the "
+            "Redis hash <namespace>:api-tokens, field token, value tenant)"
+        ),
+    )
+    system_tenant: str = Field(
+        default="system",
+        pattern=r"^[A-Za-z0-9._:@-]{1,128}$",
+        description="the tenant that owns the built-in schedules, e.g. system",
+    )
+    builtin_schedules_off: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "built-in schedules to keep paused, comma-separated names from "
+            "agents/builtin_schedules.py, e.g. chat-retention,settlement-growth (or all)"
+        ),
+    )
+    event_expiration_grace_s: int = Field(
+        default=300, ge=0, le=86400,
+        description="seconds an event may be overdue before the expiration job expires it, 0..86400",
+    )
+    schedule_runs_kept: int = Field(
+        default=100, ge=1, le=10000,
+        description="fired runs kept per schedule for its run history, a whole number 1..10000",
+    )
+
     # --- the process
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="one of DEBUG, INFO, WARNING, ERROR"
@@ -193,6 +244,24 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_patterns(cls, value: Any) -> list[str]:
         return _comma_list(value)
+
+    @field_validator("builtin_schedules_off", mode="before")
+    @classmethod
+    def _parse_builtins_off(cls, value: Any) -> list[str]:
+        return _comma_list(value)
+
+    @field_validator("web_api_tokens", mode="after")
+    @classmethod
+    def _check_api_tokens(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_token_tenants(value.get_secret_value())
+        return value
+
+    def api_token_tenants(self) -> dict[str, str]:
+        """The schedules API's tokens from CRONBUS_WEB_API_TOKENS: token -> tenant."""
+        if self.web_api_tokens is None:
+            return {}
+        return parse_token_tenants(self.web_api_tokens.get_secret_value())
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -240,5 +309,6 @@ def load_settings(**overrides: Any) -> Settings:
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
             reason = error["msg"].removeprefix("Value error, ")
-            problems.append(_describe(field, f"is invalid ({reason})", error.get("input")))
+            shown = None if field in SECRET_FIELDS else error.get("input")
+            problems.append(_describe(field, f"is invalid ({reason})", shown))
         raise SettingsError("; ".join(problems)) from None

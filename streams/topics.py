@@ -35,6 +35,8 @@ class JobType(StrEnum):
     SETTLEMENT_GROWTH = "settlement-growth"
     STRUCTURE_MAINTENANCE = "structure-maintenance"
     EXPORT = "export"
+    # a built-in schedule's cleanup of one kind of data past its retention (payload: dataset, days)
+    RETENTION_CLEANUP = "retention-cleanup"
 
 
 def job_topic(job_type: JobType | str) -> str:

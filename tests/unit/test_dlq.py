@@ -16,6 +16,7 @@ from agents.dlq import (
 from agents.progress import ProgressBar
 from agents.replay import dead_letter_topics, plan_replay
 from streams import headers
+from streams.topics import JobType
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 VALUE = b'{"job_id":"export-abc","tenant_id":"acme","type":"export"}'
@@ -111,7 +112,7 @@ def test_the_plan_sends_key_and_value_unchanged_and_counts_refusals():
 
 def test_dead_letter_topics_of_named_or_all_types():
     assert dead_letter_topics(["export"]) == ["jobs.export.dead-letter"]
-    assert len(dead_letter_topics()) == 9
+    assert len(dead_letter_topics()) == len(JobType)
 
 
 def test_the_progress_bar_draws_and_finishes():

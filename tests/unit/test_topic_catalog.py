@@ -9,6 +9,9 @@ from streams import topics
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = set(topics.all_topics())
+# words that happen to be topic names but name something else: the `cronbus schedules`
+# command, the list of schedules an API answer holds
+NOT_TOPICS = {("agents/cli.py", "schedules"), ("agents/schedule_api.py", "schedules")}
 
 
 def test_topic_names_appear_only_in_the_catalog():
@@ -20,6 +23,6 @@ def test_topic_names_appear_only_in_the_catalog():
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
                     node.value in NAMES or node.value.startswith(topics.JOB_TOPIC_PREFIX)
-                ):
+                ) and (str(path.relative_to(ROOT)), node.value) not in NOT_TOPICS:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert offenders == []

@@ -1,0 +1,59 @@
+"""Run history in Redis: the latest fired runs of each schedule, one bounded list per schedule.
+
+Whoever emits a schedule's tick (the ticker, or the API for a manual run) records it here
+after the broker has it; the outcome of each run is its job's status
+(:class:`clients.job_status.JobStatusStore`), read under the run's deterministic job id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis.asyncio as aioredis
+
+from streams.events import CronTick
+from streams.schedule_runs import FiredRun
+
+
+class RunLog:
+    def __init__(self, client: aioredis.Redis, *, namespace: str, kept: int, ttl_s: int) -> None:
+        self._redis = client
+        self._namespace = namespace
+        self.kept = kept
+        self._ttl_s = ttl_s
+
+    def key(self, tenant_id: str, schedule_id: str) -> str:
+        return f"{self._namespace}:schedule-runs:{tenant_id}/{schedule_id}"
+
+    async def record(self, tick: CronTick, *, now: float | None = None) -> FiredRun:
+        """Keep ``tick`` as the schedule's newest run (the oldest beyond ``kept`` are dropped)."""
+        run = FiredRun.of_tick(tick, now if now is not None else time.time())
+        key = self.key(tick.tenant_id, tick.schedule_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, json.dumps(run.as_dict()))
+            pipe.ltrim(key, 0, self.kept - 1)
+            pipe.expire(key, self._ttl_s)
+            await pipe.execute()
+        return run
+
+    async def record_many(self, ticks: list[CronTick], *, now: float | None = None) -> None:
+        """Record a batch of ticks in one round trip (the ticker, after the broker has them)."""
+        if not ticks:
+            return
+        stamp = now if now is not None else time.time()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tick in ticks:
+                key = self.key(tick.tenant_id, tick.schedule_id)
+                pipe.lpush(key, json.dumps(FiredRun.of_tick(tick, stamp).as_dict()))
+                pipe.ltrim(key, 0, self.kept - 1)
+                pipe.expire(key, self._ttl_s)
+            await pipe.execute()
+
+    async def recent(self, tenant_id: str, schedule_id: str, count: int) -> list[FiredRun]:
+        """The newest ``count`` runs, newest first."""
+        raw = await self._redis.lrange(self.key(tenant_id, schedule_id), 0, count - 1)
+        return [FiredRun.from_dict(json.loads(item)) for item in raw]
+
+    async def forget(self, tenant_id: str, schedule_id: str) -> None:
+        await self._redis.delete(self.key(tenant_id, schedule_id))

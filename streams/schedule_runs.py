@@ -1,0 +1,38 @@
+"""A fired run of a schedule as its run history keeps it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from streams.events import CronTick
+from streams.schedules import tick_job_id
+
+
+@dataclass(frozen=True, slots=True)
+class FiredRun:
+    """One fired run as the run history keeps it (a JSON object per entry in Redis)."""
+
+    run_id: str
+    job_id: str
+    fire_at: str
+    trigger: str
+    emitted_at: float
+
+    @classmethod
+    def of_tick(cls, tick: CronTick, emitted_at: float) -> FiredRun:
+        return cls(run_id=tick.event_id, job_id=tick_job_id(tick),
+                   fire_at=tick.fire_at.astimezone(UTC).isoformat(), trigger=tick.trigger,
+                   emitted_at=round(emitted_at, 3))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "job_id": self.job_id, "fire_at": self.fire_at,
+                "trigger": self.trigger, "emitted_at": self.emitted_at}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FiredRun:
+        return cls(run_id=str(data["run_id"]), job_id=str(data["job_id"]),
+                   fire_at=str(data["fire_at"]), trigger=str(data.get("trigger", "schedule")),
+                   emitted_at=float(data.get("emitted_at", 0.0)))

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agents.builtin_schedules import (
+    BUILTINS,
+    NEVER_AUTO_DELETED,
+    _retention,
+    reconcile,
+    switched_off,
+    wanted_builtins,
+)
+from agents.cron import preview
+from agents.schedule_api_rules import with_enabled
+from streams.settings import SettingsError, load_settings
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)  # a Saturday
+
+
+def by_id(settings=None):
+    return {s.id: (s, off) for s, off in wanted_builtins(settings or load_settings(), NOW)}
+
+
+def test_every_builtin_fires_when_the_source_designs_say():
+    table = by_id()
+    assert set(table) == {"builtin." + b.name for b in BUILTINS}
+    first = {sid: preview(s, NOW, 2) for sid, (s, _) in table.items()}
+    assert first["builtin.event-expiration"][1] - first["builtin.event-expiration"][0] == timedelta(minutes=5)
+    assert first["builtin.settlement-growth"][0] == datetime(2026, 11, 21, 13, tzinfo=UTC)
+    assert first["builtin.structure-maintenance"][1] == datetime(2026, 11, 21, 14, tzinfo=UTC)
+    assert first["builtin.chat-retention"][0] == datetime(2026, 11, 22, 2, tzinfo=UTC)
+    assert first["builtin.session-cleanup"][0] == datetime(2026, 11, 22, 3, tzinfo=UTC)
+    assert first["builtin.audit-log-retention"] == [datetime(2026, 11, 22, 1, tzinfo=UTC),
+                                                    datetime(2026, 11, 29, 1, tzinfo=UTC)]
+    assert first["builtin.notification-cleanup"][0] == datetime(2026, 11, 22, 4, tzinfo=UTC)
+    assert first["builtin.temp-file-cleanup"][0] == datetime(2026, 11, 22, 5, tzinfo=UTC)
+    assert table["builtin.chat-retention"][0].payload["older_than_days"] == 90
+    assert all(s.tenant_id == "system" and s.enabled and not off for s, off in table.values())
+
+
+def test_payment_records_are_never_cleaned_up():
+    datasets = {s.payload.get("dataset") for s, _ in by_id().values()}
+    assert not datasets & NEVER_AUTO_DELETED
+    with pytest.raises(ValueError, match="never deleted"):
+        _retention("payments", 3650)
+
+
+def test_grace_period_and_system_tenant_come_from_settings():
+    table = by_id(load_settings(event_expiration_grace_s=60, system_tenant="ops"))
+    expiration, _ = table["builtin.event-expiration"]
+    assert expiration.payload["grace_period_s"] == 60 and expiration.tenant_id == "ops"
+    assert by_id()["builtin.event-expiration"][0].payload["grace_period_s"] == 300
+
+
+def test_switching_off_by_env(monkeypatch):
+    monkeypatch.setenv("CRONBUS_BUILTIN_SCHEDULES_OFF", "chat-retention, settlement-growth")
+    assert switched_off(load_settings()) == {"chat-retention", "settlement-growth"}
+    assert by_id(load_settings())["builtin.chat-retention"][1] is True
+    monkeypatch.setenv("CRONBUS_BUILTIN_SCHEDULES_OFF", "all")
+    assert len(switched_off(load_settings())) == len(BUILTINS)
+    monkeypatch.setenv("CRONBUS_BUILTIN_SCHEDULES_OFF", "chat")
+    with pytest.raises(SettingsError, match="CRONBUS_BUILTIN_SCHEDULES_OFF names no built-in schedule chat"):
+        switched_off(load_settings())
+
+
+def test_reconcile_is_idempotent_and_keeps_a_runtime_pause():
+    desired, _ = by_id()["builtin.chat-retention"]
+    assert reconcile(desired, None, forced_off=False) == desired
+    assert reconcile(desired, None, forced_off=True).enabled is False
+    restarted = desired.model_copy(update={"revision_at": NOW + timedelta(days=1)})
+    assert reconcile(restarted, desired, forced_off=False) is None  # same definition: no change
+    paused = with_enabled(desired, False, NOW + timedelta(hours=1))
+    assert reconcile(restarted, paused, forced_off=False) is None  # the pause survives a restart
+    forced = reconcile(restarted, desired, forced_off=True)
+    assert forced is not None and forced.enabled is False
+
+
+def test_reconcile_takes_a_new_definition_and_keeps_the_revision_unless_timing_changed():
+    desired, _ = by_id()["builtin.event-expiration"]
+    later = NOW + timedelta(days=1)
+    new_grace, _ = by_id(load_settings(event_expiration_grace_s=60))["builtin.event-expiration"]
+    new_grace = new_grace.model_copy(update={"revision_at": later})
+    updated = reconcile(new_grace, desired, forced_off=False)
+    assert updated is not None and updated.payload["grace_period_s"] == 60
+    assert updated.revision_at == desired.revision_at
+    moved = desired.model_copy(update={"every_ms": 60_000, "revision_at": later})
+    assert reconcile(moved, desired, forced_off=False).revision_at == later
