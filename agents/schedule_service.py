@@ -59,6 +59,27 @@ class DirectoryService(mode.Service):
         await self.directory.stop()
 
 
+class BuiltinsAtStart(mode.Service):
+    """For a worker that fires schedules but serves no API: load the directory once, bring the
+    built-ins up to date, and let the directory go (the ticker keeps its own partitions' view)."""
+
+    def __init__(self, settings: Settings, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+
+    async def on_start(self) -> None:
+        directory = ScheduleDirectory(self.settings.broker_url,
+                                      partitions=self.settings.partitions,
+                                      replication=self.settings.replication_factor)
+        await directory.start()
+        try:
+            written = await upsert_builtins(directory, self.settings, datetime.now(UTC))
+        finally:
+            await directory.stop()
+        log.info("built-in schedules: %s", f"updated {', '.join(written)}" if written
+                 else "unchanged")
+
+
 def register_schedule_api(app: faust.App, app_topics: AppTopics, redis: aioredis.Redis,
                           settings: Settings, *, upsert_builtins: bool) -> ScheduleDirectory:
     directory = ScheduleDirectory(settings.broker_url, partitions=settings.partitions,
