@@ -144,6 +144,52 @@ def cmd_job_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_job_queues(args: argparse.Namespace, settings: Settings) -> int:
+    import redis.asyncio as aioredis
+
+    from agents.queues import queue_stats
+    from clients.job_status import JobStatusStore
+
+    async def read() -> list[dict[str, Any]]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            store = JobStatusStore(client, namespace=settings.redis_namespace,
+                                   ttl_s=settings.job_status_ttl_s)
+            chosen = [JobType(t) for t in args.job_type] if args.job_type else None
+            return await queue_stats(settings.broker_url, settings.app_id, store, chosen)
+        finally:
+            await client.aclose()
+
+    queues = asyncio.run(read())
+    if args.json:
+        print(json.dumps(queues, indent=2))
+        return 0
+    columns = ("job_type", "waiting", "active", "completed", "failed", "dead_lettered")
+    widths = [max(len(c), *(len(str(q[c])) for q in queues)) for c in columns]
+    print("  ".join(c.replace("_", " ").ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for q in queues:
+        print("  ".join(str(q[c]).ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_job_retry_failed(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.queues import retry_failed
+
+    result = asyncio.run(retry_failed(settings.broker_url, JobType(args.job_type),
+                                      tenant_id=args.tenant, dry_run=args.dry_run))
+    if args.json:
+        print(json.dumps({"job_type": args.job_type, "dry_run": args.dry_run, **result.as_dict()},
+                         indent=2))
+    else:
+        verb = "would replay" if args.dry_run else "replayed"
+        count = result.matched - len(result.refused) if args.dry_run else result.sent
+        print(f"{verb} {count} failed {args.job_type} job(s) from "
+              f"{topics.dead_letter_topic(topics.job_topic(args.job_type))}")
+    for reason in result.refused:
+        print(f"cronbus jobs retry-failed: not replayed: {reason}", file=sys.stderr)
+    return 1 if result.refused else 0
+
+
 # --- schedules ------------------------------------------------------------------------------
 
 # exit codes of `cronbus schedules ...`
@@ -423,11 +469,25 @@ def parser() -> argparse.ArgumentParser:
                          help="a progress bar on stderr (default: when it is a terminal)")
     publish.set_defaults(run=cmd_publish)
 
-    jobs = sub.add_parser("jobs", help="job status")
+    jobs = sub.add_parser("jobs", help="job status, queues, retrying failed jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     status = jobs_sub.add_parser("status", help="a job's state, attempts and last error")
     status.add_argument("job_id")
     status.set_defaults(run=cmd_job_status)
+    queues = jobs_sub.add_parser("queues", help="per job topic: waiting (consumer lag), active, "
+                                 "completed, failed (attempts), dead-lettered")
+    queues.add_argument("--job-type", action="append", choices=[t.value for t in JobType],
+                        metavar="TYPE", help="only these job types (repeatable)")
+    queues.add_argument("--json", action="store_true", help="JSON output")
+    queues.set_defaults(run=cmd_job_queues)
+    retry = jobs_sub.add_parser("retry-failed", help="replay a job type's dead letters to its "
+                                "job topic (like dlq replay --job-type TYPE)")
+    retry.add_argument("job_type", choices=[t.value for t in JobType], metavar="TYPE",
+                       help=f"one of {', '.join(t.value for t in JobType)}")
+    retry.add_argument("--tenant", help="only this tenant's failed jobs")
+    retry.add_argument("--dry-run", action="store_true", help="count them; send nothing")
+    retry.add_argument("--json", action="store_true", help="JSON output")
+    retry.set_defaults(run=cmd_job_retry_failed)
 
     _schedules_parser(sub)
 

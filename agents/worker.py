@@ -18,6 +18,7 @@ from agents.ingest import Ingest
 from agents.jobs import JOB_CALLS
 from agents.processor import Processor
 from agents.roles import CONSUMING_ROLES, DEFAULT_ROLES, ROLES
+from agents.status_pages import register_status_pages
 from clients.downstream import DownstreamClient, make_breaker
 from clients.job_status import JobStatusStore
 from streams.app import AppTopics, create_app
@@ -107,6 +108,8 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     app.add_dependency(OutsideWorld(redis, clients, app_topics, alerts, health))
     _register_pages(app, metrics, health, consumes=bool(CONSUMING_ROLES & set(roles) - {"ingest"}),
                     ingest=ingest, bridge=bridge)
+    register_status_pages(app, settings, JobStatusStore(
+        redis, namespace=settings.redis_namespace, ttl_s=settings.job_status_ttl_s), metrics)
     return app
 
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +85,33 @@ async def _settle(inflight: list[asyncio.Future], done: int, on_sent: Sent | Non
         if on_sent is not None:
             on_sent(done + n)
     return len(inflight)
+
+
+async def group_lag(brokers: Sequence[str], group_id: str, topic_names: Sequence[str]
+                    ) -> dict[str, int]:
+    """Per topic: records the consumer group has not committed yet (end offset minus committed
+    offset, or minus the beginning where it committed nothing). A topic that does not exist
+    counts 0."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(brokers))
+    consumer = AIOKafkaConsumer(bootstrap_servers=list(brokers), group_id=None,
+                                enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(t, p) for t in topic_names
+                      for p in sorted(consumer.partitions_for_topic(t) or ())]
+        lag = dict.fromkeys(topic_names, 0)
+        if not partitions:
+            return lag
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.beginning_offsets(partitions)
+        for tp in partitions:
+            done = committed.get(tp)
+            offset = done.offset if done is not None and done.offset >= 0 else starts[tp]
+            lag[tp.topic] += max(0, ends[tp] - offset)
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()

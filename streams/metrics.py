@@ -76,6 +76,11 @@ class Metrics:
             "cronbus_jobs_dead_lettered", "Jobs sent to their dead-letter topic", ["job_type"],
             registry=r,
         )
+        self.dead_letters_replayed = Counter(
+            "cronbus_dead_letters_replayed",
+            "Dead letters this worker sent back to their job topic (POST /queues/<type>/retry-failed)",
+            ["job_type"], registry=r,
+        )
         self.jobs_in_flight = Gauge(
             "cronbus_jobs_in_flight", "Jobs being processed now", ["job_type"], registry=r
         )
@@ -156,6 +161,7 @@ class Metrics:
                 self.jobs_failed.labels(job_type, kind)
             self.jobs_retried.labels(job_type)
             self.jobs_dead_lettered.labels(job_type)
+            self.dead_letters_replayed.labels(job_type)
             self.jobs_in_flight.labels(job_type)
             self.schedule_fires.labels(job_type)
             self.schedule_misfires.labels(job_type)
