@@ -10,7 +10,8 @@ Control endpoints (JSON):
 - ``POST /_control/fail``      ``{"status": 500, "times": 3, "retry_after": 1}``: answer the
   next ``times`` calls (all, if null) with ``status``; 400 answers a GraphQL validation error
 - ``DELETE /_control/fail``    stop failing
-- ``POST /_control/delay``     ``{"seconds": 0.5}``: every GraphQL call takes that long (a slow API)
+- ``POST /_control/delay``     ``{"seconds": 0.5}``: every GraphQL call is applied at once and
+  answered that much later (a slow API)
 - ``POST /_control/reset``     forget requests and applied keys
 - ``GET  /_control/applied``   how many times each ``Idempotency-Key``'s effect was applied (a
   repeat of an applied key is answered, not applied again: exactly once is every key at 1)
@@ -143,11 +144,9 @@ def create_dev_api() -> Starlette:
 
     async def serve_graphql(scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
-        if state.delay_s and request.method == "POST":
-            await asyncio.sleep(state.delay_s)
         failure = state.take_failure() if request.method == "POST" else None
         if failure is None:
-            await graphql(scope, receive, send)
+            await graphql(scope, receive, _answer_late(send, state.delay_s) if state.delay_s else send)
             return
         state.record(request, failure.status, operation="(told to fail)")
         if failure.status == 400:
@@ -191,6 +190,18 @@ def create_dev_api() -> Starlette:
         Route("/_control/applied", applied),
         Route("/graphql", _AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
     ])
+
+
+def _answer_late(send: Any, delay_s: float) -> Any:
+    """``send`` that holds the answer back ``delay_s``: the call is applied at once, its answer
+    arrives late, as from an API that is slow after doing the work (the risky case for a
+    caller that stops: the effect happened, the answer was not seen)."""
+    async def late(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            await asyncio.sleep(delay_s)
+        await send(message)
+
+    return late
 
 
 class _AsgiEndpoint:

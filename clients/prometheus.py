@@ -95,6 +95,11 @@ class PrometheusServer:
         response = httpx.get(f"{self.url}/api/v1/rules", timeout=10.0)
         return list(response.json()["data"]["groups"])
 
+    def alerts(self) -> list[dict[str, Any]]:
+        """Alerts pending or firing now."""
+        response = httpx.get(f"{self.url}/api/v1/alerts", timeout=10.0)
+        return list(response.json()["data"]["alerts"])
+
     def __enter__(self) -> PrometheusServer:
         return self.start()
 

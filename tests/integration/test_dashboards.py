@@ -93,6 +93,14 @@ async def test_every_panel_of_every_dashboard_shows_data_on_a_real_prometheus(
         groups = prometheus.rule_groups()
         assert [g["name"] for g in groups] == ["cronbus"]
         assert all(rule["health"] == "ok" for rule in groups[0]["rules"]), groups
+        # the dead letter above is an alert of its own, firing at once
+        firing = await eventually(
+            prometheus.alerts,
+            lambda alerts: any(a["labels"]["alertname"] == "CronbusJobsDeadLettered"
+                               and a["state"] == "firing" for a in alerts),
+            timeout_s=30, what="the dead-letter alert firing")
+        assert {a["labels"].get("job_type") for a in firing
+                if a["labels"]["alertname"] == "CronbusJobsDeadLettered"} == {LOADED_JOB_TYPE}
 
 
 def evaluate_every_panel(prometheus: PrometheusServer) -> list[str]:
