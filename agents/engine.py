@@ -33,7 +33,7 @@ from agents.alerts import Alerts
 from agents.breaker_gate import ServiceGate
 from agents.jobs import JOB_SPECS, JobSpec
 from agents.offsets import OffsetTracker
-from agents.processor import Processor
+from agents.processor import HandedBack, Processor
 from agents.retry_policy import RetryPolicy
 from clients.downstream import DownstreamClient
 from clients.job_status import BatchedJobStatus, JobStatusStore
@@ -173,6 +173,8 @@ class JobTopicConsumer:
             try:
                 await self.processor.process(record)
                 break
+            except HandedBack:
+                return  # never marked done: the partition's next owner runs it
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -321,21 +323,29 @@ class JobEngine(mode.Service):
                     log.debug("breaker state of %s unknown: %s", gate.service, exc)
 
     async def on_stop(self) -> None:
-        """Stop fetching, let jobs in flight finish within the grace time, commit, stop."""
+        """Stop taking records; let the jobs that began their call finish within the grace time;
+        hand back the rest uncommitted (their next owner runs them); commit what is done."""
         for task in self._loops:
             task.cancel()
-        running = [t for c in self.consumers for t in c.tasks]
-        if running:
-            log.info("processor: waiting up to %gs for %d job(s) in flight",
-                     self.settings.shutdown_grace_s, len(running))
-            _done, pending = await asyncio.wait(running, timeout=self.settings.shutdown_grace_s)
+        for processor in self.processors:
+            processor.stopping = True
+        busy = {t for p in self.processors for t in p.busy}
+        waiting = [t for c in self.consumers for t in c.tasks if t not in busy]
+        for task in waiting:  # not started: waiting for a slot, a due time or the gate
+            task.cancel()
+        grace_s = self.settings.shutdown_grace_s
+        unfinished = 0
+        if busy:
+            log.info("processor: waiting up to %gs for %d job(s) in flight", grace_s, len(busy))
+            _, pending = await asyncio.wait(busy, timeout=grace_s)
             for task in pending:
                 task.cancel()
-            if pending:
-                log.info("processor: %d job(s) unfinished, handed back uncommitted", len(pending))
+            unfinished = len(pending)
         for consumer in self.consumers:
             await consumer.commit()
             await consumer.stop()
+        log.info("processor: %s", f"{unfinished} job(s) still running after {grace_s:g}s, handed "
+                 "back uncommitted" if unfinished else "every started record finished and committed")
         for gate in self.gates.values():
             gate.close()
         await self.sender.stop()

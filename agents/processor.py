@@ -56,6 +56,10 @@ class InvalidJob(Exception):
     """The record on a job topic is not a valid job."""
 
 
+class HandedBack(Exception):
+    """The worker is stopping and the job had not started: left uncommitted for the next owner."""
+
+
 class UnsuccessfulAnswer(PermanentError):
     """The API answered, but its answer does not say the job succeeded."""
 
@@ -84,6 +88,9 @@ class Processor:
         self.retry_topics = {d: topics.retry_topic(self.topic, d) for d in self.policy.tier_delays()}
         self.dead_letter_topic = topics.dead_letter_topic(self.topic)
         self._running: dict[str, asyncio.Future[None]] = {}
+        # set when the worker stops: jobs not started yet are handed back, not begun
+        self.stopping = False
+        self.busy: set[asyncio.Task[Any]] = set()
         # metric children looked up once: labels() costs more than inc()
         self._outcomes = {o: metrics.jobs_processed.labels(self.job_type, o)
                           for o in ("completed", "dead", "skipped", "invalid")}
@@ -125,6 +132,7 @@ class Processor:
             return await self._run(record, job, story)
         finally:
             self._running.pop(job.job_id).set_result(None)
+            self.busy.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _run(self, record: JobRecord, job: Job, story: dict[str, str]) -> str:
         force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
@@ -135,6 +143,11 @@ class Processor:
         while True:
             await self.gate.wait_open()
             async with self.slots:
+                if self.stopping and asyncio.current_task() not in self.busy:
+                    raise HandedBack(job.job_id)
+                # from its first call until its outcome is kept, a job is finished, not dropped,
+                # by a stopping worker (within the grace time)
+                self.busy.add(asyncio.current_task())  # type: ignore[arg-type]
                 self._in_flight.inc()
                 try:
                     attempt = await self.status.begin_attempt(job, force=force)

@@ -13,8 +13,9 @@ from streams.events import InvoiceDue
 from tests.integration.kafka import eventually
 
 JOBS = 40
-# one job per event, so every event is a job of its own
-IMMEDIATE = {"debounce_policies": "invoice-generation=immediate"}
+# one job per event, so every event is a job of its own; two in flight, so that the signal
+# finds some jobs running, some fetched and not started, and some not fetched
+IMMEDIATE = {"debounce_policies": "invoice-generation=immediate", "processor_concurrency": "2"}
 
 
 def invoice_due(n: int) -> InvoiceDue:
