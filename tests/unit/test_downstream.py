@@ -110,3 +110,21 @@ async def test_permanent_errors_do_not_count_against_the_breaker():
 def test_retry_after_as_an_http_date():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
     assert parse_retry_after("soon") is None
+
+
+async def test_a_rest_call_joins_its_path_to_the_service_url_and_classifies_the_answer():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.endswith("/bad"):
+            return httpx.Response(422, json={"detail": "no"})
+        return httpx.Response(201, json={"id": 7})
+
+    client, _ = client_answering(handler)
+    assert await client.rest("POST", "/exports/1", {"a": 1}, idempotency_key="job-9") == {"id": 7}
+    assert str(seen[0].url) == "http://api.test/exports/1"
+    assert seen[0].headers["Idempotency-Key"] == "job-9"
+    assert seen[0].headers["Authorization"] == "Bearer s3cret"
+    with pytest.raises(PermanentError):
+        await client.rest("PUT", "/exports/bad", None, idempotency_key="job-9")
