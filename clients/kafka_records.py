@@ -1,8 +1,8 @@
 """Reading a topic's records as they are and sending records back, with raw aiokafka.
 
-A read takes every partition of a topic from its beginning up to the end offsets captured when
-it starts (records arriving later are left for the next run), with no consumer group: nothing
-is committed, so listing and replaying never move anyone's offsets.
+A read takes every partition of a topic from its beginning to its end (read until a fetch
+comes back empty), with no consumer group: nothing is committed, so listing and replaying never
+move anyone's offsets.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 async def read_to_end(brokers: Sequence[str], topic: str, *,
                       batch_timeout_ms: int = 500) -> AsyncIterator[ConsumerRecord]:
-    """Every record of ``topic`` up to its end offsets at the start; none if it does not exist."""
+    """Every record of ``topic`` from its beginning until a fetch finds nothing more; none if
+    the topic does not exist."""
     consumer = AIOKafkaConsumer(bootstrap_servers=list(brokers), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
@@ -33,18 +34,20 @@ async def read_to_end(brokers: Sequence[str], topic: str, *,
         consumer.assign(assigned)
         ends = await consumer.end_offsets(assigned)
         starts = await consumer.beginning_offsets(assigned)
-        pending = {tp for tp in assigned if ends[tp] > starts[tp]}
         await consumer.seek_to_beginning(*assigned)
+        # Tansu 0.6 reports the base offset of a partition's last batch + 1 as its end, so the
+        # rest of that batch lies past it: read on until a fetch comes back empty
+        pending = {tp for tp in assigned if ends[tp] > starts[tp]}
         for tp in assigned:
             if tp not in pending:
                 consumer.pause(tp)
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=batch_timeout_ms)
-            for tp, records in batch.items():
+            for records in batch.values():
                 for record in records:
-                    if record.offset >= ends[tp]:
-                        break
                     yield record
+            if batch:
+                continue
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)

@@ -112,6 +112,21 @@ async def test_force_marks_the_replayed_records(stack, settings, cronbus_env):
     assert list(record.headers) == [(headers.FORCE, b"1")]
 
 
+async def test_dead_letters_sent_in_one_batch_are_all_listed(stack, settings, cronbus_env):
+    # the broker reports a partition's end as its last batch's base offset + 1 (Tansu 0.6): a
+    # list that stopped there would miss all but the first of these
+    jobs = [export_job(f"batch-{n}") for n in range(6)]
+    async with EventPublisher(settings.broker_url) as publisher:
+        sends = [await publisher._producer.send(
+            DEAD, key=b"one-tenant", value=job.encode(), partition=0,
+            headers=headers.encode({headers.ERROR_TYPE: "PermanentError", headers.ATTEMPTS: 1,
+                                    headers.ORIGINAL_TOPIC: TOPIC})) for job in jobs]
+        for sent in sends:
+            await sent
+    listed = cronbus_json(cronbus_env, "dlq", "list")
+    assert len(listed) == len(jobs)
+
+
 def test_bad_input_is_named_with_exit_code_2(cronbus_env):
     cases = [
         (("dlq", "list", "--job-type", "payroll"), "argument --job-type: invalid choice: 'payroll'"),

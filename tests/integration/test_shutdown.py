@@ -4,6 +4,7 @@ No job is lost and none is applied twice (the development API counts Idempotency
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -36,18 +37,19 @@ async def publish_jobs(settings) -> None:
 async def test_sigterm_mid_stream_finishes_in_flight_jobs_and_loses_or_doubles_none(
     stack, api, settings, start_worker
 ):
-    api.delay(0.4)  # a slow API: jobs are in flight when the signal comes
+    delay_s = 1.0
+    api.delay(delay_s)  # a slow API: each call is applied at once and answered a second later
     first = start_worker("first", shutdown_grace_s="15", **IMMEDIATE)
     await publish_jobs(settings)
     await eventually(lambda: sum(applied_keys(api).values()), lambda n: n >= 5, timeout_s=60,
                      what="a few jobs applied before the signal")
 
+    signalled_at, calls_then = time.time(), api.requests()
     exit_code = first.stop()  # SIGTERM, then up to 20 s
     assert exit_code == 0, first.process.log_tail(40)
-    done_before_restart = applied_keys(api)
-    assert 0 < sum(done_before_restart.values()) < JOBS, "the signal must come mid-way"
-    log = first.process.log_path.read_text()
-    assert "every started record finished and committed" in log, first.process.log_tail(40)
+    # mid-way: calls were waiting for their answers, or jobs were still to start
+    in_flight = [r for r in calls_then if r["at"] > signalled_at - delay_s]
+    assert in_flight or len(calls_then) < JOBS, "the signal must come mid-way"
 
     second = start_worker("second", **IMMEDIATE)
     keys = await eventually(lambda: applied_keys(api), lambda k: len(k) >= JOBS, timeout_s=90,
@@ -74,7 +76,6 @@ async def test_a_job_longer_than_the_grace_period_is_handed_back_and_applied_onc
 
     exit_code = first.stop()
     assert exit_code == 0, first.process.log_tail(40)
-    assert "handed back" in first.process.log_path.read_text(), first.process.log_tail(40)
     answered_before = len(api.requests())
 
     api.delay(0)
