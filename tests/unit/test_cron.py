@@ -104,3 +104,36 @@ def test_a_one_off_fires_once_at_run_at():
     once = a_schedule(run_at="2026-05-01T10:00:00+02:00")
     assert list(fire_times(once, utc(2026, 1, 1))) == [utc(2026, 5, 1, 8)]
     assert list(fire_times(once, utc(2026, 5, 1, 8))) == []
+
+
+PATTERNS = ("*/15 * * * *", "0 * * * *", "30 2 * * *", "0 */2 * * *", "45 1-3 * * *", "0 0 * * 0")
+ZONES = ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC")
+
+
+def test_each_next_fire_found_on_its_own_matches_one_continuous_walk_across_dst_changes():
+    # the ticker asks for one next fire at a time (cached per pattern); that must give exactly
+    # the sequence one walk over the change gives, with the repeated hour's second pass
+    from agents.cron import _cron_walk, next_cron
+
+    for zone, pattern in itertools.product(ZONES, PATTERNS):
+        for start in (utc(2026, 3, 27, 12), utc(2026, 10, 24, 12), utc(2026, 3, 7, 12),
+                      utc(2026, 10, 31, 12), utc(2026, 4, 4, 6), utc(2026, 10, 3, 6)):
+            walked = list(itertools.islice(_cron_walk(pattern, ZoneInfo(zone), start), 60))
+            stepped, moment = [], start
+            for _ in range(60):
+                moment = next_cron(pattern, zone, moment)
+                stepped.append(moment)
+            assert stepped == walked, (zone, pattern, start)
+            assert all(a < b for a, b in itertools.pairwise(walked))
+
+
+def test_new_york_change_days_hourly_runs_23_and_25_times_and_a_daily_0130_once():
+    zone = ZoneInfo("America/New_York")
+    hourly = a_schedule(cron="0 * * * *", timezone="America/New_York")
+    daily = a_schedule(cron="30 1 * * *", timezone="America/New_York")
+    for day, hours in ((8, 23), (1, 25)):  # 2026-03-08 springs forward, 2026-11-01 falls back
+        month = 3 if day == 8 else 11
+        start = datetime(2026, month, day, tzinfo=zone) - timedelta(microseconds=1)
+        end = datetime(2026, month, day + 1, tzinfo=zone) - timedelta(microseconds=1)
+        assert len(fires_between(hourly, start, end)) == hours
+        assert len(fires_between(daily, start, end)) == 1
