@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install lint unit test run clean bench-ingest bench-jobs prometheus
+.PHONY: install lint unit test run clean bench-ingest bench-jobs bench-schedules prometheus nginx
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,8 +44,18 @@ run: install
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info .cronbus-data
 
-bench-jobs: install
+# nginx (Debian's nginx-light) is the downstream both cronbus and the BullMQ peer call
+nginx:
+	@command -v nginx >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y --no-install-recommends nginx-light \
+	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends nginx-light; }; }
+
+bench-jobs: install nginx
 	$(BIN)/python bench/jobs.py --jobs $${JOBS:-20000} --concurrency $${CONCURRENCY:-50} --peer-dir $${PEER_DIR:-../shared/bench}
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py --events $${EVENTS:-200000} --tenants $${TENANTS:-1000}
+
+bench-schedules: install
+	$(BIN)/python bench/schedules.py --schedules $${SCHEDULES:-100000} --minutes $${MINUTES:-2}

@@ -50,20 +50,24 @@ def downstream_up() -> bool:
         return False
 
 
-def ensure_downstream(peer_dir: Path) -> None:
-    """nginx on 127.0.0.1:18080 as the peer's folder configures it (started like run-peer.sh)."""
+def ensure_downstream(peer_dir: Path) -> subprocess.Popen | None:
+    """nginx on 127.0.0.1:18080 as the peer's folder configures it (started like run-peer.sh);
+    returns the process if it was started here (the caller stops it)."""
     if downstream_up():
-        return
-    conf = peer_dir / "downstream" / "nginx.conf"
+        return None
+    conf = (peer_dir / "downstream" / "nginx.conf").resolve()  # nginx -c is not cwd-relative
     if not conf.exists():
         sys.exit(f"no downstream: nothing answers at {DOWNSTREAM} and {conf} does not exist")
-    subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+    nginx = subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                             start_new_session=True)  # the conf says `daemon off`: this is its pid
     deadline = time.monotonic() + 10
     while not downstream_up():
         if time.monotonic() > deadline:
+            nginx.terminate()
             sys.exit(f"nginx did not answer at {DOWNSTREAM}")
         time.sleep(0.1)
+    return nginx
 
 
 def jobs(n: int) -> list[tuple[bytes, bytes]]:
@@ -170,9 +174,14 @@ def main() -> None:
                         help="processor worker processes sharing the concurrency (one per core)")
     parser.add_argument("--no-peer", action="store_true", help="measure cronbus only")
     args = parser.parse_args()
-    ensure_downstream(args.peer_dir)
-    ours = run_cronbus(args.jobs, args.concurrency, args.processes)
-    peer = None if args.no_peer else run_peer(args.peer_dir, args.jobs, args.concurrency)
+    nginx = ensure_downstream(args.peer_dir)
+    try:
+        ours = run_cronbus(args.jobs, args.concurrency, args.processes)
+        peer = None if args.no_peer else run_peer(args.peer_dir, args.jobs, args.concurrency)
+    finally:
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(10)
     result = {
         "bench": "jobs", "jobs": args.jobs, "concurrency": args.concurrency,
         "cronbus_processes": args.processes,
