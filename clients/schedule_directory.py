@@ -246,6 +246,12 @@ class ScheduleDirectory:
             for tp in list(pending):
                 if await self._consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
+        # Tansu 0.6 reports a partition's end as its last batch's base offset + 1, so the rest
+        # of that batch may still be unread: read on until a fetch comes back empty
+        while batch := await self._consumer.getmany(timeout_ms=200, max_records=10_000):
+            for records in batch.values():
+                for record in records:
+                    self._apply(record)
 
     async def _follow_topic(self) -> None:
         assert self._consumer is not None
