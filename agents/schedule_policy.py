@@ -1,6 +1,7 @@
 """What a schedule does with fire times that came due: misfire catch-up and overlap. Pure.
 
-A fire time is *on time* if it is at most the misfire grace old when the ticker gets to it,
+A fire time is *on time* if it is at most the misfire grace old when the ticker gets to it
+(a one-off whose ``run_at`` had passed when it was written counts from when it was written),
 otherwise *missed* (the worker was down, or the schedule's partition was moving). Missed
 times follow the schedule's misfire policy:
 
@@ -42,11 +43,13 @@ def due_fires(
     on_time: list[datetime] = []
     dropped = 0
     next_at = None
+    # a time before the definition was written (a one-off's past run_at) is due from then on
+    written = schedule.revision_at
     for moment in fire_times(schedule, since):
         if moment > now:
             next_at = moment
             break
-        if now - moment <= grace:
+        if now - (max(moment, written) if written else moment) <= grace:
             on_time.append(moment)
             continue
         if len(missed) == keep:  # the oldest missed time (or, for skip, this one) will not run

@@ -18,8 +18,10 @@ from agents.consumer_lag import update_consumer_lag
 from agents.engine import JobEngine, build_engine
 from agents.health import HealthCheck
 from agents.ingest import Ingest
-from agents.roles import CONSUMING_ROLES, DEFAULT_ROLES, ROLES
+from agents.roles import DEFAULT_ROLES, ROLES
+from agents.schedule_service import BuiltinsAtStart, register_schedule_api
 from agents.status_pages import register_status_pages
+from agents.ticker import Ticker
 from clients.aiohttp_transport import AiohttpTransport
 from clients.breaker_storage import SharedBreakerStorage
 from clients.downstream import DownstreamClient, make_breaker
@@ -124,9 +126,14 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
         bridge = RedisBridge(app_topics, settings, metrics)
         app.service(bridge)  # type: ignore[arg-type]
 
-    if "api" in roles:
-        from agents.schedule_service import register_schedule_api
+    ticker: Ticker | None = None
+    if "ticker" in roles:
+        ticker = Ticker(settings, metrics, redis)
+        app.service(ticker)  # type: ignore[arg-type]
+        if "api" not in roles:  # the api role brings them up to date itself
+            app.add_dependency(BuiltinsAtStart(settings))
 
+    if "api" in roles:
         register_schedule_api(app, app_topics, redis, settings, upsert_builtins=True)
 
     health = HealthCheck(app, redis, timeout_s=settings.health_timeout_s,
@@ -136,21 +143,21 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
         # the processor consumes its job topics itself (agents/engine.py says why)
         app.add_dependency(engine)
     # ingest and processor consume with their own consumers; Faust's consumes nothing of ours
-    _register_pages(app, metrics, health,
-                    consumes=bool(CONSUMING_ROLES & set(roles) - {"ingest", "processor"}),
-                    ingest=ingest, bridge=bridge, engine=engine)
+    _register_pages(app, metrics, health, ingest=ingest, bridge=bridge, engine=engine, ticker=ticker)
     register_status_pages(app, settings, JobStatusStore(
         redis, namespace=settings.redis_namespace, ttl_s=settings.job_status_ttl_s), metrics)
     return app
 
 
-def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *, consumes: bool,
+def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *,
                     ingest: Ingest | None, bridge: RedisBridge | None,
-                    engine: JobEngine | None = None) -> None:
+                    engine: JobEngine | None = None, ticker: Ticker | None = None) -> None:
     async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         own = await ingest.lag() if ingest else {}
         if engine is not None:
             own = {**own, **await engine.lag()}
+        if ticker is not None:
+            own = {**own, **await ticker.lag()}
         await update_consumer_lag(app, metrics, own)
         return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
@@ -159,11 +166,9 @@ def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *, co
         return web.json({"live": True})
 
     async def ready_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        # ready to be sent work: started, not rebalancing, owning partitions if it consumes
-        assigned = app.consumer.assignment() if app.started else set()
+        # ready to be sent work: started, and each role's consumers own their partitions
+        assigned: set = set()
         ready = app.started and not app.rebalancing and not app.in_recovery
-        if consumes:
-            ready = ready and bool(assigned)
         if ingest is not None:
             assigned = assigned | ingest.assignment
             ready = ready and ingest.ready
@@ -171,6 +176,9 @@ def _register_pages(app: faust.App, metrics: Metrics, health: HealthCheck, *, co
             # every job type's consumer has joined its group
             ready = ready and engine.ready
             assigned = assigned | engine.assignment()
+        if ticker is not None:
+            ready = ready and ticker.ready
+            assigned = assigned | ticker.assignment
         if bridge is not None:
             ready = ready and bridge.listener.state == "subscribed"
         return web.json({"ready": ready, "partitions": len(assigned)},

@@ -15,8 +15,8 @@ from streams.events import InvalidReason
 from streams.topics import JobType
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# how late a schedule fires, from a tick's due time to its job on the job topic
-FIRE_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# how late a schedule fires, from a tick's due time until the broker has it
+FIRE_LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
 # the bounded label values, created at zero
@@ -115,9 +115,15 @@ class Metrics:
             ["job_type"],
             registry=r,
         )
+        self.schedule_overlaps = Counter(
+            "cronbus_schedule_overlaps",
+            "Schedule ticks skipped because the previous run was still active (overlap policy)",
+            ["job_type"],
+            registry=r,
+        )
         self.schedule_fire_lag = Histogram(
             "cronbus_schedule_fire_lag_seconds",
-            "Seconds from a tick's due time until it fired",
+            "Seconds from a tick's due time until the broker had it on cron-ticks",
             ["job_type"],
             buckets=FIRE_LAG_BUCKETS,
             registry=r,
@@ -165,6 +171,7 @@ class Metrics:
             self.jobs_in_flight.labels(job_type)
             self.schedule_fires.labels(job_type)
             self.schedule_misfires.labels(job_type)
+            self.schedule_overlaps.labels(job_type)
             self.schedule_fire_lag.labels(job_type)
         for outcome in BRIDGE_OUTCOMES:
             self.bridge_messages.labels(outcome)

@@ -232,6 +232,13 @@ class Settings(BaseSettings):
         default=300, ge=0, le=86400,
         description="seconds an event may be overdue before the expiration job expires it, 0..86400",
     )
+    schedule_misfire_grace_s: float = Field(
+        default=10.0, ge=0, le=86400,
+        description=(
+            "seconds a fire time may be overdue when the ticker gets to it and still count as on "
+            "time (later ones follow the schedule's misfire policy), 0..86400"
+        ),
+    )
     schedule_runs_kept: int = Field(
         default=100, ge=1, le=10000,
         description="fired runs kept per schedule for its run history, a whole number 1..10000",

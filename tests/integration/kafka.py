@@ -7,7 +7,10 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from streams import topics
+from streams.schedules import Schedule
 
 T = TypeVar("T")
 
@@ -43,3 +46,15 @@ async def eventually(probe: Callable[[], T], done: Callable[[T], bool], *, timeo
         await asyncio.sleep(interval_s)
         value = probe()
     return value
+
+
+async def write_schedules(brokers: list[str], schedules: list[Schedule]) -> None:
+    """Straight onto the compacted ``schedules`` topic, as the API and the CLI write them."""
+    producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        sends = [await producer.send(topics.SCHEDULES, key=s.key, value=s.encode())
+                 for s in schedules]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()

@@ -16,8 +16,10 @@ from clients.event_publisher import EventPublisher
 from clients.prometheus import PrometheusServer
 from streams import topics
 from streams.events import InvoiceDue
+from streams.schedules import Schedule
+from streams.topics import JobType
 from tests.dashboards import DASHBOARDS, GRAFANA, load, panels, queries, variables
-from tests.integration.kafka import eventually
+from tests.integration.kafka import eventually, write_schedules
 
 TENANTS = [f"tenant-{n}" for n in range(4)]
 LOADED_JOB_TYPE = "invoice-generation"
@@ -55,7 +57,7 @@ async def test_every_panel_of_every_dashboard_shows_data_on_a_real_prometheus(
 ):
     assert DASHBOARDS, "no dashboards in grafana/dashboards"
     # the bridge on channels of its own: the system Redis is shared with other test runs
-    worker = start_worker(roles=("ingest", "processor", "bridge"),
+    worker = start_worker(roles=("ingest", "processor", "ticker", "bridge"),
                           bridge_patterns=f"campaign.dashboards-{uuid.uuid4().hex[:8]}.*")
     with PrometheusServer([f"127.0.0.1:{worker.web_port}"], tmp_path / "logs",
                           rule_files=[GRAFANA / "alerts.yml"]) as prometheus:
@@ -80,6 +82,13 @@ async def test_every_panel_of_every_dashboard_shows_data_on_a_real_prometheus(
                          timeout_s=30, what="a dead letter, scraped")
         await eventually(lambda: seen("cronbus_events_invalid_total"), lambda v: v >= 1,
                          timeout_s=30, what="an invalid event, scraped")
+        # a schedule firing every second (the schedules dashboard), once the one call told to
+        # fail has been used up
+        await write_schedules(settings.broker_url, [Schedule(
+            id="every-second", tenant_id=TENANTS[0], name="every second",
+            job_type=JobType.EXPORT, every_ms=1000, revision_at=datetime.now(UTC))])
+        await eventually(lambda: seen("cronbus_schedule_fire_lag_seconds_count"), lambda v: v >= 2,
+                         timeout_s=30, what="schedule fires, scraped")
         # rate() needs a sample after the increase; the breaker's state is known from the start
         await eventually(lambda: seen("sum(rate(cronbus_jobs_processed_total[1m]))"), lambda v: v > 0,
                          timeout_s=30, what="a processing rate")

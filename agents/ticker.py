@@ -1,0 +1,367 @@
+"""The ticker role: fires the schedules of the ``schedules`` partitions this worker owns.
+
+Each ticker is a member of the consumer group ``<app id>-ticker`` on ``schedules``; the group
+decides who owns which partitions, and so which schedules. Taking a partition on, a ticker
+reads it from its start (it is compacted: one record per live schedule) and the partition's
+fire states from Redis, then keeps following it. Due schedules come off a heap
+(:class:`agents.ticker_book.TickerBook`), never from a scan.
+
+One step fires every due schedule: it plans each (misfire, limit, overlap), appends one
+``cron-ticks`` record per (schedule, fire time) with a deterministic id, waits until the broker
+has them, and only then saves the fire states in Redis. A handover waits for the step in
+progress, so the next owner goes on from saved states. A kill -9 between the append and the
+save makes the next owner fire those ticks again under the same ids: the job they become has
+the same id too, and the processor acknowledges a completed job id without calling again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+
+import mode
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from agents.ticker_book import Entry, FireState, Plan, TickerBook, plan
+from clients import kafka_log
+from clients.job_status import JobStatusStore
+from clients.schedule_directory import ensure_schedules_topic
+from clients.schedule_runs import RunLog
+from streams import topics
+from streams.events import CronTick
+from streams.jobs import job_id_for
+from streams.keys import tenant_key
+from streams.metrics import Metrics
+from streams.schedules import InvalidSchedule, Schedule, decode_schedule, tick_id, tick_trigger_ref
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# a buffered fire (overlap buffer_one) looks at its previous run this often
+OVERLAP_POLL = timedelta(seconds=1)
+# at most this many schedules per step, so a huge catch-up still lets records and handovers in
+MAX_STEP = 5_000
+# longest sleep between steps when nothing is due (the group consumer fetches meanwhile)
+IDLE_MS = 1_000
+# jobs in these states are done: a schedule whose overlap policy is not allow may fire again
+DONE_STATES = frozenset({"completed", "dead"})
+
+
+def tick_for(schedule: Schedule, fire_at: datetime) -> CronTick:
+    """The tick of one (schedule, fire time); built unchecked: every field comes from a
+    schedule that was checked when it was read."""
+    return CronTick.model_construct(
+        event_id=tick_id(schedule.key, fire_at), tenant_id=schedule.tenant_id,
+        occurred_at=fire_at, type=topics.CRON_TICKS, schedule_id=schedule.id,
+        job_type=schedule.job_type, fire_at=fire_at, payload=schedule.payload,
+        trigger="schedule",
+    )
+
+
+class Ticker(mode.Service):
+    """The ticker role (see the module's docstring)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, redis: aioredis.Redis, *,
+                 clock: Callable[[], float] = time.time, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+        self.metrics = metrics
+        self.redis = redis
+        self.clock = clock
+        self.grace = timedelta(seconds=settings.schedule_misfire_grace_s)
+        self.book = TickerBook()
+        self.status = JobStatusStore(redis, namespace=settings.redis_namespace,
+                                     ttl_s=settings.job_status_ttl_s)
+        self.runs = RunLog(redis, namespace=settings.redis_namespace,
+                           kept=settings.schedule_runs_kept, ttl_s=settings.job_status_ttl_s)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._reader: kafka_log.PartitionReader | None = None
+        self._step_lock = asyncio.Lock()  # a handover waits for the step in progress
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._loaded = False
+        self._pending: set[int] = set()  # assigned partitions not taken on yet (retried)
+        self._next_offset: dict[int, int] = {}  # per owned partition: the next record to apply
+
+    def state_key(self, partition: int) -> str:
+        """The Redis hash of one partition's fire states (field: schedule key)."""
+        return f"{self.settings.redis_namespace}:ticker:{self.settings.app_id}:{partition}"
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment()) if self._consumer else set()
+
+    @property
+    def ready(self) -> bool:
+        """Owning partitions of ``schedules`` with their schedules and fire states loaded."""
+        return self._loaded and not self._pending and bool(self.assignment)
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Schedule records on owned partitions not read yet."""
+        if self._consumer is None:
+            return {}
+        lags: dict[TopicPartition, int] = {}
+        for tp in self.assignment:
+            try:
+                high = self._consumer.highwater(tp)
+                position = await self._consumer.position(tp)
+            except Exception as exc:  # a partition mid-handover: skip it this scrape
+                log.debug("no lag for %s[%s]: %s", tp.topic, tp.partition, exc)
+                continue
+            if high is not None:
+                lags[tp] = max(0, high - position)
+        return lags
+
+    async def on_start(self) -> None:
+        brokers = self.settings.broker_url
+        await ensure_schedules_topic(brokers, self.settings.partitions,
+                                     self.settings.replication_factor)
+        self._producer = kafka_log.producer(brokers)
+        await self._producer.start()
+        self._reader = kafka_log.PartitionReader(brokers)
+        await self._reader.start()
+        self._consumer = kafka_log.group_consumer(
+            brokers, group_id=f"{self.settings.app_id}-ticker", topics=[topics.SCHEDULES],
+            listener=_Handover(self),
+            session_timeout_s=self.settings.broker_session_timeout_s,
+            rebalance_timeout_s=self.settings.broker_rebalance_timeout_s,
+        )
+        await self._consumer.start()
+        self._loop_task = asyncio.ensure_future(self._run())
+
+    async def on_stop(self) -> None:
+        self._stopping = True  # the step in progress saves its states, then the group is left
+        if self._loop_task is not None:
+            await self._loop_task
+        for part in (self._consumer, self._producer, self._reader):
+            if part is not None:
+                await part.stop()
+
+    # the loop --------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while not self._stopping:
+            wake = self.book.next_wake()
+            wait_ms = IDLE_MS
+            if wake is not None:
+                wait_ms = max(0, min(IDLE_MS, int((wake.timestamp() - self.clock()) * 1000)))
+            try:
+                batch = await self._consumer.getmany(timeout_ms=wait_ms, max_records=10_000)
+            except Exception:
+                log.exception("fetching schedules failed; trying again")
+                await asyncio.sleep(1)
+                continue
+            async with self._step_lock:
+                try:
+                    if self._pending:
+                        await self._take_on(self._pending)
+                    owned = self.assignment
+                    for tp, records in batch.items():
+                        if tp in owned and self.book.owns(tp.partition):
+                            await self._apply(tp.partition, records)
+                    await self._fire_due()
+                except Exception:
+                    log.exception("a ticker step failed; its schedules are looked at again in 1s")
+
+    async def _apply(self, partition: int, records: list[ConsumerRecord]) -> None:
+        """Schedule upserts and removals on an owned partition, as they are written."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        removed: list[bytes] = []
+        # a batch fetched before this partition was (re)taken on holds records already read
+        records = [r for r in records if r.offset >= self._next_offset.get(partition, 0)]
+        if not records:
+            return
+        self._next_offset[partition] = records[-1].offset + 1
+        for record in records:
+            schedule = self._decode(record)
+            if schedule is not None:
+                self.book.put(partition, schedule, None, now)
+            elif (record.value is None and record.key is not None
+                  and self.book.remove(record.key) is not None):
+                removed.append(record.key)
+        if removed:  # its fire state goes with it: the same id later is a new schedule
+            await self.redis.hdel(self.state_key(partition), *removed)
+
+    async def _fire_due(self) -> None:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        entries = self.book.due(now, limit=MAX_STEP)
+        if not entries:
+            return
+        try:
+            active = await self._previous_active(entries, now)
+            plans = [(entry, plan(entry.schedule, entry.state, now, grace=self.grace,
+                                  previous_active=entry.schedule.key in active,
+                                  poll=OVERLAP_POLL))
+                     for entry in entries]
+            ticks = await self._append(plans)
+            await self._save(plans)
+        except BaseException:
+            self.book.retry(entries, now + timedelta(seconds=1))
+            raise
+        for entry, outcome in plans:
+            self.book.settle(entry, outcome)
+        await self._record_runs(ticks)
+
+    async def _append(self, plans: list[tuple[Entry, Plan]]) -> list[CronTick]:
+        """Send every planned tick, then wait until the broker has all of them."""
+        assert self._producer is not None
+        ticks: list[CronTick] = []
+        sends = []
+        for entry, outcome in plans:
+            key = tenant_key(entry.schedule.tenant_id)
+            for fire_at in outcome.fires:
+                tick = tick_for(entry.schedule, fire_at)
+                ticks.append(tick)
+                sends.append(await self._producer.send(
+                    topics.CRON_TICKS, key=key, value=tick.model_dump_json().encode()))
+        if sends:
+            await asyncio.gather(*sends)
+        appended = self.clock()
+        fires: Counter[str] = Counter()
+        for tick in ticks:
+            fires[tick.job_type] += 1
+            self.metrics.schedule_fire_lag.labels(tick.job_type).observe(
+                max(0.0, appended - tick.fire_at.timestamp()))
+        for job_type, count in fires.items():
+            self.metrics.schedule_fires.labels(job_type).inc(count)
+        for entry, outcome in plans:
+            if outcome.missed or outcome.overlapped:
+                job_type = entry.schedule.job_type
+                self.metrics.schedule_misfires.labels(job_type).inc(outcome.missed)
+                self.metrics.schedule_overlaps.labels(job_type).inc(outcome.overlapped)
+                log.info("schedule %s/%s: %d fire time(s) missed (misfire %s), %d skipped "
+                         "(overlap %s)", entry.schedule.tenant_id, entry.schedule.id,
+                         outcome.missed, entry.schedule.misfire, outcome.overlapped,
+                         entry.schedule.overlap)
+        return ticks
+
+    async def _save(self, plans: list[tuple[Entry, Plan]]) -> None:
+        """The fire states, once their ticks are on the broker (one round trip)."""
+        by_partition: dict[int, dict[bytes, bytes]] = defaultdict(dict)
+        for entry, outcome in plans:
+            if outcome.state != entry.state:
+                by_partition[entry.partition][entry.schedule.key] = outcome.state.encode()
+        if not by_partition:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition, states in by_partition.items():
+                pipe.hset(self.state_key(partition), mapping=states)  # type: ignore[arg-type]
+            await pipe.execute()
+
+    async def _record_runs(self, ticks: list[CronTick]) -> None:
+        try:
+            await self.runs.record_many(ticks)
+        except Exception:  # history only: the ticks are out and their states saved
+            log.exception("recording %d fired run(s) in the run history failed", len(ticks))
+
+    async def _previous_active(self, entries: list[Entry], now: datetime) -> set[bytes]:
+        """Keys of the schedules (with an overlap policy) whose previous run is not done."""
+        asked = [e for e in entries
+                 if e.schedule.overlap != "allow" and e.state.last_fire is not None]
+        if not asked:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry in asked:
+                assert entry.state.last_fire is not None
+                job_id = job_id_for(entry.schedule.tenant_id, entry.schedule.job_type,
+                                    tick_trigger_ref(entry.schedule.id, entry.state.last_fire))
+                pipe.hget(self.status.key(job_id), "state")
+            states = await pipe.execute()
+        forgotten = now - timedelta(seconds=self.settings.job_status_ttl_s)
+        active = set()
+        for entry, state in zip(asked, states, strict=True):
+            if state is None:
+                # no status yet: its job is still on its way (or was forgotten long ago)
+                if entry.state.last_fire and entry.state.last_fire > forgotten:
+                    active.add(entry.schedule.key)
+            elif state.decode() not in DONE_STATES:
+                active.add(entry.schedule.key)
+        return active
+
+    # taking partitions on and handing them over ----------------------------------------------
+
+    async def _take_on(self, partitions: Iterable[int]) -> None:
+        """Read these partitions of ``schedules`` from their start, and their fire states."""
+        assert self._reader is not None and self._consumer is not None
+        partitions = sorted(set(partitions))
+        if not partitions:
+            return
+        self._pending.update(partitions)
+        started = time.monotonic()
+        by_partition = await self._reader.read(topics.SCHEDULES, partitions)
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        loaded = 0
+        for partition, records in by_partition.items():
+            latest: dict[bytes, Schedule | None] = {}
+            for record in records:  # compaction may not have run: the last record wins
+                if record.key is not None:
+                    latest[record.key] = self._decode(record)
+            raw_states = await self.redis.hgetall(self.state_key(partition))
+            self.book.own(partition)  # all of it read: from here on nothing awaits until seek
+            for key, schedule in latest.items():
+                if schedule is not None:
+                    raw = raw_states.get(key)
+                    self.book.put(partition, schedule, FireState.decode(raw) if raw else None, now)
+                    loaded += 1
+            tp = TopicPartition(topics.SCHEDULES, partition)
+            self._next_offset[partition] = records[-1].offset + 1 if records else 0
+            if tp in self.assignment:
+                self._consumer.seek(tp, self._next_offset[partition])
+            self._pending.discard(partition)
+            gone = [key for key in raw_states if latest.get(key) is None]
+            if gone:  # states of schedules removed while no ticker owned them
+                await self.redis.hdel(self.state_key(partition), *gone)
+        log.info("ticker took on partitions %s of %s: %d schedule(s) in %.2fs", partitions,
+                 topics.SCHEDULES, loaded, time.monotonic() - started)
+
+    def _decode(self, record: ConsumerRecord) -> Schedule | None:
+        if record.key is None or record.value is None:
+            return None
+        try:
+            schedule = decode_schedule(record.value)
+        except InvalidSchedule as exc:
+            log.warning("schedules record %r ignored: %s", record.key, exc)
+            return None
+        if schedule.key != record.key:
+            log.warning("schedules record %r ignored: its value is schedule %r", record.key,
+                        schedule.key)
+            return None
+        return schedule
+
+
+class _Handover(ConsumerRebalanceListener):
+    """Partitions change hands only between steps, with their fire states saved."""
+
+    def __init__(self, ticker: Ticker) -> None:
+        self.ticker = ticker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.ticker._loaded = False
+        async with self.ticker._step_lock:
+            for partition in {tp.partition for tp in revoked}:
+                self.ticker.book.forget(partition)
+                self.ticker._pending.discard(partition)
+                self.ticker._next_offset.pop(partition, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self.ticker._step_lock:
+            new = {tp.partition for tp in assigned} - self.ticker.book.partitions
+            try:
+                await self.ticker._take_on(new)
+            except Exception:
+                # a partition not taken on fires nothing: the loop tries again each step
+                for partition in self.ticker._pending:
+                    self.ticker.book.forget(partition)
+                log.exception("taking on partitions %s of schedules failed; trying again",
+                              sorted(new))
+        self.ticker._loaded = True

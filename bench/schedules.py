@@ -1,0 +1,138 @@
+"""Schedules benchmark: N active schedules on one ticker worker; prints one JSON line with the
+p50 and p99 fire lag and the worker's peak RSS.
+
+Half are cron patterns firing once a minute at a second of their own (``* * * * * S``), half
+are ``every_ms`` 60 000 anchored at a millisecond of their own: every minute each fires once,
+spread over the minute. Fire lag is, per tick, the time the producer stamped on the
+``cron-ticks`` record minus its fire time; the time this process received the record (an upper
+bound: it adds the consumer's fetch) is reported beside it. Only fire times at least one second
+after the worker was ready count, so loading is not measured as lag (its time is reported).
+
+    python bench/schedules.py [--schedules 100000] [--minutes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from clients.harness import DevStack, WorkerProcess
+from streams import topics
+from streams.schedules import Schedule
+from streams.settings import Settings
+from streams.topics import JobType
+
+
+def schedules(n: int, now: datetime) -> list[Schedule]:
+    anchor = now.replace(second=0, microsecond=0)
+    made = []
+    for i in range(n):
+        timing: dict[str, object]
+        if i % 2:
+            timing = {"cron": f"* * * * * {i % 60}"}
+        else:
+            timing = {"every_ms": 60_000,
+                      "start_at": anchor + timedelta(milliseconds=(i * 7919) % 60_000)}
+        made.append(Schedule.model_validate({
+            "id": f"bench-{i}", "tenant_id": f"tenant-{i % 1000}", "name": f"bench {i}",
+            "job_type": JobType.SETTLEMENT_GROWTH, "revision_at": now, **timing}))
+    return made
+
+
+async def write(brokers: list[str], items: list[Schedule]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all", linger_ms=20,
+                                max_batch_size=512_000)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        sends = [await producer.send(topics.SCHEDULES, key=s.key, value=s.encode()) for s in items]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def measure(brokers: list[str], since: float, until: float) -> tuple[list[float], list[float]]:
+    """Lags (s) of every tick with a fire time in [since, until): stamped, and received."""
+    consumer = AIOKafkaConsumer(topics.CRON_TICKS, bootstrap_servers=brokers, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=10)
+    await consumer.start()
+    stamped: list[float] = []
+    received: list[float] = []
+    try:
+        while time.time() < until + 5:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    fire_at = datetime.fromisoformat(json.loads(record.value)["fire_at"]).timestamp()
+                    if since <= fire_at < until:
+                        stamped.append(record.timestamp / 1000 - fire_at)
+                        received.append(now - fire_at)
+    finally:
+        await consumer.stop()
+    return stamped, received
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def quantile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--schedules", type=int, default=100_000)
+    parser.add_argument("--minutes", type=float, default=2.0)
+    args = parser.parse_args()
+    log_dir = Path(tempfile.mkdtemp(prefix="cronbus-bench-"))
+    with DevStack(log_dir, with_api=False) as stack:
+        env = {**stack.env(), Settings.env_name("app_id"): f"bench-{uuid.uuid4().hex[:6]}",
+               Settings.env_name("redis_namespace"): f"cronbus-bench-{uuid.uuid4().hex[:6]}",
+               Settings.env_name("data_dir"): str(log_dir / "data"),
+               Settings.env_name("builtin_schedules_off"): "all",
+               Settings.env_name("log_level"): "WARNING"}
+        brokers = [stack.broker_url.removeprefix("kafka://")]
+        write_s = asyncio.run(write(brokers, schedules(args.schedules, datetime.now(UTC))))
+        started = time.perf_counter()
+        worker = WorkerProcess("ticker", env, log_dir, roles=("ticker",)).start(timeout_s=300)
+        load_s = time.perf_counter() - started
+        try:
+            assert worker.process.proc is not None
+            since = time.time() + 1.0
+            until = since + args.minutes * 60
+            stamped, received = asyncio.run(measure(brokers, since, until))
+            rss = peak_rss_mb(worker.process.proc.pid)
+        finally:
+            worker.stop()
+    expected = round(args.schedules * args.minutes)
+    print(json.dumps({
+        "bench": "schedules", "schedules": args.schedules, "minutes": args.minutes,
+        "ticks": len(stamped), "ticks_expected": expected,
+        "fire_lag_p50_ms": round(quantile(stamped, 0.5) * 1000, 1),
+        "fire_lag_p99_ms": round(quantile(stamped, 0.99) * 1000, 1),
+        "fire_lag_max_ms": round(max(stamped) * 1000, 1),
+        "received_lag_p99_ms": round(quantile(received, 0.99) * 1000, 1),
+        "worker_peak_rss_mb": round(rss, 1),
+        "load_s": round(load_s, 1), "write_s": round(write_s, 1),
+        "target_p99_ms": 250, "target_rss_mb": 500,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The ticker's book and plans: what fires when, from which state, in which order. Pure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agents.ticker import tick_for
+from agents.ticker_book import FireState, TickerBook, plan, state_for
+from streams import topics
+from streams.events import CronTick, parse_event
+from streams.schedules import Schedule, tick_id
+
+T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
+GRACE = timedelta(seconds=2)
+POLL = timedelta(seconds=1)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def a_schedule(**fields: object) -> Schedule:
+    return Schedule.model_validate({"id": "s1", "tenant_id": "acme", "name": "n",
+                                    "job_type": "bank-sync", "every_ms": 1000,
+                                    "revision_at": T0, **fields})
+
+
+def plan_at(schedule: Schedule, state: FireState, seconds: float, *, active: bool = False):
+    return plan(schedule, state, at(seconds), grace=GRACE, previous_active=active, poll=POLL)
+
+
+def test_a_fire_state_survives_its_encoding():
+    state = FireState(revision=T0.isoformat(), since=at(3.25), fired=7, last_fire=at(3),
+                      buffered=at(2))
+    assert FireState.decode(state.encode()) == state
+    plain = FireState(revision=None, since=at(1))
+    assert FireState.decode(plain.encode()) == plain
+
+
+def test_a_new_schedule_fires_only_after_it_was_written():
+    state = state_for(a_schedule(), None, now=at(5))
+    assert state.since == T0 and state.fired == 0
+    outcome = plan_at(a_schedule(), state, 1.01)
+    assert outcome.fires == [at(1)] and outcome.wake_at == at(2)
+    assert outcome.state.fired == 1 and outcome.state.last_fire == at(1)
+
+
+def test_a_stored_state_of_the_same_timing_goes_on_where_it_was():
+    stored = FireState(revision=T0.isoformat(), since=at(10), fired=10, last_fire=at(10))
+    assert state_for(a_schedule(name="renamed"), stored, now=at(11)) is stored
+
+
+def test_a_timing_change_starts_afresh_but_keeps_the_count_and_the_previous_run():
+    stored = FireState(revision=T0.isoformat(), since=at(10), fired=10, last_fire=at(10),
+                       buffered=at(9))
+    changed = a_schedule(every_ms=5000, revision_at=at(30))
+    state = state_for(changed, stored, now=at(31))
+    assert state == FireState(revision=at(30).isoformat(), since=at(30), fired=10,
+                              last_fire=at(10))
+
+
+def test_a_one_off_whose_time_has_passed_fires_once_at_once_whatever_its_misfire_policy():
+    one_off = a_schedule(every_ms=None, run_at=at(-3600), misfire="skip")
+    state = state_for(one_off, None, now=at(0.5))
+    first = plan_at(one_off, state, 0.5)
+    assert first.fires == [at(-3600)] and first.wake_at is None
+    assert plan_at(one_off, first.state, 60).fires == []
+
+
+def test_downtime_follows_the_misfire_policy():
+    state = FireState(revision=T0.isoformat(), since=T0)
+    assert plan_at(a_schedule(misfire="skip"), state, 20.5).fires == [at(19), at(20)]
+    outcome = plan_at(a_schedule(misfire="run_once"), state, 20.5)
+    assert outcome.fires == [at(18), at(19), at(20)] and outcome.missed == 17
+
+
+def test_limit_stops_the_schedule_for_good():
+    schedule = a_schedule(limit=3, misfire="run_all")
+    state = FireState(revision=T0.isoformat(), since=T0, fired=1)
+    outcome = plan_at(schedule, state, 5.5)
+    assert outcome.fires == [at(1), at(2)] and outcome.wake_at is None
+    assert outcome.state.fired == 3
+
+
+def test_paused_fires_nothing_and_needs_no_attention():
+    state = FireState(revision=T0.isoformat(), since=T0)
+    outcome = plan_at(a_schedule(enabled=False), state, 5)
+    assert outcome.fires == [] and outcome.wake_at is None and outcome.state == state
+
+
+def test_overlap_skip_drops_fires_while_the_previous_run_is_active():
+    schedule = a_schedule(overlap="skip")
+    state = FireState(revision=T0.isoformat(), since=at(1), fired=1, last_fire=at(1))
+    busy = plan_at(schedule, state, 2.01, active=True)
+    assert busy.fires == [] and busy.overlapped == 1 and busy.state.last_fire == at(1)
+    free = plan_at(schedule, busy.state, 3.01, active=False)
+    assert free.fires == [at(3)]
+
+
+def test_overlap_buffer_one_keeps_one_fire_until_the_previous_run_is_done():
+    schedule = a_schedule(overlap="buffer_one")
+    state = FireState(revision=T0.isoformat(), since=at(1), fired=1, last_fire=at(1))
+    busy = plan_at(schedule, state, 3.01, active=True)  # 2 is buffered, 3 skipped
+    assert busy.fires == [] and busy.state.buffered == at(2) and busy.overlapped == 1
+    assert busy.wake_at == at(4)  # its next fire comes before the poll would
+    done = plan_at(schedule, busy.state, 3.5, active=False)
+    assert done.fires == [at(2)] and done.state.buffered is None
+    assert done.state.last_fire == at(2)
+
+
+def test_a_catch_up_under_overlap_skip_fires_the_first_and_skips_the_rest():
+    schedule = a_schedule(overlap="skip", misfire="run_all")
+    state = FireState(revision=T0.isoformat(), since=T0)
+    outcome = plan_at(schedule, state, 5.5)
+    assert outcome.fires == [at(1)] and outcome.overlapped == 4
+
+
+def owned_book(*partitions: int) -> TickerBook:
+    book = TickerBook()
+    for partition in partitions:
+        book.own(partition)
+    return book
+
+
+def test_the_book_hands_out_schedules_in_the_order_they_come_due():
+    book = owned_book(0, 1)
+    for n, every in enumerate((5000, 2000, 3000)):
+        book.put(n % 2, a_schedule(id=f"s{n}", every_ms=every), None, now=T0)
+    assert book.next_wake() == at(2)
+    assert [e.schedule.id for e in book.due(at(3))] == ["s1", "s2"]
+    assert book.next_wake() == at(5)  # taken entries wait until settled
+
+
+def test_a_changed_schedule_comes_due_at_its_new_time_only():
+    book = owned_book(0)
+    book.put(0, a_schedule(every_ms=2000), None, now=T0)
+    book.put(0, a_schedule(every_ms=10_000, revision_at=at(1)), None, now=at(1))
+    assert [e.schedule.every_ms for e in book.due(at(9))] == []
+    assert [e.schedule.every_ms for e in book.due(at(10))] == [10_000]
+
+
+def test_settling_a_plan_schedules_the_next_wake_and_keeps_the_state():
+    book = owned_book(0)
+    book.put(0, a_schedule(), None, now=T0)
+    (entry,) = book.due(at(1))
+    outcome = plan_at(entry.schedule, entry.state, 1.0)
+    book.settle(entry, outcome)
+    assert entry.state.fired == 1 and book.next_wake() == at(2)
+
+
+def test_removed_and_forgotten_schedules_never_come_due():
+    book = owned_book(0, 1)
+    book.put(0, a_schedule(id="gone"), None, now=T0)
+    book.put(1, a_schedule(id="moved"), None, now=T0)
+    book.remove(a_schedule(id="gone").key)
+    book.forget(1)
+    assert book.due(at(60)) == [] and len(book) == 0 and book.partitions == {0}
+
+
+def test_a_schedule_of_a_partition_not_owned_is_refused():
+    with pytest.raises(ValueError, match="partition 3"):
+        owned_book(0).put(3, a_schedule(), None, now=T0)
+
+
+def test_a_plan_not_carried_out_is_retried_and_fires_the_same_ticks():
+    # the ticks were appended but the state was not saved (a kill, a failed step): the next
+    # try, here or on the partition's next owner, fires the same fire times under the same ids
+    book = owned_book(0)
+    schedule = a_schedule()
+    book.put(0, schedule, None, now=T0)
+    (entry,) = book.due(at(2.5))
+    first = plan_at(entry.schedule, entry.state, 2.5)
+    book.retry([entry], at(3.5))
+    (again,) = book.due(at(3.5))
+    second = plan_at(again.schedule, again.state, 2.6)
+    assert second.fires == first.fires == [at(1), at(2)]
+    assert [tick_for(schedule, t).event_id for t in second.fires] == [
+        tick_id(schedule.key, t) for t in first.fires]
+
+
+def test_a_tick_is_a_valid_cron_ticks_record():
+    schedule = a_schedule(payload={"region": "eu"})
+    tick = tick_for(schedule, at(1))
+    parsed = parse_event(topics.CRON_TICKS, tick.model_dump_json().encode(), max_bytes=65536)
+    assert isinstance(parsed, CronTick)
+    assert parsed.model_dump() == tick.model_dump()
+    assert parsed.schedule_id == "s1" and parsed.fire_at == at(1) and parsed.tenant_id == "acme"
