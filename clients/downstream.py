@@ -35,6 +35,11 @@ RETRYABLE_GRAPHQL_CODES = frozenset(
 )
 
 
+# JSON as httpx encodes a ``json=`` body; one encoder made once (``json.dumps`` with options
+# builds a new one per call)
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 class DownstreamError(Exception):
     """A call to the downstream API did not succeed."""
 
@@ -251,8 +256,7 @@ class DownstreamClient:
             empty = [(b"Content-Length", b"0")] if method in ("POST", "PUT", "PATCH") else []
             headers = [(b"Host", target.netloc), *empty, *self._raw_headers, key]
         else:
-            content = json.dumps(body, ensure_ascii=False, separators=(",", ":"),
-                                 allow_nan=False).encode()
+            content = _JSON.encode(body).encode()
             headers = [(b"Host", target.netloc), *self._raw_headers, key,
                        (b"Content-Length", b"%d" % len(content))]
         return httpx.Request(method, target, headers=headers, stream=httpx.ByteStream(content),
