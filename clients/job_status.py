@@ -34,17 +34,28 @@ class JobState(StrEnum):
 # completed (and is not forced), counts the attempt and marks the job active; it answers the
 # attempt number, or 0 for a completed job. An end writes the job's hash, adds to its type's
 # counter and takes it out of the active set. One script call for a whole batch: a pipeline of
-# one call per write costs the worker more CPU than the writes cost Redis.
-# ARGV: namespace, ttl, number of begins; then per begin: job id, tenant id, type, stamp, force
-# ('1'/'0'); then per end: job id, state, counter field ('' none), stamp, finished ('1'/'0'),
-# error ('' none, else '=' .. error).
+# one call per write costs the worker more CPU than the writes cost Redis, and so does an
+# argument per field (redis-py packs each), hence fields joined by \x1f, the job id last (the
+# one field that may hold anything but the error, which is an argument of its own).
+# ARGV: namespace, ttl, number of begins; then per begin "tenant id|type|stamp|force (1/0)|job
+# id"; then per end "state|counter field ('' none)|stamp|finished (1/0)|job id" and its error
+# ('' none, else '=' .. error).
 _WRITE_BATCH = """
+local function fields(s)
+  local out, from = {}, 1
+  for k = 1, 4 do
+    local at = string.find(s, '\\31', from, true)
+    out[k] = string.sub(s, from, at - 1)
+    from = at + 1
+  end
+  out[5] = string.sub(s, from)
+  return out
+end
 local ns, ttl, begins = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local attempts = {}
-local i = 4
-for _ = 1, begins do
-  local id, tenant, job_type = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local stamp, force = ARGV[i + 3], ARGV[i + 4]
+for i = 4, 3 + begins do
+  local f = fields(ARGV[i])
+  local tenant, job_type, stamp, force, id = f[1], f[2], f[3], f[4], f[5]
   local key = ns .. ':job:' .. id
   if force ~= '1' and redis.call('HGET', key, 'state') == 'completed' then
     attempts[#attempts + 1] = 0
@@ -55,11 +66,11 @@ for _ = 1, begins do
     redis.call('EXPIRE', key, ttl)
     redis.call('ZADD', ns .. ':active:' .. job_type, stamp, id)
   end
-  i = i + 5
 end
-while i <= #ARGV do
-  local id, state, counter = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local stamp, finished, err = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+for i = 4 + begins, #ARGV, 2 do
+  local f = fields(ARGV[i])
+  local state, counter, stamp, finished, id = f[1], f[2], f[3], f[4], f[5]
+  local err = ARGV[i + 1]
   local key = ns .. ':job:' .. id
   local job_type = redis.call('HGET', key, 'type')
   redis.call('HSET', key, 'state', state, 'updated_at', stamp)
@@ -70,7 +81,6 @@ while i <= #ARGV do
     redis.call('ZREM', ns .. ':active:' .. job_type, id)
     if counter ~= '' then redis.call('HINCRBY', ns .. ':queue:' .. job_type, counter, 1) end
   end
-  i = i + 6
 end
 return attempts
 """
@@ -135,11 +145,12 @@ class JobStatusStore:
         """Many ``begin_attempt`` (job, force, at) and ``finish`` (job id, state, error, at) in
         one script call, begins first; returns the begins' attempt numbers."""
         args: list[str | int] = [self._namespace, self._ttl_s, len(begins)]
-        for job, force, at in begins:
-            args += (job.job_id, job.tenant_id, job.type.value, f"{at:.3f}", "1" if force else "0")
+        args += [f"{job.tenant_id}\x1f{job.type.value}\x1f{at:.3f}\x1f{'1' if force else '0'}"
+                 f"\x1f{job.job_id}" for job, force, at in begins]
         for job_id, state, error, at in finishes:
-            args += (job_id, state.value, COUNTED.get(state.value, ""), f"{at:.3f}",
-                     "1" if state in FINAL else "0", "" if error is None else "=" + error[:1000])
+            args += (f"{state.value}\x1f{COUNTED.get(state.value, '')}\x1f{at:.3f}"
+                     f"\x1f{'1' if state in FINAL else '0'}\x1f{job_id}",
+                     "" if error is None else "=" + error[:1000])
         attempts = await self._write(keys=[], args=args)
         return [int(a) for a in attempts]
 
