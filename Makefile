@@ -45,7 +45,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info .cronbus-data
 
 bench-jobs: install
-	$(BIN)/python bench/jobs.py --jobs $${JOBS:-20000} --concurrency $${CONCURRENCY:-50} --peer-dir $${PEER_DIR:-../shared/bench}
+	$(BIN)/python bench/jobs.py --jobs $${JOBS:-20000} --concurrency $${CONCURRENCY:-50} --processes $${PROCESSES:-2} --peer-dir $${PEER_DIR:-../shared/bench}
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py --events $${EVENTS:-200000} --tenants $${TENANTS:-1000}
