@@ -3,10 +3,9 @@
 N tenant jobs, each one POST to the same nginx downstream (answers at once), 50 in flight.
 cronbus: ``--processes`` processor workers (``--role processor``, default 2: one per core of the
 development machine) in one consumer group, sharing the 50 in flight, on the embedded broker and
-Redis; the
-clock runs from the first job produced to the last one completed, as the peer's does from its
-first ``addBulk`` to its last completion. Then the peer: ``run-peer.sh N 50``. Prints one JSON
-line with both rates and their ratio.
+Redis; the clock runs from the first job produced to the last one completed (counted in Redis),
+as the peer's does from its first ``addBulk`` to its last completion. Then the peer:
+``run-peer.sh N 50``. Prints one JSON line with both rates and their ratio.
 
     python bench/jobs.py [--jobs 20000] [--concurrency 50] [--processes 2] [--peer-dir ../shared/bench]
 
