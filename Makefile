@@ -52,7 +52,7 @@ nginx:
 	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends nginx-light; }; }
 
 bench-jobs: install nginx
-	$(BIN)/python bench/jobs.py --jobs $${JOBS:-20000} --concurrency $${CONCURRENCY:-50} --peer-dir $${PEER_DIR:-../shared/bench}
+	$(BIN)/python bench/jobs.py --jobs $${JOBS:-20000} --concurrency $${CONCURRENCY:-50} --processes $${PROCESSES:-2} --peer-dir $${PEER_DIR:-../shared/bench}
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py --events $${EVENTS:-200000} --tenants $${TENANTS:-1000}

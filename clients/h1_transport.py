@@ -112,7 +112,8 @@ class H1Transport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout") or {}
         url = request.url
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
+        # a request built with ``stream=ByteStream(...)`` is not read yet: reading it is free
+        body = request.read() if isinstance(request.stream, httpx.ByteStream) else await request.aread()
         head = [request.method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n"]
         for name, value in request.headers.raw:
             head += (name, b": ", value, b"\r\n")
@@ -154,8 +155,9 @@ class H1Transport(httpx.AsyncBaseTransport):
                 idle.append(conn)
             else:
                 conn.close()
-        return httpx.Response(status, headers=headers, content=content, request=request,
-                              extensions={"http_version": b"HTTP/1.1"})
+        # ``stream=``, as transports hand answers over: the caller reads (and decodes) it
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(content),
+                              request=request, extensions={"http_version": b"HTTP/1.1"})
 
     async def aclose(self) -> None:
         for idle in self._idle.values():

@@ -30,34 +30,65 @@ class JobState(StrEnum):
     DEAD = "dead"
 
 
-# Starts an attempt in one round trip: unless the job already completed, count the attempt
-# and mark it active. Returns the attempt number, or 0 when the job is already completed.
-_BEGIN_ATTEMPT = """
-if ARGV[5] ~= '1' and redis.call('HGET', KEYS[1], 'state') == 'completed' then return 0 end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'state', 'active', 'tenant_id', ARGV[1], 'type', ARGV[2],
-           'started_at', ARGV[3], 'updated_at', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-if KEYS[2] then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[6]) end
-return attempts
-"""
-
-# Ends an attempt in one round trip: the job's hash, its type's counter, out of the active set.
-# KEYS: the job's hash, its namespace's prefix; ARGV: ttl, job id, counter field, then the
-# hash's field/value pairs.
-_FINISH = """
-local job_type = redis.call('HGET', KEYS[1], 'type')
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-if job_type then
-  redis.call('ZREM', KEYS[2] .. ':active:' .. job_type, ARGV[2])
-  if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[2] .. ':queue:' .. job_type, ARGV[3], 1) end
+# Begins and ends many attempts in one round trip, begins first. A begin, unless the job already
+# completed (and is not forced), counts the attempt and marks the job active; it answers the
+# attempt number, or 0 for a completed job. An end writes the job's hash, adds to its type's
+# counter and takes it out of the active set. One script call for a whole batch: a pipeline of
+# one call per write costs the worker more CPU than the writes cost Redis, and so does an
+# argument per field (redis-py packs each), hence fields joined by \x1f, the job id last (the
+# one field that may hold anything but the error, which is an argument of its own).
+# ARGV: namespace, ttl, number of begins; then per begin "tenant id|type|stamp|force (1/0)|job
+# id"; then per end "state|counter field ('' none)|stamp|finished (1/0)|job id" and its error
+# ('' none, else '=' .. error).
+_WRITE_BATCH = """
+local function fields(s)
+  local out, from = {}, 1
+  for k = 1, 4 do
+    local at = string.find(s, '\\31', from, true)
+    out[k] = string.sub(s, from, at - 1)
+    from = at + 1
+  end
+  out[5] = string.sub(s, from)
+  return out
 end
-return job_type
+local ns, ttl, begins = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local attempts = {}
+for i = 4, 3 + begins do
+  local f = fields(ARGV[i])
+  local tenant, job_type, stamp, force, id = f[1], f[2], f[3], f[4], f[5]
+  local key = ns .. ':job:' .. id
+  if force ~= '1' and redis.call('HGET', key, 'state') == 'completed' then
+    attempts[#attempts + 1] = 0
+  else
+    attempts[#attempts + 1] = redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HSET', key, 'state', 'active', 'tenant_id', tenant, 'type', job_type,
+               'started_at', stamp, 'updated_at', stamp)
+    redis.call('EXPIRE', key, ttl)
+    redis.call('ZADD', ns .. ':active:' .. job_type, stamp, id)
+  end
+end
+for i = 4 + begins, #ARGV, 2 do
+  local f = fields(ARGV[i])
+  local state, counter, stamp, finished, id = f[1], f[2], f[3], f[4], f[5]
+  local err = ARGV[i + 1]
+  local key = ns .. ':job:' .. id
+  local job_type = redis.call('HGET', key, 'type')
+  redis.call('HSET', key, 'state', state, 'updated_at', stamp)
+  if finished == '1' then redis.call('HSET', key, 'finished_at', stamp) end
+  if err ~= '' then redis.call('HSET', key, 'last_error', string.sub(err, 2)) end
+  redis.call('EXPIRE', key, ttl)
+  if job_type then
+    redis.call('ZREM', ns .. ':active:' .. job_type, id)
+    if counter ~= '' then redis.call('HINCRBY', ns .. ':queue:' .. job_type, counter, 1) end
+  end
+end
+return attempts
 """
 
 # the counter an attempt's end adds to, by the state it ends in
 COUNTED = {"completed": "completed", "failed": "failed", "dead": "dead_lettered"}
+# the states that end a job: they stamp ``finished_at``
+FINAL = frozenset({JobState.COMPLETED, JobState.DEAD})
 # an attempt longer than this is a worker that died in it; its job is not counted active
 ACTIVE_STALE_S = 900
 
@@ -67,8 +98,7 @@ class JobStatusStore:
         self._redis = client
         self._namespace = namespace
         self._ttl_s = ttl_s
-        self._begin = client.register_script(_BEGIN_ATTEMPT)
-        self._finish = client.register_script(_FINISH)
+        self._write = client.register_script(_WRITE_BATCH)
 
     def key(self, job_id: str) -> str:
         return f"{self._namespace}:job:{job_id}"
@@ -83,24 +113,13 @@ class JobStatusStore:
         """Mark the job active and return its attempt number; 0 if it already completed
         (unless ``force``: a forced replay runs a completed job again)."""
         stamp = now if now is not None else time.time()
-        return int(await self._begin(
-            keys=[self.key(job.job_id), self.active_key(job.type.value)],
-            args=[job.tenant_id, job.type.value, f"{stamp:.3f}", self._ttl_s, "1" if force else "0",
-                  job.job_id],
-        ))
+        (attempt,) = await self.write_batch([(job, force, stamp)], [])
+        return attempt
 
     async def finish(
         self, job_id: str, state: JobState, *, error: str | None = None, now: float | None = None
     ) -> None:
-        stamp = f"{(now if now is not None else time.time()):.3f}"
-        fields: dict[str, str] = {"state": state.value, "updated_at": stamp}
-        if state in (JobState.COMPLETED, JobState.DEAD):
-            fields["finished_at"] = stamp
-        if error is not None:
-            fields["last_error"] = error[:1000]
-        pairs = [part for name_value in fields.items() for part in name_value]
-        await self._finish(keys=[self.key(job_id), self._namespace],
-                           args=[self._ttl_s, job_id, COUNTED.get(state.value, ""), *pairs])
+        await self.write_batch([], [(job_id, state, error, now if now is not None else time.time())])
 
     async def queue_counts(self, job_types: list[str], *, now: float | None = None
                            ) -> dict[str, dict[str, int]]:
@@ -119,38 +138,21 @@ class JobStatusStore:
             counts[job_type] = {"active": int(active), **{c: named.get(c, 0) for c in COUNTED.values()}}
         return counts
 
-    def _finish_fields(self, state: JobState, error: str | None, stamp_s: float) -> list[str]:
-        stamp = f"{stamp_s:.3f}"
-        fields: dict[str, str] = {"state": state.value, "updated_at": stamp}
-        if state in (JobState.COMPLETED, JobState.DEAD):
-            fields["finished_at"] = stamp
-        if error is not None:
-            fields["last_error"] = error[:1000]
-        return [part for name_value in fields.items() for part in name_value]
-
     async def write_batch(
         self, begins: list[tuple[Job, bool, float]],
         finishes: list[tuple[str, JobState, str | None, float]],
     ) -> list[int]:
         """Many ``begin_attempt`` (job, force, at) and ``finish`` (job id, state, error, at) in
-        one pipeline, the same scripts as one at a time; returns the begins' attempt numbers."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job, force, at in begins:
-                await self._begin(
-                    keys=[self.key(job.job_id), self.active_key(job.type.value)],
-                    args=[job.tenant_id, job.type.value, f"{at:.3f}", self._ttl_s,
-                          "1" if force else "0", job.job_id],
-                    client=pipe,
-                )
-            for job_id, state, error, at in finishes:
-                await self._finish(
-                    keys=[self.key(job_id), self._namespace],
-                    args=[self._ttl_s, job_id, COUNTED.get(state.value, ""),
-                          *self._finish_fields(state, error, at)],
-                    client=pipe,
-                )
-            results = await pipe.execute()
-        return [int(r) for r in results[:len(begins)]]
+        one script call, begins first; returns the begins' attempt numbers."""
+        args: list[str | int] = [self._namespace, self._ttl_s, len(begins)]
+        args += [f"{job.tenant_id}\x1f{job.type.value}\x1f{at:.3f}\x1f{'1' if force else '0'}"
+                 f"\x1f{job.job_id}" for job, force, at in begins]
+        for job_id, state, error, at in finishes:
+            args += (f"{state.value}\x1f{COUNTED.get(state.value, '')}\x1f{at:.3f}"
+                     f"\x1f{'1' if state in FINAL else '0'}\x1f{job_id}",
+                     "" if error is None else "=" + error[:1000])
+        attempts = await self._write(keys=[], args=args)
+        return [int(a) for a in attempts]
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         raw = await self._redis.hgetall(self.key(job_id))
@@ -166,7 +168,7 @@ class JobStatusStore:
 
 class BatchedJobStatus:
     """:class:`JobStatusStore`'s ``begin_attempt`` and ``finish``, with the calls made while a
-    round trip is under way sent together in one pipeline: at 50 jobs in flight one Redis round
+    round trip is under way sent together in one script call: at 50 jobs in flight one Redis round
     trip carries dozens of status writes instead of one each.
 
     Each call still waits for its own write (a job counts as done only once its status is

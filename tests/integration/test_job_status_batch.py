@@ -41,3 +41,23 @@ async def test_many_jobs_begin_and_finish_in_one_round_trip(stack):
         assert completed["finished_at"] >= completed["started_at"]
     finally:
         await client.aclose()
+
+
+async def test_ids_and_errors_holding_the_field_separator_are_kept_whole(stack):
+    """The batch script joins a write's fields with \\x1f: a job id or an error holding one
+    (an id is any string) must still name the right hash and be stored as given."""
+    client = aioredis.Redis.from_url(stack.redis.url)
+    try:
+        store = JobStatusStore(client, namespace=f"test-{uuid.uuid4().hex[:8]}", ttl_s=60)
+        odd = Job(job_id=f"export-\x1f{uuid.uuid4().hex}\x1fx", tenant_id="acme",
+                  type=JobType.EXPORT, triggered_by="manual", scheduled_at=datetime.now(UTC))
+        assert await store.begin_attempt(odd) == 1
+        await store.finish(odd.job_id, JobState.FAILED, error="a\x1fb")
+        status = await store.get(odd.job_id)
+        assert status is not None
+        assert (status["state"], status["last_error"], status["attempts"]) == ("failed", "a\x1fb", 1)
+        assert status["tenant_id"] == "acme" and "finished_at" not in status
+        counts = await store.queue_counts([JobType.EXPORT.value])
+        assert counts[JobType.EXPORT.value]["failed"] == 1
+    finally:
+        await client.aclose()

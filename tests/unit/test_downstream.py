@@ -128,3 +128,30 @@ async def test_a_rest_call_joins_its_path_to_the_service_url_and_classifies_the_
     assert seen[0].headers["Authorization"] == "Bearer s3cret"
     with pytest.raises(PermanentError):
         await client.rest("PUT", "/exports/bad", None, idempotency_key="job-9")
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", None, {"query": "mutation { x }", "variables": {"name": "Zoë", "n": [1, 2.5]}}),
+    ("POST", "/exports/1", None),
+    ("GET", "/exports/1", None),
+    ("PUT", "http://other.test:8080/x?y=1", {"a": 1}),
+])
+async def test_a_request_is_what_httpx_s_own_client_would_send(method, path, body):
+    """The client gives httpx its requests' headers complete (cheaper than letting httpx merge
+    them): the same URL, headers in the same order and the same body bytes as
+    ``httpx.Request(method, url, json=body, headers=...)``."""
+    built: list[httpx.Request] = []
+    ours, _ = client_answering(lambda request: built.append(request) or httpx.Response(200, json={}))
+    if path is None:
+        await ours.graphql(body["query"], body["variables"], idempotency_key="job-1")
+    else:
+        await ours.rest(method, path, body, idempotency_key="job-1")
+    url = httpx.URL("http://api.test/graphql").join(path or "")
+    expected = httpx.Request(method, url, json=body, headers={
+        "Content-Type": "application/json", "User-Agent": "cronbus",
+        "Authorization": "Bearer s3cret", "Accept": "*/*", "Accept-Encoding": "gzip, deflate",
+        "Idempotency-Key": "job-1"})
+    (request,) = built
+    assert (request.method, request.url) == (expected.method, expected.url)
+    assert request.headers.raw == expected.headers.raw
+    assert request.read() == expected.read()
