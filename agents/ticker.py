@@ -17,10 +17,12 @@ the same id too, and the processor acknowledges a completed job id without calli
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import mode
@@ -34,10 +36,10 @@ from clients.job_status import JobStatusStore
 from clients.schedule_directory import ensure_schedules_topic
 from clients.schedule_runs import RunLog
 from streams import topics
-from streams.events import CronTick
 from streams.jobs import job_id_for
 from streams.keys import tenant_key
 from streams.metrics import Metrics
+from streams.schedule_runs import FiredRun
 from streams.schedules import InvalidSchedule, Schedule, decode_schedule, tick_id, tick_trigger_ref
 from streams.settings import Settings
 
@@ -49,19 +51,41 @@ OVERLAP_POLL = timedelta(seconds=1)
 MAX_STEP = 5_000
 # longest sleep between steps when nothing is due (the group consumer fetches meanwhile)
 IDLE_MS = 1_000
+# ticks sent before the loop lets the producer run (it sends nothing while we compute)
+SEND_SLICE = 200
 # jobs in these states are done: a schedule whose overlap policy is not allow may fire again
 DONE_STATES = frozenset({"completed", "dead"})
 
 
-def tick_for(schedule: Schedule, fire_at: datetime) -> CronTick:
-    """The tick of one (schedule, fire time); built unchecked: every field comes from a
-    schedule that was checked when it was read."""
-    return CronTick.model_construct(
-        event_id=tick_id(schedule.key, fire_at), tenant_id=schedule.tenant_id,
-        occurred_at=fire_at, type=topics.CRON_TICKS, schedule_id=schedule.id,
-        job_type=schedule.job_type, fire_at=fire_at, payload=schedule.payload,
-        trigger="schedule",
-    )
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One (schedule, fire time) as the ticker sends it: a ``cron-ticks`` record's value, written
+    by hand (a tick is the hot path: ~5 µs here against ~35 µs through the pydantic model; a
+    unit test holds it to :class:`streams.events.CronTick`)."""
+
+    schedule: Schedule
+    fire_at: datetime
+
+    @property
+    def id(self) -> str:
+        return tick_id(self.schedule.key, self.fire_at)
+
+    def value(self, tick_id_: str) -> bytes:
+        at = self.fire_at.isoformat()
+        return json.dumps({
+            "event_id": tick_id_, "tenant_id": self.schedule.tenant_id, "occurred_at": at,
+            "type": topics.CRON_TICKS, "schedule_id": self.schedule.id,
+            "job_type": self.schedule.job_type.value, "fire_at": at,
+            "payload": self.schedule.payload, "trigger": "schedule",
+        }, separators=(",", ":")).encode()
+
+    def run(self, tick_id_: str, emitted_at: float) -> FiredRun:
+        """The tick as the schedule's run history keeps it."""
+        return FiredRun(
+            run_id=tick_id_,
+            job_id=job_id_for(self.schedule.tenant_id, self.schedule.job_type,
+                              tick_trigger_ref(self.schedule.id, self.fire_at)),
+            fire_at=self.fire_at.isoformat(), trigger="schedule", emitted_at=round(emitted_at, 3))
 
 
 class Ticker(mode.Service):
@@ -89,6 +113,8 @@ class Ticker(mode.Service):
         self._loaded = False
         self._pending: set[int] = set()  # assigned partitions not taken on yet (retried)
         self._next_offset: dict[int, int] = {}  # per owned partition: the next record to apply
+        # fire states whose ticks are on the broker but not yet in Redis, per partition
+        self._unsaved: defaultdict[int, dict[bytes, bytes]] = defaultdict(dict)
 
     def state_key(self, partition: int) -> str:
         """The Redis hash of one partition's fire states (field: schedule key)."""
@@ -204,36 +230,45 @@ class Ticker(mode.Service):
                                   poll=OVERLAP_POLL))
                      for entry in entries]
             ticks = await self._append(plans)
-            await self._save(plans)
         except BaseException:
-            self.book.retry(entries, now + timedelta(seconds=1))
+            self.book.retry(entries, now + timedelta(seconds=1))  # nothing was fired
             raise
+        # the ticks are on the broker: this worker goes on from the new states even if saving
+        # them fails now (they are saved with the next step's); only its successor would fire
+        # these ticks again, under the same ids
         for entry, outcome in plans:
+            if outcome.state != entry.state:
+                self._unsaved[entry.partition][entry.schedule.key] = outcome.state.encode()
             self.book.settle(entry, outcome)
+        await self._save()
         await self._record_runs(ticks)
 
-    async def _append(self, plans: list[tuple[Entry, Plan]]) -> list[CronTick]:
+    async def _append(self, plans: list[tuple[Entry, Plan]]) -> list[tuple[Tick, str]]:
         """Send every planned tick, then wait until the broker has all of them."""
         assert self._producer is not None
-        ticks: list[CronTick] = []
+        ticks: list[tuple[Tick, str]] = []
         sends = []
         for entry, outcome in plans:
             key = tenant_key(entry.schedule.tenant_id)
             for fire_at in outcome.fires:
-                tick = tick_for(entry.schedule, fire_at)
-                ticks.append(tick)
+                tick = Tick(entry.schedule, fire_at)
+                tick_id_ = tick.id
+                ticks.append((tick, tick_id_))
                 sends.append(await self._producer.send(
-                    topics.CRON_TICKS, key=key, value=tick.model_dump_json().encode()))
+                    topics.CRON_TICKS, key=key, value=tick.value(tick_id_)))
+                if len(sends) % SEND_SLICE == 0:
+                    await asyncio.sleep(0)  # let the producer put the first ones on the wire
         if sends:
             await asyncio.gather(*sends)
         appended = self.clock()
-        fires: Counter[str] = Counter()
-        for tick in ticks:
-            fires[tick.job_type] += 1
-            self.metrics.schedule_fire_lag.labels(tick.job_type).observe(
-                max(0.0, appended - tick.fire_at.timestamp()))
-        for job_type, count in fires.items():
-            self.metrics.schedule_fires.labels(job_type).inc(count)
+        lags: dict[str, list[float]] = defaultdict(list)
+        for tick, _ in ticks:
+            lags[tick.schedule.job_type].append(max(0.0, appended - tick.fire_at.timestamp()))
+        for job_type, job_lags in lags.items():
+            histogram = self.metrics.schedule_fire_lag.labels(job_type)
+            for lag in job_lags:
+                histogram.observe(lag)
+            self.metrics.schedule_fires.labels(job_type).inc(len(job_lags))
         for entry, outcome in plans:
             if outcome.missed or outcome.overlapped:
                 job_type = entry.schedule.job_type
@@ -245,22 +280,30 @@ class Ticker(mode.Service):
                          entry.schedule.overlap)
         return ticks
 
-    async def _save(self, plans: list[tuple[Entry, Plan]]) -> None:
-        """The fire states, once their ticks are on the broker (one round trip)."""
-        by_partition: dict[int, dict[bytes, bytes]] = defaultdict(dict)
-        for entry, outcome in plans:
-            if outcome.state != entry.state:
-                by_partition[entry.partition][entry.schedule.key] = outcome.state.encode()
-        if not by_partition:
+    async def _save(self) -> None:
+        """The fire states whose ticks are on the broker, in one round trip."""
+        unsaved = {partition: states for partition, states in self._unsaved.items() if states}
+        if not unsaved:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for partition, states in by_partition.items():
-                pipe.hset(self.state_key(partition), mapping=states)  # type: ignore[arg-type]
-            await pipe.execute()
-
-    async def _record_runs(self, ticks: list[CronTick]) -> None:
         try:
-            await self.runs.record_many(ticks)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for partition, states in unsaved.items():
+                    pipe.hset(self.state_key(partition), mapping=states)  # type: ignore[arg-type]
+                await pipe.execute()
+        except Exception:
+            log.exception("saving %d fire state(s) failed; trying again with the next step",
+                          sum(map(len, unsaved.values())))
+            return
+        for partition, states in unsaved.items():
+            if self._unsaved.get(partition) is states:
+                self._unsaved[partition] = {}
+
+    async def _record_runs(self, ticks: list[tuple[Tick, str]]) -> None:
+        emitted_at = self.clock()
+        try:
+            await self.runs.record_many(
+                [(t.schedule.tenant_id, t.schedule.id, t.run(tick_id_, emitted_at))
+                 for t, tick_id_ in ticks])
         except Exception:  # history only: the ticks are out and their states saved
             log.exception("recording %d fired run(s) in the run history failed", len(ticks))
 
@@ -348,7 +391,9 @@ class _Handover(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.ticker._loaded = False
         async with self.ticker._step_lock:
+            await self.ticker._save()  # the next owner goes on from these
             for partition in {tp.partition for tp in revoked}:
+                self.ticker._unsaved.pop(partition, None)
                 self.ticker.book.forget(partition)
                 self.ticker._pending.discard(partition)
                 self.ticker._next_offset.pop(partition, None)

@@ -37,15 +37,15 @@ class RunLog:
             await pipe.execute()
         return run
 
-    async def record_many(self, ticks: list[CronTick], *, now: float | None = None) -> None:
-        """Record a batch of ticks in one round trip (the ticker, after the broker has them)."""
-        if not ticks:
+    async def record_many(self, runs: list[tuple[str, str, FiredRun]]) -> None:
+        """Record a batch of (tenant, schedule id, run) in one round trip (the ticker, after the
+        broker has their ticks)."""
+        if not runs:
             return
-        stamp = now if now is not None else time.time()
         async with self._redis.pipeline(transaction=False) as pipe:
-            for tick in ticks:
-                key = self.key(tick.tenant_id, tick.schedule_id)
-                pipe.lpush(key, json.dumps(FiredRun.of_tick(tick, stamp).as_dict()))
+            for tenant_id, schedule_id, run in runs:
+                key = self.key(tenant_id, schedule_id)
+                pipe.lpush(key, json.dumps(run.as_dict()))
                 pipe.ltrim(key, 0, self.kept - 1)
                 pipe.expire(key, self._ttl_s)
             await pipe.execute()

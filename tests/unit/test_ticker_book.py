@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.ticker import tick_for
+from agents.ticker import Tick
 from agents.ticker_book import FireState, TickerBook, plan, state_for
 from streams import topics
 from streams.events import CronTick, parse_event
-from streams.schedules import Schedule, tick_id
+from streams.schedule_runs import FiredRun
+from streams.schedules import Schedule, tick_id, tick_job_id
+from streams.topics import JobType
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
 GRACE = timedelta(seconds=2)
@@ -176,14 +178,18 @@ def test_a_plan_not_carried_out_is_retried_and_fires_the_same_ticks():
     (again,) = book.due(at(3.5))
     second = plan_at(again.schedule, again.state, 2.6)
     assert second.fires == first.fires == [at(1), at(2)]
-    assert [tick_for(schedule, t).event_id for t in second.fires] == [
+    assert [Tick(schedule, t).id for t in second.fires] == [
         tick_id(schedule.key, t) for t in first.fires]
 
 
-def test_a_tick_is_a_valid_cron_ticks_record():
+def test_a_tick_is_a_valid_cron_ticks_record_and_its_run_names_the_job_ingest_makes():
     schedule = a_schedule(payload={"region": "eu"})
-    tick = tick_for(schedule, at(1))
-    parsed = parse_event(topics.CRON_TICKS, tick.model_dump_json().encode(), max_bytes=65536)
+    tick = Tick(schedule, at(1))
+    parsed = parse_event(topics.CRON_TICKS, tick.value(tick.id), max_bytes=65536)
     assert isinstance(parsed, CronTick)
-    assert parsed.model_dump() == tick.model_dump()
-    assert parsed.schedule_id == "s1" and parsed.fire_at == at(1) and parsed.tenant_id == "acme"
+    assert parsed == CronTick(event_id=tick.id, tenant_id="acme", occurred_at=at(1),
+                              schedule_id="s1", job_type=JobType.BANK_SYNC, fire_at=at(1),
+                              payload={"region": "eu"})
+    run = tick.run(tick.id, emitted_at=1234.5)
+    assert run == FiredRun.of_tick(parsed, 1234.5)
+    assert run.job_id == tick_job_id(parsed)
