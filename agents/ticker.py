@@ -17,6 +17,7 @@ the same id too, and the processor acknowledges a completed job id without calli
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -33,11 +34,11 @@ from aiokafka.abc import ConsumerRebalanceListener
 from agents.ticker_book import Entry, FireState, Plan, TickerBook, plan
 from clients import kafka_log
 from clients.job_status import JobStatusStore
-from clients.schedule_directory import ensure_schedules_topic
 from clients.schedule_runs import RunLog
 from streams import topics
+from streams.app import AppTopics
 from streams.jobs import job_id_for
-from streams.keys import tenant_key
+from streams.keys import partition_of, tenant_key
 from streams.metrics import Metrics
 from streams.schedule_runs import FiredRun
 from streams.schedules import InvalidSchedule, Schedule, decode_schedule, tick_id, tick_trigger_ref
@@ -51,10 +52,13 @@ OVERLAP_POLL = timedelta(seconds=1)
 MAX_STEP = 5_000
 # longest sleep between steps when nothing is due (the group consumer fetches meanwhile)
 IDLE_MS = 1_000
-# ticks sent before the loop lets the producer run (it sends nothing while we compute)
-SEND_SLICE = 200
+# schedules planned before the loop lets the producer run (it sends nothing while we compute)
+SEND_SLICE = 100
 # jobs in these states are done: a schedule whose overlap policy is not allow may fire again
 DONE_STATES = frozenset({"completed", "dead"})
+
+
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per call
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +76,12 @@ class Tick:
 
     def value(self, tick_id_: str) -> bytes:
         at = self.fire_at.isoformat()
-        return json.dumps({
+        return _COMPACT_JSON.encode({
             "event_id": tick_id_, "tenant_id": self.schedule.tenant_id, "occurred_at": at,
             "type": topics.CRON_TICKS, "schedule_id": self.schedule.id,
             "job_type": self.schedule.job_type.value, "fire_at": at,
             "payload": self.schedule.payload, "trigger": "schedule",
-        }, separators=(",", ":")).encode()
+        }).encode()
 
     def run(self, tick_id_: str, emitted_at: float) -> FiredRun:
         """The tick as the schedule's run history keeps it."""
@@ -91,10 +95,12 @@ class Tick:
 class Ticker(mode.Service):
     """The ticker role (see the module's docstring)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, redis: aioredis.Redis, *,
-                 clock: Callable[[], float] = time.time, **kwargs: object) -> None:
+    def __init__(self, settings: Settings, app_topics: AppTopics, metrics: Metrics,
+                 redis: aioredis.Redis, *, clock: Callable[[], float] = time.time,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
+        self.app_topics = app_topics
         self.metrics = metrics
         self.redis = redis
         self.clock = clock
@@ -115,6 +121,8 @@ class Ticker(mode.Service):
         self._next_offset: dict[int, int] = {}  # per owned partition: the next record to apply
         # fire states whose ticks are on the broker but not yet in Redis, per partition
         self._unsaved: defaultdict[int, dict[bytes, bytes]] = defaultdict(dict)
+        self._recording: asyncio.Future[None] | None = None  # run history being written
+        self._tick_partitions = settings.partitions  # of cron-ticks, as the broker says at start
 
     def state_key(self, partition: int) -> str:
         """The Redis hash of one partition's fire states (field: schedule key)."""
@@ -149,10 +157,12 @@ class Ticker(mode.Service):
 
     async def on_start(self) -> None:
         brokers = self.settings.broker_url
-        await ensure_schedules_topic(brokers, self.settings.partitions,
-                                     self.settings.replication_factor)
+        await self.app_topics.declare_all()  # cron-ticks and schedules (compacted) among them
         self._producer = kafka_log.producer(brokers)
         await self._producer.start()
+        # the tenant's partition, as the producer's partitioner would pick it but cached
+        # (murmur2 in pure Python costs ~10 µs a tick)
+        self._tick_partitions = len(await self._producer.partitions_for(topics.CRON_TICKS))
         self._reader = kafka_log.PartitionReader(brokers)
         await self._reader.start()
         self._consumer = kafka_log.group_consumer(
@@ -168,6 +178,8 @@ class Ticker(mode.Service):
         self._stopping = True  # the step in progress saves its states, then the group is left
         if self._loop_task is not None:
             await self._loop_task
+        if self._recording is not None:
+            await self._recording
         for part in (self._consumer, self._producer, self._reader):
             if part is not None:
                 await part.stop()
@@ -225,41 +237,52 @@ class Ticker(mode.Service):
             return
         try:
             active = await self._previous_active(entries, now)
-            plans = [(entry, plan(entry.schedule, entry.state, now, grace=self.grace,
-                                  previous_active=entry.schedule.key in active,
-                                  poll=OVERLAP_POLL))
-                     for entry in entries]
-            ticks = await self._append(plans)
+            plans, ticks = await self._plan_and_send(entries, active, now)
         except BaseException:
             self.book.retry(entries, now + timedelta(seconds=1))  # nothing was fired
             raise
         # the ticks are on the broker: this worker goes on from the new states even if saving
         # them fails now (they are saved with the next step's); only its successor would fire
         # these ticks again, under the same ids
+        self._count(plans, ticks)
         for entry, outcome in plans:
             if outcome.state != entry.state:
                 self._unsaved[entry.partition][entry.schedule.key] = outcome.state.encode()
             self.book.settle(entry, outcome)
         await self._save()
-        await self._record_runs(ticks)
+        if self._recording is not None:  # one batch of run history at a time
+            await self._recording
+        # history is not on the firing path: the next step need not wait for it
+        self._recording = asyncio.ensure_future(self._record_runs(ticks))
 
-    async def _append(self, plans: list[tuple[Entry, Plan]]) -> list[tuple[Tick, str]]:
-        """Send every planned tick, then wait until the broker has all of them."""
+    async def _plan_and_send(self, entries: list[Entry], active: set[bytes], now: datetime
+                             ) -> tuple[list[tuple[Entry, Plan]], list[tuple[Tick, str]]]:
+        """Plan each schedule and send its ticks as it goes (the first are on their way while
+        the rest are planned), then wait until the broker has all of them."""
         assert self._producer is not None
+        plans: list[tuple[Entry, Plan]] = []
         ticks: list[tuple[Tick, str]] = []
         sends = []
-        for entry, outcome in plans:
-            key = tenant_key(entry.schedule.tenant_id)
+        for n, entry in enumerate(entries, 1):
+            schedule = entry.schedule
+            outcome = plan(schedule, entry.state, now, grace=self.grace,
+                           previous_active=schedule.key in active, poll=OVERLAP_POLL)
+            plans.append((entry, outcome))
             for fire_at in outcome.fires:
-                tick = Tick(entry.schedule, fire_at)
+                tick = Tick(schedule, fire_at)
                 tick_id_ = tick.id
                 ticks.append((tick, tick_id_))
+                key = tenant_key(schedule.tenant_id)
                 sends.append(await self._producer.send(
-                    topics.CRON_TICKS, key=key, value=tick.value(tick_id_)))
-                if len(sends) % SEND_SLICE == 0:
-                    await asyncio.sleep(0)  # let the producer put the first ones on the wire
+                    topics.CRON_TICKS, key=key, value=tick.value(tick_id_),
+                    partition=partition_of(key, self._tick_partitions)))
+            if n % SEND_SLICE == 0:
+                await asyncio.sleep(0)  # the producer sends nothing while this loop runs
         if sends:
             await asyncio.gather(*sends)
+        return plans, ticks
+
+    def _count(self, plans: list[tuple[Entry, Plan]], ticks: list[tuple[Tick, str]]) -> None:
         appended = self.clock()
         lags: dict[str, list[float]] = defaultdict(list)
         for tick, _ in ticks:
@@ -278,7 +301,6 @@ class Ticker(mode.Service):
                          "(overlap %s)", entry.schedule.tenant_id, entry.schedule.id,
                          outcome.missed, entry.schedule.misfire, outcome.overlapped,
                          entry.schedule.overlap)
-        return ticks
 
     async def _save(self) -> None:
         """The fire states whose ticks are on the broker, in one round trip."""
@@ -364,6 +386,9 @@ class Ticker(mode.Service):
             gone = [key for key in raw_states if latest.get(key) is None]
             if gone:  # states of schedules removed while no ticker owned them
                 await self.redis.hdel(self.state_key(partition), *gone)
+        # what was just loaded lives as long as the partition: keep it out of the collector's
+        # full passes (they would walk every schedule, stalling fires for hundreds of ms)
+        gc.freeze()
         log.info("ticker took on partitions %s of %s: %d schedule(s) in %.2fs", partitions,
                  topics.SCHEDULES, loaded, time.monotonic() - started)
 

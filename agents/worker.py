@@ -128,7 +128,7 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
 
     ticker: Ticker | None = None
     if "ticker" in roles:
-        ticker = Ticker(settings, metrics, redis)
+        ticker = Ticker(settings, app_topics, metrics, redis)
         app.service(ticker)  # type: ignore[arg-type]
         if "api" not in roles:  # the api role brings them up to date itself
             app.add_dependency(BuiltinsAtStart(settings))

@@ -39,7 +39,7 @@ def schedules(n: int, now: datetime, start: datetime) -> list[Schedule]:
     for i in range(n):
         timing: dict[str, object]
         if i % 2:
-            timing = {"cron": f"* * * * * {i % 60}", "start_at": start}
+            timing = {"cron": f"* * * * * {i // 2 % 60}", "start_at": start}
         else:
             timing = {"every_ms": 60_000,
                       "start_at": start + timedelta(milliseconds=(i * 7919) % 60_000)}
@@ -62,14 +62,17 @@ async def write(brokers: list[str], items: list[Schedule]) -> float:
     return time.perf_counter() - started
 
 
-async def measure(brokers: list[str], since: float, until: float) -> tuple[list[float], list[float]]:
-    """Lags (s) of every tick with a fire time in [since, until): stamped, and received."""
+async def measure(brokers: list[str], since: float, until: float
+                  ) -> tuple[list[float], list[float], list[float]]:
+    """Lags (s) of every tick with a fire time in [since, until): stamped, and received; and
+    the fire times."""
     consumer = AIOKafkaConsumer(topics.CRON_TICKS, bootstrap_servers=brokers, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 fetch_max_wait_ms=10)
     await consumer.start()
     stamped: list[float] = []
     received: list[float] = []
+    fired: list[float] = []
     try:
         while time.time() < until + 5:
             batch = await consumer.getmany(timeout_ms=200)
@@ -80,9 +83,10 @@ async def measure(brokers: list[str], since: float, until: float) -> tuple[list[
                     if since <= fire_at < until:
                         stamped.append(record.timestamp / 1000 - fire_at)
                         received.append(now - fire_at)
+                        fired.append(fire_at)
     finally:
         await consumer.stop()
-    return stamped, received
+    return stamped, received, fired
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -100,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--schedules", type=int, default=100_000)
     parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--dump", type=Path, help="write each tick's fire time and lag here")
     parser.add_argument("--load-allowance-s", type=float, default=60.0,
                         help="seconds from writing the schedules to their first fire")
     args = parser.parse_args()
@@ -123,7 +128,10 @@ def main() -> None:
             assert worker.process.proc is not None
             since = max(time.time() + 1.0, start.timestamp())
             until = since + args.minutes * 60
-            stamped, received = asyncio.run(measure(brokers, since, until))
+            stamped, received, fired = asyncio.run(measure(brokers, since, until))
+            if args.dump:
+                args.dump.write_text("".join(f"{f:.3f} {lag:.4f}\n"
+                                             for f, lag in zip(fired, stamped, strict=True)))
             rss = peak_rss_mb(worker.process.proc.pid)
         finally:
             worker.stop()

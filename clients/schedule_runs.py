@@ -15,6 +15,23 @@ import redis.asyncio as aioredis
 from streams.events import CronTick
 from streams.schedule_runs import FiredRun
 
+# Records a batch in one call: a ticker records thousands of runs a second, and three commands
+# a run through a client pipeline cost more than firing them (their replies parsed one by one).
+# KEYS: each run's list; ARGV: kept, ttl, then each run's JSON.
+_RECORD_BATCH = """
+local kept, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  redis.call('LPUSH', key, ARGV[i + 2])
+  redis.call('LTRIM', key, 0, kept - 1)
+  redis.call('EXPIRE', key, ttl)
+end
+return #KEYS
+"""
+
+
+# runs per script call: one call holds Redis for about a millisecond per thousand runs
+RECORD_SLICE = 1000
+
 
 class RunLog:
     def __init__(self, client: aioredis.Redis, *, namespace: str, kept: int, ttl_s: int) -> None:
@@ -22,6 +39,7 @@ class RunLog:
         self._namespace = namespace
         self.kept = kept
         self._ttl_s = ttl_s
+        self._record_batch = client.register_script(_RECORD_BATCH)
 
     def key(self, tenant_id: str, schedule_id: str) -> str:
         return f"{self._namespace}:schedule-runs:{tenant_id}/{schedule_id}"
@@ -40,15 +58,11 @@ class RunLog:
     async def record_many(self, runs: list[tuple[str, str, FiredRun]]) -> None:
         """Record a batch of (tenant, schedule id, run) in one round trip (the ticker, after the
         broker has their ticks)."""
-        if not runs:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for tenant_id, schedule_id, run in runs:
-                key = self.key(tenant_id, schedule_id)
-                pipe.lpush(key, json.dumps(run.as_dict()))
-                pipe.ltrim(key, 0, self.kept - 1)
-                pipe.expire(key, self._ttl_s)
-            await pipe.execute()
+        for start in range(0, len(runs), RECORD_SLICE):
+            part = runs[start:start + RECORD_SLICE]
+            await self._record_batch(
+                keys=[self.key(tenant_id, schedule_id) for tenant_id, schedule_id, _ in part],
+                args=[self.kept, self._ttl_s, *(json.dumps(run.as_dict()) for _, _, run in part)])
 
     async def recent(self, tenant_id: str, schedule_id: str, count: int) -> list[FiredRun]:
         """The newest ``count`` runs, newest first."""

@@ -11,6 +11,9 @@ import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
+import redis.asyncio as aioredis
+
+from clients.schedule_runs import RunLog
 from streams import topics
 from streams.jobs import job_id_for
 from streams.schedules import Schedule, tick_trigger_ref
@@ -100,6 +103,17 @@ async def test_after_twenty_seconds_without_a_ticker_each_misfire_policy_does_wh
         assert all(b - a == 1 for a, b in itertools.pairwise(after)), f"{name}: {after}"
         assert after[-1] > time.time() - 3, f"{name}: fires on time after the restart"
         last_before[name], first_after[name] = before[-1], after[0]
+    # each fired run is in its schedule's run history, newest first, under the job's id
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        runs = await RunLog(redis, namespace=settings.redis_namespace, kept=100,
+                            ttl_s=3600).recent("acme", schedules["run-all"].id, 100)
+    finally:
+        await redis.aclose()
+    fired = sorted(fires[schedules["run-all"].id], reverse=True)
+    assert [datetime.fromisoformat(r.fire_at).timestamp() for r in runs] == fired
+    assert {r.job_id for r in runs} == {
+        job_id_of(schedules["run-all"], datetime.fromtimestamp(t, UTC)) for t in fired}
     # the three share one grid and were caught up in one step: skip starts with the fire times
     # still within the grace, run_once one second earlier (the latest missed), run_all five
     assert first_after["skip"] - last_before["skip"] > 15

@@ -193,3 +193,22 @@ def test_a_tick_is_a_valid_cron_ticks_record_and_its_run_names_the_job_ingest_ma
     run = tick.run(tick.id, emitted_at=1234.5)
     assert run == FiredRun.of_tick(parsed, 1234.5)
     assert run.job_id == tick_job_id(parsed)
+
+
+@pytest.mark.parametrize("timing", [
+    {"every_ms": 1000}, {"every_ms": 60_000, "start_at": T0 + timedelta(milliseconds=7919)},
+    {"cron": "* * * * * 17"}, {"cron": "*/5 * * * *", "timezone": "Europe/Berlin"},
+    {"every_ms": None, "run_at": T0 + timedelta(seconds=3)},
+])
+def test_the_common_case_shortcut_decides_exactly_what_the_full_rules_decide(timing, monkeypatch):
+    import agents.ticker_book as book_module
+
+    schedule = a_schedule(**timing)
+    cases = [(FireState(revision=T0.isoformat(), since=at(since)), at(now))
+             for since in (0, 0.5, 59, 299.9) for now in (1, 1.001, 3.2, 62, 300, 301.5, 900)]
+    shortcut = [plan(schedule, state, now, grace=GRACE, previous_active=False, poll=POLL)
+                for state, now in cases]
+    monkeypatch.setattr(book_module, "_one_on_time_fire", lambda *_: None)
+    full = [plan(schedule, state, now, grace=GRACE, previous_active=False, poll=POLL)
+            for state, now in cases]
+    assert shortcut == full
