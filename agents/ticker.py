@@ -141,19 +141,7 @@ class Ticker(mode.Service):
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Schedule records on owned partitions not read yet."""
-        if self._consumer is None:
-            return {}
-        lags: dict[TopicPartition, int] = {}
-        for tp in self.assignment:
-            try:
-                high = self._consumer.highwater(tp)
-                position = await self._consumer.position(tp)
-            except Exception as exc:  # a partition mid-handover: skip it this scrape
-                log.debug("no lag for %s[%s]: %s", tp.topic, tp.partition, exc)
-                continue
-            if high is not None:
-                lags[tp] = max(0, high - position)
-        return lags
+        return await kafka_log.unread(self._consumer) if self._consumer else {}
 
     async def on_start(self) -> None:
         brokers = self.settings.broker_url

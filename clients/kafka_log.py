@@ -7,12 +7,15 @@ reads batches with ``getmany`` and owns its commits instead (see the README's "I
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+log = logging.getLogger(__name__)
 
 
 def group_consumer(
@@ -36,6 +39,21 @@ def group_consumer(
     )
     consumer.subscribe(topics=list(topics), listener=listener)
     return consumer
+
+
+async def unread(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    """Records on the broker the consumer has not read yet, per partition it owns."""
+    lags: dict[TopicPartition, int] = {}
+    for tp in consumer.assignment():
+        try:
+            high = consumer.highwater(tp)
+            position = await consumer.position(tp)
+        except Exception as exc:  # a partition mid-handover: skip it this time
+            log.debug("no lag for %s[%s]: %s", tp.topic, tp.partition, exc)
+            continue
+        if high is not None:
+            lags[tp] = max(0, high - position)
+    return lags
 
 
 def producer(brokers: Sequence[str]) -> AIOKafkaProducer:
