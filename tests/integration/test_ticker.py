@@ -119,3 +119,26 @@ async def test_after_twenty_seconds_without_a_ticker_each_misfire_policy_does_wh
     assert first_after["skip"] - last_before["skip"] > 15
     assert first_after["run-once"] == first_after["skip"] - 1
     assert first_after["run-all"] == first_after["skip"] - 5
+
+
+async def test_overlap_skip_waits_for_the_previous_run_to_finish(
+        stack, settings, start_worker, api):
+    api.delay(2.5)  # each run takes 2.5 s downstream: a schedule every second overlaps itself
+    start_worker("runner", roles=("ingest", "processor", "ticker"), job_types=JOB_TYPE.value)
+    now = datetime.now(UTC)
+    skipping = every_second("acme", 0, now, id="overlap-skip", overlap="skip")
+    allowing = every_second("acme", 1, now, id="overlap-allow")
+    await write_schedules(settings.broker_url, [skipping, allowing])
+    await asyncio.sleep(12)
+
+    ticks = await read_topic(settings.broker_url, topics.CRON_TICKS, idle_s=1)
+    fires: dict[str, list[float]] = defaultdict(list)
+    for record in ticks:
+        tick = json.loads(record.value)
+        fires[tick["schedule_id"]].append(datetime.fromisoformat(tick["fire_at"]).timestamp())
+    allowed, skipped = fires["overlap-allow"], fires["overlap-skip"]
+    assert len(allowed) >= 9 and all(b - a == 1 for a, b in itertools.pairwise(allowed))
+    # a run is active for at least 2.5 s after its fire: the next fire comes 3 s or more later
+    assert len(skipped) >= 2, skipped
+    assert all(b - a >= 3 for a, b in itertools.pairwise(skipped)), skipped
+    assert len(skipped) < len(allowed) / 2
