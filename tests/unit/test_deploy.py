@@ -17,6 +17,7 @@ import yaml
 
 from agents.cli import parser
 from agents.roles import ROLES
+from streams.topics import JobType
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -132,3 +133,14 @@ def test_the_dockerfile_runs_a_cronbus_worker_as_pid_1():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r'^CMD \["cronbus", "worker"\]$', dockerfile, re.MULTILINE)
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.MULTILINE)
+
+
+def test_each_job_topic_has_a_processor_service_of_its_own():
+    served: list[str] = []
+    for name, service in workers(compose()).items():
+        args = parser().parse_args(service["command"][1:])
+        if "processor" in args.role:
+            assert args.job_types, f"{name}: a processor service names its job type"
+            served += args.job_types.split(",")
+            assert name == f"processor-{args.job_types}"
+    assert sorted(served) == sorted(t.value for t in JobType)
