@@ -29,6 +29,15 @@ def every_second(tenant: str, n: int, now: datetime, **fields: object) -> Schedu
         "job_type": JOB_TYPE, "every_ms": 1000, "revision_at": now, **fields})
 
 
+async def fire_times(brokers: list[str], *, idle_s: float) -> dict[str, list[float]]:
+    """The fire times (Unix seconds) on ``cron-ticks``, by schedule id, in the order appended."""
+    fires: dict[str, list[float]] = defaultdict(list)
+    for record in await read_topic(brokers, topics.CRON_TICKS, idle_s=idle_s):
+        tick = json.loads(record.value)
+        fires[tick["schedule_id"]].append(datetime.fromisoformat(tick["fire_at"]).timestamp())
+    return fires
+
+
 def job_id_of(schedule: Schedule, fire_at: datetime) -> str:
     return job_id_for(schedule.tenant_id, schedule.job_type, tick_trigger_ref(schedule.id, fire_at))
 
@@ -86,11 +95,7 @@ async def test_after_twenty_seconds_without_a_ticker_each_misfire_policy_does_wh
     start_worker("ticker-b", roles=("ticker",), **env)
     await asyncio.sleep(4)
 
-    ticks = await read_topic(settings.broker_url, topics.CRON_TICKS, idle_s=2)
-    fires: dict[str, list[float]] = defaultdict(list)
-    for record in ticks:
-        tick = json.loads(record.value)
-        fires[tick["schedule_id"]].append(datetime.fromisoformat(tick["fire_at"]).timestamp())
+    fires = await fire_times(settings.broker_url, idle_s=2)
     last_before, first_after = {}, {}
     for name, schedule in schedules.items():
         times = fires[schedule.id]
@@ -131,11 +136,7 @@ async def test_overlap_skip_waits_for_the_previous_run_to_finish(
     await write_schedules(settings.broker_url, [skipping, allowing])
     await asyncio.sleep(12)
 
-    ticks = await read_topic(settings.broker_url, topics.CRON_TICKS, idle_s=1)
-    fires: dict[str, list[float]] = defaultdict(list)
-    for record in ticks:
-        tick = json.loads(record.value)
-        fires[tick["schedule_id"]].append(datetime.fromisoformat(tick["fire_at"]).timestamp())
+    fires = await fire_times(settings.broker_url, idle_s=1)
     allowed, skipped = fires["overlap-allow"], fires["overlap-skip"]
     assert len(allowed) >= 9 and all(b - a == 1 for a, b in itertools.pairwise(allowed))
     # a run is active for at least 2.5 s after its fire: the next fire comes 3 s or more later
