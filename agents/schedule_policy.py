@@ -43,13 +43,11 @@ def due_fires(
     on_time: list[datetime] = []
     dropped = 0
     next_at = None
-    # a time before the definition was written (a one-off's past run_at) is due from then on
-    written = schedule.revision_at
     for moment in fire_times(schedule, since):
         if moment > now:
             next_at = moment
             break
-        if now - (max(moment, written) if written else moment) <= grace:
+        if is_on_time(schedule, moment, now, grace):
             on_time.append(moment)
             continue
         if len(missed) == keep:  # the oldest missed time (or, for skip, this one) will not run
@@ -63,6 +61,13 @@ def due_fires(
             fires = fires[:left]
             next_at = None
     return Due(fires, dropped, next_at)
+
+
+def is_on_time(schedule: Schedule, moment: datetime, now: datetime, grace: timedelta) -> bool:
+    """Whether a due fire time is at most ``grace`` old at ``now``; a time before the definition
+    was written (a one-off's past ``run_at``) counts from when it was written."""
+    written = schedule.revision_at
+    return now - (max(moment, written) if written else moment) <= grace
 
 
 def overlap_decision(schedule: Schedule, *, previous_active: bool, buffered: bool) -> OverlapDecision:

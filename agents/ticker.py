@@ -34,14 +34,14 @@ from aiokafka.abc import ConsumerRebalanceListener
 from agents.ticker_book import Entry, FireState, Plan, TickerBook, plan
 from clients import kafka_log
 from clients.job_status import JobStatusStore
+from clients.schedule_directory import schedule_in
 from clients.schedule_runs import RunLog
 from streams import topics
 from streams.app import AppTopics
-from streams.jobs import job_id_for
 from streams.keys import partition_of, tenant_key
 from streams.metrics import Metrics
 from streams.schedule_runs import FiredRun
-from streams.schedules import InvalidSchedule, Schedule, decode_schedule, tick_id, tick_trigger_ref
+from streams.schedules import Schedule, tick_id
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,7 @@ class Tick:
         """The tick as the schedule's run history keeps it."""
         return FiredRun(
             run_id=tick_id_,
-            job_id=job_id_for(self.schedule.tenant_id, self.schedule.job_type,
-                              tick_trigger_ref(self.schedule.id, self.fire_at)),
+            job_id=self.schedule.job_id_at(self.fire_at),
             fire_at=self.fire_at.isoformat(), trigger="schedule", emitted_at=round(emitted_at, 3))
 
 
@@ -304,9 +303,7 @@ class Ticker(mode.Service):
             log.exception("saving %d fire state(s) failed; trying again with the next step",
                           sum(map(len, unsaved.values())))
             return
-        for partition, states in unsaved.items():
-            if self._unsaved.get(partition) is states:
-                self._unsaved[partition] = {}
+        self._unsaved.clear()  # under the step lock: nothing was added meanwhile
 
     async def _record_runs(self, ticks: list[tuple[Tick, str]]) -> None:
         emitted_at = self.clock()
@@ -326,9 +323,8 @@ class Ticker(mode.Service):
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry in asked:
                 assert entry.state.last_fire is not None
-                job_id = job_id_for(entry.schedule.tenant_id, entry.schedule.job_type,
-                                    tick_trigger_ref(entry.schedule.id, entry.state.last_fire))
-                pipe.hget(self.status.key(job_id), "state")
+                pipe.hget(self.status.key(entry.schedule.job_id_at(entry.state.last_fire)),
+                          "state")
             states = await pipe.execute()
         forgotten = now - timedelta(seconds=self.settings.job_status_ttl_s)
         active = set()
@@ -380,19 +376,9 @@ class Ticker(mode.Service):
         log.info("ticker took on partitions %s of %s: %d schedule(s) in %.2fs", partitions,
                  topics.SCHEDULES, loaded, time.monotonic() - started)
 
-    def _decode(self, record: ConsumerRecord) -> Schedule | None:
-        if record.key is None or record.value is None:
-            return None
-        try:
-            schedule = decode_schedule(record.value)
-        except InvalidSchedule as exc:
-            log.warning("schedules record %r ignored: %s", record.key, exc)
-            return None
-        if schedule.key != record.key:
-            log.warning("schedules record %r ignored: its value is schedule %r", record.key,
-                        schedule.key)
-            return None
-        return schedule
+    @staticmethod
+    def _decode(record: ConsumerRecord) -> Schedule | None:
+        return schedule_in(record.key, record.value) if record.value is not None else None
 
 
 class _Handover(ConsumerRebalanceListener):
@@ -417,9 +403,8 @@ class _Handover(ConsumerRebalanceListener):
             try:
                 await self.ticker._take_on(new)
             except Exception:
-                # a partition not taken on fires nothing: the loop tries again each step
-                for partition in self.ticker._pending:
-                    self.ticker.book.forget(partition)
+                # a partition is owned only once all of it is read: one not taken on stays
+                # pending and fires nothing; the loop tries again each step
                 log.exception("taking on partitions %s of schedules failed; trying again",
                               sorted(new))
         self.ticker._loaded = True

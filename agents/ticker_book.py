@@ -16,13 +16,12 @@ import itertools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from agents.cron import next_fire
-from agents.schedule_policy import due_fires, overlap_decision
+from agents.cron import EPOCH, ONE_MS, next_fire
+from agents.schedule_policy import due_fires, is_on_time, overlap_decision
 from streams.schedules import Schedule
 
-ONE_MS = timedelta(milliseconds=1)
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per call
 
 
@@ -139,8 +138,7 @@ def _one_on_time_fire(schedule: Schedule, state: FireState, now: datetime,
     first = next_fire(schedule, state.since)
     if first is None or first > now:
         return None
-    written = schedule.revision_at
-    if now - (max(first, written) if written else first) > grace:
+    if not is_on_time(schedule, first, now, grace):
         return None
     after = next_fire(schedule, first)
     if after is not None and after <= now:
@@ -270,9 +268,6 @@ class TickerBook:
             self._heap = [item for item in self._heap
                           if (e := self.entries.get(item[2])) is not None and e.version == item[3]]
             heapq.heapify(self._heap)
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _ms(moment: datetime) -> int:

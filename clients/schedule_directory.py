@@ -40,6 +40,20 @@ log = logging.getLogger(__name__)
 Listener = Callable[[bytes, Schedule | None], None]
 
 
+def schedule_in(key: bytes | None, value: bytes) -> Schedule | None:
+    """The schedule a record of ``schedules`` stores; None (logged) if it is not a valid one or
+    its value names another key. Every reader of the topic judges records by this."""
+    try:
+        schedule = decode_schedule(value)
+    except InvalidSchedule as exc:
+        log.warning("schedules record %r ignored: %s", key, exc)
+        return None
+    if schedule.key != key:
+        log.warning("schedules record %r ignored: its value is schedule %r", key, schedule.key)
+        return None
+    return schedule
+
+
 class ScheduleView:
     """Schedules by key and by tenant, as the records of ``schedules`` say. Pure: no I/O."""
 
@@ -60,15 +74,9 @@ class ScheduleView:
         if value is None:
             self.remove(key)
             return None
-        try:
-            schedule = decode_schedule(value)
-        except InvalidSchedule as exc:
+        schedule = schedule_in(key, value)
+        if schedule is None:
             self.invalid += 1
-            log.warning("schedules record %r ignored: %s", key, exc)
-            return None
-        if schedule.key != key:
-            self.invalid += 1
-            log.warning("schedules record %r ignored: its value is schedule %r", key, schedule.key)
             return None
         self.put(schedule)
         return schedule

@@ -47,12 +47,7 @@ class RunLog:
     async def record(self, tick: CronTick, *, now: float | None = None) -> FiredRun:
         """Keep ``tick`` as the schedule's newest run (the oldest beyond ``kept`` are dropped)."""
         run = FiredRun.of_tick(tick, now if now is not None else time.time())
-        key = self.key(tick.tenant_id, tick.schedule_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(key, json.dumps(run.as_dict()))
-            pipe.ltrim(key, 0, self.kept - 1)
-            pipe.expire(key, self._ttl_s)
-            await pipe.execute()
+        await self.record_many([(tick.tenant_id, tick.schedule_id, run)])
         return run
 
     async def record_many(self, runs: list[tuple[str, str, FiredRun]]) -> None:

@@ -80,6 +80,10 @@ class Schedule(BaseModel):
     def same_timing(self, other: Schedule) -> bool:
         return all(getattr(self, name) == getattr(other, name) for name in TIMING_FIELDS)
 
+    def job_id_at(self, fire_at: datetime) -> str:
+        """The id of the job its tick for ``fire_at`` becomes (what ingest derives, too)."""
+        return job_id_for(self.tenant_id, self.job_type, tick_trigger_ref(self.id, fire_at))
+
 
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
