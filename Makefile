@@ -27,12 +27,14 @@ unit: install
 # Prometheus (Debian's package) for the dashboard test; skipped when one is on PATH. Only the
 # binary is used: the test starts it on a free port, so the package's own service never matters.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# a Debian package, installed (a stale package index is refreshed once if that fails)
+apt_install = export DEBIAN_FRONTEND=noninteractive; \
+  $(SUDO) apt-get install -y --no-install-recommends $(1) \
+  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $(1); }
 prometheus:
 	@command -v prometheus >/dev/null || { \
 	  command -v apt-get >/dev/null || { echo "no prometheus and no apt-get: install Prometheus yourself" >&2; exit 0; }; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $(SUDO) apt-get install -y --no-install-recommends prometheus \
-	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; } \
+	  { $(call apt_install,prometheus); } \
 	  || echo "apt-get could not install prometheus; the dashboard test will fail" >&2; }
 
 # kcat (Debian's) for the README's dead-letter replay pipe, run by a test over confluent-kafka's
@@ -40,9 +42,7 @@ prometheus:
 kcat:
 	@command -v kcat >/dev/null || { \
 	  command -v apt-get >/dev/null || { echo "no kcat and no apt-get: its test is skipped" >&2; exit 0; }; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $(SUDO) apt-get install -y --no-install-recommends kcat \
-	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends kcat; } \
+	  { $(call apt_install,kcat); } \
 	  || echo "apt-get could not install kcat; its test is skipped" >&2; }
 
 test: lint prometheus kcat
@@ -57,9 +57,7 @@ clean:
 # nginx (Debian's nginx-light) is the downstream both cronbus and the BullMQ peer call
 nginx:
 	@command -v nginx >/dev/null || { \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $(SUDO) apt-get install -y --no-install-recommends nginx-light \
-	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends nginx-light; }; }
+	  $(call apt_install,nginx-light); }
 
 bench-jobs: install nginx
 	$(BIN)/python bench/jobs.py --jobs $${JOBS:-20000} --concurrency $${CONCURRENCY:-50} --processes $${PROCESSES:-2} --peer-dir $${PEER_DIR:-../shared/bench}
