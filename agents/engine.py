@@ -12,7 +12,11 @@ job topics itself, one consumer group per job type (``<app id>.<job type>``), as
   prefix of finished records of each partition (:mod:`agents.offsets`);
 - records of a retry topic wait until their due time (a header) without taking a slot;
 - while the circuit of a job type's service is open its consumer is paused (``pause()``),
-  nothing is fetched, nothing is spent; it resumes when the gate opens.
+  nothing is fetched, nothing is spent; it resumes when the gate opens;
+- a record whose processing fails (Redis or the broker away) is tried again after a growing
+  pause, logged once, and counted as a stall once it failed three times; one that keeps
+  failing for any other reason (a defect) is dead-lettered after :data:`DEFECT_TRIES`, so no
+  record holds its partition back for good.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import mode
+import redis.exceptions
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from agents.alerts import Alerts
@@ -35,17 +41,24 @@ from agents.jobs import JOB_SPECS, JobSpec
 from agents.offsets import OffsetTracker
 from agents.processor import HandedBack, Processor
 from agents.retry_policy import RetryPolicy
+from clients import kafka_log
 from clients.downstream import DownstreamClient
 from clients.job_status import BatchedJobStatus, JobStatusStore
+from clients.kafka_keeper import KeepFailed, Kept, RecordKeeper, Source
 from streams import topics
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.stalls import Stalls
 from streams.topics import JobType
 
 log = logging.getLogger(__name__)
 
 # how long an infrastructure error (Redis, Kafka) makes a record wait before it is tried again
 INFRA_RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+# failures of the outside world: a record failing so is tried again for as long as it takes
+INFRA_ERRORS = (redis.exceptions.RedisError, KafkaError, KeepFailed, OSError, TimeoutError)
+# tries after which a record failing for any other reason is dead-lettered as InternalError
+DEFECT_TRIES = 5
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -65,8 +78,9 @@ class JobTopicConsumer:
     """The consumer of one job type's topic and retry topics."""
 
     def __init__(self, processor: Processor, gate: ServiceGate, settings: Settings,
-                 *, max_buffered: int) -> None:
+                 *, max_buffered: int, stalls: Stalls) -> None:
         self.processor = processor
+        self.stalls = stalls
         self.gate = gate
         self.group = topics.processor_group(settings.app_id, processor.job_type)
         self.max_buffered = max_buffered
@@ -165,10 +179,9 @@ class JobTopicConsumer:
         if after is not None:
             await asyncio.wait({after})
         if tp.topic != self.processor.topic:
-            due = Processor.due_at(record)
+            due = self.processor.due_at(record)
             if due is not None and due > time.time():
                 await asyncio.sleep(due - time.time())
-        failures = 0
         while True:
             try:
                 await self.processor.process(record)
@@ -177,15 +190,38 @@ class JobTopicConsumer:
                 return  # never marked done: the partition's next owner runs it
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                delay = INFRA_RETRY_S[min(failures, len(INFRA_RETRY_S) - 1)]
-                failures += 1
-                log.exception("%s[%s]@%s: processing failed; trying again in %.1fs",
-                              tp.topic, tp.partition, record.offset, delay)
-                await asyncio.sleep(delay)
+            except Exception as exc:
+                if not await self._failed(tp, record, exc):
+                    break
+        if self.stalls.passed(tp.topic, tp.partition, record.offset):
+            log.info("%s[%s]@%s: decided after all", tp.topic, tp.partition, record.offset)
         self.offsets.finish(tp, record.offset)
         if self.ordered and self._last_of_key.get((tp, record.key)) is asyncio.current_task():
             del self._last_of_key[(tp, record.key)]
+
+    async def _failed(self, tp: TopicPartition, record: ConsumerRecord, exc: Exception) -> bool:
+        """Count a failed try of ``record``; True to try it again (after a pause), False once it
+        is dead-lettered. The log says it once per record, the stall count the rest."""
+        error = f"{type(exc).__name__}: {exc}"
+        tries = self.stalls.failed(tp.topic, tp.partition, record.offset, error)
+        infra = isinstance(exc, INFRA_ERRORS)
+        if not infra and tries >= DEFECT_TRIES:
+            log.error("%s[%s]@%s failed %d times (%s); dead-lettering it", tp.topic,
+                      tp.partition, record.offset, tries, error)
+            try:
+                await self.processor.give_up(record, exc, tries)
+                return False
+            except Exception as keep_error:  # the broker refused too: go on trying
+                error = f"{type(keep_error).__name__}: {keep_error}"
+        delay = INFRA_RETRY_S[min(tries, len(INFRA_RETRY_S)) - 1]
+        if tries == 1:
+            log.exception("%s[%s]@%s: processing failed; trying again in %.1fs (logged once "
+                          "for this record)", tp.topic, tp.partition, record.offset, delay)
+        else:
+            log.debug("%s[%s]@%s: try %d failed (%s); again in %.1fs", tp.topic, tp.partition,
+                      record.offset, tries, error, delay)
+        await asyncio.sleep(delay)
+        return True
 
     async def commit(self) -> None:
         ready = self.offsets.commits()
@@ -223,6 +259,7 @@ class JobTopicConsumer:
             except Exception as exc:
                 log.warning("%s: commit on revoke failed: %s", self.group, exc)
         self.offsets.forget(revoked)
+        self.stalls.forget({(tp.topic, tp.partition) for tp in revoked})
         for tp in revoked:
             self.committed.pop(tp, None)
 
@@ -231,25 +268,26 @@ class JobTopicConsumer:
 
 
 class RecordSender:
-    """Sends a record and waits for the broker's ack (a retry or dead letter must be kept
-    before the original record counts as done)."""
+    """The processor's producer: retries and dead letters are copies kept through a
+    :class:`RecordKeeper` (a retry or dead letter must be on the broker before the original
+    record counts as done)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.producer: AIOKafkaProducer | None = None
+        self.keeper: RecordKeeper | None = None
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.broker_url, acks="all", linger_ms=5,
-            client_id=f"{self.settings.app_id}-processor",
-        )
+        self.producer = kafka_log.producer(self.settings.broker_url)
         await self.producer.start()
+        self.keeper = RecordKeeper(self.producer, self.metrics)
 
-    async def __call__(self, topic: str, key: bytes | None, value: bytes | None,
-                       headers: list[tuple[str, bytes]]) -> None:
-        assert self.producer is not None, "the engine has not started"
-        delivery = await self.producer.send(topic, value=value, key=key, headers=headers)
-        await delivery
+    async def keep(self, source: Source, topic: str, key: bytes | None, value: bytes | None, *,
+                   story: dict[str, object], carried: Any = (), may_drop: bool = True) -> Kept:
+        assert self.keeper is not None, "the engine has not started"
+        return await self.keeper.keep(source, topic, key, value, story=story, carried=carried,
+                                      may_drop=may_drop)
 
     async def stop(self) -> None:
         if self.producer is not None:
@@ -271,6 +309,8 @@ class JobEngine(mode.Service):
         self.sender = sender
         self.declare = declare
         self.consumers: list[JobTopicConsumer] = []
+        self.stalls = Stalls("processor", on_change=lambda role, n:
+                             sender.metrics.partitions_stalled.labels(role).set(n))
         self._loops: list[asyncio.Task[None]] = []
 
     @property
@@ -296,7 +336,8 @@ class JobEngine(mode.Service):
         # aiokafka clients belong to the running loop: made here, not in __init__
         max_buffered = max(4 * self.settings.processor_concurrency, 1000)
         self.consumers = [
-            JobTopicConsumer(p, self.gates[p.spec.service], self.settings, max_buffered=max_buffered)
+            JobTopicConsumer(p, self.gates[p.spec.service], self.settings,
+                             max_buffered=max_buffered, stalls=self.stalls)
             for p in self.processors
         ]
         # joined all at once: a group join waits on the broker (half the rebalance timeout)
@@ -341,11 +382,17 @@ class JobEngine(mode.Service):
             for task in pending:
                 task.cancel()
             unfinished = len(pending)
+        left = 0
         for consumer in self.consumers:
             await consumer.commit()
+            left += consumer.offsets.pending()
             await consumer.stop()
-        log.info("processor: %s", f"{unfinished} job(s) still running after {grace_s:g}s, handed "
-                 "back uncommitted" if unfinished else "every started record finished and committed")
+        if left:
+            log.info("processor: %d record(s) handed back uncommitted (%d still running after "
+                     "%gs; the rest not started, waiting or failing): their next owner runs them",
+                     left, unfinished, grace_s)
+        else:
+            log.info("processor: every record taken finished and was committed")
         for gate in self.gates.values():
             gate.close()
         await self.sender.stop()
@@ -358,13 +405,14 @@ def build_engine(
 ) -> JobEngine:
     """The engine for the job types in ``CRONBUS_JOB_TYPES`` (all when empty)."""
     wanted = [JobType(t) for t in settings.job_types] or list(JobType)
-    send = RecordSender(settings)
+    send = RecordSender(settings, metrics)
     batched = BatchedJobStatus(status)  # one Redis round trip for the writes of many jobs
     gate = ServiceGate(client.breaker, reset_timeout_s=settings.breaker_reset_timeout_s)
     slots = asyncio.Semaphore(settings.processor_concurrency)
-    policy = RetryPolicy(retries=settings.max_attempts, backoff_s=settings.retry_backoff_s)
+    policy = RetryPolicy(retries=settings.max_attempts, backoff_s=settings.retry_backoff_s,
+                         max_retry_after_s=settings.retry_after_max_s)
     processors = [
-        Processor(specs[t], client=client, status=batched, gate=gate, send=send, slots=slots,
+        Processor(specs[t], client=client, status=batched, gate=gate, keep=send.keep, slots=slots,
                   metrics=metrics, alerts=alerts, policy=policy, rng=random.Random())
         for t in wanted
     ]

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from agents.bridge import RedisBridge
 from agents.health_rules import Component, Overall, breaker_status, overall
 from clients.downstream import DownstreamClient
+from streams.stalls import Stalls
 
 # the smallest query every GraphQL server answers
 PROBE_QUERY = {"query": "{ __typename }"}
@@ -38,8 +39,10 @@ async def _timed(name: str, check: Callable[[], Awaitable[dict[str, object]]],
 
 class HealthCheck:
     def __init__(self, app: faust.App, redis: aioredis.Redis, *, timeout_s: float,
-                 client: DownstreamClient | None = None, bridge: RedisBridge | None = None) -> None:
+                 client: DownstreamClient | None = None, bridge: RedisBridge | None = None,
+                 stalls: list[Stalls] | None = None) -> None:
         self.app = app
+        self.stalls = stalls or []
         self.redis = redis
         self.timeout_s = timeout_s
         self.client = client
@@ -56,6 +59,8 @@ class HealthCheck:
             components.append(self._breaker(self.client.breaker))
         if self.bridge is not None:
             components.append(self._bridge(self.bridge))
+        if self.stalls:
+            components.append(self._progress(self.stalls))
         return overall(components), components
 
     async def _kafka(self) -> dict[str, object]:
@@ -82,6 +87,14 @@ class HealthCheck:
         return Component("breaker", breaker_status(state), None,
                          {"service": breaker.name, "state": state,
                           "failures": breaker.fail_counter})
+
+    @staticmethod
+    def _progress(stalls: list[Stalls]) -> Component:
+        """Degraded while a role keeps failing on a record: its partition makes no progress."""
+        stalled = {s.role: [stall.as_dict() for stall in s.stalled[:10]]
+                   for s in stalls if s.stalled}
+        return Component("progress", "degraded" if stalled else "up", None,
+                         {"stalled": stalled} if stalled else {})
 
     @staticmethod
     def _bridge(bridge: RedisBridge) -> Component:

@@ -7,7 +7,8 @@ here; the target is 20,000 events/s). One step of the loop:
    (:mod:`agents.routing`) and observed by its tenant's windows (:class:`WindowBook`); a bad
    record is queued for ``events.invalid``;
 2. windows that closed fire their jobs (a heap finds them; nothing scans every window);
-3. jobs and rejected records are sent and acknowledged by the broker;
+3. jobs and copies of rejected records are sent and acknowledged by the broker (a record that
+   cannot be copied as it came is kept reduced, or counted as dropped: :mod:`clients.kafka_keeper`);
 4. each tenant whose windows changed gets *one* record on the debounce changelog, sent and
    acknowledged;
 5. the batch's offsets are committed.
@@ -16,7 +17,9 @@ So a kill -9 anywhere re-reads records whose effect may be partly stored: their 
 recognised by id within a window, and a job sent twice carries the same job id, which the
 processor acknowledges without calling downstream again. A window is never lost: it is in the
 changelog before the offsets of its events are committed, and its job is on the broker before
-the window is closed there. All topics are assigned by ranges, so one worker owns partition
+the window is closed there. A step that fails (the broker is away) is tried again from the last
+commit after a growing pause, never in a tight loop, and its partitions count as stalled in
+``/health`` once it failed three times. All topics are assigned by ranges, so one worker owns partition
 ``p`` of every ingested topic, and with it the windows kept on changelog partition ``p``.
 """
 
@@ -40,6 +43,7 @@ from agents.debounce import IMMEDIATE, DebouncePolicy, job_for_window, parse_pol
 from agents.routing import INGESTED_TOPICS, job_types_for
 from agents.window_book import Closed, WindowBook, decode_windows, encode_windows
 from clients import kafka_log
+from clients.kafka_keeper import RecordKeeper, Source
 from streams import headers, topics
 from streams.app import AppTopics
 from streams.events import CronTick, DomainEvent, InvalidReason, Rejection, parse_event
@@ -48,6 +52,7 @@ from streams.keys import partition_of, tenant_key
 from streams.metrics import Metrics
 from streams.schedules import tick_ref
 from streams.settings import Settings, SettingsError
+from streams.stalls import Stalls
 from streams.topics import JobType
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,8 @@ log = logging.getLogger(__name__)
 # how long a step waits for records before it closes due windows anyway
 FLUSH_INTERVAL_MS = 100
 MAX_BATCH_RECORDS = 20_000
+# pauses before a failed step is tried again (seconds, then the last one each time)
+STEP_RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 # the world-time scheduler's 5 s cooldown per campaign; game recalculations coalesce but run
 # at least every minute; billing waits for the burst to end; exports and syncs never merge
@@ -119,6 +126,7 @@ class Ingest(mode.Service):
         self.changelog = topics.debounce_windows_topic(settings.app_id)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._keeper: RecordKeeper | None = None
         self._reader: kafka_log.PartitionReader | None = None
         self._step_lock = asyncio.Lock()  # a rebalance waits for the step in progress
         self._loop_task: asyncio.Task[None] | None = None
@@ -127,7 +135,12 @@ class Ingest(mode.Service):
         self._handovers = 0  # partitions revoked so far: a batch fetched before one is stale
         # per step, sent together before anything is committed
         self._sends: list[asyncio.Future] = []
+        self._rejects: list[tuple[ConsumerRecord, Rejection]] = []
         self._outcomes: Counter[tuple[str, str]] = Counter()
+        self.stalls = Stalls("ingest", on_change=lambda role, n:
+                             metrics.partitions_stalled.labels(role).set(n))
+        # per partition, the highest offset already logged: a re-read logs nothing again
+        self._logged_upto: dict[tuple[str, int], int] = {}
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -149,6 +162,7 @@ class Ingest(mode.Service):
         brokers = self.settings.broker_url
         self._producer = kafka_log.producer(brokers)
         await self._producer.start()
+        self._keeper = RecordKeeper(self._producer, self.metrics)
         self._reader = kafka_log.PartitionReader(brokers)
         await self._reader.start()
         self._consumer = kafka_log.group_consumer(
@@ -176,7 +190,10 @@ class Ingest(mode.Service):
 
     async def _run(self) -> None:
         assert self._consumer is not None
+        failures = 0  # steps failed in a row
         while not self._stopping:
+            if failures:
+                await asyncio.sleep(STEP_RETRY_S[min(failures, len(STEP_RETRY_S)) - 1])
             handovers = self._handovers
             try:
                 batch = await self._consumer.getmany(
@@ -193,9 +210,31 @@ class Ingest(mode.Service):
                     batch = {}
                 try:
                     await self._step(batch, time.time())
-                except Exception:
-                    log.exception("an ingest step failed; re-reading from the last commit")
-                    await self._recover()
+                except Exception as exc:
+                    failures += 1
+                    self._step_failed(batch, exc, failures)
+                    try:
+                        await self._recover()
+                    except Exception:
+                        log.exception("ingest could not go back to its last commit; trying "
+                                      "again after the next pause")
+                else:
+                    failures = 0
+                    for tp, records in batch.items():
+                        self.stalls.passed(tp.topic, tp.partition, records[0].offset)
+
+    def _step_failed(self, batch: dict[TopicPartition, list[ConsumerRecord]], exc: Exception,
+                     failures: int) -> None:
+        """Count the failure against each partition's first record; log it once per record."""
+        error = f"{type(exc).__name__}: {exc}"
+        first = [self.stalls.failed(tp.topic, tp.partition, records[0].offset, error)
+                 for tp, records in batch.items()]
+        pause = STEP_RETRY_S[min(failures, len(STEP_RETRY_S)) - 1]
+        if not first or min(first) == 1:
+            log.exception("an ingest step failed; going back to the last commit in %gs", pause)
+        else:
+            log.debug("an ingest step failed again (%s); going back to the last commit in %gs",
+                      error, pause)
 
     async def _step(self, batch: dict[TopicPartition, list[ConsumerRecord]], now: float) -> None:
         # a batch fetched just before a handover may hold records of partitions this worker no
@@ -208,11 +247,11 @@ class Ingest(mode.Service):
             for record in records:
                 try:
                     await self._ingest(record, now)
-                except Exception:  # one bad record must not stop the stream
+                except Exception as exc:  # one bad record must not stop the stream
                     log.exception("ingest failed on %s[%s]@%s; kept in %s", record.topic,
                                   record.partition, record.offset, topics.EVENTS_INVALID)
-                    await self._reject(record, Rejection(InvalidReason.INTERNAL_ERROR,
-                                                         "see the worker log"))
+                    self._reject(record, Rejection(InvalidReason.INTERNAL_ERROR,
+                                                   f"{type(exc).__name__}: {exc}"[:300]))
         for closed in self.book.close_due(now):
             await self._close(closed, now)
         await self._sent()  # jobs first: a window is closed in the changelog only after
@@ -229,6 +268,7 @@ class Ingest(mode.Service):
     async def _recover(self) -> None:
         """Forget what this worker holds in memory and start again from the last commit."""
         self._sends.clear()
+        self._rejects.clear()
         self._outcomes.clear()
         assert self._consumer is not None
         owned = self.assignment
@@ -253,9 +293,14 @@ class Ingest(mode.Service):
         for partition, records in by_partition.items():
             self.book.own(partition)
             for record in records:
-                windows = (decode_windows(json.loads(record.value), self.policies)
-                           if record.value else None)
-                self.book.restore(partition, record.key.decode(), windows)
+                try:
+                    windows = (decode_windows(json.loads(record.value), self.policies)
+                               if record.value else None)
+                    self.book.restore(partition, record.key.decode(), windows)
+                except Exception as exc:  # not written by ingest: it cannot hold a window
+                    log.warning("%s[%s]@%s is not a debounce window record, ignored: %s: %s",
+                                record.topic, record.partition, record.offset,
+                                type(exc).__name__, str(exc)[:200])
         log.info("restored the debounce windows of partitions %s from %d record(s) in %.2fs",
                  sorted(by_partition), sum(map(len, by_partition.values())),
                  time.monotonic() - started)
@@ -265,7 +310,7 @@ class Ingest(mode.Service):
     async def _ingest(self, record: ConsumerRecord, now: float) -> None:
         parsed = parse_event(record.topic, record.value, max_bytes=self.max_bytes)
         if isinstance(parsed, Rejection):
-            await self._reject(record, parsed)
+            self._reject(record, parsed)
             return
         key = tenant_key(parsed.tenant_id)
         if record.key != key or record.partition != partition_of(key, self.partitions):
@@ -298,20 +343,29 @@ class Ingest(mode.Service):
                                             closed.window, now))
         self._outcomes[closed.job_type, "suppressed"] += policy.suppressed(closed.window)
 
-    async def _reject(self, record: ConsumerRecord, rejection: Rejection) -> None:
+    def _reject(self, record: ConsumerRecord, rejection: Rejection) -> None:
+        """Queue the record for events.invalid (kept with the step's other sends)."""
         self.metrics.events_invalid.labels(record.topic, str(rejection.reason)).inc()
-        log.warning("invalid record %s[%s]@%s: %s (%s)", record.topic, record.partition,
-                    record.offset, rejection.reason, rejection.detail)
-        await self._send(
-            topics.EVENTS_INVALID, record.key, record.value,
-            headers=headers.encode({
-                headers.REASON: rejection.reason,
-                headers.DETAIL: rejection.detail,
-                headers.SOURCE_TOPIC: record.topic,
-                headers.SOURCE_PARTITION: record.partition,
-                headers.SOURCE_OFFSET: record.offset,
-            }),
-        )
+        position = (record.topic, record.partition)
+        if record.offset > self._logged_upto.get(position, -1):  # not when read again
+            self._logged_upto[position] = record.offset
+            log.warning("invalid record %s[%s]@%s: %s (%s)", record.topic, record.partition,
+                        record.offset, rejection.reason, rejection.detail)
+        self._rejects.append((record, rejection))
+
+    async def _keep_rejects(self) -> None:
+        """Keep this step's rejected records in events.invalid, whatever they hold."""
+        rejects, self._rejects = self._rejects, []
+        assert self._keeper is not None
+        await asyncio.gather(*(
+            self._keeper.keep(
+                Source(record.topic, record.partition, record.offset),
+                topics.EVENTS_INVALID, record.key, record.value,
+                story={headers.REASON: rejection.reason, headers.DETAIL: rejection.detail[:1000],
+                       headers.SOURCE_TOPIC: record.topic,
+                       headers.SOURCE_PARTITION: record.partition,
+                       headers.SOURCE_OFFSET: record.offset})
+            for record, rejection in rejects))
 
     async def _emit(self, job: Job) -> None:
         await self._send(topics.job_topic(job.type), tenant_key(job.tenant_id), job.encode())
@@ -329,10 +383,12 @@ class Ingest(mode.Service):
             topic, value=value, key=key, partition=partition, headers=headers))
 
     async def _sent(self) -> None:
-        """Wait until the broker has every record sent in this step."""
+        """Wait until the broker has every record sent in this step, rejected ones kept."""
         sends, self._sends = self._sends, []
         if sends:
             await asyncio.gather(*sends)
+        if self._rejects:
+            await self._keep_rejects()
 
     def _count_outcomes(self) -> None:
         for (job_type, outcome), count in self._outcomes.items():
@@ -352,6 +408,7 @@ class _Handover(ConsumerRebalanceListener):
         async with self.ingest._step_lock:  # the step in progress commits first
             for partition in {tp.partition for tp in revoked}:
                 self.ingest.book.forget(partition)
+            self.ingest.stalls.forget({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self.ingest._step_lock:

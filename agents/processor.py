@@ -4,6 +4,10 @@ its outcome: completed, retried through a retry topic, or dead-lettered.
 The record's key and value are never changed: a retry or a dead letter is the same bytes on
 another topic, its story (attempts, error, first and last failure) in headers. An open
 circuit is not the job's fault: the job waits at its service's gate, spending no attempt.
+
+Whatever a record holds, it is decided: a value that is no job of this type (a tombstone,
+too large, not JSON) or headers cronbus could not have written (``cronbus-attempts: abc``) is
+dead-lettered at once, as :mod:`clients.kafka_keeper` can keep it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -20,7 +24,14 @@ from pydantic import ValidationError
 from agents.alerts import Alerts
 from agents.breaker_gate import ServiceGate
 from agents.jobs import GraphQLCall, JobSpec
-from agents.retry_policy import DeadLetter, RetryPolicy, after_failure
+from agents.retry_policy import (
+    BadHeader,
+    DeadLetter,
+    RetryPolicy,
+    after_failure,
+    longest_wait_s,
+    story_of,
+)
 from clients.downstream import (
     CircuitOpen,
     DownstreamClient,
@@ -29,6 +40,7 @@ from clients.downstream import (
     RetryableError,
 )
 from clients.job_status import BatchedJobStatus, JobState, JobStatusStore
+from clients.kafka_keeper import CARRIED_HEADERS_MAX_BYTES, KEEP_MAX_BYTES, Kept, Source
 from streams import headers, topics
 from streams.jobs import Job
 from streams.metrics import Metrics
@@ -36,6 +48,8 @@ from streams.metrics import Metrics
 log = logging.getLogger(__name__)
 
 TRUE_WORDS = frozenset({"1", "true", "yes"})
+# the largest job record run: its retry and dead-letter copies fit whole beside their headers
+MAX_JOB_BYTES = KEEP_MAX_BYTES - CARRIED_HEADERS_MAX_BYTES - 8192
 
 
 class JobRecord(Protocol):
@@ -49,7 +63,12 @@ class JobRecord(Protocol):
     headers: Any
 
 
-Send = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[None]]
+class Keep(Protocol):
+    """Writes a copy of a record with its story (:meth:`RecordKeeper.keep`)."""
+
+    def __call__(self, source: Source, topic: str, key: bytes | None, value: bytes | None, *,
+                 story: dict[str, object], carried: Any = (), may_drop: bool = True
+                 ) -> Awaitable[Kept]: ...
 
 
 class InvalidJob(Exception):
@@ -65,13 +84,13 @@ class UnsuccessfulAnswer(PermanentError):
 
 
 class Processor:
-    """Runs the records of one job type. ``send`` delivers a record (and waits for the ack);
-    ``slots`` bounds the calls in flight across the worker."""
+    """Runs the records of one job type. ``keep`` writes a retry or dead-letter copy (and waits
+    for the ack); ``slots`` bounds the calls in flight across the worker."""
 
     def __init__(
         self, spec: JobSpec, *, client: DownstreamClient,
         status: JobStatusStore | BatchedJobStatus,
-        gate: ServiceGate, send: Send, slots: asyncio.Semaphore, metrics: Metrics,
+        gate: ServiceGate, keep: Keep, slots: asyncio.Semaphore, metrics: Metrics,
         alerts: Alerts | None, policy: RetryPolicy, rng: random.Random | None = None,
     ) -> None:
         self.spec = spec
@@ -80,10 +99,11 @@ class Processor:
         self.client = client
         self.status = status
         self.gate = gate
-        self.send = send
+        self.keep = keep
         self.slots = slots
         self.alerts = alerts
         self.policy = spec.retry or policy
+        self.longest_wait_s = longest_wait_s(self.policy)
         self.rng = rng or random.Random()
         self.retry_topics = {d: topics.retry_topic(self.topic, d) for d in self.policy.tier_delays()}
         self.dead_letter_topic = topics.dead_letter_topic(self.topic)
@@ -104,13 +124,13 @@ class Processor:
         """The topics this processor consumes: the job topic and its retry tiers."""
         return [self.topic, *self.retry_topics.values()]
 
-    @staticmethod
-    def due_at(record: JobRecord) -> float | None:
-        """When a record of a retry topic may run (None: at once)."""
-        value = headers.decode(record.headers).get(headers.RETRY_AT)
+    def due_at(self, record: JobRecord) -> float | None:
+        """When a record of a retry topic may run (None: at once; a bad header too, so that it
+        is dead-lettered at once), never later than this policy's longest wait from now."""
         try:
-            return float(value) if value else None
-        except ValueError:
+            return story_of(headers.decode(record.headers), now=time.time(),
+                            longest_wait_s=self.longest_wait_s).due_at
+        except BadHeader:
             return None
 
     async def process(self, record: JobRecord) -> str:
@@ -119,8 +139,10 @@ class Processor:
         story = headers.decode(record.headers)
         try:
             job = self._decode(record)
-        except InvalidJob as exc:
-            await self._dead_letter(record, None, "InvalidJob", str(exc), attempts=0,
+            if record.topic != self.topic:  # the story a retry record carries must be sane
+                story_of(story, now=time.time(), longest_wait_s=self.longest_wait_s)
+        except (InvalidJob, BadHeader) as exc:
+            await self._dead_letter(record, None, type(exc).__name__, str(exc), attempts=0,
                                     first_failure_at=time.time())
             self._outcomes["invalid"].inc()
             return "invalid"
@@ -136,10 +158,10 @@ class Processor:
 
     async def _run(self, record: JobRecord, job: Job, story: dict[str, str]) -> str:
         force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
-        from_retry = record.topic != self.topic
-        # a record on the job topic starts afresh (a replay from the dead letters too)
-        failures = int(story.get(headers.ATTEMPTS) or 0) if from_retry else 0
-        first_failure = float(story.get(headers.FIRST_FAILURE_AT) or 0) if from_retry else 0.0
+        failures, first_failure = 0, 0.0  # a record on the job topic starts afresh (a replay too)
+        if record.topic != self.topic:  # checked in process()
+            past = story_of(story, now=time.time(), longest_wait_s=self.longest_wait_s)
+            failures, first_failure = past.failures, past.first_failure_at
         while True:
             await self.gate.wait_open()
             async with self.slots:
@@ -194,10 +216,10 @@ class Processor:
                 # keep the tenant's order: retry in place, holding its later jobs back
                 await asyncio.sleep(max(0.0, decision.due_at - time.time()))
                 continue
-            await self.send(
-                self.retry_topics[decision.tier_delay_s], record.key, record.value,
-                headers.encode({
-                    **_carried(story),
+            await self.keep(
+                _source(record), self.retry_topics[decision.tier_delay_s], record.key,
+                record.value, carried=_carried(record), may_drop=False,
+                story={
                     headers.ERROR_TYPE: type(error).__name__,
                     headers.ERROR: str(error)[:1000],
                     headers.ATTEMPTS: failures,
@@ -205,18 +227,29 @@ class Processor:
                     headers.FIRST_FAILURE_AT: f"{first_failure:.3f}",
                     headers.LAST_FAILURE_AT: f"{now:.3f}",
                     headers.RETRY_AT: f"{decision.due_at:.3f}",
-                }),
+                },
             )
             return "retry"
 
+    async def give_up(self, record: JobRecord, error: BaseException, tries: int) -> None:
+        """Dead-letter a record that failed ``tries`` times for no reason of the outside world
+        (a defect met on this record): replayable once fixed, and its partition moves on."""
+        await self._dead_letter(record, None, "InternalError",
+                                f"{tries} tries failed: {type(error).__name__}: {error}",
+                                attempts=0, first_failure_at=time.time())
+        self._outcomes["invalid"].inc()
+
     def _decode(self, record: JobRecord) -> Job:
         if record.value is None:
-            raise InvalidJob("the record has no value")
+            raise InvalidJob("the record has no value (a tombstone)")
+        if len(record.value) > MAX_JOB_BYTES:
+            raise InvalidJob(f"oversize: {len(record.value)} bytes, a job is at most "
+                             f"{MAX_JOB_BYTES}")
         try:
             job = Job.decode(record.value)
         except ValidationError as exc:
             raise InvalidJob(f"not a valid job: {exc.errors()[0]['msg']} "
-                             f"at {'.'.join(map(str, exc.errors()[0]['loc']))}") from None
+                             f"at {'.'.join(map(str, exc.errors()[0]['loc']))}"[:500]) from None
         if job.type != self.spec.job_type:
             raise InvalidJob(f"a {job.type.value} job on {record.topic}")
         return job
@@ -242,22 +275,27 @@ class Processor:
         self, record: JobRecord, job: Job | None, error_type: str, error: str, *,
         attempts: int, first_failure_at: float,
     ) -> None:
-        """Keep the record byte for byte on the dead-letter topic, the story in its headers."""
+        """Keep the record on the dead-letter topic, byte for byte where it can be (a record
+        that is no job may be kept reduced, or dropped and counted: :mod:`clients.kafka_keeper`),
+        the story in its headers."""
         log.error("dead-lettering %s[%s]@%s to %s after %d attempt(s): %s: %s", record.topic,
                   record.partition, record.offset, self.dead_letter_topic, attempts, error_type,
-                  error)
-        story = headers.decode(record.headers)
-        await self.send(
-            self.dead_letter_topic, record.key, record.value,
-            headers.encode({
-                **_carried(story),
+                  error[:300])
+        await self.keep(
+            _source(record), self.dead_letter_topic, record.key, record.value,
+            carried=_carried(record), may_drop=job is None,
+            story={
                 headers.ERROR_TYPE: error_type,
                 headers.ERROR: error[:1000],
                 headers.ATTEMPTS: attempts,
                 headers.ORIGINAL_TOPIC: self.topic,
                 headers.FIRST_FAILURE_AT: f"{first_failure_at:.3f}",
                 headers.LAST_FAILURE_AT: f"{time.time():.3f}",
-            }),
+                # the very record this copy is of (a retry tier's, perhaps)
+                headers.SOURCE_TOPIC: record.topic,
+                headers.SOURCE_PARTITION: record.partition,
+                headers.SOURCE_OFFSET: record.offset,
+            },
         )
         self._dead.inc()
         if self.alerts is not None:
@@ -272,9 +310,13 @@ class Processor:
 _OWN = headers.ERROR_HEADERS
 
 
-def _carried(story: dict[str, str]) -> dict[str, str]:
+def _carried(record: JobRecord) -> list[tuple[str, bytes | None]]:
     """The record's other headers (a producer's own, ``cronbus-force``), kept as they came."""
-    return {name: value for name, value in story.items() if name not in _OWN}
+    return [(name, value) for name, value in (record.headers or ()) if name not in _OWN]
+
+
+def _source(record: JobRecord) -> Source:
+    return Source(record.topic, record.partition, record.offset)
 
 
 def _describe(error: BaseException) -> str:

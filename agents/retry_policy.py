@@ -9,13 +9,12 @@ failed together do not come back together. A 429's ``Retry-After`` replaces the 
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
 from agents.backoff import backoff_delay
-
-# the longest Retry-After cronbus honours; a longer one is capped (the job stays on its tier)
-MAX_RETRY_AFTER_S = 3600.0
+from streams import headers
 
 
 @dataclass(frozen=True)
@@ -23,6 +22,8 @@ class RetryPolicy:
     retries: int = 3
     backoff_s: float = 1.0
     jitter: float = 0.1
+    # the longest 429 Retry-After honoured; a longer one is capped (the job stays on its tier)
+    max_retry_after_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.retries < 0:
@@ -59,7 +60,59 @@ def after_failure(
         return DeadLetter("exhausted")
     tier = policy.tier_delays()[failures - 1]
     if retry_after_s is not None:
-        wait = min(max(0.0, retry_after_s), MAX_RETRY_AFTER_S)
+        wait = min(max(0.0, retry_after_s), policy.max_retry_after_s)
     else:
         wait = backoff_delay(failures, base_s=policy.backoff_s, jitter=policy.jitter, rng=rng)
     return Retry(tier_delay_s=tier, due_at=now + wait)
+
+
+# the most attempts a record's headers may claim (more is no story cronbus wrote)
+MAX_STORY_ATTEMPTS = 10_000
+
+
+class BadHeader(ValueError):
+    """A header cronbus reads back from a record says something it could never have written."""
+
+
+@dataclass(frozen=True)
+class Story:
+    """What a record on a retry topic says of its job's past: read back, never trusted."""
+
+    failures: int = 0  # attempts that failed so far
+    first_failure_at: float = 0.0  # epoch seconds; 0 when none failed
+    due_at: float | None = None  # when the next attempt may start; None: at once
+
+
+def story_of(values: dict[str, str], *, now: float, longest_wait_s: float) -> Story:
+    """Read a retry record's story from its headers (``cronbus-attempts``, first failure and
+    retry time). A due time later than ``longest_wait_s`` from ``now`` is capped there: no
+    policy of this worker waits longer, so no record waits forever. Raises :class:`BadHeader`
+    naming the header and what it holds when one is not a number cronbus would write."""
+    attempts = _number(values, headers.ATTEMPTS, whole=True)
+    if attempts is not None and not 0 <= attempts <= MAX_STORY_ATTEMPTS:
+        raise BadHeader(f"header {headers.ATTEMPTS} is {attempts:g}, not 0..{MAX_STORY_ATTEMPTS}")
+    first = _number(values, headers.FIRST_FAILURE_AT)
+    due = _number(values, headers.RETRY_AT)
+    return Story(failures=int(attempts or 0), first_failure_at=max(0.0, first or 0.0),
+                 due_at=None if due is None else min(due, now + longest_wait_s))
+
+
+def longest_wait_s(policy: RetryPolicy) -> float:
+    """The longest a retry can be due after its failure under ``policy`` (a 429's Retry-After
+    included)."""
+    tiers = policy.tier_delays()
+    return max(max(tiers, default=0.0) * (1 + policy.jitter), policy.max_retry_after_s)
+
+
+def _number(values: dict[str, str], name: str, *, whole: bool = False) -> float | None:
+    text = values.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        number = int(text) if whole else float(text)
+    except ValueError:
+        raise BadHeader(f"header {name} is {text[:40]!r}, not a "
+                        f"{'whole number' if whole else 'number'}") from None
+    if not math.isfinite(number) or number < 0:
+        raise BadHeader(f"header {name} is {text[:40]!r}, not a finite number >= 0")
+    return number

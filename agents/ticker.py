@@ -41,7 +41,7 @@ from streams.app import AppTopics
 from streams.keys import partition_of, tenant_key
 from streams.metrics import Metrics
 from streams.schedule_runs import FiredRun
-from streams.schedules import Schedule, tick_id
+from streams.schedules import InvalidSchedule, Schedule, tick_id
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,8 @@ class Ticker(mode.Service):
         self._unsaved: defaultdict[int, dict[bytes, bytes]] = defaultdict(dict)
         self._recording: asyncio.Future[None] | None = None  # run history being written
         self._tick_partitions = settings.partitions  # of cron-ticks, as the broker says at start
+        self._invalid_seen: set[tuple[int, int]] = set()  # (partition, offset) said once
+        self._failed_steps = 0  # in a row: the first is logged with its traceback
 
     def state_key(self, partition: int) -> str:
         """The Redis hash of one partition's fire states (field: schedule key)."""
@@ -195,8 +197,19 @@ class Ticker(mode.Service):
                         if tp in owned and self.book.owns(tp.partition):
                             await self._apply(tp.partition, records)
                     await self._fire_due()
-                except Exception:
-                    log.exception("a ticker step failed; its schedules are looked at again in 1s")
+                except Exception as exc:
+                    self._failed_steps += 1
+                    if self._failed_steps == 1:
+                        log.exception("a ticker step failed; its schedules are looked at again "
+                                      "in 1s (said once until a step succeeds)")
+                    else:
+                        log.debug("a ticker step failed again (%d in a row): %s",
+                                  self._failed_steps, exc)
+                else:
+                    if self._failed_steps:
+                        log.info("ticker steps succeed again after %d failure(s)",
+                                 self._failed_steps)
+                    self._failed_steps = 0
 
     async def _apply(self, partition: int, records: list[ConsumerRecord]) -> None:
         """Schedule upserts and removals on an owned partition, as they are written."""
@@ -213,7 +226,7 @@ class Ticker(mode.Service):
                 self.book.put(partition, schedule, None, now)
             elif (record.value is None and record.key is not None
                   and self.book.remove(record.key) is not None):
-                removed.append(record.key)
+                removed.append(record.key)  # a tombstone for a key never written: nothing
         if removed:  # its fire state goes with it: the same id later is a new schedule
             await self.redis.hdel(self.state_key(partition), *removed)
 
@@ -353,8 +366,9 @@ class Ticker(mode.Service):
         for partition, records in by_partition.items():
             latest: dict[bytes, Schedule | None] = {}
             for record in records:  # compaction may not have run: the last record wins
+                schedule = self._decode(record)
                 if record.key is not None:
-                    latest[record.key] = self._decode(record)
+                    latest[record.key] = schedule
             raw_states = await self.redis.hgetall(self.state_key(partition))
             self.book.own(partition)  # all of it read: from here on nothing awaits until seek
             for key, schedule in latest.items():
@@ -376,9 +390,21 @@ class Ticker(mode.Service):
         log.info("ticker took on partitions %s of %s: %d schedule(s) in %.2fs", partitions,
                  topics.SCHEDULES, loaded, time.monotonic() - started)
 
-    @staticmethod
-    def _decode(record: ConsumerRecord) -> Schedule | None:
-        return schedule_in(record.key, record.value) if record.value is not None else None
+    def _decode(self, record: ConsumerRecord) -> Schedule | None:
+        """The schedule a record stores; None for a removal, or for a record that is no schedule
+        (counted and logged the first time this worker reads it, never fatal)."""
+        if record.value is None and record.key is not None:
+            return None
+        try:
+            return schedule_in(record.key, record.value)
+        except InvalidSchedule as exc:
+            position = (record.partition, record.offset)
+            if position not in self._invalid_seen:  # a take-on reads it again: said once
+                self._invalid_seen.add(position)
+                self.metrics.events_invalid.labels(topics.SCHEDULES, exc.reason).inc()
+                log.warning("%s[%s]@%s is no schedule, ignored: %s (%s)", record.topic,
+                            record.partition, record.offset, exc.reason, str(exc)[:300])
+            return None
 
 
 class _Handover(ConsumerRebalanceListener):

@@ -136,8 +136,9 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     if "api" in roles:
         register_schedule_api(app, app_topics, redis, settings, upsert_builtins=True)
 
+    stalls = [role.stalls for role in (ingest, engine) if role is not None]
     health = HealthCheck(app, redis, timeout_s=settings.health_timeout_s,
-                         client=clients[0] if clients else None, bridge=bridge)
+                         client=clients[0] if clients else None, bridge=bridge, stalls=stalls)
     app.add_dependency(OutsideWorld(redis, clients, app_topics, alerts, health))
     if engine is not None:
         # the processor consumes its job topics itself (agents/engine.py says why)

@@ -33,24 +33,41 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams import topics
-from streams.schedules import InvalidSchedule, Schedule, decode_schedule, schedule_key
+from streams.events import InvalidReason
+from streams.schedules import (
+    FieldProblem,
+    InvalidSchedule,
+    Schedule,
+    decode_schedule,
+    schedule_key,
+)
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[bytes, Schedule | None], None]
 
 
-def schedule_in(key: bytes | None, value: bytes) -> Schedule | None:
-    """The schedule a record of ``schedules`` stores; None (logged) if it is not a valid one or
-    its value names another key. Every reader of the topic judges records by this."""
+def schedule_in(key: bytes | None, value: bytes | None) -> Schedule:
+    """The schedule a record of ``schedules`` stores, or :class:`InvalidSchedule` saying why it
+    stores none (no key, no JSON, a bad field, a value naming another key). Whatever the record
+    holds, nothing else escapes. Every reader of the topic judges records by this."""
+    if key is None:
+        raise InvalidSchedule([FieldProblem("key", "a schedules record needs a key")],
+                              InvalidReason.MISSING_FIELD)
+    if value is None:
+        raise InvalidSchedule([FieldProblem("schedule", "a tombstone removes, it stores nothing")],
+                              InvalidReason.NOT_JSON)
     try:
         schedule = decode_schedule(value)
-    except InvalidSchedule as exc:
-        log.warning("schedules record %r ignored: %s", key, exc)
-        return None
+    except InvalidSchedule:
+        raise
+    except Exception as exc:  # a rule tripping on odd input: still a record that is no schedule
+        raise InvalidSchedule([FieldProblem("schedule", f"{type(exc).__name__}: "
+                                            f"{str(exc)[:200]}")],
+                              InvalidReason.INTERNAL_ERROR) from None
     if schedule.key != key:
-        log.warning("schedules record %r ignored: its value is schedule %r", key, schedule.key)
-        return None
+        raise InvalidSchedule([FieldProblem("key", f"the value is schedule {schedule.key!r}, "
+                                            f"the key {key[:200]!r}")])
     return schedule
 
 
@@ -67,16 +84,14 @@ class ScheduleView:
 
     def apply(self, key: bytes | None, value: bytes | None) -> Schedule | None:
         """Apply one record; returns the schedule it stores, or None for a removal or bad record."""
-        if key is None:
-            self.invalid += 1
-            log.warning("a schedules record without a key was ignored")
+        if key is not None and value is None:
+            self.remove(key)  # a tombstone for a key never written removes nothing
             return None
-        if value is None:
-            self.remove(key)
-            return None
-        schedule = schedule_in(key, value)
-        if schedule is None:
+        try:
+            schedule = schedule_in(key, value)
+        except InvalidSchedule as exc:  # the ticker owning the partition logs it
             self.invalid += 1
+            log.debug("schedules record %r ignored: %s", (key or b"")[:200], exc)
             return None
         self.put(schedule)
         return schedule
@@ -238,8 +253,14 @@ class ScheduleDirectory:
 
     def _apply(self, record: ConsumerRecord) -> None:
         key = record.key
+        if key is not None and record.value is None:  # a removal, heard only if one was there
+            if self.view.remove(key) is not None:
+                for listener in self.listeners:
+                    listener(key, None)
+            return
         schedule = self.view.apply(key, record.value)
-        if key is not None and (schedule is not None or record.value is None):
+        if schedule is not None:
+            assert key is not None
             for listener in self.listeners:
                 listener(key, schedule)
 

@@ -132,8 +132,8 @@ def decode_object(raw: bytes | None, *, max_bytes: int) -> dict[str, Any] | Reje
         return Rejection(InvalidReason.OVERSIZE, f"{len(raw)} bytes exceeds the limit of {max_bytes}")
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejection(InvalidReason.NOT_JSON, f"not JSON: {exc}")
+    except (ValueError, RecursionError) as exc:  # incl. nesting too deep, a 5,000-digit number
+        return Rejection(InvalidReason.NOT_JSON, f"not JSON: {type(exc).__name__}: {exc}"[:300])
     if not isinstance(data, dict):
         return Rejection(InvalidReason.NOT_AN_OBJECT, f"a JSON {type(data).__name__}, not an object")
     return data

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-# on events.invalid
+# on events.invalid, and the source on dead letters too
 REASON = "cronbus-reason"
 DETAIL = "cronbus-detail"
 SOURCE_TOPIC = "cronbus-source-topic"
 SOURCE_PARTITION = "cronbus-source-partition"
 SOURCE_OFFSET = "cronbus-source-offset"
+
+# on a kept copy (events.invalid, a dead-letter topic) of a record that could not be kept as it
+# came: its value was null (kept as empty), or it was too large (kept as its first bytes)
+NULL_VALUE = "cronbus-null-value"
+ORIGINAL_SIZE = "cronbus-original-size"
+ORIGINAL_SHA256 = "cronbus-original-sha256"
+# the record's own headers were left off the copy (too many or too large): how many there were
+HEADERS_DROPPED = "cronbus-headers-dropped"
 
 # on retry and dead-letter topics (the job record's key and value never change)
 ERROR_TYPE = "cronbus-error-type"
@@ -34,4 +42,6 @@ FORCE = "cronbus-force"
 
 # every header name cronbus writes on job, retry and dead-letter records; a replay drops them
 ERROR_HEADERS = frozenset({ERROR_TYPE, ERROR, ATTEMPTS, ORIGINAL_TOPIC, FIRST_FAILURE_AT,
-                           LAST_FAILURE_AT, RETRY_AT})
+                           LAST_FAILURE_AT, RETRY_AT, REASON, NULL_VALUE, ORIGINAL_SIZE,
+                           ORIGINAL_SHA256, HEADERS_DROPPED, SOURCE_TOPIC, SOURCE_PARTITION,
+                           SOURCE_OFFSET})

@@ -27,6 +27,9 @@ PROCESS_OUTCOMES = ("completed", "dead", "skipped", "invalid")
 FAILURE_KINDS = ("retryable", "permanent")
 BRIDGE_OUTCOMES = ("published", "invalid")
 ALERT_KINDS = ("dead_letter", "breaker_open")
+# roles that consume partitions, and the tries after which a record holding one back is a stall
+CONSUMING_ROLES = ("ingest", "processor", "ticker")
+STALL_TRIES = 3
 # HTTP status classes of downstream calls; "error" when no answer came
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 
@@ -105,6 +108,22 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        # --- records that stop nothing
+        self.records_dropped = Counter(
+            "cronbus_records_dropped",
+            "Records cronbus could not use and could not keep either, not even as a reduced "
+            "copy (events.invalid or the dead-letter topic refused it), by the topic they were "
+            "read from and why they were rejected",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.partitions_stalled = Gauge(
+            "cronbus_partitions_stalled",
+            "Partitions on which a role cannot make progress: the same record failed "
+            f"{STALL_TRIES} or more times in a row",
+            ["role"],
+            registry=r,
+        )
         # --- schedules
         self.schedule_fires = Counter(
             "cronbus_schedule_fires", "Schedule ticks fired", ["job_type"], registry=r
@@ -156,6 +175,11 @@ class Metrics:
             self.events_received.labels(topic)
             for reason in InvalidReason:
                 self.events_invalid.labels(topic, reason.value)
+                self.records_dropped.labels(topic, reason.value)
+        for reason in InvalidReason:  # records on the schedules topic that are no schedule
+            self.events_invalid.labels(topics.SCHEDULES, reason.value)
+        for role in CONSUMING_ROLES:
+            self.partitions_stalled.labels(role)
         for job_type in (t.value for t in JobType):
             for outcome in DEBOUNCE_OUTCOMES:
                 self.debounced.labels(job_type, outcome)

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from streams.events import CronTick, TenantId
+from streams.events import CronTick, InvalidReason, TenantId
 from streams.jobs import job_id_for
 from streams.topics import JobType
 
@@ -94,8 +94,10 @@ class FieldProblem:
 class InvalidSchedule(ValueError):
     """A schedule definition is wrong; ``problems`` name each field and what is wrong with it."""
 
-    def __init__(self, problems: list[FieldProblem]) -> None:
+    def __init__(self, problems: list[FieldProblem],
+                 reason: InvalidReason = InvalidReason.BAD_FIELD) -> None:
         self.problems = problems
+        self.reason = reason  # as a metric labels it, like a rejected event's
         super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
 
 
@@ -138,10 +140,12 @@ def parse_schedule(data: dict[str, Any]) -> Schedule:
 def decode_schedule(raw: bytes) -> Schedule:
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidSchedule([FieldProblem("schedule", f"not JSON: {exc}")]) from None
+    except (ValueError, RecursionError) as exc:  # incl. nesting too deep, a 5,000-digit number
+        raise InvalidSchedule([FieldProblem("schedule", f"not JSON: {type(exc).__name__}: "
+                                            f"{str(exc)[:200]}")], InvalidReason.NOT_JSON) from None
     if not isinstance(data, dict):
-        raise InvalidSchedule([FieldProblem("schedule", "a JSON object is expected")])
+        raise InvalidSchedule([FieldProblem("schedule", "a JSON object is expected")],
+                              InvalidReason.NOT_AN_OBJECT)
     return parse_schedule(data)
 
 

@@ -170,6 +170,11 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(
         default=1.0, ge=0, le=3600, description="first retry delay in seconds; doubles per attempt"
     )
+    retry_after_max_s: float = Field(
+        default=3600.0, ge=0, le=86400,
+        description="the longest wait a 429's Retry-After (or a retry record's due time) may "
+                    "ask for, in seconds 0..86400; a longer one is cut to this",
+    )
     breaker_fail_max: int = Field(
         default=5, ge=1, le=1000,
         description="consecutive failures that open the circuit, a whole number 1..1000",

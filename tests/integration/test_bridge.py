@@ -9,16 +9,16 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 from aiokafka import ConsumerRecord
 
-from clients.processes import ManagedProcess, free_port
-from clients.redis_server import answers, redis_server_binary
+from clients.processes import free_port
+from clients.redis_server import answers
 from streams import headers, topics
 from streams.events import EntityModified, WorldTimeAdvanced
 from tests.integration.kafka import read_topic
+from tests.integration.own_redis import redis_process
 
 WORLD_TIME = {"world_time": "1492-10-12T06:00:00+00:00"}
 
@@ -118,17 +118,6 @@ async def test_malformed_messages_go_to_events_invalid_and_the_bridge_goes_on(
     assert record.key == campaign.encode()
     assert metric(worker, 'cronbus_bridge_messages_total{outcome="invalid"}') == 3
     assert metric(worker, 'cronbus_bridge_messages_total{outcome="published"}') == 1
-
-
-def redis_process(port: int, log_dir: Path) -> ManagedProcess:
-    binary = redis_server_binary()
-    assert binary is not None, "no redis-server binary"
-    return ManagedProcess(
-        "bridge-redis",
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(log_dir)],
-        log_path=log_dir / "bridge-redis.log",
-    )
 
 
 async def test_the_bridge_recovers_after_redis_was_down_for_ten_seconds(

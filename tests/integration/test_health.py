@@ -1,8 +1,21 @@
-"""/live, /ready and /health of a running worker as its outside world goes away."""
+"""/live, /ready and /health of a running worker as its outside world goes away, and a record
+the worker keeps failing on, which health names instead of calling the worker healthy."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 import httpx
+
+from clients.event_publisher import EventPublisher
+from clients.processes import free_port
+from clients.redis_server import answers
+from streams import topics
+from streams.jobs import Job, job_id_for
+from streams.topics import JobType
+from tests.integration.kafka import eventually
+from tests.integration.own_redis import redis_process
 
 
 def get(worker, page: str) -> httpx.Response:
@@ -18,7 +31,8 @@ async def test_health_names_each_component_and_turns_503_when_kafka_is_gone(stac
     body = healthy.json()
     assert healthy.status_code == 200 and body["status"] == "healthy", body
     parts = body["components"]
-    assert set(parts) == {"kafka", "redis", "downstream", "breaker"}
+    assert set(parts) == {"kafka", "redis", "downstream", "breaker", "progress"}
+    assert parts["progress"] == {"status": "up", "latency_ms": None}
     for name in ("kafka", "redis", "downstream"):
         assert parts[name]["status"] == "up"
         assert parts[name]["latency_ms"] >= 0
@@ -40,3 +54,52 @@ async def test_health_names_each_component_and_turns_503_when_kafka_is_gone(stac
     assert unhealthy.json()["status"] == "unhealthy"
     assert unhealthy.json()["components"]["kafka"]["status"] == "down"
     assert get(worker, "/live").status_code == 200  # alive all the same: no restart needed
+
+
+def stalled_gauge(worker) -> float:
+    found = re.search(r'^cronbus_partitions_stalled\{role="processor"\} (\S+)$',
+                      worker.metrics_text(), re.M)
+    assert found, "the stall gauge is exported"
+    return float(found[1])
+
+
+async def test_a_record_that_keeps_failing_is_named_in_health_and_logged_once(
+    settings, start_worker, api, tmp_path
+):
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = redis_process(port, tmp_path).start()
+    try:
+        server.wait_until(lambda: answers(url), 10, "answering PING")
+        worker = start_worker(roles=("processor",), job_types="export", redis_url=url)
+        server.stop()  # the job status store is gone: the job cannot begin
+        job = Job(job_id=job_id_for("acme", JobType.EXPORT, "stalls"), tenant_id="acme",
+                  type=JobType.EXPORT, triggered_by="manual", scheduled_at=datetime.now(UTC),
+                  payload={"export_id": "stalls"})
+        async with EventPublisher(settings.broker_url) as publisher:
+            await publisher.publish_raw(topics.job_topic(JobType.EXPORT), job.encode(), key=b"acme")
+            await publisher.flush()
+
+        def progress() -> dict:
+            return get(worker, "/health").json()["components"]["progress"]
+
+        stuck = await eventually(progress, lambda p: p["status"] == "degraded", timeout_s=30,
+                                 what="health to name the stalled partition")
+        [stall] = stuck["stalled"]["processor"]
+        assert re.fullmatch(r"jobs\.export\[\d\]@0", stall["record"]), stall
+        assert stall["tries"] >= 3 and "Error" in stall["error"]
+        assert stalled_gauge(worker) == 1
+        await eventually(progress, lambda p: p["stalled"]["processor"][0]["tries"] >= 5,
+                         timeout_s=30, what="more failed tries")
+        log = worker.process.log_path.read_text(errors="replace")
+        assert log.count(f"{stall['record']}: processing failed") == 1, "said once, not per try"
+
+        server = redis_process(port, tmp_path).start()  # back (empty): the job runs, once
+        server.wait_until(lambda: answers(url), 10, "answering PING again")
+        await eventually(api.applied, lambda got: got.get(job.job_id) == 1, timeout_s=30,
+                         what="the job applied once Redis is back")
+        await eventually(progress, lambda p: p["status"] == "up", timeout_s=10,
+                         what="progress up again")
+        assert stalled_gauge(worker) == 0
+    finally:
+        server.stop()

@@ -55,3 +55,15 @@ def test_an_oversize_record_is_rejected_before_parsing():
 def test_a_record_from_a_topic_without_events_is_rejected():
     rejection = parse(VALID, topic="somewhere-else")
     assert isinstance(rejection, Rejection) and rejection.reason == InvalidReason.UNKNOWN_TYPE
+
+
+@pytest.mark.parametrize("raw", [b"[" * 10_000 + b"]" * 10_000, b'{"amount": ' + b"9" * 5000 + b"}",
+                                 b"\xff\xfe{}", b""])
+def test_a_record_no_parser_can_take_is_not_json_never_an_escaping_error(raw):
+    rejected = parse(raw, max_bytes=100_000)
+    assert isinstance(rejected, Rejection) and rejected.reason == InvalidReason.NOT_JSON
+
+
+def test_a_tombstone_is_rejected_as_having_no_value():
+    rejected = parse_event(topics.INVOICE_DUE, None, max_bytes=1000)
+    assert rejected == Rejection(InvalidReason.NOT_JSON, "the record has no value")

@@ -6,7 +6,7 @@ from streams.metrics import Metrics
 from streams.topics import JobType
 
 # every label any cronbus metric may carry: each has a small, fixed set of values
-BOUNDED_LABELS = {"topic", "partition", "reason", "job_type", "outcome", "trigger", "kind",
+BOUNDED_LABELS = {"role", "topic", "partition", "reason", "job_type", "outcome", "trigger", "kind",
                   "service", "status_class"}
 
 

@@ -6,7 +6,16 @@ import random
 
 import pytest
 
-from agents.retry_policy import DeadLetter, Retry, RetryPolicy, after_failure
+from agents.retry_policy import (
+    BadHeader,
+    DeadLetter,
+    Retry,
+    RetryPolicy,
+    Story,
+    after_failure,
+    longest_wait_s,
+    story_of,
+)
 
 NOW = 1_000_000.0
 
@@ -54,3 +63,31 @@ def test_bad_policies_are_refused():
         RetryPolicy(retries=-1)
     with pytest.raises(ValueError, match="1-based"):
         after_failure(RetryPolicy(), failures=0, retryable=True, now=NOW)
+
+
+# --- the story a retry record carries, read back defensively
+
+LONGEST = 3600.0
+
+
+def test_a_story_cronbus_wrote_is_read_back():
+    story = story_of({"cronbus-attempts": "2", "cronbus-first-failure-at": "100.5",
+                      "cronbus-retry-at": f"{NOW + 4:.3f}"}, now=NOW, longest_wait_s=LONGEST)
+    assert story == Story(failures=2, first_failure_at=100.5, due_at=pytest.approx(NOW + 4))
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("cronbus-attempts", "abc"), ("cronbus-attempts", "1.5"), ("cronbus-attempts", "-1"),
+    ("cronbus-attempts", "99999999"), ("cronbus-retry-at", "soon"), ("cronbus-retry-at", "nan"),
+    ("cronbus-retry-at", "inf"), ("cronbus-first-failure-at", "\ufffd"),
+])
+def test_a_header_cronbus_could_not_have_written_is_named(name, value):
+    with pytest.raises(BadHeader, match=name):
+        story_of({name: value}, now=NOW, longest_wait_s=LONGEST)
+
+
+def test_a_retry_time_is_capped_by_the_longest_wait_of_the_policy():
+    story = story_of({"cronbus-retry-at": "1e12"}, now=NOW, longest_wait_s=LONGEST)
+    assert story.due_at == NOW + LONGEST
+    assert longest_wait_s(RetryPolicy(max_retry_after_s=2)) == pytest.approx(4 * 1.1)
+    assert longest_wait_s(RetryPolicy()) == 3600

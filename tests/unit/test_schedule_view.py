@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from clients.schedule_directory import ScheduleView, prepare_upsert
-from streams.schedules import Schedule
+import pytest
+
+from clients.schedule_directory import ScheduleView, prepare_upsert, schedule_in
+from streams.schedules import InvalidSchedule, Schedule
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
@@ -46,3 +48,28 @@ def test_the_view_applies_records_tombstones_and_ignores_bad_ones():
     assert view.invalid == 3 and len(view) == 1
     assert view.apply(s.key, None) is None
     assert view.get("acme", "s1") is None and len(view) == 0
+
+
+@pytest.mark.parametrize(("key", "value", "reason"), [
+    (b"acme/s1", b"[" * 10_000 + b"]" * 10_000, "not_json"),  # nested 10,000 deep
+    (b"acme/s1", b'{"id": ' + b"9" * 5000 + b"}", "not_json"),  # a 5,000-digit number
+    (b"acme/s1", b"\xff\xfe", "not_json"),
+    (b"acme/s1", b"", "not_json"),
+    (b"acme/s1", b'"text"', "not_an_object"),
+    (None, b"{}", "missing_field"),
+    (b"\xff/s1", b"{}", "bad_field"),
+])
+def test_any_record_is_a_schedule_or_a_named_invalid_one_never_an_escaping_error(key, value, reason):
+    with pytest.raises(InvalidSchedule) as caught:
+        schedule_in(key, value)
+    assert caught.value.reason == reason
+    view = ScheduleView()
+    assert view.apply(key, value) is None and view.invalid == 1
+
+
+def test_a_tombstone_for_a_key_never_written_removes_nothing():
+    view = ScheduleView()
+    s = schedule(revision_at=T0)
+    view.apply(s.key, s.encode())
+    assert view.apply(b"acme/never", None) is None
+    assert view.list("acme") == [s] and view.invalid == 0
