@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import subprocess
@@ -118,6 +119,19 @@ async def test_malformed_messages_go_to_events_invalid_and_the_bridge_goes_on(
     assert record.key == campaign.encode()
     assert metric(worker, 'cronbus_bridge_messages_total{outcome="invalid"}') == 3
     assert metric(worker, 'cronbus_bridge_messages_total{outcome="published"}') == 1
+
+    # a message too large for any broker (2 MB) is kept as its first bytes, size and digest
+    huge = b"x" * 2_000_000
+    channel = f"campaign.{campaign}.worldTimeAdvanced"
+    assert publish(settings.redis_url, channel, huge) >= 1
+    invalid = await records_until(settings.broker_url, topics.EVENTS_INVALID,
+                                  lambda rs: len(rs) >= len(bad) + 1)
+    [kept_huge] = [r for r in invalid if headers.decode(r.headers)[headers.REASON] == "oversize"]
+    found = headers.decode(kept_huge.headers)
+    assert found[headers.ORIGINAL_SIZE] == str(len(huge))
+    assert found[headers.ORIGINAL_SHA256] == hashlib.sha256(huge).hexdigest()
+    assert kept_huge.value == huge[:len(kept_huge.value)] and 0 < len(kept_huge.value) < 100_000
+    assert metric(worker, 'cronbus_bridge_messages_total{outcome="invalid"}') == 4
 
 
 async def test_the_bridge_recovers_after_redis_was_down_for_ten_seconds(
