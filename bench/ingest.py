@@ -25,9 +25,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from clients.harness import DevStack, WorkerProcess
-from streams import topics
-from streams.events import (
+from cronbus.clients.devstack.harness import DevStack, WorkerProcess
+from cronbus.streams import topics
+from cronbus.streams.events import (
     DomainEvent,
     EntityModified,
     ExportRequested,
@@ -36,8 +36,8 @@ from streams.events import (
     encode_event,
     topic_of,
 )
-from streams.keys import tenant_key
-from streams.settings import Settings
+from cronbus.streams.keys import tenant_key
+from cronbus.streams.settings import Settings
 
 RECEIVED = re.compile(r'^cronbus_events_received_total\{topic="[^"]+"\} (\S+)$', re.M)
 

@@ -31,11 +31,11 @@ import httpx
 import redis
 from aiokafka import AIOKafkaProducer
 
-from clients.harness import DevStack, WorkerProcess
-from streams import topics
-from streams.jobs import Job, job_id_for
-from streams.settings import Settings
-from streams.topics import JobType
+from cronbus.clients.devstack.harness import DevStack, WorkerProcess
+from cronbus.streams import topics
+from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.settings import Settings
+from cronbus.streams.topics import JobType
 
 JOB_TYPE = JobType.INVOICE_GENERATION
 DOWNSTREAM = "http://127.0.0.1:18080/graphql"

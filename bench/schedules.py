@@ -26,11 +26,11 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from clients.harness import DevStack, WorkerProcess
-from streams import topics
-from streams.schedules import Schedule
-from streams.settings import Settings
-from streams.topics import JobType
+from cronbus.clients.devstack.harness import DevStack, WorkerProcess
+from cronbus.streams import topics
+from cronbus.streams.schedules import Schedule
+from cronbus.streams.settings import Settings
+from cronbus.streams.topics import JobType
 
 
 def schedules(n: int, now: datetime, start: datetime) -> list[Schedule]:

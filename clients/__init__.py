@@ -1,1 +1,5 @@
-"""The outside world: the downstream API client, Redis, and the development stack's launchers."""
+"""The outside world cronbus talks to, by what it talks to: `http` (downstream APIs, webhooks,
+the schedules API client), `redis` (job status, breaker state, run history, tokens, pub/sub),
+`kafka` (consumers, producers, reading to the end, keeping records). May import only
+`cronbus.streams`. `devstack` is the development stack (broker, Redis, APIs, Prometheus
+launchers): only the demo, tests and benchmarks import it."""

@@ -7,8 +7,8 @@ from pathlib import Path
 import faust
 from faust.types import TopicT
 
-from streams import topics
-from streams.settings import Settings
+from cronbus.streams import topics
+from cronbus.streams.settings import Settings
 
 
 def create_app(settings: Settings) -> faust.App:

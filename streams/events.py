@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from streams import topics
-from streams.topics import JobType
+from cronbus.streams import topics
+from cronbus.streams.topics import JobType
 
 TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200)]

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from streams.events import Identifier, TenantId
-from streams.topics import JobType
+from cronbus.streams.events import Identifier, TenantId
+from cronbus.streams.topics import JobType
 
 Trigger = Literal["cron", "event", "manual"]
 

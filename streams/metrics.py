@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from streams import topics
-from streams.events import InvalidReason
-from streams.topics import JobType
+from cronbus.streams import topics
+from cronbus.streams.events import InvalidReason
+from cronbus.streams.topics import JobType
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # how late a schedule fires, from a tick's due time until the broker has it

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from streams.events import CronTick
-from streams.schedules import tick_job_id
+from cronbus.streams.events import CronTick
+from cronbus.streams.schedules import tick_job_id
 
 
 @dataclass(frozen=True, slots=True)

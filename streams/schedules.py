@@ -19,9 +19,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from streams.events import CronTick, InvalidReason, TenantId
-from streams.jobs import job_id_for
-from streams.topics import JobType
+from cronbus.streams.events import CronTick, InvalidReason, TenantId
+from cronbus.streams.jobs import job_id_for
+from cronbus.streams.topics import JobType
 
 ScheduleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 Misfire = Literal["skip", "run_once", "run_all"]

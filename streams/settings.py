@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from streams.topics import JobType
+from cronbus.streams.topics import JobType
 
 ENV_PREFIX = "CRONBUS_"
 
@@ -230,7 +230,7 @@ class Settings(BaseSettings):
         default=[],
         description=(
             "built-in schedules to keep paused, comma-separated names from "
-            "agents/builtin_schedules.py, e.g. chat-retention,settlement-growth (or all)"
+            "cronbus/agents/schedules/builtins.py, e.g. chat-retention,settlement-growth (or all)"
         ),
     )
     event_expiration_grace_s: int = Field(

@@ -4,7 +4,7 @@ progress, and what keeps the log to one line per record. Pure: no I/O.
 A role calls :meth:`Stalls.failed` each time a record (or the step holding it) fails and
 :meth:`Stalls.passed` once it is decided. The first failure of a record is worth a log line;
 later ones are not (the count and the last error are here). A record that failed
-:data:`streams.metrics.STALL_TRIES` times or more holds its partition back: a stall.
+:data:`cronbus.streams.metrics.STALL_TRIES` times or more holds its partition back: a stall.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from streams.metrics import STALL_TRIES
+from cronbus.streams.metrics import STALL_TRIES
 
 
 @dataclass(slots=True)

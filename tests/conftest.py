@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clients.harness import DevStack, WorkerProcess
-from streams.settings import Settings
+from cronbus.clients.devstack.harness import DevStack, WorkerProcess
+from cronbus.streams.settings import Settings
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -81,7 +81,7 @@ def cronbus_env(stack: DevStack, tmp_path: Path) -> dict[str, str]:
 def settings(cronbus_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
     for name, value in cronbus_env.items():
         monkeypatch.setenv(name, value)
-    from streams.settings import load_settings
+    from cronbus.streams.settings import load_settings
 
     return load_settings()
 

@@ -12,7 +12,7 @@ from typing import Any
 def run_cronbus(env: dict[str, str], *argv: str, timeout_s: float = 60.0,
                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agents.cli", *argv], env={**os.environ, **env}, input=stdin,
+        [sys.executable, "-m", "cronbus.agents.cli", *argv], env={**os.environ, **env}, input=stdin,
         capture_output=True, text=True, timeout=timeout_s, check=False,
     )
 

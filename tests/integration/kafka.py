@@ -9,8 +9,8 @@ from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from streams import topics
-from streams.schedules import Schedule
+from cronbus.streams import topics
+from cronbus.streams.schedules import Schedule
 
 T = TypeVar("T")
 

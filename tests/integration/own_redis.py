@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clients.processes import ManagedProcess
-from clients.redis_server import redis_server_binary
+from cronbus.clients.devstack.processes import ManagedProcess
+from cronbus.clients.devstack.redis_server import redis_server_binary
 
 
 def redis_process(port: int, log_dir: Path, name: str = "own-redis") -> ManagedProcess:

@@ -14,10 +14,10 @@ from collections.abc import Callable
 import httpx
 from aiokafka import ConsumerRecord
 
-from clients.processes import free_port
-from clients.redis_server import answers
-from streams import headers, topics
-from streams.events import EntityModified, WorldTimeAdvanced
+from cronbus.clients.devstack.processes import free_port
+from cronbus.clients.devstack.redis_server import answers
+from cronbus.streams import headers, topics
+from cronbus.streams.events import EntityModified, WorldTimeAdvanced
 from tests.integration.kafka import read_topic
 from tests.integration.own_redis import redis_process
 

@@ -12,12 +12,12 @@ from decimal import Decimal
 
 import pytest
 
-from clients.event_publisher import EventPublisher
-from clients.prometheus import PrometheusServer
-from streams import topics
-from streams.events import InvoiceDue
-from streams.schedules import Schedule
-from streams.topics import JobType
+from cronbus.clients.devstack.prometheus import PrometheusServer
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.streams import topics
+from cronbus.streams.events import InvoiceDue
+from cronbus.streams.schedules import Schedule
+from cronbus.streams.topics import JobType
 from tests.dashboards import DASHBOARDS, GRAFANA, load, panels, queries, variables
 from tests.integration.kafka import eventually, write_schedules
 
@@ -158,7 +158,7 @@ def _product(choices: dict[str, list[str]]) -> list[tuple[str, ...]]:
 
 def test_prometheus_is_installed():
     """CI (`make test`) installs Prometheus; a machine without it fails here, loudly, not skips."""
-    from clients.prometheus import prometheus_binary
+    from cronbus.clients.devstack.prometheus import prometheus_binary
 
     try:
         prometheus_binary()

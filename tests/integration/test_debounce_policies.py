@@ -6,11 +6,11 @@ import asyncio
 import time
 from datetime import UTC, date, datetime
 
-from clients.event_publisher import EventPublisher
-from streams import topics
-from streams.events import CronTick, ExportRequested, InvoiceDue
-from streams.jobs import Job
-from streams.topics import JobType
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.streams import topics
+from cronbus.streams.events import CronTick, ExportRequested, InvoiceDue
+from cronbus.streams.jobs import Job
+from cronbus.streams.topics import JobType
 from tests.integration.kafka import read_topic
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from clients.event_publisher import EventPublisher
-from streams import headers, topics
-from streams.jobs import Job, job_id_for
-from streams.topics import JobType
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.streams import headers, topics
+from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.topics import JobType
 from tests.integration.cli import cronbus_json, run_cronbus
 from tests.integration.kafka import eventually, read_topic
 

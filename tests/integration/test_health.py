@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import httpx
 
-from clients.event_publisher import EventPublisher
-from clients.processes import free_port
-from clients.redis_server import answers
-from streams import topics
-from streams.jobs import Job, job_id_for
-from streams.topics import JobType
+from cronbus.clients.devstack.processes import free_port
+from cronbus.clients.devstack.redis_server import answers
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.streams import topics
+from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually
 from tests.integration.own_redis import redis_process
 

@@ -10,11 +10,11 @@ from datetime import UTC, date, datetime
 
 import httpx
 
-from clients.event_publisher import EventPublisher
-from streams import headers, topics
-from streams.events import ExportRequested, InvoiceDue
-from streams.jobs import Job
-from streams.topics import JobType
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.streams import headers, topics
+from cronbus.streams.events import ExportRequested, InvoiceDue
+from cronbus.streams.jobs import Job
+from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic
 
 TENANTS = [f"tenant-{n}" for n in range(24)]

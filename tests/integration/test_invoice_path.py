@@ -9,12 +9,12 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from clients.event_publisher import EventPublisher
-from clients.job_status import JobStatusStore
-from streams import headers, topics
-from streams.events import InvoiceDue
-from streams.jobs import Job, job_id_for, window_trigger_ref
-from streams.topics import JobType
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.clients.redis.job_status import JobStatusStore
+from cronbus.streams import headers, topics
+from cronbus.streams.events import InvoiceDue
+from cronbus.streams.jobs import Job, job_id_for, window_trigger_ref
+from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic
 
 TENANTS = [f"tenant-{n}" for n in range(5)]

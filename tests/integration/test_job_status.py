@@ -7,10 +7,10 @@ import httpx
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from clients.event_publisher import EventPublisher
-from clients.job_status import ACTIVE_STALE_S, JobState, JobStatusStore
-from streams import topics
-from streams.topics import JobType
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.clients.redis.job_status import ACTIVE_STALE_S, JobState, JobStatusStore
+from cronbus.streams import topics
+from cronbus.streams.topics import JobType
 from tests.integration.cli import cronbus_json, run_cronbus
 from tests.integration.kafka import eventually
 from tests.integration.test_dlq_replay import export_job

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
-from clients.job_status import BatchedJobStatus, JobState, JobStatusStore
-from streams.jobs import Job
-from streams.topics import JobType
+from cronbus.clients.redis.job_status import BatchedJobStatus, JobState, JobStatusStore
+from cronbus.streams.jobs import Job
+from cronbus.streams.topics import JobType
 
 
 def job(n: int) -> Job:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from clients.event_publisher import EventPublisher
-from streams import topics
-from streams.jobs import Job
-from streams.topics import JobType
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.streams import topics
+from cronbus.streams.jobs import Job
+from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic
 from tests.integration.test_dlq_replay import applied, export_job
 

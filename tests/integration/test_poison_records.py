@@ -17,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from confluent_kafka import Producer
 
-from agents.ingest import immediate_job
-from agents.routing import job_types_for
-from streams import headers, topics
-from streams.events import (
+from cronbus.agents.ingest.routing import job_types_for
+from cronbus.agents.ingest.service import immediate_job
+from cronbus.streams import headers, topics
+from cronbus.streams.events import (
     CronTick,
     DomainEvent,
     EntityModified,
@@ -29,10 +29,10 @@ from streams.events import (
     WorldTimeAdvanced,
     encode_event,
 )
-from streams.jobs import Job, job_id_for
-from streams.keys import partition_of, tenant_key
-from streams.schedules import Schedule
-from streams.topics import JobType
+from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.keys import partition_of, tenant_key
+from cronbus.streams.schedules import Schedule
+from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic
 
 TENANT = "acme"

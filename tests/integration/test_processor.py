@@ -13,11 +13,11 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from clients.event_publisher import EventPublisher
-from clients.job_status import JobStatusStore
-from streams import headers, topics
-from streams.jobs import Job, job_id_for
-from streams.topics import JobType
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.clients.redis.job_status import JobStatusStore
+from cronbus.streams import headers, topics
+from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic
 
 TOPIC = topics.job_topic(JobType.EXPORT)

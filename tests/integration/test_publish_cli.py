@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from streams import topics
-from streams.events import parse_event
+from cronbus.streams import topics
+from cronbus.streams.events import parse_event
 from tests.integration.cli import run_cronbus
 from tests.integration.kafka import read_topic
 

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 import httpx
 import redis.asyncio as aioredis
 
-from agents.builtin_schedules import BUILTINS
-from agents.cron import preview
-from streams import topics
-from streams.schedules import parse_schedule
+from cronbus.agents.schedules.builtins import BUILTINS
+from cronbus.agents.schedules.cron import preview
+from cronbus.streams import topics
+from cronbus.streams.schedules import parse_schedule
 from tests.integration.kafka import eventually, read_topic
 
 TOKENS = "tok-acme:acme,tok-globex:globex"
@@ -142,7 +142,7 @@ async def test_the_api_keeps_tenants_apart_names_bad_fields_and_reports_runs(
 
 
 def cli(worker_url: str | None, token: str | None, *args: str) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "agents.cli", "schedules"]
+    argv = [sys.executable, "-m", "cronbus.agents.cli", "schedules"]
     if worker_url:
         argv += ["--url", worker_url]
     if token:

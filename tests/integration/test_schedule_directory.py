@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 
-from clients.harness import DevStack
-from clients.schedule_directory import ScheduleDirectory
-from streams import topics
-from streams.schedules import Schedule
-from streams.settings import Settings
+from cronbus.agents.schedules.directory import ScheduleDirectory
+from cronbus.clients.devstack.harness import DevStack
+from cronbus.streams import topics
+from cronbus.streams.schedules import Schedule
+from cronbus.streams.settings import Settings
 from tests.integration.kafka import eventually, read_topic
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)

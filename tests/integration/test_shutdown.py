@@ -9,8 +9,8 @@ from collections import Counter
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from clients.event_publisher import EventPublisher
-from streams.events import InvoiceDue
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.streams.events import InvoiceDue
 from tests.integration.kafka import eventually
 
 JOBS = 40

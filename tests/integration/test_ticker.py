@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 
-from clients.schedule_runs import RunLog
-from streams import topics
-from streams.jobs import job_id_for
-from streams.schedules import Schedule, tick_trigger_ref
-from streams.topics import JobType
+from cronbus.clients.redis.schedule_runs import RunLog
+from cronbus.streams import topics
+from cronbus.streams.jobs import job_id_for
+from cronbus.streams.schedules import Schedule, tick_trigger_ref
+from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic, write_schedules
 
 JOB_TYPE = JobType.EXPORT  # immediate: each tick is its own job

@@ -7,11 +7,11 @@ import httpx
 import pybreaker
 import pytest
 
-from agents.alerts import Alerts
-from clients.downstream import DownstreamUnavailable, make_breaker
-from clients.webhook import Webhook
-from streams.metrics import Metrics
-from streams.settings import Settings
+from cronbus.agents.processing.alerts import Alerts
+from cronbus.clients.http.downstream import DownstreamUnavailable, make_breaker
+from cronbus.clients.http.webhook import Webhook
+from cronbus.streams.metrics import Metrics
+from cronbus.streams.settings import Settings
 
 
 def alert_count(metrics: Metrics, kind: str) -> float:

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from agents.backoff import backoff_delay
+from cronbus.agents.processing.backoff import backoff_delay
 
 
 def test_delays_double_per_attempt_without_jitter():

@@ -9,7 +9,7 @@ import time
 import pybreaker
 import pytest
 
-from agents.breaker_gate import ServiceGate
+from cronbus.agents.processing.breaker_gate import ServiceGate
 
 
 def tripped_breaker(reset_timeout_s: float) -> pybreaker.CircuitBreaker:

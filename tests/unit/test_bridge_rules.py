@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agents.bridge_rules import BridgedEvent, bridge_message, split_channel
-from streams import topics
-from streams.events import EntityModified, InvalidReason, Rejection, WorldTimeAdvanced
+from cronbus.agents.bridge.rules import BridgedEvent, bridge_message, split_channel
+from cronbus.streams import topics
+from cronbus.streams.events import EntityModified, InvalidReason, Rejection, WorldTimeAdvanced
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 WORLD_TIME = {"world_time": "1492-10-12T06:00:00+00:00"}

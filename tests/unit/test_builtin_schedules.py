@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.builtin_schedules import (
+from cronbus.agents.schedules.api_rules import with_enabled
+from cronbus.agents.schedules.builtins import (
     BUILTINS,
     NEVER_AUTO_DELETED,
     _retention,
@@ -12,9 +13,8 @@ from agents.builtin_schedules import (
     switched_off,
     wanted_builtins,
 )
-from agents.cron import preview
-from agents.schedule_api_rules import with_enabled
-from streams.settings import SettingsError, load_settings
+from cronbus.agents.schedules.cron import preview
+from cronbus.streams.settings import SettingsError, load_settings
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)  # a Saturday
 

@@ -6,8 +6,8 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from agents.cron import fire_times, next_fire, preview
-from streams.schedules import Schedule
+from cronbus.agents.schedules.cron import fire_times, next_fire, preview
+from cronbus.streams.schedules import Schedule
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -113,7 +113,7 @@ ZONES = ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC")
 def test_each_next_fire_found_on_its_own_matches_one_continuous_walk_across_dst_changes():
     # the ticker asks for one next fire at a time (cached per pattern); that must give exactly
     # the sequence one walk over the change gives, with the repeated hour's second pass
-    from agents.cron import _cron_walk, next_cron
+    from cronbus.agents.schedules.cron import _cron_walk, next_cron
 
     for zone, pattern in itertools.product(ZONES, PATTERNS):
         for start in (utc(2026, 3, 27, 12), utc(2026, 10, 24, 12), utc(2026, 3, 7, 12),

@@ -7,7 +7,7 @@ import re
 
 import yaml
 
-from streams.metrics import Metrics
+from cronbus.streams.metrics import Metrics
 from tests.dashboards import DASHBOARDS, GRAFANA, METRIC_NAME, load, panels, queries, variables
 
 EXPECTED = {"overview", "job-topic", "schedules", "ingest", "downstream"}

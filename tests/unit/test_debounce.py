@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.debounce import DebouncePolicy, Window, job_for_window
-from streams.jobs import job_id_for, window_trigger_ref
-from streams.topics import JobType
+from cronbus.agents.ingest.debounce import DebouncePolicy, Window, job_for_window
+from cronbus.streams.jobs import job_id_for, window_trigger_ref
+from cronbus.streams.topics import JobType
 
 AT = "2026-11-23T10:00:00+00:00"
 

@@ -15,9 +15,9 @@ import jsonschema
 import pytest
 import yaml
 
-from agents.cli import parser
-from agents.roles import ROLES
-from streams.topics import JobType
+from cronbus.agents.cli.main import parser
+from cronbus.agents.worker.roles import ROLES
+from cronbus.streams.topics import JobType
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -77,7 +77,8 @@ def test_every_command_of_a_service_built_here_is_a_real_entry_point():
             except SystemExit:
                 pytest.fail(f"{name}: `{' '.join(command)}` is not a command cronbus accepts")
         elif command[:2] == ["python", "-m"]:
-            module = ROOT / (command[2].replace(".", "/") + ".py")
+            # installed as cronbus.<folder>...; in the repository the folders are top level
+            module = ROOT / (command[2].removeprefix("cronbus.").replace(".", "/") + ".py")
             assert module.is_file(), f"{name}: no module {command[2]} in the project"
             source = module.read_text()
             assert 'if __name__ == "__main__"' in source, f"{name}: {command[2]} cannot be run"

@@ -5,7 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.dlq import (
+from cronbus.agents.cli.progress import ProgressBar
+from cronbus.agents.processing.dead_letters import (
     DeadLetter,
     DeadLetterFilter,
     NotReplayable,
@@ -13,10 +14,9 @@ from agents.dlq import (
     replay_destination,
     replay_headers,
 )
-from agents.progress import ProgressBar
-from agents.replay import dead_letter_topics, plan_replay
-from streams import headers
-from streams.topics import JobType
+from cronbus.agents.processing.replay import dead_letter_topics, plan_replay
+from cronbus.streams import headers
+from cronbus.streams.topics import JobType
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 VALUE = b'{"job_id":"export-abc","tenant_id":"acme","type":"export"}'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from clients.downstream import (
+from cronbus.clients.http.downstream import (
     CircuitOpen,
     DownstreamClient,
     DownstreamTimeout,
@@ -15,7 +15,7 @@ from clients.downstream import (
     make_breaker,
     parse_retry_after,
 )
-from streams.metrics import Metrics
+from cronbus.streams.metrics import Metrics
 
 
 def client_answering(handler, *, fail_max: int = 3) -> tuple[DownstreamClient, Metrics]:

@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from streams import topics
-from streams.events import InvalidReason, InvoiceDue, Rejection, encode_event, parse_event
+from cronbus.streams import topics
+from cronbus.streams.events import InvalidReason, InvoiceDue, Rejection, encode_event, parse_event
 
 VALID = {
     "event_id": "e-1", "tenant_id": "acme", "occurred_at": "2026-11-23T10:00:00Z",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.health_rules import Component, breaker_status, overall
+from cronbus.agents.worker.health_rules import Component, breaker_status, overall
 
 
 def up(name: str) -> Component:

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from streams.jobs import Job, job_id_for
-from streams.topics import JobType, dead_letter_topic, job_topic, job_type_of, retry_topic
+from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.topics import JobType, dead_letter_topic, job_topic, job_type_of, retry_topic
 
 
 def a_job(**changes: object) -> Job:
@@ -54,7 +54,7 @@ def test_topic_names_follow_the_catalog():
 
 
 def test_every_job_type_has_a_spec_calling_downstream():
-    from agents.jobs import JOB_SPECS, GraphQLCall
+    from cronbus.agents.processing.specs import JOB_SPECS, GraphQLCall
 
     assert set(JOB_SPECS) == set(JobType)
     for job_type, spec in JOB_SPECS.items():

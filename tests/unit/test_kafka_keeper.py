@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
-from clients.kafka_keeper import (
+from cronbus.clients.kafka.keeper import (
     CARRIED_HEADERS_MAX_BYTES,
     KeepFailed,
     Kept,
@@ -16,8 +16,8 @@ from clients.kafka_keeper import (
     Source,
     copy_of,
 )
-from streams import headers
-from streams.metrics import Metrics
+from cronbus.streams import headers
+from cronbus.streams.metrics import Metrics
 
 STORY = {headers.REASON: "not_json", headers.SOURCE_TOPIC: "export-requested"}
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import logging
 
-from agents.logs import JsonFormatter, MaskCredentials, mask_credentials
+from cronbus.agents.worker.logs import JsonFormatter, MaskCredentials, mask_credentials
 
 
 def record(msg: str, *args: object, **extra: object) -> logging.LogRecord:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from streams.metrics import Metrics
-from streams.topics import JobType
+from cronbus.streams.metrics import Metrics
+from cronbus.streams.topics import JobType
 
 # every label any cronbus metric may carry: each has a small, fixed set of values
 BOUNDED_LABELS = {"role", "topic", "partition", "reason", "job_type", "outcome", "trigger", "kind",

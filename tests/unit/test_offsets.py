@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agents.offsets import OffsetTracker, PartitionOffsets
+from cronbus.agents.processing.offsets import OffsetTracker, PartitionOffsets
 
 
 def test_nothing_is_committed_while_the_first_record_runs():

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from clients.redis_pubsub import MAX_DELAY_S, reconnect_delay
+from cronbus.clients.redis.pubsub import MAX_DELAY_S, reconnect_delay
 
 
 def test_the_delay_doubles_from_half_a_second_and_stops_at_a_minute():

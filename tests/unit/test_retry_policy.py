@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agents.retry_policy import (
+from cronbus.agents.processing.retry_policy import (
     BadHeader,
     DeadLetter,
     Retry,

@@ -4,12 +4,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agents.debounce import IMMEDIATE, parse_policies, parse_policy
-from agents.ingest import DEFAULT_POLICIES, immediate_job
-from agents.routing import job_types_for
-from streams import topics
-from streams.events import CronTick, EntityModified, ExportRequested, InvoiceDue, WorldTimeAdvanced
-from streams.topics import JobType
+from cronbus.agents.ingest.debounce import IMMEDIATE, parse_policies, parse_policy
+from cronbus.agents.ingest.routing import job_types_for
+from cronbus.agents.ingest.service import DEFAULT_POLICIES, immediate_job
+from cronbus.streams import topics
+from cronbus.streams.events import CronTick, EntityModified, ExportRequested, InvoiceDue, WorldTimeAdvanced
+from cronbus.streams.topics import JobType
 
 NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)
 BASE = {"event_id": "e1", "tenant_id": "c42", "occurred_at": NOW}

@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.ingest import immediate_job
-from agents.schedule_api_rules import (
+from cronbus.agents.ingest.service import immediate_job
+from cronbus.agents.schedules.api_rules import (
     bearer_token,
     distinct_runs,
     idempotency_key,
@@ -17,12 +17,12 @@ from agents.schedule_api_rules import (
     schedule_view,
     with_enabled,
 )
-from clients.api_tokens import tenant_for_token
-from streams.events import CronTick, parse_event
-from streams.schedule_runs import FiredRun
-from streams.schedules import InvalidSchedule, schedule_from_request, tick_id, tick_job_id
-from streams.settings import SettingsError, load_settings
-from streams.topics import CRON_TICKS
+from cronbus.clients.redis.api_tokens import tenant_for_token
+from cronbus.streams.events import CronTick, parse_event
+from cronbus.streams.schedule_runs import FiredRun
+from cronbus.streams.schedules import InvalidSchedule, schedule_from_request, tick_id, tick_job_id
+from cronbus.streams.settings import SettingsError, load_settings
+from cronbus.streams.topics import CRON_TICKS
 
 NOW = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
 

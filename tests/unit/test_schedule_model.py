@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agents.ingest import immediate_job
-from streams.events import CronTick, parse_event
-from streams.jobs import job_id_for
-from streams.schedules import (
+from cronbus.agents.ingest.service import immediate_job
+from cronbus.streams.events import CronTick, parse_event
+from cronbus.streams.jobs import job_id_for
+from cronbus.streams.schedules import (
     InvalidSchedule,
     decode_schedule,
     schedule_from_request,
@@ -17,7 +17,7 @@ from streams.schedules import (
     tick_id,
     tick_trigger_ref,
 )
-from streams.topics import CRON_TICKS, JobType
+from cronbus.streams.topics import CRON_TICKS, JobType
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.schedule_policy import due_fires, overlap_decision
-from streams.schedules import Schedule
+from cronbus.agents.schedules.policy import due_fires, overlap_decision
+from cronbus.streams.schedules import Schedule
 
 GRACE = timedelta(seconds=2)
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)

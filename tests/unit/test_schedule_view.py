@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from clients.schedule_directory import ScheduleView, prepare_upsert, schedule_in
-from streams.schedules import InvalidSchedule, Schedule
+from cronbus.agents.schedules.directory import ScheduleView, prepare_upsert, schedule_in
+from cronbus.streams.schedules import InvalidSchedule, Schedule
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
 

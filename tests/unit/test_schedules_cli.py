@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from agents.cli import (
+from cronbus.agents.cli.main import (
     EXIT_INVALID,
     EXIT_NOT_FOUND,
     EXIT_UNAUTHORIZED,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.settings import SettingsError, load_settings
+from cronbus.streams.settings import SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.stalls import Stalls
+from cronbus.streams.stalls import Stalls
 
 
 def test_a_record_stalls_its_partition_from_the_third_failure_until_it_passes():

@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.ticker import Tick
-from agents.ticker_book import FireState, TickerBook, plan, state_for
-from streams import topics
-from streams.events import CronTick, parse_event
-from streams.schedule_runs import FiredRun
-from streams.schedules import Schedule, tick_id, tick_job_id
-from streams.topics import JobType
+from cronbus.agents.schedules.book import FireState, TickerBook, plan, state_for
+from cronbus.agents.schedules.ticker import Tick
+from cronbus.streams import topics
+from cronbus.streams.events import CronTick, parse_event
+from cronbus.streams.schedule_runs import FiredRun
+from cronbus.streams.schedules import Schedule, tick_id, tick_job_id
+from cronbus.streams.topics import JobType
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
 GRACE = timedelta(seconds=2)
@@ -201,7 +201,7 @@ def test_a_tick_is_a_valid_cron_ticks_record_and_its_run_names_the_job_ingest_ma
     {"every_ms": None, "run_at": T0 + timedelta(seconds=3)},
 ])
 def test_the_common_case_shortcut_decides_exactly_what_the_full_rules_decide(timing, monkeypatch):
-    import agents.ticker_book as book_module
+    import cronbus.agents.schedules.book as book_module
 
     schedule = a_schedule(**timing)
     cases = [(FireState(revision=T0.isoformat(), since=at(since)), at(now))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from streams import topics
+from cronbus.streams import topics
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = set(topics.all_topics())
 # words that happen to be topic names but name something else: the `cronbus schedules`
 # command, the list of schedules an API answer holds
-NOT_TOPICS = {("agents/cli.py", "schedules"), ("agents/schedule_api.py", "schedules")}
+NOT_TOPICS = {("agents/cli/main.py", "schedules"), ("agents/schedules/api.py", "schedules")}
 
 
 def test_topic_names_appear_only_in_the_catalog():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agents.debounce import DebouncePolicy
-from agents.window_book import WindowBook, decode_windows, encode_windows
+from cronbus.agents.ingest.debounce import DebouncePolicy
+from cronbus.agents.ingest.window_book import WindowBook, decode_windows, encode_windows
 
 POLICIES = {
     "invoice-generation": DebouncePolicy("trailing", 2.0, max_wait_s=5.0),

@@ -1,0 +1,565 @@
+"""The ``cronbus`` command. Logging is configured here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from cronbus.agents.worker.logs import configure_logging
+from cronbus.agents.worker.roles import DEFAULT_ROLES, ROLES
+from cronbus.streams import headers, topics
+from cronbus.streams.events import EVENT_MODELS, DomainEvent
+from cronbus.streams.settings import Settings, SettingsError, load_settings
+from cronbus.streams.topics import JobType
+
+log = logging.getLogger("cronbus")
+
+
+# --- worker ---------------------------------------------------------------------------------
+
+def _use_uvloop() -> None:
+    """libuv's event loop: about twice the network throughput of asyncio's own (bench/jobs.py)."""
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("uvloop is not installed; the worker runs on asyncio's own loop")
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from cronbus.agents.worker.build import build_worker
+    from cronbus.agents.worker.shutdown import GracefulWorker
+
+    roles = args.role or list(DEFAULT_ROLES)
+    if args.job_types is not None:
+        settings = load_settings(job_types=args.job_types)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    if settings.event_loop == "uvloop":
+        _use_uvloop()
+    app = build_worker(settings, roles)
+    worker = GracefulWorker(app, grace_s=settings.shutdown_grace_s, loglevel=settings.log_level,
+                            override_logging=False)
+    log.info("worker %s starting with roles %s", settings.app_id, ", ".join(roles))
+    worker.execute_from_commandline()
+    return 0
+
+
+# --- publish --------------------------------------------------------------------------------
+
+def _field(pair: str) -> tuple[str, Any]:
+    name, sep, raw = pair.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{pair!r} is not name=value")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+def build_event(event_type: str, tenant: str | None, fields: dict[str, Any]) -> DomainEvent:
+    """An event of ``event_type``; event_id and occurred_at are filled in when not given."""
+    data = {"event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC).isoformat(), **fields}
+    if tenant is not None:
+        data["tenant_id"] = tenant
+    return EVENT_MODELS[event_type].model_validate(data)
+
+
+def _events_from_lines(event_type: str, tenant: str | None, lines: Iterator[str]) -> Iterator[DomainEvent]:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            fields = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"line {number}: not JSON ({exc})") from None
+        if not isinstance(fields, dict):
+            raise ValueError(f"line {number}: a JSON object is expected")
+        try:
+            yield build_event(event_type, tenant, fields)
+        except ValidationError as exc:
+            raise ValueError(f"line {number}: {_errors(exc)}") from None
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from cronbus.clients.kafka.publisher import EventPublisher
+
+    try:
+        if args.file:
+            stream = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
+            events = list(_events_from_lines(args.event_type, args.tenant, stream))
+        else:
+            fields = dict(args.set or [])
+            events = [build_event(args.event_type, args.tenant, fields) for _ in range(args.count)]
+    except ValidationError as exc:
+        print(f"cronbus publish: invalid {args.event_type} event: {_errors(exc)}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        print(f"cronbus publish: {exc}", file=sys.stderr)
+        return 2
+
+    from cronbus.agents.cli.progress import ProgressBar
+
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    bar = ProgressBar(len(events), "publish") if show else None
+
+    async def send() -> None:
+        async with EventPublisher(settings.broker_url) as publisher:
+            for done, event in enumerate(events, 1):
+                await publisher.publish(event)
+                if bar:
+                    bar.update(done)
+            await publisher.flush()
+        if bar:
+            bar.close()
+
+    asyncio.run(send())
+    print(f"published {len(events)} {args.event_type} event(s)")
+    return 0
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+def cmd_job_status(args: argparse.Namespace, settings: Settings) -> int:
+    import redis.asyncio as aioredis
+
+    from cronbus.clients.redis.job_status import JobStatusStore
+
+    async def read() -> dict[str, Any] | None:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            store = JobStatusStore(client, namespace=settings.redis_namespace,
+                                   ttl_s=settings.job_status_ttl_s)
+            return await store.get(args.job_id)
+        finally:
+            await client.aclose()
+
+    record = asyncio.run(read())
+    if record is None:
+        print(f"no status for job {args.job_id!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def cmd_job_queues(args: argparse.Namespace, settings: Settings) -> int:
+    import redis.asyncio as aioredis
+
+    from cronbus.agents.processing.queues import queue_stats
+    from cronbus.clients.redis.job_status import JobStatusStore
+
+    async def read() -> list[dict[str, Any]]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            store = JobStatusStore(client, namespace=settings.redis_namespace,
+                                   ttl_s=settings.job_status_ttl_s)
+            chosen = [JobType(t) for t in args.job_type] if args.job_type else None
+            return await queue_stats(settings.broker_url, settings.app_id, store, chosen)
+        finally:
+            await client.aclose()
+
+    queues = asyncio.run(read())
+    if args.json:
+        print(json.dumps(queues, indent=2))
+        return 0
+    columns = ("job_type", "waiting", "active", "completed", "failed", "dead_lettered")
+    widths = [max(len(c), *(len(str(q[c])) for q in queues)) for c in columns]
+    print("  ".join(c.replace("_", " ").ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for q in queues:
+        print("  ".join(str(q[c]).ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_job_retry_failed(args: argparse.Namespace, settings: Settings) -> int:
+    from cronbus.agents.processing.queues import retry_failed
+
+    result = asyncio.run(retry_failed(settings.broker_url, JobType(args.job_type),
+                                      tenant_id=args.tenant, dry_run=args.dry_run))
+    if args.json:
+        print(json.dumps({"job_type": args.job_type, "dry_run": args.dry_run, **result.as_dict()},
+                         indent=2))
+    else:
+        verb = "would replay" if args.dry_run else "replayed"
+        count = result.matched - len(result.refused) if args.dry_run else result.sent
+        print(f"{verb} {count} failed {args.job_type} job(s) from "
+              f"{topics.dead_letter_topic(topics.job_topic(args.job_type))}")
+    for reason in result.refused:
+        print(f"cronbus jobs retry-failed: not replayed: {reason}", file=sys.stderr)
+    return 1 if result.refused else 0
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+# exit codes of `cronbus schedules ...`
+EXIT_NOT_FOUND, EXIT_INVALID, EXIT_UNAUTHORIZED, EXIT_UNREACHABLE = 1, 2, 3, 4
+
+
+def _definition(args: argparse.Namespace) -> dict[str, Any]:
+    """A schedule definition from --file (JSON; '-' for stdin) and --set FIELD=VALUE pairs."""
+    data: dict[str, Any] = {}
+    if args.file:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{args.file}: not JSON ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.file}: a JSON object is expected")
+        data.update(loaded)
+    data.update(dict(args.set or []))
+    return data
+
+
+def _schedules_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    """The method, path and options of the API call a `cronbus schedules` command makes."""
+    from urllib.parse import quote
+
+    schedule_id = getattr(args, "schedule_id", None)
+    path = "/schedules" if schedule_id is None else f"/schedules/{quote(schedule_id, safe='')}"
+    action = args.schedules_command
+    if action == "list":
+        return "GET", path, {}
+    if action == "get":
+        return "GET", path, {}
+    if action == "create":
+        return "POST", path, {"json": _definition(args)}
+    if action == "update":
+        return "PUT", path, {"json": _definition(args)}
+    if action == "delete":
+        return "DELETE", path, {}
+    if action == "trigger":
+        headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+        return "POST", f"{path}/trigger", {"headers": headers}
+    if action in ("pause", "resume"):
+        return "POST", f"{path}/{action}", {}
+    if action == "next":
+        return "GET", f"{path}/next", {"params": {"count": args.count}}
+    if action == "runs":
+        return "GET", f"{path}/runs", {"params": {"limit": args.limit}}
+    raise ValueError(f"unknown command {action!r}")
+
+
+def _schedules_error(status: int, body: Any) -> tuple[int, str]:
+    """The exit code and message of an API answer that is not a success."""
+    error = body.get("error", "") if isinstance(body, dict) else str(body)
+    if status == 422 and isinstance(body, dict):
+        lines = [f"  {p['field']}: {p['message']}" for p in body.get("problems", [])]
+        return EXIT_INVALID, "\n".join(["invalid request:", *lines])
+    if status == 401:
+        return EXIT_UNAUTHORIZED, (f"{error} (give --token or set CRONBUS_SCHEDULES_TOKEN)")
+    if status == 404:
+        return EXIT_NOT_FOUND, error or "not found"
+    return EXIT_UNREACHABLE, f"HTTP {status}: {error}"
+
+
+def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
+    import httpx
+
+    from cronbus.clients.http.schedules_client import SchedulesClient
+
+    url = args.url or f"http://127.0.0.1:{settings.web_port}"
+    try:
+        method, path, options = _schedules_request(args)
+        if args.schedules_command == "update" and not args.replace:
+            # --set and --file change the stored definition; the rest stays as it is
+            with SchedulesClient(url, args.token) as client:
+                current = client.call("GET", path)
+            if current.status != 200:
+                code, message = _schedules_error(current.status, current.body)
+                print(f"cronbus schedules: {message}", file=sys.stderr)
+                return code
+            kept = {k: v for k, v in current.body.items()
+                    if k not in ("tenant_id", "revision_at", "kind", "paused")}
+            options["json"] = {**kept, **options["json"]}
+    except (ValueError, OSError) as exc:
+        print(f"cronbus schedules: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        with SchedulesClient(url, args.token) as client:
+            reply = client.call(method, path, **options)
+    except httpx.HTTPError as exc:
+        print(f"cronbus schedules: cannot reach {url} ({exc.__class__.__name__}: {exc})",
+              file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if reply.status >= 400:
+        code, message = _schedules_error(reply.status, reply.body)
+        print(f"cronbus schedules: {message}", file=sys.stderr)
+        return code
+    if reply.body is not None:
+        print(json.dumps(reply.body, indent=2))
+    elif args.schedules_command == "delete":
+        print(f"deleted schedule {args.schedule_id}")
+    return 0
+
+
+def _schedules_parser(sub: Any) -> None:
+    import os
+
+    schedules = sub.add_parser("schedules", help="manage schedules through a worker's API")
+    schedules.add_argument("--url", default=os.environ.get("CRONBUS_SCHEDULES_URL"),
+                           help="the worker's web address (env CRONBUS_SCHEDULES_URL; "
+                                "default http://127.0.0.1:$CRONBUS_WEB_PORT)")
+    schedules.add_argument("--token", default=os.environ.get("CRONBUS_SCHEDULES_TOKEN"),
+                           help="your bearer token (env CRONBUS_SCHEDULES_TOKEN)")
+    schedules.set_defaults(run=cmd_schedules)
+    actions = schedules.add_subparsers(dest="schedules_command", required=True)
+    actions.add_parser("list", help="your tenant's schedules")
+    for name, text in (("get", "one schedule"), ("delete", "remove a schedule"),
+                       ("pause", "stop firing until resumed"),
+                       ("resume", "fire again, from now on")):
+        actions.add_parser(name, help=text).add_argument("schedule_id")
+    for name, text in (("create", "create a schedule (the same definition twice is one)"),
+                       ("update", "change a schedule: --set and --file over its definition")):
+        action = actions.add_parser(name, help=text)
+        if name == "update":
+            action.add_argument("schedule_id")
+            action.add_argument("--replace", action="store_true",
+                                help="send the definition as it is, not merged over the stored one")
+        action.add_argument("--file", help="the definition as JSON ('-' for stdin)")
+        action.add_argument("--set", type=_field, action="append", metavar="FIELD=VALUE",
+                            help="a field, e.g. cron='30 2 * * *' or every_ms=60000 "
+                                 "(read as JSON when it parses)")
+    trigger = actions.add_parser("trigger", help="run a schedule's job now")
+    trigger.add_argument("schedule_id")
+    trigger.add_argument("--idempotency-key", help="the same key runs the job once")
+    preview = actions.add_parser("next", help="the next fire times, in the schedule's zone")
+    preview.add_argument("schedule_id")
+    preview.add_argument("--count", type=int, default=5)
+    runs = actions.add_parser("runs", help="recent runs and their outcome")
+    runs.add_argument("schedule_id")
+    runs.add_argument("--limit", type=int, default=20)
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+def _when(text: str) -> datetime:
+    from cronbus.agents.processing.dead_letters import parse_when
+
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _dead_letter_topic(name: str) -> str:
+    """A job topic or its dead-letter topic, as the dead-letter topic."""
+    try:
+        job_type = topics.job_type_of(name)
+    except ValueError:
+        job_type = None
+    if job_type is not None:
+        job = topics.job_topic(job_type)
+        if name in (job, topics.dead_letter_topic(job)):
+            return topics.dead_letter_topic(job)
+    raise argparse.ArgumentTypeError(
+        f"{name!r} is not a job topic or its dead-letter topic (e.g. "
+        f"{topics.dead_letter_topic(topics.job_topic(topics.JobType.EXPORT))})"
+    )
+
+
+def _dlq_selection(args: argparse.Namespace) -> tuple[list[str], Any]:
+    from cronbus.agents.processing.dead_letters import DeadLetterFilter
+    from cronbus.agents.processing.replay import dead_letter_topics
+
+    chosen = args.topic or dead_letter_topics(args.job_type)
+    rule = DeadLetterFilter(tenant_id=args.tenant, error_type=args.error_type,
+                            since=args.since, until=args.until)
+    return list(dict.fromkeys(chosen)), rule
+
+
+def _dlq_table(letters: Sequence[Any]) -> str:
+    columns = ("dead at", "topic[partition]@offset", "tenant", "job id", "error type", "attempts",
+               "error")
+    rows = [(
+        letter.dead_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        f"{letter.topic}[{letter.partition}]@{letter.offset}",
+        letter.tenant_id or "-", letter.job_id or "-", letter.error_type or "-",
+        "-" if letter.attempts is None else str(letter.attempts),
+        (letter.error or "-").replace("\n", " ")[:60],
+    ) for letter in letters]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    from cronbus.agents.processing.replay import find_dead_letters
+
+    try:
+        chosen, rule = _dlq_selection(args)
+    except ValueError as exc:
+        print(f"cronbus dlq list: {exc}", file=sys.stderr)
+        return 2
+    letters = asyncio.run(find_dead_letters(settings.broker_url, chosen, rule))
+    if args.json:
+        print(json.dumps([letter.as_dict() for letter in letters], indent=2))
+    else:
+        print(_dlq_table(letters))
+        print(f"{len(letters)} dead letter(s) in {', '.join(chosen)}", file=sys.stderr)
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from cronbus.agents.cli.progress import ProgressBar
+    from cronbus.agents.processing.replay import find_dead_letters, replay
+
+    try:
+        chosen, rule = _dlq_selection(args)
+    except ValueError as exc:
+        print(f"cronbus dlq replay: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> tuple[Any, list[Any]]:
+        letters = await find_dead_letters(settings.broker_url, chosen, rule)
+        show = args.progress if args.progress is not None else sys.stderr.isatty()
+        bar = ProgressBar(len(letters), "replay") if show and not args.dry_run else None
+        result = await replay(settings.broker_url, letters, force=args.force,
+                              dry_run=args.dry_run, on_sent=bar.update if bar else None)
+        if bar is not None:
+            bar.close()
+        return result, letters
+
+    result, letters = asyncio.run(run())
+    if args.json:
+        print(json.dumps({**result.as_dict(), "dry_run": args.dry_run}, indent=2))
+    elif args.dry_run:
+        if letters:
+            print(_dlq_table(letters))
+        print(f"dry run: would replay {result.matched - len(result.refused)} of {result.matched} "
+              f"matching dead letter(s) to {dict(result.to_topics) or 'nothing'}; nothing sent")
+    else:
+        print(f"replayed {result.sent} of {result.matched} matching dead letter(s) to "
+              f"{dict(result.to_topics) or 'nothing'}")
+    for reason in result.refused:
+        print(f"cronbus dlq replay: not replayed: {reason}", file=sys.stderr)
+    return 1 if result.refused else 0
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from cronbus.agents.cli.demo import run_demo
+
+    return run_demo(tenants=args.tenants, burst=args.burst, every_s=args.every)
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="cronbus", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run a worker (ingest and processor unless --role is given)")
+    worker.add_argument("--role", action="append", choices=ROLES,
+                        help="a role to run; repeat for several (bridge: Redis pub/sub to Kafka)")
+    worker.add_argument("--job-types", metavar="TYPE,TYPE",
+                        help="job types the processor serves, comma-separated (default: "
+                             "CRONBUS_JOB_TYPES, else all), e.g. invoice-generation,export")
+    worker.set_defaults(run=cmd_worker)
+
+    publish = sub.add_parser("publish", help="validate and publish domain events")
+    publish.add_argument("event_type", choices=sorted(EVENT_MODELS), metavar="EVENT_TYPE",
+                         help=f"one of {', '.join(topics.EVENT_TOPICS)}")
+    publish.add_argument("--tenant", help="the tenant id (or give tenant_id in the fields)")
+    publish.add_argument("--set", type=_field, action="append", metavar="FIELD=VALUE",
+                         help="an event field; the value is read as JSON when it parses")
+    publish.add_argument("--count", type=int, default=1, help="publish this many events")
+    publish.add_argument("--file", help="JSON lines of event fields ('-' for stdin)")
+    publish.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                         help="a progress bar on stderr (default: when it is a terminal)")
+    publish.set_defaults(run=cmd_publish)
+
+    jobs = sub.add_parser("jobs", help="job status, queues, retrying failed jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    status = jobs_sub.add_parser("status", help="a job's state, attempts and last error")
+    status.add_argument("job_id")
+    status.set_defaults(run=cmd_job_status)
+    queues = jobs_sub.add_parser("queues", help="per job topic: waiting (consumer lag), active, "
+                                 "completed, failed (attempts), dead-lettered")
+    queues.add_argument("--job-type", action="append", choices=[t.value for t in JobType],
+                        metavar="TYPE", help="only these job types (repeatable)")
+    queues.add_argument("--json", action="store_true", help="JSON output")
+    queues.set_defaults(run=cmd_job_queues)
+    retry = jobs_sub.add_parser("retry-failed", help="replay a job type's dead letters to its "
+                                "job topic (like dlq replay --job-type TYPE)")
+    retry.add_argument("job_type", choices=[t.value for t in JobType], metavar="TYPE",
+                       help=f"one of {', '.join(t.value for t in JobType)}")
+    retry.add_argument("--tenant", help="only this tenant's failed jobs")
+    retry.add_argument("--dry-run", action="store_true", help="count them; send nothing")
+    retry.add_argument("--json", action="store_true", help="JSON output")
+    retry.set_defaults(run=cmd_job_retry_failed)
+
+    _schedules_parser(sub)
+
+    dlq = sub.add_parser("dlq", help="dead letters: list them, replay them to their job topics")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    for name, run, summary in (
+        ("list", cmd_dlq_list, "list dead letters (a table, or --json)"),
+        ("replay", cmd_dlq_replay, "send dead letters back to their job topics, key and value "
+                                   "unchanged, without error headers"),
+    ):
+        one = dlq_sub.add_parser(name, help=summary, description=summary)
+        where = one.add_mutually_exclusive_group()
+        where.add_argument("--job-type", action="append", choices=[t.value for t in JobType],
+                           metavar="TYPE", help="a job type's dead letters (repeatable; default: "
+                           f"all): {', '.join(t.value for t in JobType)}")
+        where.add_argument("--topic", action="append", type=_dead_letter_topic,
+                           help="a dead-letter topic (or its job topic); repeatable")
+        one.add_argument("--tenant", help="only this tenant's")
+        one.add_argument("--error-type", help="only this error type, e.g. PermanentError")
+        one.add_argument("--since", type=_when, help="dead-lettered at or after: ISO 8601 or an "
+                         "age like 30m, 2h, 1d")
+        one.add_argument("--until", type=_when, help="dead-lettered at or before (same forms)")
+        one.add_argument("--json", action="store_true", help="JSON output")
+        if name == "replay":
+            one.add_argument("--dry-run", action="store_true",
+                             help="show what would be replayed; send nothing")
+            one.add_argument("--force", action="store_true",
+                             help=f"mark records with {headers.FORCE} so the processor calls "
+                             "downstream again even for a completed job id")
+            one.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                             help="a progress bar on stderr (default: when it is a terminal)")
+        one.set_defaults(run=run)
+
+    demo = sub.add_parser("demo", help="start the dev stack and a worker, and publish bursts")
+    demo.add_argument("--tenants", type=int, default=5)
+    demo.add_argument("--burst", type=int, default=40, help="events per burst")
+    demo.add_argument("--every", type=float, default=10.0, help="seconds between bursts")
+    demo.set_defaults(run=cmd_demo)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"cronbus: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return int(args.run(args, settings))
+    except SettingsError as exc:
+        print(f"cronbus: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

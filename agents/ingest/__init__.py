@@ -1,0 +1,2 @@
+"""The ingest role: domain events and cron ticks in, validated, routed (`routing`), debounced per
+tenant (`debounce`, `window_book`, windows on a compacted changelog), jobs out (`service`)."""

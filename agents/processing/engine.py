@@ -1,0 +1,419 @@
+"""The processor engine: owns the consumption of the job topics with raw aiokafka consumers.
+
+Faust's per-message stream path caps far below the throughput a processor needs (about 5,000
+messages/s with no work at all, 1,300/s for a naive pipeline), and agent concurrency > 1 can
+commit past an unfinished message (faust-streaming #606). So a processor worker consumes its
+job topics itself, one consumer group per job type (``<app id>.<job type>``), as a
+``mode.Service`` inside the Faust worker:
+
+- ``getmany`` batches; every record becomes a task; at most ``processor_concurrency`` calls
+  are in flight across the worker;
+- offsets are committed every ``processor_commit_interval_s``, only up to the contiguous
+  prefix of finished records of each partition (:mod:`cronbus.agents.processing.offsets`);
+- records of a retry topic wait until their due time (a header) without taking a slot;
+- while the circuit of a job type's service is open its consumer is paused (``pause()``),
+  nothing is fetched, nothing is spent; it resumes when the gate opens;
+- a record whose processing fails (Redis or the broker away) is tried again after a growing
+  pause, logged once, and counted as a stall once it failed three times; one that keeps
+  failing for any other reason (a defect) is dead-lettered after :data:`DEFECT_TRIES`, so no
+  record holds its partition back for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import mode
+import redis.exceptions
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from cronbus.agents.processing.alerts import Alerts
+from cronbus.agents.processing.breaker_gate import ServiceGate
+from cronbus.agents.processing.offsets import OffsetTracker
+from cronbus.agents.processing.processor import HandedBack, Processor
+from cronbus.agents.processing.retry_policy import RetryPolicy
+from cronbus.agents.processing.specs import JOB_SPECS, JobSpec
+from cronbus.clients.http.downstream import DownstreamClient
+from cronbus.clients.kafka import log as kafka_log
+from cronbus.clients.kafka.keeper import KeepFailed, Kept, RecordKeeper, Source
+from cronbus.clients.redis.job_status import BatchedJobStatus, JobStatusStore
+from cronbus.streams import topics
+from cronbus.streams.metrics import Metrics
+from cronbus.streams.settings import Settings
+from cronbus.streams.stalls import Stalls
+from cronbus.streams.topics import JobType
+
+log = logging.getLogger(__name__)
+
+# how long an infrastructure error (Redis, Kafka) makes a record wait before it is tried again
+INFRA_RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+# failures of the outside world: a record failing so is tried again for as long as it takes
+INFRA_ERRORS = (redis.exceptions.RedisError, KafkaError, KeepFailed, OSError, TimeoutError)
+# tries after which a record failing for any other reason is dead-lettered as InternalError
+DEFECT_TRIES = 5
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: JobTopicConsumer) -> None:
+        self._owner = consumer
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._owner.handed_back(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._owner.joined = True
+        log.info("%s: assigned %s", self._owner.group,
+                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "nothing")
+
+
+class JobTopicConsumer:
+    """The consumer of one job type's topic and retry topics."""
+
+    def __init__(self, processor: Processor, gate: ServiceGate, settings: Settings,
+                 *, max_buffered: int, stalls: Stalls) -> None:
+        self.processor = processor
+        self.stalls = stalls
+        self.gate = gate
+        self.group = topics.processor_group(settings.app_id, processor.job_type)
+        self.max_buffered = max_buffered
+        self.ordered = processor.spec.ordered
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.broker_url,
+            group_id=self.group,
+            client_id=f"{self.group}-consumer",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+            rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.broker_session_timeout_s / 3) * 1000),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self.offsets: OffsetTracker[TopicPartition] = OffsetTracker()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.joined = False
+        self.committed: dict[TopicPartition, int] = {}
+        self._room = asyncio.Event()
+        self._last_of_key: dict[tuple[TopicPartition, bytes | None], asyncio.Task[None]] = {}
+        self._outstanding = 0
+
+    async def start(self) -> None:
+        self.consumer.subscribe(self.processor.topics(), listener=_Rebalance(self))
+        await self.consumer.start()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment())
+
+    @property
+    def outstanding(self) -> int:
+        return self._outstanding
+
+    async def fetch_forever(self) -> None:
+        while True:
+            try:
+                await self._fetch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the broker went away, a rebalance failed: keep the worker
+                log.exception("%s: fetching failed; trying again in 1s", self.group)
+                await asyncio.sleep(1.0)
+
+    async def _fetch(self) -> None:
+        consumer = self.consumer
+        paused = bool(consumer.paused())
+        while True:
+            if self._outstanding >= self.max_buffered:
+                # enough work taken: wait for room instead of fetching (no spinning)
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), 1.0)
+                continue
+            if not self.gate.is_open:
+                if not paused:
+                    log.warning("%s: pausing consumption while the circuit of %s is open",
+                                self.group, self.gate.service)
+                paused = True
+                consumer.pause(*consumer.assignment())  # new partitions too
+                # keep polling (the group expects it) but nothing comes from paused partitions
+                batch = await consumer.getmany(timeout_ms=1000)
+            else:
+                if paused:
+                    paused = False
+                    consumer.resume(*consumer.paused())
+                    log.info("%s: consumption resumed", self.group)
+                batch = await consumer.getmany(
+                    timeout_ms=500, max_records=self.max_buffered - self._outstanding
+                )
+            for tp, records in batch.items():
+                for record in records:
+                    self._take(tp, record)
+
+    def _take(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        self.offsets.start(tp, record.offset)
+        self._outstanding += 1
+        after = None
+        if self.ordered:
+            chain = (tp, record.key)
+            after = self._last_of_key.get(chain)
+        task = asyncio.get_running_loop().create_task(self._run(tp, record, after))
+        if self.ordered:
+            self._last_of_key[(tp, record.key)] = task
+        self.tasks.add(task)
+        task.add_done_callback(self._finished_task)
+
+    def _finished_task(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self._outstanding -= 1
+        if self._outstanding < self.max_buffered:
+            self._room.set()
+
+    async def _run(self, tp: TopicPartition, record: ConsumerRecord,
+                   after: asyncio.Task[None] | None) -> None:
+        if after is not None:
+            await asyncio.wait({after})
+        if tp.topic != self.processor.topic:
+            due = self.processor.due_at(record)
+            if due is not None and due > time.time():
+                await asyncio.sleep(due - time.time())
+        while True:
+            try:
+                await self.processor.process(record)
+                break
+            except HandedBack:
+                return  # never marked done: the partition's next owner runs it
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not await self._failed(tp, record, exc):
+                    break
+        if self.stalls.passed(tp.topic, tp.partition, record.offset):
+            log.info("%s[%s]@%s: decided after all", tp.topic, tp.partition, record.offset)
+        self.offsets.finish(tp, record.offset)
+        if self.ordered and self._last_of_key.get((tp, record.key)) is asyncio.current_task():
+            del self._last_of_key[(tp, record.key)]
+
+    async def _failed(self, tp: TopicPartition, record: ConsumerRecord, exc: Exception) -> bool:
+        """Count a failed try of ``record``; True to try it again (after a pause), False once it
+        is dead-lettered. The log says it once per record, the stall count the rest."""
+        error = f"{type(exc).__name__}: {exc}"
+        tries = self.stalls.failed(tp.topic, tp.partition, record.offset, error)
+        infra = isinstance(exc, INFRA_ERRORS)
+        if not infra and tries >= DEFECT_TRIES:
+            log.error("%s[%s]@%s failed %d times (%s); dead-lettering it", tp.topic,
+                      tp.partition, record.offset, tries, error)
+            try:
+                await self.processor.give_up(record, exc, tries)
+                return False
+            except Exception as keep_error:  # the broker refused too: go on trying
+                error = f"{type(keep_error).__name__}: {keep_error}"
+        delay = INFRA_RETRY_S[min(tries, len(INFRA_RETRY_S)) - 1]
+        if tries == 1:
+            log.exception("%s[%s]@%s: processing failed; trying again in %.1fs (logged once "
+                          "for this record)", tp.topic, tp.partition, record.offset, delay)
+        else:
+            log.debug("%s[%s]@%s: try %d failed (%s); again in %.1fs", tp.topic, tp.partition,
+                      record.offset, tries, error, delay)
+        await asyncio.sleep(delay)
+        return True
+
+    async def commit(self) -> None:
+        ready = self.offsets.commits()
+        if not ready:
+            return
+        try:
+            await self.consumer.commit(ready)
+            self.committed.update(ready)
+        except Exception as exc:  # a rebalance: the next owner reads those records again
+            log.warning("%s: commit of %d partition(s) failed: %s", self.group, len(ready), exc)
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Records of each owned partition not yet committed (waiting or running)."""
+        lags = {}
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            done = self.committed.get(tp)
+            if done is None:
+                done = await self.consumer.committed(tp)
+                if done is None:
+                    done = await self.consumer.position(tp)
+                self.committed[tp] = done
+            if high is not None and done is not None:
+                lags[tp] = max(0, high - done)
+        return lags
+
+    async def handed_back(self, revoked: list[TopicPartition]) -> None:
+        """Partitions leave: commit what is done of them, then forget them."""
+        if not revoked:
+            return
+        ready = {tp: off for tp, off in self.offsets.commits().items() if tp in set(revoked)}
+        if ready:
+            try:
+                await self.consumer.commit(ready)
+            except Exception as exc:
+                log.warning("%s: commit on revoke failed: %s", self.group, exc)
+        self.offsets.forget(revoked)
+        self.stalls.forget({(tp.topic, tp.partition) for tp in revoked})
+        for tp in revoked:
+            self.committed.pop(tp, None)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+
+class RecordSender:
+    """The processor's producer: retries and dead letters are copies kept through a
+    :class:`RecordKeeper` (a retry or dead letter must be on the broker before the original
+    record counts as done)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.producer: AIOKafkaProducer | None = None
+        self.keeper: RecordKeeper | None = None
+
+    async def start(self) -> None:
+        self.producer = kafka_log.producer(self.settings.broker_url)
+        await self.producer.start()
+        self.keeper = RecordKeeper(self.producer, self.metrics)
+
+    async def keep(self, source: Source, topic: str, key: bytes | None, value: bytes | None, *,
+                   story: dict[str, object], carried: Any = (), may_drop: bool = True) -> Kept:
+        assert self.keeper is not None, "the engine has not started"
+        return await self.keeper.keep(source, topic, key, value, story=story, carried=carried,
+                                      may_drop=may_drop)
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+class JobEngine(mode.Service):
+    """Every job type this worker serves, one consumer each, sharing the in-flight limit."""
+
+    def __init__(
+        self, settings: Settings, processors: list[Processor], gates: dict[str, ServiceGate],
+        *, sender: RecordSender, declare: Callable[[list[str]], Awaitable[None]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.processors = processors
+        self.gates = gates
+        self.sender = sender
+        self.declare = declare
+        self.consumers: list[JobTopicConsumer] = []
+        self.stalls = Stalls("processor", on_change=lambda role, n:
+                             sender.metrics.partitions_stalled.labels(role).set(n))
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.consumers) and all(c.joined for c in self.consumers)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set().union(*(c.assignment() for c in self.consumers)) if self.consumers else set()
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Records not yet committed per owned partition of the job and retry topics."""
+        lags: dict[TopicPartition, int] = {}
+        for consumer in self.consumers:
+            try:
+                lags.update(await consumer.lag())
+            except Exception as exc:  # a partition mid-handover: skip it this scrape
+                log.debug("no lag for %s: %s", consumer.group, exc)
+        return lags
+
+    async def on_start(self) -> None:
+        await self.declare(sorted({t for p in self.processors for t in p.topics()}))
+        await self.sender.start()
+        # aiokafka clients belong to the running loop: made here, not in __init__
+        max_buffered = max(4 * self.settings.processor_concurrency, 1000)
+        self.consumers = [
+            JobTopicConsumer(p, self.gates[p.spec.service], self.settings,
+                             max_buffered=max_buffered, stalls=self.stalls)
+            for p in self.processors
+        ]
+        # joined all at once: a group join waits on the broker (half the rebalance timeout)
+        await asyncio.gather(*(consumer.start() for consumer in self.consumers))
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(c.fetch_forever()) for c in self.consumers]
+        self._loops.append(loop.create_task(self._commit_forever()))
+        self._loops.append(loop.create_task(self._watch_breakers()))
+
+    async def _commit_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.processor_commit_interval_s)
+            for consumer in self.consumers:
+                await consumer.commit()
+
+    async def _watch_breakers(self) -> None:
+        """Notice a circuit opened by another worker (the state is shared in Redis)."""
+        while True:
+            await asyncio.sleep(0.5)
+            for gate in self.gates.values():
+                try:
+                    gate.poll()
+                except Exception as exc:
+                    log.debug("breaker state of %s unknown: %s", gate.service, exc)
+
+    async def on_stop(self) -> None:
+        """Stop taking records; let the jobs that began their call finish within the grace time;
+        hand back the rest uncommitted (their next owner runs them); commit what is done."""
+        for task in self._loops:
+            task.cancel()
+        for processor in self.processors:
+            processor.stopping = True
+        busy = {t for p in self.processors for t in p.busy}
+        waiting = [t for c in self.consumers for t in c.tasks if t not in busy]
+        for task in waiting:  # not started: waiting for a slot, a due time or the gate
+            task.cancel()
+        grace_s = self.settings.shutdown_grace_s
+        unfinished = 0
+        if busy:
+            log.info("processor: waiting up to %gs for %d job(s) in flight", grace_s, len(busy))
+            _, pending = await asyncio.wait(busy, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            unfinished = len(pending)
+        left = 0
+        for consumer in self.consumers:
+            await consumer.commit()
+            left += consumer.offsets.pending()
+            await consumer.stop()
+        if left:
+            log.info("processor: %d record(s) handed back uncommitted (%d still running after "
+                     "%gs; the rest not started, waiting or failing): their next owner runs them",
+                     left, unfinished, grace_s)
+        else:
+            log.info("processor: every record taken finished and was committed")
+        for gate in self.gates.values():
+            gate.close()
+        await self.sender.stop()
+
+
+def build_engine(
+    settings: Settings, *, client: DownstreamClient, status: JobStatusStore, metrics: Metrics,
+    alerts: Alerts | None, declare: Callable[[list[str]], Awaitable[None]],
+    specs: dict[JobType, JobSpec] = JOB_SPECS,
+) -> JobEngine:
+    """The engine for the job types in ``CRONBUS_JOB_TYPES`` (all when empty)."""
+    wanted = [JobType(t) for t in settings.job_types] or list(JobType)
+    send = RecordSender(settings, metrics)
+    batched = BatchedJobStatus(status)  # one Redis round trip for the writes of many jobs
+    gate = ServiceGate(client.breaker, reset_timeout_s=settings.breaker_reset_timeout_s)
+    slots = asyncio.Semaphore(settings.processor_concurrency)
+    policy = RetryPolicy(retries=settings.max_attempts, backoff_s=settings.retry_backoff_s,
+                         max_retry_after_s=settings.retry_after_max_s)
+    processors = [
+        Processor(specs[t], client=client, status=batched, gate=gate, keep=send.keep, slots=slots,
+                  metrics=metrics, alerts=alerts, policy=policy, rng=random.Random())
+        for t in wanted
+    ]
+    return JobEngine(settings, processors, {client.service: gate}, sender=send, declare=declare)

@@ -1,0 +1,323 @@
+"""One job record's way through a processor: the idempotency check, the downstream call, and
+its outcome: completed, retried through a retry topic, or dead-lettered.
+
+The record's key and value are never changed: a retry or a dead letter is the same bytes on
+another topic, its story (attempts, error, first and last failure) in headers. An open
+circuit is not the job's fault: the job waits at its service's gate, spending no attempt.
+
+Whatever a record holds, it is decided: a value that is no job of this type (a tombstone,
+too large, not JSON) or headers cronbus could not have written (``cronbus-attempts: abc``) is
+dead-lettered at once, as :mod:`cronbus.clients.kafka.keeper` can keep it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from cronbus.agents.processing.alerts import Alerts
+from cronbus.agents.processing.breaker_gate import ServiceGate
+from cronbus.agents.processing.retry_policy import (
+    BadHeader,
+    DeadLetter,
+    RetryPolicy,
+    after_failure,
+    longest_wait_s,
+    story_of,
+)
+from cronbus.agents.processing.specs import GraphQLCall, JobSpec
+from cronbus.clients.http.downstream import (
+    CircuitOpen,
+    DownstreamClient,
+    DownstreamError,
+    PermanentError,
+    RetryableError,
+)
+from cronbus.clients.kafka.keeper import CARRIED_HEADERS_MAX_BYTES, KEEP_MAX_BYTES, Kept, Source
+from cronbus.clients.redis.job_status import BatchedJobStatus, JobState, JobStatusStore
+from cronbus.streams import headers, topics
+from cronbus.streams.jobs import Job
+from cronbus.streams.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+TRUE_WORDS = frozenset({"1", "true", "yes"})
+# the largest job record run: its retry and dead-letter copies fit whole beside their headers
+MAX_JOB_BYTES = KEEP_MAX_BYTES - CARRIED_HEADERS_MAX_BYTES - 8192
+
+
+class JobRecord(Protocol):
+    """What a processor needs of a consumed record (an aiokafka ``ConsumerRecord`` fits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+class Keep(Protocol):
+    """Writes a copy of a record with its story (:meth:`RecordKeeper.keep`)."""
+
+    def __call__(self, source: Source, topic: str, key: bytes | None, value: bytes | None, *,
+                 story: dict[str, object], carried: Any = (), may_drop: bool = True
+                 ) -> Awaitable[Kept]: ...
+
+
+class InvalidJob(Exception):
+    """The record on a job topic is not a valid job."""
+
+
+class HandedBack(Exception):
+    """The worker is stopping and the job had not started: left uncommitted for the next owner."""
+
+
+class UnsuccessfulAnswer(PermanentError):
+    """The API answered, but its answer does not say the job succeeded."""
+
+
+class Processor:
+    """Runs the records of one job type. ``keep`` writes a retry or dead-letter copy (and waits
+    for the ack); ``slots`` bounds the calls in flight across the worker."""
+
+    def __init__(
+        self, spec: JobSpec, *, client: DownstreamClient,
+        status: JobStatusStore | BatchedJobStatus,
+        gate: ServiceGate, keep: Keep, slots: asyncio.Semaphore, metrics: Metrics,
+        alerts: Alerts | None, policy: RetryPolicy, rng: random.Random | None = None,
+    ) -> None:
+        self.spec = spec
+        self.job_type = spec.job_type.value
+        self.topic = topics.job_topic(spec.job_type)
+        self.client = client
+        self.status = status
+        self.gate = gate
+        self.keep = keep
+        self.slots = slots
+        self.alerts = alerts
+        self.policy = spec.retry or policy
+        self.longest_wait_s = longest_wait_s(self.policy)
+        self.rng = rng or random.Random()
+        self.retry_topics = {d: topics.retry_topic(self.topic, d) for d in self.policy.tier_delays()}
+        self.dead_letter_topic = topics.dead_letter_topic(self.topic)
+        self._running: dict[str, asyncio.Future[None]] = {}
+        # set when the worker stops: jobs not started yet are handed back, not begun
+        self.stopping = False
+        self.busy: set[asyncio.Task[Any]] = set()
+        # metric children looked up once: labels() costs more than inc()
+        self._outcomes = {o: metrics.jobs_processed.labels(self.job_type, o)
+                          for o in ("completed", "dead", "skipped", "invalid")}
+        self._failed = {k: metrics.jobs_failed.labels(self.job_type, k)
+                        for k in ("retryable", "permanent")}
+        self._retried = metrics.jobs_retried.labels(self.job_type)
+        self._dead = metrics.jobs_dead_lettered.labels(self.job_type)
+        self._in_flight = metrics.jobs_in_flight.labels(self.job_type)
+
+    def topics(self) -> list[str]:
+        """The topics this processor consumes: the job topic and its retry tiers."""
+        return [self.topic, *self.retry_topics.values()]
+
+    def due_at(self, record: JobRecord) -> float | None:
+        """When a record of a retry topic may run (None: at once; a bad header too, so that it
+        is dead-lettered at once), never later than this policy's longest wait from now."""
+        try:
+            return story_of(headers.decode(record.headers), now=time.time(),
+                            longest_wait_s=self.longest_wait_s).due_at
+        except BadHeader:
+            return None
+
+    async def process(self, record: JobRecord) -> str:
+        """Run one record to its outcome and return it. Infrastructure errors (Redis, Kafka)
+        propagate: the caller tries the record again later, it is never dropped."""
+        story = headers.decode(record.headers)
+        try:
+            job = self._decode(record)
+            if record.topic != self.topic:  # the story a retry record carries must be sane
+                story_of(story, now=time.time(), longest_wait_s=self.longest_wait_s)
+        except (InvalidJob, BadHeader) as exc:
+            await self._dead_letter(record, None, type(exc).__name__, str(exc), attempts=0,
+                                    first_failure_at=time.time())
+            self._outcomes["invalid"].inc()
+            return "invalid"
+        # the same job twice at once (a duplicate record): the copy waits, then finds it done
+        while (running := self._running.get(job.job_id)) is not None:
+            await asyncio.wait({running})
+        self._running[job.job_id] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._run(record, job, story)
+        finally:
+            self._running.pop(job.job_id).set_result(None)
+            self.busy.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _run(self, record: JobRecord, job: Job, story: dict[str, str]) -> str:
+        force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
+        failures, first_failure = 0, 0.0  # a record on the job topic starts afresh (a replay too)
+        if record.topic != self.topic:  # checked in process()
+            past = story_of(story, now=time.time(), longest_wait_s=self.longest_wait_s)
+            failures, first_failure = past.failures, past.first_failure_at
+        while True:
+            await self.gate.wait_open()
+            async with self.slots:
+                if self.stopping and asyncio.current_task() not in self.busy:
+                    raise HandedBack(job.job_id)
+                # from its first call until its outcome is kept, a job is finished, not dropped,
+                # by a stopping worker (within the grace time)
+                self.busy.add(asyncio.current_task())  # type: ignore[arg-type]
+                self._in_flight.inc()
+                try:
+                    attempt = await self.status.begin_attempt(job, force=force)
+                    if attempt == 0:
+                        log.debug("job %s already completed; acknowledged without a call",
+                                  job.job_id)
+                        self._outcomes["skipped"].inc()
+                        return "skipped"
+                    error = await self._attempt(job)
+                finally:
+                    self._in_flight.dec()
+            if error is None:
+                await self.status.finish(job.job_id, JobState.COMPLETED)
+                self._outcomes["completed"].inc()
+                return "completed"
+            if isinstance(error, CircuitOpen) or (
+                isinstance(error, RetryableError) and self.gate.breaker_open()
+            ):
+                # the outage, not the job: wait for the half-open probe, spend nothing
+                await self.status.finish(job.job_id, JobState.WAITING, error=_describe(error))
+                self.gate.hold()
+                continue
+            failures += 1
+            now = time.time()
+            first_failure = first_failure or now
+            retryable = isinstance(error, RetryableError)
+            self._failed["retryable" if retryable else "permanent"].inc()
+            decision = after_failure(
+                self.policy, failures=failures, retryable=retryable, now=now,
+                retry_after_s=error.retry_after if isinstance(error, RetryableError) else None,
+                rng=self.rng,
+            )
+            if isinstance(decision, DeadLetter):
+                await self.status.finish(job.job_id, JobState.DEAD, error=_describe(error))
+                await self._dead_letter(record, job, type(error).__name__, str(error),
+                                        attempts=failures, first_failure_at=first_failure)
+                self._outcomes["dead"].inc()
+                return "dead"
+            await self.status.finish(job.job_id, JobState.FAILED, error=_describe(error))
+            self._retried.inc()
+            log.warning("job %s attempt %d failed (%s); next attempt in %.1fs", job.job_id,
+                        failures, _describe(error), decision.due_at - now)
+            if self.spec.ordered:
+                # keep the tenant's order: retry in place, holding its later jobs back
+                await asyncio.sleep(max(0.0, decision.due_at - time.time()))
+                continue
+            await self.keep(
+                _source(record), self.retry_topics[decision.tier_delay_s], record.key,
+                record.value, carried=_carried(record), may_drop=False,
+                story={
+                    headers.ERROR_TYPE: type(error).__name__,
+                    headers.ERROR: str(error)[:1000],
+                    headers.ATTEMPTS: failures,
+                    headers.ORIGINAL_TOPIC: self.topic,
+                    headers.FIRST_FAILURE_AT: f"{first_failure:.3f}",
+                    headers.LAST_FAILURE_AT: f"{now:.3f}",
+                    headers.RETRY_AT: f"{decision.due_at:.3f}",
+                },
+            )
+            return "retry"
+
+    async def give_up(self, record: JobRecord, error: BaseException, tries: int) -> None:
+        """Dead-letter a record that failed ``tries`` times for no reason of the outside world
+        (a defect met on this record): replayable once fixed, and its partition moves on."""
+        await self._dead_letter(record, None, "InternalError",
+                                f"{tries} tries failed: {type(error).__name__}: {error}",
+                                attempts=0, first_failure_at=time.time())
+        self._outcomes["invalid"].inc()
+
+    def _decode(self, record: JobRecord) -> Job:
+        if record.value is None:
+            raise InvalidJob("the record has no value (a tombstone)")
+        if len(record.value) > MAX_JOB_BYTES:
+            raise InvalidJob(f"oversize: {len(record.value)} bytes, a job is at most "
+                             f"{MAX_JOB_BYTES}")
+        try:
+            job = Job.decode(record.value)
+        except ValidationError as exc:
+            raise InvalidJob(f"not a valid job: {exc.errors()[0]['msg']} "
+                             f"at {'.'.join(map(str, exc.errors()[0]['loc']))}"[:500]) from None
+        if job.type != self.spec.job_type:
+            raise InvalidJob(f"a {job.type.value} job on {record.topic}")
+        return job
+
+    async def _attempt(self, job: Job) -> DownstreamError | None:
+        """Make the call; None when it succeeded, else the classified error."""
+        call = self.spec.call
+        try:
+            if isinstance(call, GraphQLCall):
+                data = await self.client.graphql(call.operation, call.variables(job),
+                                                 idempotency_key=job.job_id)
+            else:
+                data = await self.client.rest(call.method, call.path(job), call.body(job),
+                                              idempotency_key=job.job_id)
+        except DownstreamError as exc:
+            return exc
+        if not call.succeeded(data):
+            return UnsuccessfulAnswer(f"{self.client.service} answered, but not success: "
+                                      f"{str(data)[:200]}", service=self.client.service)
+        return None
+
+    async def _dead_letter(
+        self, record: JobRecord, job: Job | None, error_type: str, error: str, *,
+        attempts: int, first_failure_at: float,
+    ) -> None:
+        """Keep the record on the dead-letter topic, byte for byte where it can be (a record
+        that is no job may be kept reduced, or dropped and counted: :mod:`cronbus.clients.kafka.keeper`),
+        the story in its headers."""
+        log.error("dead-lettering %s[%s]@%s to %s after %d attempt(s): %s: %s", record.topic,
+                  record.partition, record.offset, self.dead_letter_topic, attempts, error_type,
+                  error[:300])
+        await self.keep(
+            _source(record), self.dead_letter_topic, record.key, record.value,
+            carried=_carried(record), may_drop=job is None,
+            story={
+                headers.ERROR_TYPE: error_type,
+                headers.ERROR: error[:1000],
+                headers.ATTEMPTS: attempts,
+                headers.ORIGINAL_TOPIC: self.topic,
+                headers.FIRST_FAILURE_AT: f"{first_failure_at:.3f}",
+                headers.LAST_FAILURE_AT: f"{time.time():.3f}",
+                # the very record this copy is of (a retry tier's, perhaps)
+                headers.SOURCE_TOPIC: record.topic,
+                headers.SOURCE_PARTITION: record.partition,
+                headers.SOURCE_OFFSET: record.offset,
+            },
+        )
+        self._dead.inc()
+        if self.alerts is not None:
+            self.alerts.dead_lettered(
+                job_type=self.job_type, job_id=job.job_id if job else None,
+                tenant_id=job.tenant_id if job else None, topic=self.dead_letter_topic,
+                error_type=error_type, attempts=attempts,
+            )
+
+
+# headers cronbus writes itself: replaced on each hop, never doubled
+_OWN = headers.ERROR_HEADERS
+
+
+def _carried(record: JobRecord) -> list[tuple[str, bytes | None]]:
+    """The record's other headers (a producer's own, ``cronbus-force``), kept as they came."""
+    return [(name, value) for name, value in (record.headers or ()) if name not in _OWN]
+
+
+def _source(record: JobRecord) -> Source:
+    return Source(record.topic, record.partition, record.offset)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,232 @@
+"""The schedules REST API on the worker's web server, scoped to the caller's tenant.
+
+Handlers are thin: the caller's tenant comes from its bearer token, the request is read by
+:mod:`cronbus.agents.schedules.api_rules` and :func:`cronbus.streams.schedules.schedule_from_request`, the
+schedules live in the schedule directory (the compacted ``schedules`` topic), a manual run is a
+``cron-ticks`` record, and a run's outcome is its job's status in Redis.
+
+Every schedule is looked up by (tenant, id): another tenant's schedule is indistinguishable
+from one that does not exist (404).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import faust
+from faust.web import Request, Response, View
+
+from cronbus.agents.schedules.api_rules import (
+    PREVIEW_DEFAULT,
+    PREVIEW_MAX,
+    RUNS_DEFAULT,
+    bearer_token,
+    distinct_runs,
+    idempotency_key,
+    manual_tick,
+    next_runs,
+    problems_body,
+    query_count,
+    run_view,
+    schedule_view,
+    with_enabled,
+)
+from cronbus.clients.redis.api_tokens import TokenTenants
+from cronbus.clients.redis.job_status import JobStatusStore
+from cronbus.clients.redis.schedule_runs import RunLog
+from cronbus.streams.events import CronTick
+from cronbus.streams.schedules import FieldProblem, InvalidSchedule, Schedule, schedule_from_request
+
+log = logging.getLogger(__name__)
+
+
+class ScheduleStore(Protocol):
+    """What the API needs of the schedule directory (agents/schedules/directory.py)."""
+
+    def get(self, tenant_id: str, schedule_id: str) -> Schedule | None: ...
+
+    def list(self, tenant_id: str) -> list[Schedule]: ...
+
+    async def upsert(self, schedule: Schedule) -> Schedule: ...
+
+    async def remove(self, tenant_id: str, schedule_id: str) -> bool: ...
+
+
+class Answer(Exception):
+    """Ends a request early with this status and body."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        super().__init__(body.get("error", status))
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
+Handler = Callable[..., Awaitable[tuple[int, Any]]]
+
+
+class ScheduleApi:
+    def __init__(
+        self, directory: ScheduleStore, *, tokens: TokenTenants, runs: RunLog,
+        status: JobStatusStore, send_tick: Callable[[CronTick], Awaitable[None]],
+        ready: Callable[[], bool] = lambda: True,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.directory = directory
+        self.tokens = tokens
+        self.runs = runs
+        self.status = status
+        self.send_tick = send_tick
+        self.ready = ready
+        self.clock = clock
+
+    # --- the operations: (tenant, request, path parameters) -> (status, body) ---------------
+
+    async def list_schedules(self, tenant: str, request: Request) -> tuple[int, Any]:
+        return 200, {"schedules": [schedule_view(s) for s in self.directory.list(tenant)]}
+
+    async def create(self, tenant: str, request: Request) -> tuple[int, Any]:
+        schedule = schedule_from_request(await _body(request), tenant_id=tenant, now=self.clock())
+        existed = self.directory.get(tenant, schedule.id) is not None
+        stored = await self.directory.upsert(schedule)
+        return (200 if existed else 201), schedule_view(stored)
+
+    async def read(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
+        return 200, schedule_view(self._schedule(tenant, schedule_id))
+
+    async def replace(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
+        schedule = schedule_from_request(await _body(request), tenant_id=tenant, now=self.clock(),
+                                         schedule_id=schedule_id)
+        existed = self.directory.get(tenant, schedule_id) is not None
+        stored = await self.directory.upsert(schedule)
+        return (200 if existed else 201), schedule_view(stored)
+
+    async def delete(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
+        if not await self.directory.remove(tenant, schedule_id):
+            raise _not_found(schedule_id)
+        await self.runs.forget(tenant, schedule_id)
+        return 204, None
+
+    async def pause(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
+        return await self._set_enabled(tenant, schedule_id, False)
+
+    async def resume(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
+        return await self._set_enabled(tenant, schedule_id, True)
+
+    async def trigger(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
+        schedule = self._schedule(tenant, schedule_id)
+        tick = manual_tick(schedule, self.clock(), idempotency_key(request.headers))
+        await self.send_tick(tick)  # on the broker before it is in the history
+        run = await self.runs.record(tick)
+        return 202, {"run": run_view(run, await self.status.get(run.job_id))}
+
+    async def preview(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
+        schedule = self._schedule(tenant, schedule_id)
+        count = query_count(request.query, "count", default=PREVIEW_DEFAULT, maximum=PREVIEW_MAX)
+        return 200, next_runs(schedule, self.clock(), count)
+
+    async def history(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
+        self._schedule(tenant, schedule_id)
+        limit = query_count(request.query, "limit", default=RUNS_DEFAULT,
+                            maximum=self.runs.kept)
+        runs = distinct_runs(await self.runs.recent(tenant, schedule_id, limit))
+        return 200, {"schedule_id": schedule_id,
+                     "runs": [run_view(r, await self.status.get(r.job_id)) for r in runs]}
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _schedule(self, tenant: str, schedule_id: str) -> Schedule:
+        schedule = self.directory.get(tenant, schedule_id)
+        if schedule is None:
+            raise _not_found(schedule_id)
+        return schedule
+
+    async def _set_enabled(self, tenant: str, schedule_id: str, enabled: bool) -> tuple[int, Any]:
+        schedule = with_enabled(self._schedule(tenant, schedule_id), enabled, self.clock())
+        return 200, schedule_view(await self.directory.upsert(schedule))
+
+    async def answer(self, view: View, request: Request, handler: Handler,
+                     **params: str) -> Response:
+        """Authenticate, run ``handler`` and turn its outcome (or its error) into a response."""
+        try:
+            tenant = await self._tenant(request)
+            if not self.ready():
+                raise Answer(503, {"error": "schedules are still loading; try again shortly"},
+                             {"Retry-After": "1"})
+            status, body = await handler(tenant, request, **params)
+        except Answer as answer:
+            return view.json(answer.body, status=answer.status, headers=answer.headers)
+        except InvalidSchedule as exc:
+            return view.json(problems_body(exc), status=422)
+        except Exception:
+            log.exception("schedules API: %s %s failed", request.method, request.path)
+            return view.json({"error": "internal error; see the worker log"}, status=500)
+        if body is None:
+            return view.bytes(b"", status=status)
+        return view.json(body, status=status)
+
+    async def _tenant(self, request: Request) -> str:
+        token = bearer_token(request.headers.get("Authorization"))
+        tenant = await self.tokens.tenant(token) if token is not None else None
+        if tenant is None:
+            raise Answer(401, {"error": "a valid bearer token is required "
+                                        "(Authorization: Bearer <token>)"},
+                         {"WWW-Authenticate": 'Bearer realm="cronbus"'})
+        return tenant
+
+    # --- routes -------------------------------------------------------------------------------
+
+    def register(self, app: faust.App) -> None:
+        api = self
+
+        class Schedules(View):
+            async def get(self, request: Request, **_: Any) -> Response:
+                return await api.answer(self, request, api.list_schedules)
+
+            async def post(self, request: Request, **_: Any) -> Response:
+                return await api.answer(self, request, api.create)
+
+        class OneSchedule(View):
+            async def get(self, request: Request, schedule_id: str = "", **_: Any) -> Response:
+                return await api.answer(self, request, api.read, schedule_id=schedule_id)
+
+            async def put(self, request: Request, schedule_id: str = "", **_: Any) -> Response:
+                return await api.answer(self, request, api.replace, schedule_id=schedule_id)
+
+            async def delete(self, request: Request, schedule_id: str = "", **_: Any) -> Response:
+                return await api.answer(self, request, api.delete, schedule_id=schedule_id)
+
+        def action(handler: Handler, method: str) -> type[View]:
+            async def call(self: View, request: Request, schedule_id: str = "",
+                           **_: Any) -> Response:
+                return await api.answer(self, request, handler, schedule_id=schedule_id)
+
+            return type(f"Schedule_{handler.__name__}", (View,), {method: call})
+
+        app.page("/schedules", name="schedule-list")(Schedules)
+        app.page("/schedules/{schedule_id}", name="schedule")(OneSchedule)
+        for path, handler, method in (
+            ("trigger", api.trigger, "post"), ("pause", api.pause, "post"),
+            ("resume", api.resume, "post"), ("next", api.preview, "get"),
+            ("runs", api.history, "get"),
+        ):
+            app.page(f"/schedules/{{schedule_id}}/{path}",
+                     name=f"schedule-{path}")(action(handler, method))
+
+
+def _not_found(schedule_id: str) -> Answer:
+    return Answer(404, {"error": f"no schedule {schedule_id!r}"})
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.read()  # type: ignore[attr-defined]
+    if not raw:
+        raise InvalidSchedule([FieldProblem("body", "a JSON object is expected; got nothing")])
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidSchedule([FieldProblem("body", f"not JSON: {exc}")]) from None

@@ -1,0 +1,127 @@
+"""The built-in schedules: one table, read top to bottom. Pure: no Faust, no I/O.
+
+Each is on by default. ``CRONBUS_BUILTIN_SCHEDULES_OFF`` (names from the table, or ``all``)
+keeps some paused from start-up; at runtime any of them is paused and resumed like any other
+schedule (``cronbus schedules pause builtin.chat-retention``) with a token of the system tenant.
+
+They belong to the system tenant (``CRONBUS_SYSTEM_TENANT``, default ``system``): each fires one
+job for the whole installation, and the downstream API does the work for every tenant.
+Their ids are ``builtin.<name>``.
+
+Payment records are never deleted automatically: there is no retention schedule for them, by
+design (they are financial records with their own legal retention), and none may be added here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from cronbus.streams.schedules import Schedule, parse_schedule
+from cronbus.streams.settings import Settings, SettingsError
+from cronbus.streams.topics import JobType
+
+ID_PREFIX = "builtin."
+# kinds of data no built-in schedule may ever clean up
+NEVER_AUTO_DELETED = frozenset({"payments", "payment-records"})
+
+
+@dataclass(frozen=True, slots=True)
+class Builtin:
+    name: str
+    job_type: JobType
+    cron: str | None = None
+    every_ms: int | None = None
+    payload: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    about: str = ""
+
+
+def _retention(dataset: str, days: int) -> Mapping[str, Any]:
+    if dataset in NEVER_AUTO_DELETED:
+        raise ValueError(f"{dataset} are never deleted automatically")
+    return MappingProxyType({"dataset": dataset, "older_than_days": days})
+
+
+FIVE_MINUTES_MS = 5 * 60 * 1000
+
+# name, job type, when (cron in UTC, or every_ms), payload. Retention periods other than chat's
+# 90 days are cronbus's defaults (the source designs name only the times); each is in the payload.
+BUILTINS: tuple[Builtin, ...] = (
+    Builtin("event-expiration", JobType.EVENT_EXPIRATION, every_ms=FIVE_MINUTES_MS,
+            about="expire events past their end plus the grace period (grace_period_s)"),
+    Builtin("settlement-growth", JobType.SETTLEMENT_GROWTH, cron="0 * * * *",
+            about="grow settlements, hourly"),
+    Builtin("structure-maintenance", JobType.STRUCTURE_MAINTENANCE, cron="0 * * * *",
+            about="structure upkeep, hourly"),
+    Builtin("chat-retention", JobType.RETENTION_CLEANUP, cron="0 2 * * *",
+            payload=_retention("chat-messages", 90), about="chat older than 90 days, daily 02:00"),
+    Builtin("session-cleanup", JobType.RETENTION_CLEANUP, cron="0 3 * * *",
+            payload=_retention("sessions", 30), about="expired sessions, daily 03:00"),
+    Builtin("audit-log-retention", JobType.RETENTION_CLEANUP, cron="0 1 * * 0",
+            payload=_retention("audit-logs", 365), about="audit logs, weekly on Sunday 01:00"),
+    Builtin("notification-cleanup", JobType.RETENTION_CLEANUP, cron="0 4 * * *",
+            payload=_retention("notifications", 30), about="notifications, daily 04:00"),
+    Builtin("temp-file-cleanup", JobType.RETENTION_CLEANUP, cron="0 5 * * *",
+            payload=_retention("temp-files", 1), about="temporary files, daily 05:00"),
+    # payment records: none, ever (see the module's docstring)
+)
+NAMES = tuple(b.name for b in BUILTINS)
+
+
+def switched_off(settings: Settings) -> frozenset[str]:
+    """The built-ins CRONBUS_BUILTIN_SCHEDULES_OFF keeps paused; an unknown name stops start-up."""
+    names = set(settings.builtin_schedules_off)
+    if "all" in names:
+        return frozenset(NAMES)
+    unknown = names - set(NAMES)
+    if unknown:
+        raise SettingsError(
+            f"{Settings.env_name('builtin_schedules_off')} names no built-in schedule "
+            f"{', '.join(sorted(unknown))}: expected names from {', '.join(NAMES)}, or all"
+        )
+    return frozenset(names)
+
+
+def builtin_schedule(builtin: Builtin, settings: Settings, now: datetime) -> Schedule:
+    payload = dict(builtin.payload)
+    if builtin.job_type is JobType.EVENT_EXPIRATION:
+        payload["grace_period_s"] = settings.event_expiration_grace_s
+    return parse_schedule({
+        "id": ID_PREFIX + builtin.name,
+        "tenant_id": settings.system_tenant,
+        "name": builtin.about or builtin.name,
+        "job_type": builtin.job_type.value,
+        "payload": {"builtin": builtin.name, **payload},
+        **({"cron": builtin.cron} if builtin.cron else {"every_ms": builtin.every_ms}),
+        "timezone": "UTC",
+        "misfire": "run_once",  # after downtime: one catch-up run, not a burst
+        "overlap": "skip",  # never two of the same cleanup at once
+        "revision_at": now.isoformat(),
+    })
+
+
+def reconcile(desired: Schedule, stored: Schedule | None, *, forced_off: bool) -> Schedule | None:
+    """What to upsert at start for one built-in, or None when the stored one already says it.
+
+    A built-in never stored starts enabled unless switched off by the environment. A stored one
+    keeps its runtime pause or resume, takes any new definition (payload, timing) from the
+    table, and is paused when the environment switches it off; its revision time is kept unless
+    its timing changes, so a restart neither moves nor repeats a fire time."""
+    if stored is None:
+        return desired.model_copy(update={"enabled": False}) if forced_off else desired
+    enabled = False if forced_off else stored.enabled
+    wanted = desired.model_copy(update={"enabled": enabled})
+    if wanted.same_definition(stored):
+        return None
+    if wanted.same_timing(stored):
+        wanted = wanted.model_copy(update={"revision_at": stored.revision_at})
+    return wanted
+
+
+def wanted_builtins(settings: Settings, now: datetime) -> list[tuple[Schedule, bool]]:
+    """Every built-in as a schedule, with whether the environment switches it off."""
+    off = switched_off(settings)
+    return [(builtin_schedule(b, settings, now), b.name in off) for b in BUILTINS]

@@ -1,0 +1,297 @@
+"""Schedule storage: the compacted ``schedules`` topic, and a materialised view of it.
+
+Every upsert and remove is one record on ``schedules`` keyed by :func:`schedule_key` (value:
+``Schedule.encode()``; a tombstone removes). The topic is the only truth: each process that
+needs schedules reads it from the beginning into a :class:`ScheduleView` and then follows it,
+so every worker converges on the same view without any other store.
+
+Raw aiokafka, not a Faust table: Faust's per-record path moves about 5k records/s here,
+so 100,000 schedules would take 20 s to load; a plain consumer reads the topic at
+about 200k/s and the load is bounded by parsing (see README, "Schedules").
+
+The interface the REST API and the CLI use::
+
+    directory = ScheduleDirectory(settings.broker_url, partitions=settings.partitions)
+    await directory.start()            # returns once the whole topic is loaded
+    saved = await directory.upsert(schedule)   # no record if nothing changed
+    removed = await directory.remove(tenant, id)
+    directory.get(tenant, id); directory.list(tenant)
+    await directory.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from cronbus.streams import topics
+from cronbus.streams.events import InvalidReason
+from cronbus.streams.schedules import (
+    FieldProblem,
+    InvalidSchedule,
+    Schedule,
+    decode_schedule,
+    schedule_key,
+)
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[bytes, Schedule | None], None]
+
+
+def schedule_in(key: bytes | None, value: bytes | None) -> Schedule:
+    """The schedule a record of ``schedules`` stores, or :class:`InvalidSchedule` saying why it
+    stores none (no key, no JSON, a bad field, a value naming another key). Whatever the record
+    holds, nothing else escapes. Every reader of the topic judges records by this."""
+    if key is None:
+        raise InvalidSchedule([FieldProblem("key", "a schedules record needs a key")],
+                              InvalidReason.MISSING_FIELD)
+    if value is None:
+        raise InvalidSchedule([FieldProblem("schedule", "a tombstone removes, it stores nothing")],
+                              InvalidReason.NOT_JSON)
+    try:
+        schedule = decode_schedule(value)
+    except InvalidSchedule:
+        raise
+    except Exception as exc:  # a rule tripping on odd input: still a record that is no schedule
+        raise InvalidSchedule([FieldProblem("schedule", f"{type(exc).__name__}: "
+                                            f"{str(exc)[:200]}")],
+                              InvalidReason.INTERNAL_ERROR) from None
+    if schedule.key != key:
+        raise InvalidSchedule([FieldProblem("key", f"the value is schedule {schedule.key!r}, "
+                                            f"the key {key[:200]!r}")])
+    return schedule
+
+
+class ScheduleView:
+    """Schedules by key and by tenant, as the records of ``schedules`` say. Pure: no I/O."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[bytes, Schedule] = {}
+        self._by_tenant: dict[str, dict[str, Schedule]] = {}
+        self.invalid = 0
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> Schedule | None:
+        """Apply one record; returns the schedule it stores, or None for a removal or bad record."""
+        if key is not None and value is None:
+            self.remove(key)  # a tombstone for a key never written removes nothing
+            return None
+        try:
+            schedule = schedule_in(key, value)
+        except InvalidSchedule as exc:  # the ticker owning the partition logs it
+            self.invalid += 1
+            log.debug("schedules record %r ignored: %s", (key or b"")[:200], exc)
+            return None
+        self.put(schedule)
+        return schedule
+
+    def put(self, schedule: Schedule) -> None:
+        self._by_key[schedule.key] = schedule
+        self._by_tenant.setdefault(schedule.tenant_id, {})[schedule.id] = schedule
+
+    def remove(self, key: bytes) -> Schedule | None:
+        schedule = self._by_key.pop(key, None)
+        if schedule is not None:
+            tenant = self._by_tenant.get(schedule.tenant_id, {})
+            tenant.pop(schedule.id, None)
+            if not tenant:
+                self._by_tenant.pop(schedule.tenant_id, None)
+        return schedule
+
+    def get(self, tenant_id: str, schedule_id: str) -> Schedule | None:
+        return self._by_tenant.get(tenant_id, {}).get(schedule_id)
+
+    def by_key(self, key: bytes) -> Schedule | None:
+        return self._by_key.get(key)
+
+    def list(self, tenant_id: str) -> list[Schedule]:
+        return sorted(self._by_tenant.get(tenant_id, {}).values(), key=lambda s: s.id)
+
+    def all(self) -> Iterable[Schedule]:
+        return self._by_key.values()
+
+
+def prepare_upsert(new: Schedule, existing: Schedule | None, now: datetime) -> Schedule | None:
+    """What to write for an upsert of ``new`` over ``existing``; None if nothing changes.
+
+    The same definition again writes nothing. A change that leaves the timing alone (name,
+    payload, policies) keeps ``revision_at``, so the schedule keeps its place in time; a timing
+    change (or a new schedule) is stamped ``now`` unless the caller stamped it."""
+    if existing is not None and new.same_definition(existing):
+        return None
+    if existing is not None and new.same_timing(existing):
+        return new.model_copy(update={"revision_at": existing.revision_at or new.revision_at or now})
+    if new.revision_at is None:
+        return new.model_copy(update={"revision_at": now})
+    return new
+
+
+async def ensure_schedules_topic(brokers: list[str], partitions: int, replication: int = 1) -> None:
+    """Create the compacted ``schedules`` topic unless it exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=brokers)
+    await admin.start()
+    try:
+        existing = await admin.list_topics()
+        if topics.SCHEDULES in existing:
+            return
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics([NewTopic(
+                topics.SCHEDULES, num_partitions=partitions, replication_factor=replication,
+                topic_configs={"cleanup.policy": "compact"},
+            )])
+    finally:
+        await admin.close()
+
+
+class ScheduleDirectory:
+    """Reads and writes schedules. ``get``/``list`` answer from the local view, which follows
+    the topic; an upsert or remove made here is in the view when the call returns."""
+
+    def __init__(self, brokers: list[str], *, partitions: int, replication: int = 1,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.brokers = brokers
+        self.partitions = partitions
+        self.replication = replication
+        self.view = ScheduleView()
+        self.loaded = asyncio.Event()
+        self.listeners: list[Listener] = []
+        self._clock = clock
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._follow: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # --- the interface -------------------------------------------------------------------
+
+    def get(self, tenant_id: str, schedule_id: str) -> Schedule | None:
+        return self.view.get(tenant_id, schedule_id)
+
+    def list(self, tenant_id: str) -> list[Schedule]:
+        return self.view.list(tenant_id)
+
+    async def upsert(self, schedule: Schedule) -> Schedule:
+        """Store ``schedule``; returns what is stored. Writes nothing if the same definition is
+        there already; keeps ``revision_at`` unless the timing changed."""
+        async with self._lock:
+            existing = self.view.by_key(schedule.key)
+            stored = prepare_upsert(schedule, existing, self._clock())
+            if stored is None:
+                assert existing is not None
+                return existing
+            await self._write(stored.key, stored.encode())
+            self._changed(stored.key, stored)
+            return stored
+
+    async def remove(self, tenant_id: str, schedule_id: str) -> bool:
+        """Remove a schedule (a tombstone); False if there was none."""
+        async with self._lock:
+            key = schedule_key(tenant_id, schedule_id)
+            if self.view.by_key(key) is None:
+                return False
+            await self._write(key, None)
+            self._changed(key, None)
+            return True
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def start(self, timeout_s: float = 120.0) -> None:
+        await ensure_schedules_topic(self.brokers, self.partitions, self.replication)
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.brokers, acks="all",
+                                          linger_ms=0)
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.brokers, group_id=None,
+                                          enable_auto_commit=False, auto_offset_reset="earliest",
+                                          max_partition_fetch_bytes=4 * 1024 * 1024)
+        await self._consumer.start()
+        parts = [TopicPartition(topics.SCHEDULES, p)
+                 for p in sorted(self._consumer.partitions_for_topic(topics.SCHEDULES) or
+                                 range(self.partitions))]
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_beginning(*parts)
+        ends = await self._consumer.end_offsets(parts)
+        started = time.monotonic()
+        await asyncio.wait_for(self._load(ends), timeout_s)
+        log.info("schedules loaded: %d in %.2fs (%d invalid records ignored)",
+                 len(self.view), time.monotonic() - started, self.view.invalid)
+        self.loaded.set()
+        self._follow = asyncio.create_task(self._follow_topic(), name="schedules-follow")
+
+    async def stop(self) -> None:
+        if self._follow is not None:
+            self._follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    # --- inside ----------------------------------------------------------------------------
+
+    async def _write(self, key: bytes, value: bytes | None) -> None:
+        assert self._producer is not None, "ScheduleDirectory.start() first"
+        await self._producer.send_and_wait(topics.SCHEDULES, key=key, value=value)
+
+    def _changed(self, key: bytes, schedule: Schedule | None) -> None:
+        if schedule is None:
+            self.view.remove(key)
+        else:
+            self.view.put(schedule)
+        for listener in self.listeners:
+            listener(key, schedule)
+
+    def _apply(self, record: ConsumerRecord) -> None:
+        key = record.key
+        if key is not None and record.value is None:  # a removal, heard only if one was there
+            if self.view.remove(key) is not None:
+                for listener in self.listeners:
+                    listener(key, None)
+            return
+        schedule = self.view.apply(key, record.value)
+        if schedule is not None:
+            assert key is not None
+            for listener in self.listeners:
+                listener(key, schedule)
+
+    async def _load(self, ends: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        pending = {tp for tp, end in ends.items() if end > 0}
+        while pending:
+            batch = await self._consumer.getmany(*pending, timeout_ms=500, max_records=10_000)
+            for records in batch.values():
+                for record in records:
+                    self._apply(record)
+            for tp in list(pending):
+                if await self._consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        # Tansu 0.6 reports a partition's end as its last batch's base offset + 1, so the rest
+        # of that batch may still be unread: read on until a fetch comes back empty
+        while batch := await self._consumer.getmany(timeout_ms=200, max_records=10_000):
+            for records in batch.values():
+                for record in records:
+                    self._apply(record)
+
+    async def _follow_topic(self) -> None:
+        assert self._consumer is not None
+        while True:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=1000)
+                for records in batch.values():
+                    for record in records:
+                        self._apply(record)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep following; the view must not stop
+                log.exception("following the schedules topic failed; retrying")
+                await asyncio.sleep(1.0)

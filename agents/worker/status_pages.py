@@ -1,0 +1,91 @@
+"""The worker's job-status pages: a job, the queues, and retrying a queue's failed jobs.
+
+- ``GET  /jobs/{job_id}``                   state, attempts, last error, finished_at (404: unknown)
+- ``GET  /queues``                          every job topic: waiting, active, completed, failed,
+                                            dead_lettered
+- ``GET  /queues/{job_type}``               one of them (404 names the known job types)
+- ``POST /queues/{job_type}/retry-failed``  replay its dead letters; JSON body, all optional:
+                                            ``{"tenant_id": "acme", "dry_run": false}``
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from cronbus.agents.processing.queues import job_type_named, queue_stats, retry_failed
+from cronbus.clients.redis.job_status import JobStatusStore
+from cronbus.streams.metrics import Metrics
+from cronbus.streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def register_status_pages(app: faust.App, settings: Settings, store: JobStatusStore,
+                          metrics: Metrics) -> None:
+    brokers = settings.broker_url
+
+    class JobPage(View):
+        async def get(self, request: Request, job_id: str) -> Response:
+            record = await store.get(job_id)
+            if record is None:
+                return self.json({"error": f"no status for job {job_id!r}"}, status=404)
+            return self.json({"job_id": job_id, **record})
+
+    class QueuesPage(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"queues": await queue_stats(brokers, settings.app_id, store)})
+
+    class QueuePage(View):
+        async def get(self, request: Request, job_type: str) -> Response:
+            try:
+                chosen = job_type_named(job_type)
+            except ValueError as exc:
+                return self.json({"error": str(exc)}, status=404)
+            [stats] = await queue_stats(brokers, settings.app_id, store, [chosen])
+            return self.json(stats)
+
+    class RetryFailedPage(View):
+        async def post(self, request: Request, job_type: str) -> Response:
+            try:
+                chosen = job_type_named(job_type)
+            except ValueError as exc:
+                return self.json({"error": str(exc)}, status=404)
+            try:
+                body = await _json_body(request)
+            except ValueError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            result = await retry_failed(brokers, chosen, tenant_id=body.get("tenant_id"),
+                                        dry_run=bool(body.get("dry_run", False)))
+            metrics.dead_letters_replayed.labels(chosen.value).inc(result.sent)
+            return self.json({"job_type": chosen.value, "dry_run": bool(body.get("dry_run")),
+                              **result.as_dict()})
+
+    app.page("/jobs/{job_id}")(JobPage)
+    app.page("/queues")(QueuesPage)
+    app.page("/queues/{job_type}")(QueuePage)
+    app.page("/queues/{job_type}/retry-failed")(RetryFailedPage)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.read()  # type: ignore[attr-defined]
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    unknown = set(body) - {"tenant_id", "dry_run"}
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}; known: tenant_id, dry_run")
+    if body.get("tenant_id") is not None and not isinstance(body["tenant_id"], str):
+        raise ValueError("tenant_id must be a string")
+    if not isinstance(body.get("dry_run", False), bool):
+        raise ValueError("dry_run must be true or false")
+    return body

@@ -1,0 +1,286 @@
+"""The development downstream API: a real GraphQL server (Ariadne under uvicorn).
+
+It stands in for a customer's API in tests and the demo. It records every request it
+receives, applies each ``Idempotency-Key`` at most once (a repeat gets the first answer
+back, marked ``applied: false``), and can be told to fail.
+
+Control endpoints (JSON):
+
+- ``GET  /_control/requests``  every request so far, in order
+- ``POST /_control/fail``      ``{"status": 500, "times": 3, "retry_after": 1}``: answer the
+  next ``times`` calls (all, if null) with ``status``; 400 answers a GraphQL validation error
+- ``DELETE /_control/fail``    stop failing
+- ``POST /_control/delay``     ``{"seconds": 0.5}``: every GraphQL call is applied at once and
+  answered that much later (a slow API)
+- ``POST /_control/reset``     forget requests and applied keys
+- ``GET  /_control/applied``   how many times each ``Idempotency-Key``'s effect was applied (a
+  repeat of an applied key is answered, not applied again: exactly once is every key at 1)
+
+Run it: ``python -m cronbus.clients.devstack.dev_api --port 8000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ariadne import MutationType, QueryType, ScalarType, make_executable_schema
+from ariadne.asgi import GraphQL
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse, validate
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cronbus.clients.devstack.processes import ManagedProcess, free_port, port_open
+
+SCHEMA = """
+scalar JSON
+
+type Query {
+  health: String!
+}
+
+input GenerateInvoiceInput {
+  tenantId: String!
+  jobId: String!
+  eventIds: [String!]!
+  eventCount: Int!
+}
+
+input RunJobInput {
+  tenantId: String!
+  jobId: String!
+  type: String!
+  payload: JSON
+}
+
+type JobResult {
+  jobId: String!
+  tenantId: String!
+  applied: Boolean!
+  appliedAt: Float!
+}
+
+type Mutation {
+  generateInvoice(input: GenerateInvoiceInput!): JobResult!
+  runJob(input: RunJobInput!): JobResult!
+}
+"""
+
+
+@dataclass
+class Failure:
+    status: int
+    times: int | None  # None: until told otherwise
+    retry_after: float | None = None
+
+
+@dataclass
+class RecordedRequest:
+    seq: int
+    at: float
+    path: str
+    operation: str | None
+    tenant_id: str | None
+    job_id: str | None
+    idempotency_key: str | None
+    status: int
+    applied: bool
+
+
+@dataclass
+class DevApiState:
+    requests: list[RecordedRequest] = field(default_factory=list)
+    applied: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failure: Failure | None = None
+    delay_s: float = 0.0
+    applications: dict[str, int] = field(default_factory=dict)
+
+    def record(self, request: Request, status: int, **found: Any) -> None:
+        self.requests.append(RecordedRequest(
+            seq=len(self.requests) + 1, at=time.time(), path=request.url.path,
+            operation=found.get("operation"), tenant_id=found.get("tenant_id"),
+            job_id=found.get("job_id"), idempotency_key=request.headers.get("idempotency-key"),
+            status=status, applied=found.get("applied", False),
+        ))
+
+    def take_failure(self) -> Failure | None:
+        failure = self.failure
+        if failure is None:
+            return None
+        if failure.times is not None:
+            failure.times -= 1
+            if failure.times <= 0:
+                self.failure = None
+        return failure
+
+
+def create_dev_api() -> Starlette:
+    state = DevApiState()
+    query, mutation, json_scalar = QueryType(), MutationType(), ScalarType("JSON")
+    query.set_field("health", lambda *_: "ok")
+
+    def apply(info: Any, operation: str, data: dict[str, Any]) -> dict[str, Any]:
+        request: Request = info.context["request"]
+        key = request.headers.get("idempotency-key") or data["jobId"]
+        first = key not in state.applied
+        if first:
+            state.applications[key] = state.applications.get(key, 0) + 1
+            state.applied[key] = {
+                "jobId": data["jobId"], "tenantId": data["tenantId"], "appliedAt": time.time()
+            }
+        state.record(request, 200, operation=operation, tenant_id=data["tenantId"],
+                     job_id=data["jobId"], applied=first)
+        return {**state.applied[key], "applied": first}
+
+    mutation.set_field("generateInvoice", lambda _, info, input: apply(info, "generateInvoice", input))
+    mutation.set_field("runJob", lambda _, info, input: apply(info, "runJob", input))
+    graphql = GraphQL(make_executable_schema(SCHEMA, query, mutation, json_scalar),
+                      query_parser=_parsed_query, query_validator=_validated_once)
+
+    async def serve_graphql(scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        failure = state.take_failure() if request.method == "POST" else None
+        if failure is None:
+            await graphql(scope, receive, _answer_late(send, state.delay_s) if state.delay_s else send)
+            return
+        state.record(request, failure.status, operation="(told to fail)")
+        if failure.status == 400:
+            body = {"errors": [{"message": "input rejected", "extensions": {"code": "BAD_USER_INPUT"}}]}
+        else:
+            body = {"errors": [{"message": f"told to fail with {failure.status}"}]}
+        headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after else None
+        await JSONResponse(body, status_code=failure.status, headers=headers)(scope, receive, send)
+
+    async def requests(_: Request) -> Response:
+        return JSONResponse([asdict(r) for r in state.requests])
+
+    async def fail(request: Request) -> Response:
+        if request.method == "DELETE":
+            state.failure = None
+            return JSONResponse({"failing": False})
+        body = await request.json()
+        state.failure = Failure(int(body.get("status", 500)), body.get("times"), body.get("retry_after"))
+        return JSONResponse({"failing": asdict(state.failure)})
+
+    async def applied(_: Request) -> Response:
+        return JSONResponse(state.applications)
+
+    async def delay(request: Request) -> Response:
+        state.delay_s = float((await request.json()).get("seconds", 0))
+        return JSONResponse({"delay_s": state.delay_s})
+
+    async def reset(_: Request) -> Response:
+        state.delay_s = 0.0
+        state.requests.clear()
+        state.applied.clear()
+        state.applications.clear()
+        state.failure = None
+        return JSONResponse({"reset": True})
+
+    return Starlette(routes=[
+        Route("/_control/requests", requests),
+        Route("/_control/fail", fail, methods=["POST", "DELETE"]),
+        Route("/_control/delay", delay, methods=["POST"]),
+        Route("/_control/reset", reset, methods=["POST"]),
+        Route("/_control/applied", applied),
+        Route("/graphql", _AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
+    ])
+
+
+# A caller sends the same few operations thousands of times: parsing and validating each
+# request again made the API (not cronbus) the slowest part of a test (~280 calls/s).
+@lru_cache(maxsize=256)
+def _parse(query: str) -> DocumentNode:
+    return parse(query)
+
+
+def _parsed_query(_context: Any, data: dict[str, Any]) -> DocumentNode:
+    return _parse(data["query"])
+
+
+# by document object (documents come from the parse cache: one per query text); each entry
+# holds its document, so no later document can be given a cached id
+_validations: dict[tuple[int, int], tuple[DocumentNode, list[GraphQLError]]] = {}
+
+
+def _validated_once(schema: GraphQLSchema, document_ast: DocumentNode, rules: Any = None,
+                    max_errors: int | None = None, **kwargs: Any) -> list[GraphQLError]:
+    key = (id(schema), id(document_ast))
+    if key not in _validations:
+        errors = validate(schema, document_ast, rules=rules, max_errors=max_errors, **kwargs)
+        _validations[key] = (document_ast, errors)
+    return _validations[key][1]
+
+
+def _answer_late(send: Any, delay_s: float) -> Any:
+    """``send`` that holds the answer back ``delay_s``: the call is applied at once, its answer
+    arrives late, as from an API that is slow after doing the work (the risky case for a
+    caller that stops: the effect happened, the answer was not seen)."""
+    async def late(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            await asyncio.sleep(delay_s)
+        await send(message)
+
+    return late
+
+
+class _AsgiEndpoint:
+    """Starlette routes a callable object (not a function) as a raw ASGI app."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._app(scope, receive, send)
+
+
+class DevApi:
+    """The development API in a child process of its own, on a free port."""
+
+    def __init__(self, log_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.process = ManagedProcess(
+            "dev-api",
+            [sys.executable, "-m", "cronbus.clients.devstack.dev_api", "--host", host,
+             "--port", str(self.port)],
+            log_path=log_dir / "dev-api.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/graphql"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.host}:{self.port}/_control"
+
+    def start(self, timeout_s: float = 20.0) -> DevApi:
+        self.process.start()
+        self.process.wait_until(lambda: port_open(self.host, self.port), timeout_s, "listening")
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="cronbus's development GraphQL API")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    uvicorn.run(create_dev_api(), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

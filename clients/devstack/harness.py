@@ -1,0 +1,120 @@
+"""The development stack: broker, Redis and the development API, on free ports.
+
+Tests and ``make run`` use the same stack. ``CRONBUS_BROKER_URL`` pointing at a real
+Kafka cluster skips the embedded broker; Redis at ``CRONBUS_REDIS_URL`` is used when it
+answers, otherwise one is started here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from cronbus.clients.devstack.broker import EmbeddedBroker
+from cronbus.clients.devstack.dev_api import DevApi
+from cronbus.clients.devstack.processes import ManagedProcess, free_port
+from cronbus.clients.devstack.redis_server import RedisServer
+from cronbus.streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REDIS_URL = Settings.model_fields["redis_url"].default
+
+
+class DevStack:
+    """Starts what cronbus talks to and stops all of it, in reverse order, by pid."""
+
+    def __init__(self, log_dir: Path | None = None, *, with_api: bool = True) -> None:
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cronbus-stack-"))
+        self.external_broker = os.environ.get(Settings.env_name("broker_url"))
+        self.broker = None if self.external_broker else EmbeddedBroker(self.log_dir)
+        self.redis = RedisServer(
+            os.environ.get(Settings.env_name("redis_url"), DEFAULT_REDIS_URL), self.log_dir
+        )
+        self.api = DevApi(self.log_dir) if with_api else None
+
+    @property
+    def broker_url(self) -> str:
+        if self.broker is not None:
+            return self.broker.url
+        assert self.external_broker is not None
+        return self.external_broker
+
+    def start(self) -> DevStack:
+        try:
+            if self.broker is not None:
+                self.broker.start()
+            self.redis.start()
+            if self.api is not None:
+                self.api.start()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("dev stack up: broker %s, redis %s, api %s",
+                 self.broker_url, self.redis.url, self.api and self.api.url)
+        return self
+
+    def stop(self) -> None:
+        for part in (self.api, self.redis, self.broker):
+            if part is not None:
+                part.stop()
+
+    def env(self) -> dict[str, str]:
+        """The settings a cronbus process needs to use this stack."""
+        env = {
+            Settings.env_name("broker_url"): self.broker_url,
+            Settings.env_name("redis_url"): self.redis.url,
+        }
+        if self.api is not None:
+            env[Settings.env_name("api_url")] = self.api.url
+        return env
+
+    def __enter__(self) -> DevStack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+class WorkerProcess:
+    """A ``cronbus worker`` in a child process, with its web port, ready when it owns partitions."""
+
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, roles: Sequence[str] = ()
+    ) -> None:
+        self.web_port = int(env.get(Settings.env_name("web_port")) or free_port())
+        full_env = {**os.environ, **env, Settings.env_name("web_port"): str(self.web_port)}
+        argv = [sys.executable, "-m", "cronbus.agents.cli", "worker"]
+        for role in roles:
+            argv += ["--role", role]
+        self.process = ManagedProcess(name, argv, log_path=log_dir / f"{name}.log", env=full_env)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def is_ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.base_url}/ready", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start(self, timeout_s: float = 60.0) -> WorkerProcess:
+        self.process.start()
+        self.process.wait_until(self.is_ready, timeout_s, "ready")
+        return self
+
+    def metrics_text(self) -> str:
+        return httpx.get(f"{self.base_url}/metrics", timeout=5.0).text
+
+    def stop(self) -> int | None:
+        return self.process.stop(grace_s=20.0)
+
+    def kill(self) -> None:
+        self.process.kill()

@@ -1,0 +1,39 @@
+"""Publishing domain events to Kafka, keyed by tenant."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from aiokafka import AIOKafkaProducer
+
+from cronbus.streams.events import DomainEvent, encode_event, topic_of
+from cronbus.streams.keys import tenant_key
+
+
+class EventPublisher:
+    """An aiokafka producer that sends validated events to their topic, keyed by tenant."""
+
+    def __init__(self, brokers: list[str]) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all", linger_ms=5)
+
+    async def __aenter__(self) -> EventPublisher:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._producer.stop()
+
+    async def publish(self, event: DomainEvent) -> None:
+        """Queue one event; :meth:`flush` (or leaving the context) waits for delivery."""
+        await self._producer.send(
+            topic_of(event), key=tenant_key(event.tenant_id), value=encode_event(event)
+        )
+
+    async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        await self._producer.send(topic, key=key, value=value)
+
+    async def flush(self) -> None:
+        await self._producer.flush()

@@ -1,0 +1,229 @@
+"""Job status in Redis: one hash per job, kept for a TTL; counters per job type.
+
+The completed state doubles as the idempotency record: a redelivered or replayed job
+whose id is already completed is acknowledged without calling downstream again.
+
+Per job type (``<ns>:queue:<type>``, a hash): ``completed``, ``failed`` (failed attempts) and
+``dead_lettered`` totals, counted when an attempt finishes; ``<ns>:active:<type>`` (a sorted
+set of job ids by start time) holds the jobs in an attempt now. An entry older than
+``ACTIVE_STALE_S`` belongs to a worker that died mid-attempt and is not counted (the job is
+redelivered and enters again under the same id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from enum import StrEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from cronbus.streams.jobs import Job
+
+
+class JobState(StrEnum):
+    WAITING = "waiting"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+# Begins and ends many attempts in one round trip, begins first. A begin, unless the job already
+# completed (and is not forced), counts the attempt and marks the job active; it answers the
+# attempt number, or 0 for a completed job. An end writes the job's hash, adds to its type's
+# counter and takes it out of the active set. One script call for a whole batch: a pipeline of
+# one call per write costs the worker more CPU than the writes cost Redis, and so does an
+# argument per field (redis-py packs each), hence fields joined by \x1f, the job id last (the
+# one field that may hold anything but the error, which is an argument of its own).
+# ARGV: namespace, ttl, number of begins; then per begin "tenant id|type|stamp|force (1/0)|job
+# id"; then per end "state|counter field ('' none)|stamp|finished (1/0)|job id" and its error
+# ('' none, else '=' .. error).
+_WRITE_BATCH = """
+local function fields(s)
+  local out, from = {}, 1
+  for k = 1, 4 do
+    local at = string.find(s, '\\31', from, true)
+    out[k] = string.sub(s, from, at - 1)
+    from = at + 1
+  end
+  out[5] = string.sub(s, from)
+  return out
+end
+local ns, ttl, begins = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local attempts = {}
+for i = 4, 3 + begins do
+  local f = fields(ARGV[i])
+  local tenant, job_type, stamp, force, id = f[1], f[2], f[3], f[4], f[5]
+  local key = ns .. ':job:' .. id
+  if force ~= '1' and redis.call('HGET', key, 'state') == 'completed' then
+    attempts[#attempts + 1] = 0
+  else
+    attempts[#attempts + 1] = redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HSET', key, 'state', 'active', 'tenant_id', tenant, 'type', job_type,
+               'started_at', stamp, 'updated_at', stamp)
+    redis.call('EXPIRE', key, ttl)
+    redis.call('ZADD', ns .. ':active:' .. job_type, stamp, id)
+  end
+end
+for i = 4 + begins, #ARGV, 2 do
+  local f = fields(ARGV[i])
+  local state, counter, stamp, finished, id = f[1], f[2], f[3], f[4], f[5]
+  local err = ARGV[i + 1]
+  local key = ns .. ':job:' .. id
+  local job_type = redis.call('HGET', key, 'type')
+  redis.call('HSET', key, 'state', state, 'updated_at', stamp)
+  if finished == '1' then redis.call('HSET', key, 'finished_at', stamp) end
+  if err ~= '' then redis.call('HSET', key, 'last_error', string.sub(err, 2)) end
+  redis.call('EXPIRE', key, ttl)
+  if job_type then
+    redis.call('ZREM', ns .. ':active:' .. job_type, id)
+    if counter ~= '' then redis.call('HINCRBY', ns .. ':queue:' .. job_type, counter, 1) end
+  end
+end
+return attempts
+"""
+
+# the counter an attempt's end adds to, by the state it ends in
+COUNTED = {"completed": "completed", "failed": "failed", "dead": "dead_lettered"}
+# the states that end a job: they stamp ``finished_at``
+FINAL = frozenset({JobState.COMPLETED, JobState.DEAD})
+# an attempt longer than this is a worker that died in it; its job is not counted active
+ACTIVE_STALE_S = 900
+
+
+class JobStatusStore:
+    def __init__(self, client: aioredis.Redis, *, namespace: str, ttl_s: int) -> None:
+        self._redis = client
+        self._namespace = namespace
+        self._ttl_s = ttl_s
+        self._write = client.register_script(_WRITE_BATCH)
+
+    def key(self, job_id: str) -> str:
+        return f"{self._namespace}:job:{job_id}"
+
+    def queue_key(self, job_type: str) -> str:
+        return f"{self._namespace}:queue:{job_type}"
+
+    def active_key(self, job_type: str) -> str:
+        return f"{self._namespace}:active:{job_type}"
+
+    async def begin_attempt(self, job: Job, *, now: float | None = None, force: bool = False) -> int:
+        """Mark the job active and return its attempt number; 0 if it already completed
+        (unless ``force``: a forced replay runs a completed job again)."""
+        stamp = now if now is not None else time.time()
+        (attempt,) = await self.write_batch([(job, force, stamp)], [])
+        return attempt
+
+    async def finish(
+        self, job_id: str, state: JobState, *, error: str | None = None, now: float | None = None
+    ) -> None:
+        await self.write_batch([], [(job_id, state, error, now if now is not None else time.time())])
+
+    async def queue_counts(self, job_types: list[str], *, now: float | None = None
+                           ) -> dict[str, dict[str, int]]:
+        """Per job type: active now, and completed, failed (attempts) and dead-lettered totals."""
+        stamp = now if now is not None else time.time()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_type in job_types:
+                pipe.hgetall(self.queue_key(job_type))
+                pipe.zremrangebyscore(self.active_key(job_type), "-inf", stamp - ACTIVE_STALE_S)
+                pipe.zcard(self.active_key(job_type))
+            replies = await pipe.execute()
+        counts: dict[str, dict[str, int]] = {}
+        for n, job_type in enumerate(job_types):
+            totals, _, active = replies[3 * n: 3 * n + 3]
+            named = {k.decode(): int(v) for k, v in totals.items()}
+            counts[job_type] = {"active": int(active), **{c: named.get(c, 0) for c in COUNTED.values()}}
+        return counts
+
+    async def write_batch(
+        self, begins: list[tuple[Job, bool, float]],
+        finishes: list[tuple[str, JobState, str | None, float]],
+    ) -> list[int]:
+        """Many ``begin_attempt`` (job, force, at) and ``finish`` (job id, state, error, at) in
+        one script call, begins first; returns the begins' attempt numbers."""
+        args: list[str | int] = [self._namespace, self._ttl_s, len(begins)]
+        args += [f"{job.tenant_id}\x1f{job.type.value}\x1f{at:.3f}\x1f{'1' if force else '0'}"
+                 f"\x1f{job.job_id}" for job, force, at in begins]
+        for job_id, state, error, at in finishes:
+            args += (f"{state.value}\x1f{COUNTED.get(state.value, '')}\x1f{at:.3f}"
+                     f"\x1f{'1' if state in FINAL else '0'}\x1f{job_id}",
+                     "" if error is None else "=" + error[:1000])
+        attempts = await self._write(keys=[], args=args)
+        return [int(a) for a in attempts]
+
+    async def get(self, job_id: str) -> dict[str, Any] | None:
+        raw = await self._redis.hgetall(self.key(job_id))
+        if not raw:
+            return None
+        record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        record["attempts"] = int(record.get("attempts", 0))
+        for stamp in ("started_at", "updated_at", "finished_at"):
+            if stamp in record:
+                record[stamp] = float(record[stamp])
+        return record
+
+
+class BatchedJobStatus:
+    """:class:`JobStatusStore`'s ``begin_attempt`` and ``finish``, with the calls made while a
+    round trip is under way sent together in one script call: at 50 jobs in flight one Redis round
+    trip carries dozens of status writes instead of one each.
+
+    Each call still waits for its own write (a job counts as done only once its status is
+    kept), and an error reaches every caller of the batch it was in.
+    """
+
+    def __init__(self, store: JobStatusStore, *, max_batch: int = 1000) -> None:
+        self.store = store
+        self._max_batch = max_batch
+        self._begins: list[tuple[Job, bool, float, asyncio.Future[int]]] = []
+        self._finishes: list[tuple[str, JobState, str | None, float, asyncio.Future[None]]] = []
+        self._flushing = False
+
+    async def begin_attempt(self, job: Job, *, force: bool = False) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._begins.append((job, force, time.time(), future))
+        self._kick()
+        return await future
+
+    async def finish(self, job_id: str, state: JobState, *, error: str | None = None) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finishes.append((job_id, state, error, time.time(), future))
+        self._kick()
+        await future
+
+    async def get(self, job_id: str) -> dict[str, Any] | None:
+        return await self.store.get(job_id)
+
+    def _kick(self) -> None:
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush_all())
+
+    async def _flush_all(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let the callers of this loop turn join the batch
+            while self._begins or self._finishes:
+                begins, self._begins = self._begins[:self._max_batch], self._begins[self._max_batch:]
+                finishes, self._finishes = (self._finishes[:self._max_batch],
+                                            self._finishes[self._max_batch:])
+                try:
+                    attempts = await self.store.write_batch(
+                        [(job, force, at) for job, force, at, _ in begins],
+                        [(job_id, state, error, at) for job_id, state, error, at, _ in finishes],
+                    )
+                except Exception as exc:
+                    for *_, future in (*begins, *finishes):
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (*_, future), attempt in zip(begins, attempts, strict=True):
+                    if not future.done():
+                        future.set_result(attempt)
+                for *_, done in finishes:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._flushing = False
