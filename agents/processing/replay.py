@@ -1,8 +1,8 @@
 """Listing and replaying dead letters: the dlq commands' and the web API's one way to do it.
 
-Reads each dead-letter topic up to its end offsets at the start (clients/kafka/records.py), keeps
-what the filter matches (agents/processing/dead_letters.py) and sends those back to their job topics, key and value
-unchanged, without cronbus's error headers.
+Reads each dead-letter topic up to its end offsets at the start (clients/kafka/records.py),
+keeps what the filter matches (agents/processing/dead_letters.py) and sends those back to their
+job topics, key and value unchanged, without cronbus's error headers.
 """
 
 from __future__ import annotations
