@@ -1,13 +1,14 @@
-"""The Faust app factory and the app's topics. Nothing here runs at import time."""
+"""The Faust app factory. Nothing here runs at import time.
+
+Faust hosts the worker (web server, services, signals); every Kafka client of cronbus's own is
+made in :mod:`cronbus.clients.kafka.connect`, where the topics are made too."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import faust
-from faust.types import TopicT
 
-from cronbus.streams import topics
 from cronbus.streams.settings import Settings
 
 
@@ -35,41 +36,3 @@ def create_app(settings: Settings) -> faust.App:
         # our handlers catch per record; a crash must not commit past unprocessed records
         stream_wait_empty=False,
     )
-
-
-class AppTopics:
-    """The app's Faust topics by catalog name. Records are raw bytes: cronbus parses them itself,
-    so a bad record is rejected with a reason instead of crashing a codec."""
-
-    def __init__(self, app: faust.App, settings: Settings) -> None:
-        self._app = app
-        self.partitions = settings.partitions
-        self._state_topics = topics.state_topics(settings.app_id)
-        self._topics: dict[str, TopicT] = {}
-
-    def __getitem__(self, name: str) -> TopicT:
-        topic = self._topics.get(name)
-        if topic is None:
-            topic = self._topics[name] = self._raw_topic(name)
-        return topic
-
-    def many(self, names: tuple[str, ...]) -> TopicT:
-        """One Faust topic over several names, for an agent that reads them all."""
-        return self._raw_topic(*names)
-
-    def _raw_topic(self, *names: str) -> TopicT:
-        return self._app.topic(
-            *names,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=self.partitions,
-            compacting=all(n in topics.COMPACTED or n in self._state_topics for n in names),
-        )
-
-    async def declare_all(self) -> None:
-        """Create every catalog topic and this app's state topics (an existing one is left as
-        it is)."""
-        for name in [*topics.all_topics(), *self._state_topics]:
-            await self[name].maybe_declare()

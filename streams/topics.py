@@ -85,4 +85,14 @@ def state_topics(app_id: str) -> list[str]:
     return [debounce_windows_topic(app_id)]
 
 
+def catalog(app_id: str) -> list[str]:
+    """Every topic a worker of ``app_id`` needs from its start: the fixed ones and its state."""
+    return [*all_topics(), *state_topics(app_id)]
+
+
+def compacted(app_id: str) -> frozenset[str]:
+    """The topics of :func:`catalog` that keep only each key's last record."""
+    return COMPACTED | set(state_topics(app_id))
+
+
 COMPACTED: frozenset[str] = frozenset({SCHEDULES})

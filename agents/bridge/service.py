@@ -15,18 +15,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import mode
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from cronbus.agents.bridge.rules import BridgedEvent, bridge_message
-from cronbus.clients.kafka import log as kafka_log
+from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.keeper import Kept, RecordKeeper, Source
 from cronbus.clients.redis.pubsub import PubSubListener, State
 from cronbus.streams import headers, topics
-from cronbus.streams.app import AppTopics
 from cronbus.streams.events import InvalidReason, Rejection
 from cronbus.streams.keys import tenant_key
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.settings import Settings
+from cronbus.streams.stalls import Stalls
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,9 @@ PUBSUB = "redis-pubsub"
 class RedisBridge(mode.Service):
     """Listens on the settings' patterns and sends each message on as an event or a rejection."""
 
-    def __init__(self, app_topics: AppTopics, settings: Settings, metrics: Metrics,
+    def __init__(self, settings: Settings, metrics: Metrics,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.topics = app_topics
         self.metrics = metrics
         self.max_bytes = settings.event_max_bytes
         self.brokers = settings.broker_url
@@ -52,6 +51,17 @@ class RedisBridge(mode.Service):
             settings.bridge_redis, settings.bridge_patterns,
             on_state=self._state_changed, on_reconnect=metrics.bridge_reconnects.inc,
         )
+
+    # what every role tells the worker: no partitions, no lag, no record held back
+    stalls: Stalls | None = None
+    assignment: frozenset[TopicPartition] = frozenset()
+
+    @property
+    def ready(self) -> bool:
+        return self.listener.state == "subscribed"
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        return {}
 
     def health(self) -> dict[str, object]:
         return {
@@ -64,7 +74,7 @@ class RedisBridge(mode.Service):
         self.metrics.bridge_connected.set(1 if state == "subscribed" else 0)
 
     async def on_start(self) -> None:
-        self._producer = kafka_log.producer(self.brokers)
+        self._producer = connect.producer(self.brokers)
         await self._producer.start()
         self._keeper = RecordKeeper(self._producer, self.metrics)
 

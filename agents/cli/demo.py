@@ -17,9 +17,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
+from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.streams import topics
 from cronbus.streams.events import InvoiceDue
@@ -54,10 +54,8 @@ async def _publish_bursts(brokers: list[str], tenants: list[str], burst: int, ev
 
 
 async def _watch_topics(brokers: list[str]) -> None:
-    consumer = AIOKafkaConsumer(
-        topics.INVOICE_DUE, topics.job_topic(JobType.INVOICE_GENERATION),
-        bootstrap_servers=brokers, auto_offset_reset="latest", group_id=None,
-    )
+    consumer = connect.reader(brokers, topics.INVOICE_DUE,
+                              topics.job_topic(JobType.INVOICE_GENERATION), from_start=False)
     await consumer.start()
     try:
         while True:

@@ -38,8 +38,9 @@ def _use_uvloop() -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
     from cronbus.agents.worker.build import build_worker
-    from cronbus.agents.worker.shutdown import GracefulWorker
 
     roles = args.role or list(DEFAULT_ROLES)
     if args.job_types is not None:
@@ -48,8 +49,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.event_loop == "uvloop":
         _use_uvloop()
     app = build_worker(settings, roles)
-    worker = GracefulWorker(app, grace_s=settings.shutdown_grace_s, loglevel=settings.log_level,
-                            override_logging=False)
+    # on SIGTERM each role drains in its on_stop: the processors let started jobs finish within
+    # CRONBUS_SHUTDOWN_GRACE_S and hand the rest back uncommitted (Faust's own consumer carries
+    # no record of cronbus's, so there is nothing of Faust's to drain)
+    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)
     log.info("worker %s starting with roles %s", settings.app_id, ", ".join(roles))
     worker.execute_from_commandline()
     return 0

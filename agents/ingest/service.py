@@ -42,10 +42,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from cronbus.agents.ingest.debounce import IMMEDIATE, DebouncePolicy, job_for_window, parse_policies
 from cronbus.agents.ingest.routing import INGESTED_TOPICS, job_types_for
 from cronbus.agents.ingest.window_book import Closed, WindowBook, decode_windows, encode_windows
-from cronbus.clients.kafka import log as kafka_log
+from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.keeper import RecordKeeper, Source
 from cronbus.streams import headers, topics
-from cronbus.streams.app import AppTopics
 from cronbus.streams.events import CronTick, DomainEvent, InvalidReason, Rejection, parse_event
 from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.keys import partition_of, tenant_key
@@ -113,11 +112,11 @@ def immediate_job(event: DomainEvent, job_type: JobType, now: float) -> Job:
 class Ingest(mode.Service):
     """The ingest role: a consumer group over every ingested topic, windows in a changelog."""
 
-    def __init__(self, settings: Settings, app_topics: AppTopics, metrics: Metrics,
+    def __init__(self, settings: Settings, topic_maker: connect.TopicMaker, metrics: Metrics,
                  **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
-        self.app_topics = app_topics
+        self.topic_maker = topic_maker
         self.metrics = metrics
         self.max_bytes = settings.event_max_bytes
         self.partitions = settings.partitions
@@ -127,7 +126,7 @@ class Ingest(mode.Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._keeper: RecordKeeper | None = None
-        self._reader: kafka_log.PartitionReader | None = None
+        self._reader: connect.PartitionReader | None = None
         self._step_lock = asyncio.Lock()  # a rebalance waits for the step in progress
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -155,17 +154,17 @@ class Ingest(mode.Service):
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Records on the broker this worker has not read yet, per owned partition."""
-        return await kafka_log.unread(self._consumer) if self._consumer else {}
+        return await connect.unread(self._consumer) if self._consumer else {}
 
     async def on_start(self) -> None:
-        await self.app_topics.declare_all()
+        await self.topic_maker.ensure(topics.catalog(self.settings.app_id))
         brokers = self.settings.broker_url
-        self._producer = kafka_log.producer(brokers)
+        self._producer = connect.producer(brokers)
         await self._producer.start()
         self._keeper = RecordKeeper(self._producer, self.metrics)
-        self._reader = kafka_log.PartitionReader(brokers)
+        self._reader = connect.PartitionReader(brokers)
         await self._reader.start()
-        self._consumer = kafka_log.group_consumer(
+        self._consumer = connect.group_consumer(
             brokers, group_id=f"{self.settings.app_id}-ingest", topics=INGESTED_TOPICS,
             listener=_Handover(self),
             session_timeout_s=self.settings.broker_session_timeout_s,

@@ -26,12 +26,12 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import mode
 import redis.exceptions
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
@@ -42,7 +42,7 @@ from cronbus.agents.processing.processor import HandedBack, Processor
 from cronbus.agents.processing.retry_policy import RetryPolicy
 from cronbus.agents.processing.specs import JOB_SPECS, JobSpec
 from cronbus.clients.http.downstream import DownstreamClient
-from cronbus.clients.kafka import log as kafka_log
+from cronbus.clients.kafka import connect as kafka_connect
 from cronbus.clients.kafka.keeper import KeepFailed, Kept, RecordKeeper, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobStatusStore
 from cronbus.streams import topics
@@ -85,16 +85,11 @@ class JobTopicConsumer:
         self.group = topics.processor_group(settings.app_id, processor.job_type)
         self.max_buffered = max_buffered
         self.ordered = processor.spec.ordered
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.broker_url,
-            group_id=self.group,
-            client_id=f"{self.group}-consumer",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
-            rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, settings.broker_session_timeout_s / 3) * 1000),
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+        self.consumer = kafka_connect.group_consumer(
+            settings.broker_url, group_id=self.group, topics=processor.topics(),
+            listener=_Rebalance(self), client_id=f"{self.group}-consumer",
+            session_timeout_s=settings.broker_session_timeout_s,
+            rebalance_timeout_s=settings.broker_rebalance_timeout_s,
         )
         self.offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -105,7 +100,6 @@ class JobTopicConsumer:
         self._outstanding = 0
 
     async def start(self) -> None:
-        self.consumer.subscribe(self.processor.topics(), listener=_Rebalance(self))
         await self.consumer.start()
 
     def assignment(self) -> set[TopicPartition]:
@@ -279,7 +273,7 @@ class RecordSender:
         self.keeper: RecordKeeper | None = None
 
     async def start(self) -> None:
-        self.producer = kafka_log.producer(self.settings.broker_url)
+        self.producer = kafka_connect.producer(self.settings.broker_url)
         await self.producer.start()
         self.keeper = RecordKeeper(self.producer, self.metrics)
 
@@ -299,7 +293,7 @@ class JobEngine(mode.Service):
 
     def __init__(
         self, settings: Settings, processors: list[Processor], gates: dict[str, ServiceGate],
-        *, sender: RecordSender, declare: Callable[[list[str]], Awaitable[None]],
+        *, sender: RecordSender, topic_maker: kafka_connect.TopicMaker,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -307,7 +301,7 @@ class JobEngine(mode.Service):
         self.processors = processors
         self.gates = gates
         self.sender = sender
-        self.declare = declare
+        self.topic_maker = topic_maker
         self.consumers: list[JobTopicConsumer] = []
         self.stalls = Stalls("processor", on_change=lambda role, n:
                              sender.metrics.partitions_stalled.labels(role).set(n))
@@ -317,7 +311,9 @@ class JobEngine(mode.Service):
     def ready(self) -> bool:
         return bool(self.consumers) and all(c.joined for c in self.consumers)
 
+    @property
     def assignment(self) -> set[TopicPartition]:
+        """The job and retry topic partitions this worker owns."""
         return set().union(*(c.assignment() for c in self.consumers)) if self.consumers else set()
 
     async def lag(self) -> dict[TopicPartition, int]:
@@ -331,7 +327,8 @@ class JobEngine(mode.Service):
         return lags
 
     async def on_start(self) -> None:
-        await self.declare(sorted({t for p in self.processors for t in p.topics()}))
+        await self.topic_maker.ensure(
+            sorted({t for p in self.processors for t in (*p.topics(), p.dead_letter_topic)}))
         await self.sender.start()
         # aiokafka clients belong to the running loop: made here, not in __init__
         max_buffered = max(4 * self.settings.processor_concurrency, 1000)
@@ -400,7 +397,7 @@ class JobEngine(mode.Service):
 
 def build_engine(
     settings: Settings, *, client: DownstreamClient, status: JobStatusStore, metrics: Metrics,
-    alerts: Alerts | None, declare: Callable[[list[str]], Awaitable[None]],
+    alerts: Alerts | None, topic_maker: kafka_connect.TopicMaker,
     specs: dict[JobType, JobSpec] = JOB_SPECS,
 ) -> JobEngine:
     """The engine for the job types in ``CRONBUS_JOB_TYPES`` (all when empty)."""
@@ -416,4 +413,5 @@ def build_engine(
                   metrics=metrics, alerts=alerts, policy=policy, rng=random.Random())
         for t in wanted
     ]
-    return JobEngine(settings, processors, {client.service: gate}, sender=send, declare=declare)
+    return JobEngine(settings, processors, {client.service: gate}, sender=send,
+                     topic_maker=topic_maker)

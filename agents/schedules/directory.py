@@ -29,9 +29,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
+from cronbus.clients.kafka import connect
 from cronbus.streams import topics
 from cronbus.streams.events import InvalidReason
 from cronbus.streams.schedules import (
@@ -139,19 +138,8 @@ def prepare_upsert(new: Schedule, existing: Schedule | None, now: datetime) -> S
 
 async def ensure_schedules_topic(brokers: list[str], partitions: int, replication: int = 1) -> None:
     """Create the compacted ``schedules`` topic unless it exists."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=brokers)
-    await admin.start()
-    try:
-        existing = await admin.list_topics()
-        if topics.SCHEDULES in existing:
-            return
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics([NewTopic(
-                topics.SCHEDULES, num_partitions=partitions, replication_factor=replication,
-                topic_configs={"cleanup.policy": "compact"},
-            )])
-    finally:
-        await admin.close()
+    await connect.TopicMaker(brokers, partitions=partitions, replication=replication,
+                             compacted=topics.COMPACTED).ensure([topics.SCHEDULES])
 
 
 class ScheduleDirectory:
@@ -207,21 +195,18 @@ class ScheduleDirectory:
 
     async def start(self, timeout_s: float = 120.0) -> None:
         await ensure_schedules_topic(self.brokers, self.partitions, self.replication)
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.brokers, acks="all",
-                                          linger_ms=0)
+        # no linger: an upsert answers once the broker has it
+        self._producer = connect.producer(self.brokers, linger_ms=0)
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.brokers, group_id=None,
-                                          enable_auto_commit=False, auto_offset_reset="earliest",
-                                          max_partition_fetch_bytes=4 * 1024 * 1024)
+        self._consumer = connect.reader(self.brokers)
         await self._consumer.start()
         parts = [TopicPartition(topics.SCHEDULES, p)
                  for p in sorted(self._consumer.partitions_for_topic(topics.SCHEDULES) or
                                  range(self.partitions))]
         self._consumer.assign(parts)
         await self._consumer.seek_to_beginning(*parts)
-        ends = await self._consumer.end_offsets(parts)
         started = time.monotonic()
-        await asyncio.wait_for(self._load(ends), timeout_s)
+        await asyncio.wait_for(self._load(parts), timeout_s)
         log.info("schedules loaded: %d in %.2fs (%d invalid records ignored)",
                  len(self.view), time.monotonic() - started, self.view.invalid)
         self.loaded.set()
@@ -264,23 +249,12 @@ class ScheduleDirectory:
             for listener in self.listeners:
                 listener(key, schedule)
 
-    async def _load(self, ends: dict[TopicPartition, int]) -> None:
+    async def _load(self, partitions: list[TopicPartition]) -> None:
         assert self._consumer is not None
-        pending = {tp for tp, end in ends.items() if end > 0}
-        while pending:
-            batch = await self._consumer.getmany(*pending, timeout_ms=500, max_records=10_000)
-            for records in batch.values():
-                for record in records:
-                    self._apply(record)
-            for tp in list(pending):
-                if await self._consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-        # Tansu 0.6 reports a partition's end as its last batch's base offset + 1, so the rest
-        # of that batch may still be unread: read on until a fetch comes back empty
-        while batch := await self._consumer.getmany(timeout_ms=200, max_records=10_000):
-            for records in batch.values():
-                for record in records:
-                    self._apply(record)
+        async for records in connect.to_end(self._consumer, partitions, timeout_ms=500,
+                                            max_records=10_000):
+            for record in records:
+                self._apply(record)
 
     async def _follow_topic(self) -> None:
         assert self._consumer is not None

@@ -1,5 +1,5 @@
-"""The schedule directory inside a worker: loaded before the web server answers, the built-in
-schedules brought up to date once it is, and the schedules API on the web server."""
+"""The api role: the schedule directory loaded before the API answers, and the schedules REST
+API on the web server; and the built-in schedules brought up to date, once, by the ticker."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ from datetime import UTC, datetime
 import faust
 import mode
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from cronbus.agents.schedules.api import ScheduleApi
 from cronbus.agents.schedules.builtins import reconcile, wanted_builtins
 from cronbus.agents.schedules.directory import ScheduleDirectory
+from cronbus.clients.kafka import connect
 from cronbus.clients.redis.api_tokens import TokenTenants
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.streams import topics
-from cronbus.streams.app import AppTopics
 from cronbus.streams.events import CronTick
 from cronbus.streams.keys import tenant_key
 from cronbus.streams.settings import Settings
+from cronbus.streams.stalls import Stalls
 
 log = logging.getLogger(__name__)
 
@@ -38,30 +40,9 @@ async def upsert_builtins(directory: ScheduleDirectory, settings: Settings,
     return written
 
 
-class DirectoryService(mode.Service):
-    """Starts the directory (it returns once the whole ``schedules`` topic is loaded)."""
-
-    def __init__(self, directory: ScheduleDirectory, settings: Settings, *,
-                 upsert_builtins: bool, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.directory = directory
-        self.settings = settings
-        self.upsert_builtins = upsert_builtins
-
-    async def on_start(self) -> None:
-        await self.directory.start()
-        if self.upsert_builtins:
-            written = await upsert_builtins(self.directory, self.settings, datetime.now(UTC))
-            log.info("built-in schedules: %s", f"updated {', '.join(written)}" if written
-                     else "unchanged")
-
-    async def on_stop(self) -> None:
-        await self.directory.stop()
-
-
 class BuiltinsAtStart(mode.Service):
-    """For a worker that fires schedules but serves no API: load the directory once, bring the
-    built-ins up to date, and let the directory go (the ticker keeps its own partitions' view)."""
+    """Brings the built-ins up to date once at start (the ticker role's, always: the role that
+    fires them): loads the directory, reconciles, lets the directory go."""
 
     def __init__(self, settings: Settings, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -80,26 +61,52 @@ class BuiltinsAtStart(mode.Service):
                  else "unchanged")
 
 
-def register_schedule_api(app: faust.App, app_topics: AppTopics, redis: aioredis.Redis,
-                          settings: Settings, *, upsert_builtins: bool) -> ScheduleDirectory:
-    directory = ScheduleDirectory(settings.broker_url, partitions=settings.partitions,
-                                  replication=settings.replication_factor)
-    app.add_dependency(DirectoryService(directory, settings, upsert_builtins=upsert_builtins))
+class SchedulesApi(mode.Service):
+    """The api role: ready once the whole ``schedules`` topic is in its directory."""
 
-    async def send_tick(tick: CronTick) -> None:
-        delivery = await app_topics[topics.CRON_TICKS].send(
-            key=tenant_key(tick.tenant_id), value=tick.model_dump_json().encode())
-        await delivery  # the broker has it before the API answers
+    stalls: Stalls | None = None  # it consumes no partition of a group
+    assignment: frozenset[TopicPartition] = frozenset()
 
-    ScheduleApi(
-        directory,
-        tokens=TokenTenants(redis, namespace=settings.redis_namespace,
-                            configured=settings.api_token_tenants()),
-        runs=RunLog(redis, namespace=settings.redis_namespace, kept=settings.schedule_runs_kept,
-                    ttl_s=settings.job_status_ttl_s),
-        status=JobStatusStore(redis, namespace=settings.redis_namespace,
-                              ttl_s=settings.job_status_ttl_s),
-        send_tick=send_tick,
-        ready=directory.loaded.is_set,
-    ).register(app)
-    return directory
+    def __init__(self, settings: Settings, redis: aioredis.Redis, status: JobStatusStore,
+                 **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+        self.directory = ScheduleDirectory(settings.broker_url, partitions=settings.partitions,
+                                           replication=settings.replication_factor)
+        self.api = ScheduleApi(
+            self.directory,
+            tokens=TokenTenants(redis, namespace=settings.redis_namespace,
+                                configured=settings.api_token_tenants()),
+            runs=RunLog(redis, namespace=settings.redis_namespace,
+                        kept=settings.schedule_runs_kept, ttl_s=settings.job_status_ttl_s),
+            status=status,
+            send_tick=self.send_tick,
+            ready=self.directory.loaded.is_set,
+        )
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.directory.loaded.is_set()
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        return {}
+
+    def register(self, app: faust.App) -> None:
+        self.api.register(app)
+
+    async def on_start(self) -> None:
+        self._producer = connect.producer(self.settings.broker_url, linger_ms=0)
+        await self._producer.start()
+        await self.directory.start()
+
+    async def on_stop(self) -> None:
+        await self.directory.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def send_tick(self, tick: CronTick) -> None:
+        """A manual trigger: on cron-ticks before the API answers."""
+        assert self._producer is not None, "the api role has not started"
+        await self._producer.send_and_wait(topics.CRON_TICKS, key=tenant_key(tick.tenant_id),
+                                           value=tick.model_dump_json().encode())

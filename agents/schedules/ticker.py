@@ -33,16 +33,16 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from cronbus.agents.schedules.book import Entry, FireState, Plan, TickerBook, plan
 from cronbus.agents.schedules.directory import schedule_in
-from cronbus.clients.kafka import log as kafka_log
+from cronbus.clients.kafka import connect
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.streams import topics
-from cronbus.streams.app import AppTopics
 from cronbus.streams.keys import partition_of, tenant_key
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.schedule_runs import FiredRun
 from cronbus.streams.schedules import InvalidSchedule, Schedule, tick_id
 from cronbus.streams.settings import Settings
+from cronbus.streams.stalls import Stalls
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,12 @@ class Tick:
 class Ticker(mode.Service):
     """The ticker role (see the module's docstring)."""
 
-    def __init__(self, settings: Settings, app_topics: AppTopics, metrics: Metrics,
+    def __init__(self, settings: Settings, topic_maker: connect.TopicMaker, metrics: Metrics,
                  redis: aioredis.Redis, *, clock: Callable[[], float] = time.time,
                  **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
-        self.app_topics = app_topics
+        self.topic_maker = topic_maker
         self.metrics = metrics
         self.redis = redis
         self.clock = clock
@@ -111,7 +111,7 @@ class Ticker(mode.Service):
                            kept=settings.schedule_runs_kept, ttl_s=settings.job_status_ttl_s)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._reader: kafka_log.PartitionReader | None = None
+        self._reader: connect.PartitionReader | None = None
         self._step_lock = asyncio.Lock()  # a handover waits for the step in progress
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -123,6 +123,8 @@ class Ticker(mode.Service):
         self._recording: asyncio.Future[None] | None = None  # run history being written
         self._tick_partitions = settings.partitions  # of cron-ticks, as the broker says at start
         self._invalid_seen: set[tuple[int, int]] = set()  # (partition, offset) said once
+        # no record holds a ticker back: every schedules record is decided as it is read
+        self.stalls: Stalls | None = None
         self._failed_steps = 0  # in a row: the first is logged with its traceback
 
     def state_key(self, partition: int) -> str:
@@ -142,19 +144,20 @@ class Ticker(mode.Service):
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Schedule records on owned partitions not read yet."""
-        return await kafka_log.unread(self._consumer) if self._consumer else {}
+        return await connect.unread(self._consumer) if self._consumer else {}
 
     async def on_start(self) -> None:
         brokers = self.settings.broker_url
-        await self.app_topics.declare_all()  # cron-ticks and schedules (compacted) among them
-        self._producer = kafka_log.producer(brokers)
+        # cron-ticks and schedules (compacted) among them
+        await self.topic_maker.ensure(topics.catalog(self.settings.app_id))
+        self._producer = connect.producer(brokers)
         await self._producer.start()
         # the tenant's partition, as the producer's partitioner would pick it but cached
         # (murmur2 in pure Python costs ~10 µs a tick)
         self._tick_partitions = len(await self._producer.partitions_for(topics.CRON_TICKS))
-        self._reader = kafka_log.PartitionReader(brokers)
+        self._reader = connect.PartitionReader(brokers)
         await self._reader.start()
-        self._consumer = kafka_log.group_consumer(
+        self._consumer = connect.group_consumer(
             brokers, group_id=f"{self.settings.app_id}-ticker", topics=[topics.SCHEDULES],
             listener=_Handover(self),
             session_timeout_s=self.settings.broker_session_timeout_s,

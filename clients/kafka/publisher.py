@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from aiokafka import AIOKafkaProducer
-
+from cronbus.clients.kafka import connect
 from cronbus.streams.events import DomainEvent, encode_event, topic_of
 from cronbus.streams.keys import tenant_key
 
@@ -14,7 +13,7 @@ class EventPublisher:
     """An aiokafka producer that sends validated events to their topic, keyed by tenant."""
 
     def __init__(self, brokers: list[str]) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all", linger_ms=5)
+        self._producer = connect.producer(brokers)
 
     async def __aenter__(self) -> EventPublisher:
         await self._producer.start()

@@ -11,18 +11,17 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord, TopicPartition
+
+from cronbus.clients.kafka import connect
 
 log = logging.getLogger(__name__)
 
 
-async def read_to_end(brokers: Sequence[str], topic: str, *,
-                      batch_timeout_ms: int = 500) -> AsyncIterator[ConsumerRecord]:
-    """Every record of ``topic`` from its beginning until a fetch finds nothing more; none if
-    the topic does not exist."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=list(brokers), group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+async def read_to_end(brokers: Sequence[str], topic: str) -> AsyncIterator[ConsumerRecord]:
+    """Every record of ``topic`` from its beginning to its end; none if the topic does not
+    exist."""
+    consumer = connect.reader(brokers)
     await consumer.start()
     try:
         await consumer.topics()  # fresh metadata of every topic; creates none
@@ -32,26 +31,10 @@ async def read_to_end(brokers: Sequence[str], topic: str, *,
             return
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
-        ends = await consumer.end_offsets(assigned)
-        starts = await consumer.beginning_offsets(assigned)
         await consumer.seek_to_beginning(*assigned)
-        # Tansu 0.6 reports the base offset of a partition's last batch + 1 as its end, so the
-        # rest of that batch lies past it: read on until a fetch comes back empty
-        pending = {tp for tp in assigned if ends[tp] > starts[tp]}
-        for tp in assigned:
-            if tp not in pending:
-                consumer.pause(tp)
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=batch_timeout_ms)
-            for records in batch.values():
-                for record in records:
-                    yield record
-            if batch:
-                continue
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-                    consumer.pause(tp)
+        async for records in connect.to_end(consumer, assigned, timeout_ms=500):
+            for record in records:
+                yield record
     finally:
         await consumer.stop()
 
@@ -65,7 +48,7 @@ async def send_records(brokers: Sequence[str], records: Iterable[Outgoing], *,
                        on_sent: Sent | None = None, window: int = 500) -> int:
     """Send each record as given and wait for every delivery (acks=all). ``on_sent`` hears the
     running count. Returns how many were sent."""
-    producer = AIOKafkaProducer(bootstrap_servers=list(brokers), acks="all", linger_ms=5)
+    producer = connect.producer(brokers)
     await producer.start()
     done = 0
     try:
@@ -95,9 +78,8 @@ async def group_lag(brokers: Sequence[str], group_id: str, topic_names: Sequence
     """Per topic: records the consumer group has not committed yet (end offset minus committed
     offset, or minus the beginning where it committed nothing). A topic that does not exist
     counts 0."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(brokers))
-    consumer = AIOKafkaConsumer(bootstrap_servers=list(brokers), group_id=None,
-                                enable_auto_commit=False)
+    admin = connect.admin(brokers)
+    consumer = connect.reader(brokers)
     await admin.start()
     await consumer.start()
     try:

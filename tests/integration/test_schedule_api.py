@@ -151,7 +151,9 @@ def cli(worker_url: str | None, token: str | None, *args: str) -> subprocess.Com
 
 
 async def test_the_cli_and_the_builtin_schedules(stack, settings, start_worker):
-    worker = start_worker(name="api-1", roles=("api",), web_api_tokens=TOKENS + ",tok-sys:system",
+    # the ticker brings the built-ins up to date; the api serves them
+    worker = start_worker(name="api-1", roles=("api", "ticker"),
+                          web_api_tokens=TOKENS + ",tok-sys:system",
                           builtin_schedules_off="chat-retention")
     url = worker.base_url
 
@@ -207,7 +209,7 @@ async def test_the_cli_and_the_builtin_schedules(stack, settings, start_worker):
     before = await read_topic(settings.broker_url, topics.SCHEDULES)
 
     worker.stop()
-    worker = start_worker(name="api-2", roles=("api",), web_api_tokens="tok-sys:system",
+    worker = start_worker(name="api-2", roles=("api", "ticker"), web_api_tokens="tok-sys:system",
                           builtin_schedules_off="chat-retention")
     url = worker.base_url
     after = builtins()

@@ -108,3 +108,27 @@ def test_the_check_names_each_import_that_goes_the_wrong_way(tmp_path):
         "cronbus.agents.processing",
         "streams/topics.py:1 imports cronbus.clients.kafka.log: streams may import only streams",
     ]
+
+
+KAFKA_CLIENTS = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}
+
+
+def test_kafka_clients_are_built_in_one_place():
+    """Consumers, producers and admin clients come from clients/kafka/connect.py only, so their
+    options (and the connection's) are set once."""
+    built = []
+    for folder in BARE:
+        for file in sorted((ROOT / folder).rglob("*.py")):
+            path = file.relative_to(ROOT).as_posix()
+            for node in ast.walk(ast.parse(file.read_text())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                        and node.func.id in KAFKA_CLIENTS and path != "clients/kafka/connect.py"):
+                    built.append(f"{path}:{node.lineno} {node.func.id}")
+    assert built == []
+
+
+def test_every_role_has_a_factory():
+    from cronbus.agents.worker.registry import ROLE_FACTORIES
+    from cronbus.agents.worker.roles import ROLES
+
+    assert set(ROLE_FACTORIES) == set(ROLES)

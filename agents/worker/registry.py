@@ -1,0 +1,146 @@
+"""The roles a worker is composed of: one factory per role over one shared set of resources, and
+the small interface every role offers the worker (start and stop as a ``mode.Service``, ready,
+the partitions it owns, its lag, the records it keeps failing on)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import faust
+import httpx
+import mode
+import redis as redis_sync
+import redis.asyncio as aioredis
+from aiokafka import TopicPartition
+
+from cronbus.agents.bridge.service import RedisBridge
+from cronbus.agents.ingest.service import Ingest
+from cronbus.agents.processing.alerts import Alerts
+from cronbus.agents.processing.engine import build_engine
+from cronbus.agents.schedules.service import BuiltinsAtStart, SchedulesApi
+from cronbus.agents.schedules.ticker import Ticker
+from cronbus.clients.http.aiohttp_transport import AiohttpTransport
+from cronbus.clients.http.downstream import DownstreamClient, make_breaker
+from cronbus.clients.http.h1_transport import H1Transport
+from cronbus.clients.kafka.connect import TopicMaker
+from cronbus.clients.redis.breaker_storage import SharedBreakerStorage
+from cronbus.clients.redis.job_status import JobStatusStore
+from cronbus.streams import topics
+from cronbus.streams.metrics import Metrics
+from cronbus.streams.settings import Settings
+from cronbus.streams.stalls import Stalls
+
+
+class Role(Protocol):
+    """What the worker asks of every role (each is also a ``mode.Service``)."""
+
+    stalls: Stalls | None  # records it keeps failing on, for /health (None: it holds none back)
+
+    @property
+    def ready(self) -> bool: ...  # owns its partitions with their state loaded
+
+    @property
+    def assignment(self) -> set[TopicPartition] | frozenset[TopicPartition]: ...
+
+    async def lag(self) -> dict[TopicPartition, int]: ...  # records not done, per partition
+
+
+@dataclass
+class Resources:
+    """What roles share in one worker: each is made once."""
+
+    settings: Settings
+    app: faust.App
+    metrics: Metrics
+    redis: aioredis.Redis
+    alerts: Alerts
+    topic_maker: TopicMaker
+    status: JobStatusStore
+    downstream: list[DownstreamClient] = field(default_factory=list)  # closed at stop
+
+    @classmethod
+    def of(cls, settings: Settings, app: faust.App) -> Resources:
+        metrics = Metrics()
+        redis = aioredis.Redis.from_url(settings.redis_url)
+        return cls(
+            settings=settings, app=app, metrics=metrics, redis=redis,
+            alerts=Alerts(settings, metrics),
+            topic_maker=TopicMaker(settings.broker_url, partitions=settings.partitions,
+                                   replication=settings.replication_factor,
+                                   compacted=topics.compacted(settings.app_id)),
+            status=JobStatusStore(redis, namespace=settings.redis_namespace,
+                                  ttl_s=settings.job_status_ttl_s),
+        )
+
+    def downstream_client(self) -> DownstreamClient:
+        """The API client, made on first use: only a processor needs CRONBUS_API_URL."""
+        if self.downstream:
+            return self.downstream[0]
+        settings = self.settings
+        settings.require("api_url")
+        assert settings.api_url is not None
+        # the breaker's state is shared by every worker through Redis (pybreaker's storage)
+        storage = SharedBreakerStorage(
+            redis_sync.Redis.from_url(settings.redis_url, socket_timeout=2,
+                                      socket_connect_timeout=2),
+            namespace=f"{settings.redis_namespace}:breaker:api",
+        )
+        breaker = make_breaker(
+            "api", fail_max=settings.breaker_fail_max,
+            reset_timeout_s=settings.breaker_reset_timeout_s, metrics=self.metrics,
+            on_open=self.alerts.breaker_opened, storage=storage,
+        )
+        client = DownstreamClient(
+            settings.api_url, breaker=breaker, metrics=self.metrics,
+            token=settings.api_token.get_secret_value() if settings.api_token else None,
+            timeout_s=settings.api_timeout_s, transport=_transport(settings),
+        )
+        self.downstream.append(client)
+        return client
+
+
+def _transport(settings: Settings) -> httpx.AsyncBaseTransport | None:
+    """The downstream transport under httpx's API (README: "Throughput" has the figures)."""
+    connections = max(100, settings.processor_concurrency)
+    if settings.api_transport == "h1":
+        return H1Transport(max_connections=connections)
+    if settings.api_transport == "aiohttp":
+        return AiohttpTransport(max_connections=connections)
+    return None
+
+
+def _ingest(r: Resources) -> mode.Service:
+    return Ingest(r.settings, r.topic_maker, r.metrics)
+
+
+def _processor(r: Resources) -> mode.Service:
+    return build_engine(r.settings, client=r.downstream_client(), status=r.status,
+                        metrics=r.metrics, alerts=r.alerts, topic_maker=r.topic_maker)
+
+
+def _ticker(r: Resources) -> mode.Service:
+    ticker = Ticker(r.settings, r.topic_maker, r.metrics, r.redis)
+    # the role that fires the built-in schedules brings them up to date: always, and only it
+    ticker.add_dependency(BuiltinsAtStart(r.settings))
+    return ticker
+
+
+def _bridge(r: Resources) -> mode.Service:
+    return RedisBridge(r.settings, r.metrics)
+
+
+def _api(r: Resources) -> mode.Service:
+    api = SchedulesApi(r.settings, r.redis, r.status)
+    api.register(r.app)
+    return api
+
+
+ROLE_FACTORIES: dict[str, Callable[[Resources], mode.Service]] = {
+    "ingest": _ingest,
+    "processor": _processor,
+    "ticker": _ticker,
+    "bridge": _bridge,
+    "api": _api,
+}
