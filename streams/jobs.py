@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -11,6 +12,34 @@ from cronbus.streams.events import Identifier, TenantId
 from cronbus.streams.topics import JobType
 
 Trigger = Literal["cron", "event", "manual"]
+
+
+class JobState(StrEnum):
+    """Where a job is: as the status store keeps it, the runs API shows it and the ticker reads
+    it (an overlap policy waits for a job that is not done)."""
+
+    WAITING = "waiting"  # emitted, or waiting for its service's circuit to close
+    ACTIVE = "active"  # an attempt is running
+    RETRY_DUE = "retry_due"  # an attempt failed; the next is due from a retry topic
+    COMPLETED = "completed"
+    DEAD_LETTERED = "dead_lettered"  # given up: the record is on its dead-letter topic
+
+    @property
+    def done(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.DEAD_LETTERED)
+
+    @classmethod
+    def read(cls, stored: str | bytes | None) -> JobState:
+        """A state as stored; the names before this one (``failed``, ``dead``) read as today's
+        (statuses live for days in Redis across an upgrade); none stored yet is waiting."""
+        if isinstance(stored, bytes):
+            stored = stored.decode()
+        if not stored:
+            return cls.WAITING
+        return _FORMER_NAMES.get(stored) or cls(stored)
+
+
+_FORMER_NAMES = {"failed": JobState.RETRY_DUE, "dead": JobState.DEAD_LETTERED}
 
 
 class EventCoverage(BaseModel):

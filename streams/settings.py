@@ -6,6 +6,8 @@ message names the variable and the form it expects.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from typing import Annotated, Any, Literal
 
@@ -15,6 +17,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from cronbus.streams.topics import JobType
 
 ENV_PREFIX = "CRONBUS_"
+# settings renamed: the former name is still read, with a warning, while the new one is unset
+RENAMED = {"CRONBUS_MAX_ATTEMPTS": "max_retries"}  # it always counted retries, not attempts
+
+log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -163,7 +169,7 @@ class Settings(BaseSettings):
         default=1_048_576, ge=256,
         description="the largest event record accepted, in bytes, >= 256",
     )
-    max_attempts: int = Field(
+    max_retries: int = Field(
         default=3, ge=0, le=100,
         description="retries after a job's first attempt before it is dead-lettered, 0..100"
     )
@@ -353,6 +359,11 @@ def _describe(field: str, problem: str, value: Any) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment (and ``overrides``), or raise :class:`SettingsError`."""
+    for former, field in RENAMED.items():
+        if former in os.environ and Settings.env_name(field) not in os.environ:
+            log.warning("%s is deprecated: it is %s now (read from the old name until then)",
+                        former, Settings.env_name(field))
+            overrides.setdefault(field, os.environ[former])
     try:
         return Settings(**overrides)
     except ValidationError as exc:

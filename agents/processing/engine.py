@@ -406,7 +406,7 @@ def build_engine(
     batched = BatchedJobStatus(status)  # one Redis round trip for the writes of many jobs
     gate = ServiceGate(client.breaker, reset_timeout_s=settings.breaker_reset_timeout_s)
     slots = asyncio.Semaphore(settings.processor_concurrency)
-    policy = RetryPolicy(retries=settings.max_attempts, backoff_s=settings.retry_backoff_s,
+    policy = RetryPolicy(retries=settings.max_retries, backoff_s=settings.retry_backoff_s,
                          max_retry_after_s=settings.retry_after_max_s)
     processors = [
         Processor(specs[t], client=client, status=batched, gate=gate, keep=send.keep, slots=slots,

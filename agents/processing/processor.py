@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable
+from enum import StrEnum
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -25,8 +26,10 @@ from cronbus.agents.processing.alerts import Alerts
 from cronbus.agents.processing.breaker_gate import ServiceGate
 from cronbus.agents.processing.retry_policy import (
     BadHeader,
-    DeadLetter,
+    GiveUp,
+    Retry,
     RetryPolicy,
+    Story,
     after_failure,
     longest_wait_s,
     story_of,
@@ -71,6 +74,21 @@ class Keep(Protocol):
                  ) -> Awaitable[Kept]: ...
 
 
+class Outcome(StrEnum):
+    """What became of a job record (``cronbus_jobs_processed_total{outcome}`` but the retry,
+    which ``cronbus_jobs_retried_total`` counts)."""
+
+    COMPLETED = "completed"  # the call succeeded
+    SKIPPED = "skipped"  # completed before: acknowledged without a call
+    RETRY_DUE = "retry_due"  # failed; on a retry topic for its next attempt
+    DEAD_LETTERED = "dead_lettered"  # given up: on the dead-letter topic
+    INVALID = "invalid"  # no job of this type (or unprocessable): dead-lettered at once
+
+
+# an attempt's answer when the job had completed before
+_ALREADY_DONE = object()
+
+
 class InvalidJob(Exception):
     """The record on a job topic is not a valid job."""
 
@@ -112,8 +130,8 @@ class Processor:
         self.stopping = False
         self.busy: set[asyncio.Task[Any]] = set()
         # metric children looked up once: labels() costs more than inc()
-        self._outcomes = {o: metrics.jobs_processed.labels(self.job_type, o)
-                          for o in ("completed", "dead", "skipped", "invalid")}
+        self._outcomes = {o: metrics.jobs_processed.labels(self.job_type, o) for o in Outcome
+                          if o is not Outcome.RETRY_DUE}  # a retry is counted as retried
         self._failed = {k: metrics.jobs_failed.labels(self.job_type, k)
                         for k in ("retryable", "permanent")}
         self._retried = metrics.jobs_retried.labels(self.job_type)
@@ -133,103 +151,131 @@ class Processor:
         except BadHeader:
             return None
 
-    async def process(self, record: JobRecord) -> str:
+    async def process(self, record: JobRecord) -> Outcome:
         """Run one record to its outcome and return it. Infrastructure errors (Redis, Kafka)
         propagate: the caller tries the record again later, it is never dropped."""
         story = headers.decode(record.headers)
         try:
             job = self._decode(record)
-            if record.topic != self.topic:  # the story a retry record carries must be sane
-                story_of(story, now=time.time(), longest_wait_s=self.longest_wait_s)
+            past = self._past(record, story)
         except (InvalidJob, BadHeader) as exc:
             await self._dead_letter(record, None, type(exc).__name__, str(exc), attempts=0,
                                     first_failure_at=time.time())
-            self._outcomes["invalid"].inc()
-            return "invalid"
+            return self._counted(Outcome.INVALID)
         # the same job twice at once (a duplicate record): the copy waits, then finds it done
         while (running := self._running.get(job.job_id)) is not None:
             await asyncio.wait({running})
         self._running[job.job_id] = asyncio.get_running_loop().create_future()
         try:
-            return await self._run(record, job, story)
+            force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
+            return await self._run(record, job, past, force=force)
         finally:
             self._running.pop(job.job_id).set_result(None)
             self.busy.discard(asyncio.current_task())  # type: ignore[arg-type]
 
-    async def _run(self, record: JobRecord, job: Job, story: dict[str, str]) -> str:
-        force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
-        failures, first_failure = 0, 0.0  # a record on the job topic starts afresh (a replay too)
-        if record.topic != self.topic:  # checked in process()
-            past = story_of(story, now=time.time(), longest_wait_s=self.longest_wait_s)
-            failures, first_failure = past.failures, past.first_failure_at
+    async def _run(self, record: JobRecord, job: Job, past: Story, *, force: bool) -> Outcome:
+        """Attempt the job until it has an outcome; an outage costs no attempt."""
         while True:
-            await self.gate.wait_open()
-            async with self.slots:
-                if self.stopping and asyncio.current_task() not in self.busy:
-                    raise HandedBack(job.job_id)
-                # from its first call until its outcome is kept, a job is finished, not dropped,
-                # by a stopping worker (within the grace time)
-                self.busy.add(asyncio.current_task())  # type: ignore[arg-type]
-                self._in_flight.inc()
-                try:
-                    attempt = await self.status.begin_attempt(job, force=force)
-                    if attempt == 0:
-                        log.debug("job %s already completed; acknowledged without a call",
-                                  job.job_id)
-                        self._outcomes["skipped"].inc()
-                        return "skipped"
-                    error = await self._attempt(job)
-                finally:
-                    self._in_flight.dec()
+            error = await self._attempt_in_a_slot(job, force=force)
+            if error is _ALREADY_DONE:
+                log.debug("job %s already completed; acknowledged without a call", job.job_id)
+                return self._counted(Outcome.SKIPPED)
             if error is None:
                 await self.status.finish(job.job_id, JobState.COMPLETED)
-                self._outcomes["completed"].inc()
-                return "completed"
-            if isinstance(error, CircuitOpen) or (
-                isinstance(error, RetryableError) and self.gate.breaker_open()
-            ):
-                # the outage, not the job: wait for the half-open probe, spend nothing
-                await self.status.finish(job.job_id, JobState.WAITING, error=_describe(error))
-                self.gate.hold()
+                return self._counted(Outcome.COMPLETED)
+            assert isinstance(error, DownstreamError)
+            if self._is_outage(error):
+                await self._wait_out(job, error)
                 continue
-            failures += 1
-            now = time.time()
-            first_failure = first_failure or now
-            retryable = isinstance(error, RetryableError)
-            self._failed["retryable" if retryable else "permanent"].inc()
-            decision = after_failure(
-                self.policy, failures=failures, retryable=retryable, now=now,
-                retry_after_s=error.retry_after if isinstance(error, RetryableError) else None,
-                rng=self.rng,
-            )
-            if isinstance(decision, DeadLetter):
-                await self.status.finish(job.job_id, JobState.DEAD, error=_describe(error))
-                await self._dead_letter(record, job, type(error).__name__, str(error),
-                                        attempts=failures, first_failure_at=first_failure)
-                self._outcomes["dead"].inc()
-                return "dead"
-            await self.status.finish(job.job_id, JobState.FAILED, error=_describe(error))
+            past = past.failed(at=time.time())
+            decision = self._decide(error, past)
+            if isinstance(decision, GiveUp):
+                return await self._give_up(record, job, error, past)
+            await self.status.finish(job.job_id, JobState.RETRY_DUE, error=_describe(error))
             self._retried.inc()
             log.warning("job %s attempt %d failed (%s); next attempt in %.1fs", job.job_id,
-                        failures, _describe(error), decision.due_at - now)
+                        past.failures, _describe(error), decision.due_at - time.time())
             if self.spec.ordered:
                 # keep the tenant's order: retry in place, holding its later jobs back
                 await asyncio.sleep(max(0.0, decision.due_at - time.time()))
                 continue
-            await self.keep(
-                _source(record), self.retry_topics[decision.tier_delay_s], record.key,
-                record.value, carried=_carried(record), may_drop=False,
-                story={
-                    headers.ERROR_TYPE: type(error).__name__,
-                    headers.ERROR: str(error)[:1000],
-                    headers.ATTEMPTS: failures,
-                    headers.ORIGINAL_TOPIC: self.topic,
-                    headers.FIRST_FAILURE_AT: f"{first_failure:.3f}",
-                    headers.LAST_FAILURE_AT: f"{now:.3f}",
-                    headers.RETRY_AT: f"{decision.due_at:.3f}",
-                },
-            )
-            return "retry"
+            await self._send_to_retry(record, error, past, decision)
+            return Outcome.RETRY_DUE
+
+    # the steps of a run, in order -----------------------------------------------------------
+
+    def _past(self, record: JobRecord, story: dict[str, str]) -> Story:
+        """What the record says of the job's earlier attempts: nothing on the job topic (a
+        replay from the dead letters starts afresh too), its story on a retry topic."""
+        if record.topic == self.topic:
+            return Story()
+        return story_of(story, now=time.time(), longest_wait_s=self.longest_wait_s)
+
+    async def _attempt_in_a_slot(self, job: Job, *, force: bool) -> object:
+        """Wait for the service's gate and a slot, then make one attempt: None when it
+        succeeded, its :class:`DownstreamError`, or :data:`_ALREADY_DONE` for a job completed
+        before (acknowledged without a call)."""
+        await self.gate.wait_open()
+        async with self.slots:
+            if self.stopping and asyncio.current_task() not in self.busy:
+                raise HandedBack(job.job_id)
+            # from its first call until its outcome is kept, a job is finished, not dropped,
+            # by a stopping worker (within the grace time)
+            self.busy.add(asyncio.current_task())  # type: ignore[arg-type]
+            self._in_flight.inc()
+            try:
+                if await self.status.begin_attempt(job, force=force) == 0:
+                    return _ALREADY_DONE
+                return await self._attempt(job)
+            finally:
+                self._in_flight.dec()
+
+    def _is_outage(self, error: DownstreamError) -> bool:
+        """The service's circuit is open: the outage's fault, not the job's."""
+        return isinstance(error, CircuitOpen) or (
+            isinstance(error, RetryableError) and self.gate.breaker_open())
+
+    async def _wait_out(self, job: Job, error: DownstreamError) -> None:
+        """Wait for the half-open probe, spending no attempt."""
+        await self.status.finish(job.job_id, JobState.WAITING, error=_describe(error))
+        self.gate.hold()
+
+    def _decide(self, error: DownstreamError, past: Story) -> Retry | GiveUp:
+        retryable = isinstance(error, RetryableError)
+        self._failed["retryable" if retryable else "permanent"].inc()
+        return after_failure(
+            self.policy, failures=past.failures, retryable=retryable, now=time.time(),
+            retry_after_s=error.retry_after if isinstance(error, RetryableError) else None,
+            rng=self.rng,
+        )
+
+    async def _give_up(self, record: JobRecord, job: Job, error: DownstreamError,
+                       past: Story) -> Outcome:
+        await self.status.finish(job.job_id, JobState.DEAD_LETTERED, error=_describe(error))
+        await self._dead_letter(record, job, type(error).__name__, str(error),
+                                attempts=past.failures, first_failure_at=past.first_failure_at)
+        return self._counted(Outcome.DEAD_LETTERED)
+
+    async def _send_to_retry(self, record: JobRecord, error: DownstreamError, past: Story,
+                             decision: Retry) -> None:
+        """The same key and value on the retry tier, the story in headers."""
+        await self.keep(
+            _source(record), self.retry_topics[decision.tier_delay_s], record.key,
+            record.value, carried=_carried(record), may_drop=False,
+            story={
+                headers.ERROR_TYPE: type(error).__name__,
+                headers.ERROR: str(error)[:1000],
+                headers.ATTEMPTS: past.failures,
+                headers.ORIGINAL_TOPIC: self.topic,
+                headers.FIRST_FAILURE_AT: f"{past.first_failure_at:.3f}",
+                headers.LAST_FAILURE_AT: f"{time.time():.3f}",
+                headers.RETRY_AT: f"{decision.due_at:.3f}",
+            },
+        )
+
+    def _counted(self, outcome: Outcome) -> Outcome:
+        self._outcomes[outcome].inc()
+        return outcome
 
     async def give_up(self, record: JobRecord, error: BaseException, tries: int) -> None:
         """Dead-letter a record that failed ``tries`` times for no reason of the outside world
@@ -237,7 +283,7 @@ class Processor:
         await self._dead_letter(record, None, "InternalError",
                                 f"{tries} tries failed: {type(error).__name__}: {error}",
                                 attempts=0, first_failure_at=time.time())
-        self._outcomes["invalid"].inc()
+        self._counted(Outcome.INVALID)
 
     def _decode(self, record: JobRecord) -> Job:
         if record.value is None:

@@ -43,21 +43,23 @@ class Retry:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
+class GiveUp:
+    """No more attempts: the job goes to its dead-letter topic."""
+
     reason: str  # "permanent" or "exhausted"
 
 
 def after_failure(
     policy: RetryPolicy, *, failures: int, retryable: bool, now: float,
     retry_after_s: float | None = None, rng: random.Random | None = None,
-) -> Retry | DeadLetter:
+) -> Retry | GiveUp:
     """The fate of a job whose attempt number ``failures`` (1-based, counting this one) failed."""
     if failures < 1:
         raise ValueError(f"failures is 1-based, got {failures}")
     if not retryable:
-        return DeadLetter("permanent")
+        return GiveUp("permanent")
     if failures > policy.retries:
-        return DeadLetter("exhausted")
+        return GiveUp("exhausted")
     tier = policy.tier_delays()[failures - 1]
     if retry_after_s is not None:
         wait = min(max(0.0, retry_after_s), policy.max_retry_after_s)
@@ -81,6 +83,10 @@ class Story:
     failures: int = 0  # attempts that failed so far
     first_failure_at: float = 0.0  # epoch seconds; 0 when none failed
     due_at: float | None = None  # when the next attempt may start; None: at once
+
+    def failed(self, *, at: float) -> Story:
+        """The story after one more failed attempt at ``at``."""
+        return Story(failures=self.failures + 1, first_failure_at=self.first_failure_at or at)
 
 
 def story_of(values: dict[str, str], *, now: float, longest_wait_s: float) -> Story:

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from cronbus.agents.schedules.cron import preview
 from cronbus.streams.events import CronTick
+from cronbus.streams.jobs import JobState
 from cronbus.streams.schedule_runs import FiredRun
 from cronbus.streams.schedules import (
     FieldProblem,
@@ -111,26 +112,14 @@ def manual_tick(schedule: Schedule, now: datetime, key: str | None) -> CronTick:
     )
 
 
-# the processors' job states as a run's state: a failed attempt that will be retried is still
-# pending; a job that gave up (dead-lettered) failed
-RUN_STATES = {
-    "waiting": "pending",
-    "active": "processing",
-    "failed": "pending",
-    "completed": "completed",
-    "dead": "failed",
-}
-
-
 def run_view(run: FiredRun, status: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A run with its outcome: ``pending`` until a processor picks its job up, ``processing``,
-    ``completed`` or ``failed`` (gave up; ``error`` says why), with the processor's times."""
-    view: dict[str, Any] = {**run.as_dict(), "state": "pending", "attempts": 0}
+    """A run with its job's state (:class:`JobState`: waiting until a processor takes its job,
+    active, retry_due, completed or dead_lettered; ``error`` says why), with the processor's
+    times."""
+    view: dict[str, Any] = {**run.as_dict(), "state": JobState.WAITING.value, "attempts": 0}
     if status is None:
         return view
-    job_state = str(status.get("state", "waiting"))
-    view["state"] = RUN_STATES.get(job_state, "pending")
-    view["job_state"] = job_state
+    view["state"] = JobState.read(status.get("state")).value
     view["attempts"] = int(status.get("attempts", 0))
     for stamp in ("started_at", "finished_at", "updated_at"):
         if status.get(stamp) is not None:

@@ -37,6 +37,7 @@ from cronbus.clients.kafka import connect
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.streams import topics
+from cronbus.streams.jobs import JobState
 from cronbus.streams.keys import partition_of, tenant_key
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.schedule_runs import FiredRun
@@ -54,8 +55,6 @@ MAX_STEP = 5_000
 IDLE_MS = 1_000
 # schedules planned before the loop lets the producer run (it sends nothing while we compute)
 SEND_SLICE = 100
-# jobs in these states are done: a schedule whose overlap policy is not allow may fire again
-DONE_STATES = frozenset({"completed", "dead"})
 
 
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per call
@@ -95,7 +94,8 @@ class Ticker(mode.Service):
     """The ticker role (see the module's docstring)."""
 
     def __init__(self, settings: Settings, topic_maker: connect.TopicMaker, metrics: Metrics,
-                 redis: aioredis.Redis, *, clock: Callable[[], float] = time.time,
+                 redis: aioredis.Redis, status: JobStatusStore, *,
+                 clock: Callable[[], float] = time.time,
                  **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
@@ -105,8 +105,7 @@ class Ticker(mode.Service):
         self.clock = clock
         self.grace = timedelta(seconds=settings.schedule_misfire_grace_s)
         self.book = TickerBook()
-        self.status = JobStatusStore(redis, namespace=settings.redis_namespace,
-                                     ttl_s=settings.job_status_ttl_s)
+        self.status = status
         self.runs = RunLog(redis, namespace=settings.redis_namespace,
                            kept=settings.schedule_runs_kept, ttl_s=settings.job_status_ttl_s)
         self._consumer: AIOKafkaConsumer | None = None
@@ -349,7 +348,7 @@ class Ticker(mode.Service):
                 # no status yet: its job is still on its way (or was forgotten long ago)
                 if entry.state.last_fire and entry.state.last_fire > forgotten:
                     active.add(entry.schedule.key)
-            elif state.decode() not in DONE_STATES:
+            elif not JobState.read(state).done:  # a schedule with an overlap policy waits
                 active.add(entry.schedule.key)
         return active
 

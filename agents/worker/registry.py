@@ -121,7 +121,7 @@ def _processor(r: Resources) -> mode.Service:
 
 
 def _ticker(r: Resources) -> mode.Service:
-    ticker = Ticker(r.settings, r.topic_maker, r.metrics, r.redis)
+    ticker = Ticker(r.settings, r.topic_maker, r.metrics, r.redis, r.status)
     # the role that fires the built-in schedules brings them up to date: always, and only it
     ticker.add_dependency(BuiltinsAtStart(r.settings))
     return ticker

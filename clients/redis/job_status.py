@@ -14,20 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from cronbus.streams.jobs import Job
+from cronbus.streams.jobs import Job, JobState
 
-
-class JobState(StrEnum):
-    WAITING = "waiting"
-    ACTIVE = "active"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    DEAD = "dead"
+__all__ = ["BatchedJobStatus", "JobState", "JobStatusStore"]
 
 
 # Begins and ends many attempts in one round trip, begins first. A begin, unless the job already
@@ -86,9 +79,10 @@ return attempts
 """
 
 # the counter an attempt's end adds to, by the state it ends in
-COUNTED = {"completed": "completed", "failed": "failed", "dead": "dead_lettered"}
+COUNTED = {JobState.COMPLETED: "completed", JobState.RETRY_DUE: "failed",
+           JobState.DEAD_LETTERED: "dead_lettered"}
 # the states that end a job: they stamp ``finished_at``
-FINAL = frozenset({JobState.COMPLETED, JobState.DEAD})
+FINAL = frozenset(state for state in JobState if state.done)
 # an attempt longer than this is a worker that died in it; its job is not counted active
 ACTIVE_STALE_S = 900
 
@@ -159,6 +153,7 @@ class JobStatusStore:
         if not raw:
             return None
         record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        record["state"] = JobState.read(record.get("state")).value  # former names too
         record["attempts"] = int(record.get("attempts", 0))
         for stamp in ("started_at", "updated_at", "finished_at"):
             if stamp in record:

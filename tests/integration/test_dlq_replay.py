@@ -93,7 +93,7 @@ async def test_dead_letters_replayed_by_the_cli_are_processed_once(
     await eventually(worker.metrics_text, lambda text: f"{outcome % 'skipped'} 3.0" in text,
                      timeout_s=30, what="three replayed copies acknowledged without a call")
     text = worker.metrics_text()
-    assert f"{outcome % 'completed'} 2.0" in text and f"{outcome % 'dead'} 2.0" in text
+    assert f"{outcome % 'completed'} 2.0" in text and f"{outcome % 'dead_lettered'} 2.0" in text
     calls = [r for r in api.requests() if r["idempotency_key"] in (acme.job_id, globex.job_id)]
     assert [r["applied"] for r in calls if r["status"] == 200] == [True, True]  # once each
 

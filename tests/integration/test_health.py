@@ -8,14 +8,12 @@ from datetime import UTC, datetime
 
 import httpx
 
-from cronbus.clients.devstack.processes import free_port
-from cronbus.clients.devstack.redis_server import answers
 from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.streams import topics
 from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually
-from tests.integration.own_redis import redis_process
+from tests.integration.own_redis import OwnRedis
 
 
 def get(worker, page: str) -> httpx.Response:
@@ -66,11 +64,8 @@ def stalled_gauge(worker) -> float:
 async def test_a_record_that_keeps_failing_is_named_in_health_and_logged_once(
     settings, start_worker, api, tmp_path
 ):
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    server = redis_process(port, tmp_path).start()
-    try:
-        server.wait_until(lambda: answers(url), 10, "answering PING")
+    with OwnRedis(tmp_path) as server:
+        url = server.url
         worker = start_worker(roles=("processor",), job_types="export", redis_url=url)
         server.stop()  # the job status store is gone: the job cannot begin
         job = Job(job_id=job_id_for("acme", JobType.EXPORT, "stalls"), tenant_id="acme",
@@ -94,12 +89,9 @@ async def test_a_record_that_keeps_failing_is_named_in_health_and_logged_once(
         log = worker.process.log_path.read_text(errors="replace")
         assert log.count(f"{stall['record']}: processing failed") == 1, "said once, not per try"
 
-        server = redis_process(port, tmp_path).start()  # back (empty): the job runs, once
-        server.wait_until(lambda: answers(url), 10, "answering PING again")
+        server.start()  # back, empty, on the same port: the job runs, once
         await eventually(api.applied, lambda got: got.get(job.job_id) == 1, timeout_s=30,
                          what="the job applied once Redis is back")
         await eventually(progress, lambda p: p["status"] == "up", timeout_s=10,
                          what="progress up again")
         assert stalled_gauge(worker) == 0
-    finally:
-        server.stop()

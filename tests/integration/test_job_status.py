@@ -29,9 +29,9 @@ async def test_counters_follow_attempts_in_redis(stack, settings):
             assert await store.begin_attempt(job) == 1
         assert (await store.queue_counts(["export"]))["export"]["active"] == 2
         await store.finish(a.job_id, JobState.COMPLETED)
-        await store.finish(b.job_id, JobState.FAILED, error="DownstreamUnavailable: 503")
+        await store.finish(b.job_id, JobState.RETRY_DUE, error="DownstreamUnavailable: 503")
         assert await store.begin_attempt(b) == 2
-        await store.finish(b.job_id, JobState.DEAD, error="DownstreamUnavailable: 503")
+        await store.finish(b.job_id, JobState.DEAD_LETTERED, error="DownstreamUnavailable: 503")
         assert await store.begin_attempt(a) == 0  # completed: no attempt, nothing counted
         assert await store.begin_attempt(a, force=True) == 2  # a forced replay runs it again
         await store.finish(a.job_id, JobState.COMPLETED)
@@ -44,7 +44,7 @@ async def test_counters_follow_attempts_in_redis(stack, settings):
         }
         status = await store.get(b.job_id)
         assert status is not None
-        assert (status["state"], status["attempts"]) == ("dead", 2)
+        assert (status["state"], status["attempts"]) == ("dead_lettered", 2)
         assert status["last_error"] == "DownstreamUnavailable: 503" and "finished_at" in status
     finally:
         await client.aclose()
@@ -85,7 +85,7 @@ async def test_status_queues_and_retry_failed_on_the_web_api_and_the_cli(
 
     states = {job.tenant_id: httpx.get(f"{worker.base_url}/jobs/{job.job_id}", timeout=10).json()
               for job in jobs}
-    [rejected] = [t for t, s in states.items() if s["state"] == "dead"]
+    [rejected] = [t for t, s in states.items() if s["state"] == "dead_lettered"]
     assert states[rejected]["last_error"].startswith("PermanentError")
     assert states[rejected]["attempts"] == 1 and "finished_at" in states[rejected]
     for tenant, state in states.items():
@@ -99,7 +99,7 @@ async def test_status_queues_and_retry_failed_on_the_web_api_and_the_cli(
 
     rejected_job = next(j for j in jobs if j.tenant_id == rejected)
     cli_status = run_cronbus(cronbus_env, "jobs", "status", rejected_job.job_id)
-    assert cli_status.returncode == 0 and '"state": "dead"' in cli_status.stdout
+    assert cli_status.returncode == 0 and '"state": "dead_lettered"' in cli_status.stdout
     table = run_cronbus(cronbus_env, "jobs", "queues")
     assert table.returncode == 0
     [row] = [line.split() for line in table.stdout.splitlines() if line.startswith("export ")]

@@ -29,7 +29,7 @@ async def test_many_jobs_begin_and_finish_in_one_round_trip(stack):
         again = await asyncio.gather(batched.begin_attempt(jobs[0]), batched.begin_attempt(jobs[0]))
         assert sorted(again) == [2, 3]
         await asyncio.gather(*(batched.finish(j.job_id, JobState.COMPLETED) for j in jobs[:100]),
-                             batched.finish(jobs[150].job_id, JobState.DEAD, error="boom"))
+                             batched.finish(jobs[150].job_id, JobState.DEAD_LETTERED, error="boom"))
         # a completed job is not started again unless forced
         assert await batched.begin_attempt(jobs[5]) == 0
         assert await batched.begin_attempt(jobs[5], force=True) == 2
@@ -52,10 +52,10 @@ async def test_ids_and_errors_holding_the_field_separator_are_kept_whole(stack):
         odd = Job(job_id=f"export-\x1f{uuid.uuid4().hex}\x1fx", tenant_id="acme",
                   type=JobType.EXPORT, triggered_by="manual", scheduled_at=datetime.now(UTC))
         assert await store.begin_attempt(odd) == 1
-        await store.finish(odd.job_id, JobState.FAILED, error="a\x1fb")
+        await store.finish(odd.job_id, JobState.RETRY_DUE, error="a\x1fb")
         status = await store.get(odd.job_id)
         assert status is not None
-        assert (status["state"], status["last_error"], status["attempts"]) == ("failed", "a\x1fb", 1)
+        assert (status["state"], status["last_error"], status["attempts"]) == ("retry_due", "a\x1fb", 1)
         assert status["tenant_id"] == "acme" and "finished_at" not in status
         counts = await store.queue_counts([JobType.EXPORT.value])
         assert counts[JobType.EXPORT.value]["failed"] == 1

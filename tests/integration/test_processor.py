@@ -114,10 +114,10 @@ async def test_retries_at_one_two_four_seconds_then_a_dead_letter_and_a_400_at_o
         assert headers.decode(retry.headers)[headers.ATTEMPTS] == str(attempt)
 
     found = await statuses(settings, [failing, limited, rejected])
-    assert found[failing.job_id]["state"] == "dead"
+    assert found[failing.job_id]["state"] == "dead_lettered"
     assert found[failing.job_id]["attempts"] == 4
     assert found[limited.job_id]["state"] == "completed"
-    assert found[rejected.job_id]["state"] == "dead"
+    assert found[rejected.job_id]["state"] == "dead_lettered"
 
 
 def cpu_seconds(pid: int) -> float:

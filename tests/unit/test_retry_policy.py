@@ -8,7 +8,7 @@ import pytest
 
 from cronbus.agents.processing.retry_policy import (
     BadHeader,
-    DeadLetter,
+    GiveUp,
     Retry,
     RetryPolicy,
     Story,
@@ -42,13 +42,13 @@ def test_jitter_spreads_jobs_that_failed_together():
 
 
 def test_after_the_last_retry_the_job_is_dead_lettered():
-    assert after_failure(RetryPolicy(), failures=4, retryable=True, now=NOW) == DeadLetter("exhausted")
-    assert after_failure(RetryPolicy(retries=0), failures=1, retryable=True, now=NOW) == DeadLetter(
+    assert after_failure(RetryPolicy(), failures=4, retryable=True, now=NOW) == GiveUp("exhausted")
+    assert after_failure(RetryPolicy(retries=0), failures=1, retryable=True, now=NOW) == GiveUp(
         "exhausted")
 
 
 def test_a_permanent_failure_is_dead_lettered_at_once():
-    assert after_failure(RetryPolicy(), failures=1, retryable=False, now=NOW) == DeadLetter("permanent")
+    assert after_failure(RetryPolicy(), failures=1, retryable=False, now=NOW) == GiveUp("permanent")
 
 
 def test_retry_after_replaces_the_backoff_and_is_capped():

@@ -142,8 +142,9 @@ def run(run_id: str = "r1") -> FiredRun:
 
 
 @pytest.mark.parametrize("job_state, state", [
-    ("waiting", "pending"), ("active", "processing"), ("failed", "pending"),
-    ("completed", "completed"), ("dead", "failed"),
+    ("waiting", "waiting"), ("active", "active"), ("retry_due", "retry_due"),
+    ("completed", "completed"), ("dead_lettered", "dead_lettered"),
+    ("failed", "retry_due"), ("dead", "dead_lettered"),  # as stored before the names changed
 ])
 def test_a_runs_state_comes_from_its_jobs_status(job_state, state):
     view = run_view(run(), {"state": job_state, "attempts": 2, "started_at": 1.0,
@@ -152,8 +153,8 @@ def test_a_runs_state_comes_from_its_jobs_status(job_state, state):
     assert view["finished_at"] == "1970-01-01T00:00:02.500000+00:00"
 
 
-def test_a_run_without_a_status_is_pending():
-    assert run_view(run(), None)["state"] == "pending"
+def test_a_run_without_a_status_is_waiting():
+    assert run_view(run(), None)["state"] == "waiting"
 
 
 def test_runs_round_trip_and_doubles_are_shown_once():

@@ -63,3 +63,12 @@ def test_bridge_patterns_are_a_comma_list_and_the_bridge_uses_redis_url_by_defau
     settings = load_settings()
     assert settings.bridge_patterns == ["campaign.*.a", "campaign.*.b"]
     assert settings.bridge_redis == "rediss://r2:6380/0"
+
+
+def test_the_former_name_of_max_retries_is_read_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv("CRONBUS_MAX_ATTEMPTS", "5")
+    monkeypatch.delenv("CRONBUS_MAX_RETRIES", raising=False)
+    assert load_settings().max_retries == 5
+    assert "CRONBUS_MAX_ATTEMPTS is deprecated: it is CRONBUS_MAX_RETRIES now" in caplog.text
+    monkeypatch.setenv("CRONBUS_MAX_RETRIES", "2")  # the new name wins
+    assert load_settings().max_retries == 2
