@@ -40,25 +40,17 @@ async def upsert_builtins(directory: ScheduleDirectory, settings: Settings,
     return written
 
 
-class BuiltinsAtStart(mode.Service):
-    """Brings the built-ins up to date once at start (the ticker role's, always: the role that
-    fires them): loads the directory, reconciles, lets the directory go."""
-
-    def __init__(self, settings: Settings, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.settings = settings
-
-    async def on_start(self) -> None:
-        directory = ScheduleDirectory(self.settings.broker_url,
-                                      partitions=self.settings.partitions,
-                                      replication=self.settings.replication_factor)
-        await directory.start()
-        try:
-            written = await upsert_builtins(directory, self.settings, datetime.now(UTC))
-        finally:
-            await directory.stop()
-        log.info("built-in schedules: %s", f"updated {', '.join(written)}" if written
-                 else "unchanged")
+async def builtins_up_to_date(settings: Settings) -> None:
+    """Bring the built-ins up to date once (the ticker's, always, before it takes partitions
+    on: the role that fires them): load the directory, reconcile, let the directory go."""
+    directory = ScheduleDirectory(settings.broker_url, partitions=settings.partitions,
+                                  replication=settings.replication_factor)
+    await directory.start()
+    try:
+        written = await upsert_builtins(directory, settings, datetime.now(UTC))
+    finally:
+        await directory.stop()
+    log.info("built-in schedules: %s", f"updated {', '.join(written)}" if written else "unchanged")
 
 
 class SchedulesApi(mode.Service):

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -95,6 +95,7 @@ class Ticker(mode.Service):
 
     def __init__(self, settings: Settings, topic_maker: connect.TopicMaker, metrics: Metrics,
                  redis: aioredis.Redis, status: JobStatusStore, *,
+                 before_start: Callable[[], Awaitable[None]] | None = None,
                  clock: Callable[[], float] = time.time,
                  **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -106,6 +107,9 @@ class Ticker(mode.Service):
         self.grace = timedelta(seconds=settings.schedule_misfire_grace_s)
         self.book = TickerBook()
         self.status = status
+        # done before any partition is taken on (and what it loads is let go before the
+        # loaded schedules are frozen out of the collector)
+        self.before_start = before_start
         self.runs = RunLog(redis, namespace=settings.redis_namespace,
                            kept=settings.schedule_runs_kept, ttl_s=settings.job_status_ttl_s)
         self._consumer: AIOKafkaConsumer | None = None
@@ -146,6 +150,8 @@ class Ticker(mode.Service):
         return await connect.unread(self._consumer) if self._consumer else {}
 
     async def on_start(self) -> None:
+        if self.before_start is not None:
+            await self.before_start()
         brokers = self.settings.broker_url
         # cron-ticks and schedules (compacted) among them
         await self.topic_maker.ensure(topics.catalog(self.settings.app_id))

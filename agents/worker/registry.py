@@ -4,6 +4,7 @@ the partitions it owns, its lag, the records it keeps failing on)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,7 +20,7 @@ from cronbus.agents.bridge.service import RedisBridge
 from cronbus.agents.ingest.service import Ingest
 from cronbus.agents.processing.alerts import Alerts
 from cronbus.agents.processing.engine import build_engine
-from cronbus.agents.schedules.service import BuiltinsAtStart, SchedulesApi
+from cronbus.agents.schedules.service import SchedulesApi, builtins_up_to_date
 from cronbus.agents.schedules.ticker import Ticker
 from cronbus.clients.http.aiohttp_transport import AiohttpTransport
 from cronbus.clients.http.downstream import DownstreamClient, make_breaker
@@ -121,10 +122,9 @@ def _processor(r: Resources) -> mode.Service:
 
 
 def _ticker(r: Resources) -> mode.Service:
-    ticker = Ticker(r.settings, r.topic_maker, r.metrics, r.redis, r.status)
     # the role that fires the built-in schedules brings them up to date: always, and only it
-    ticker.add_dependency(BuiltinsAtStart(r.settings))
-    return ticker
+    return Ticker(r.settings, r.topic_maker, r.metrics, r.redis, r.status,
+                  before_start=functools.partial(builtins_up_to_date, r.settings))
 
 
 def _bridge(r: Resources) -> mode.Service:
