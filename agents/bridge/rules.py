@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -92,3 +93,21 @@ def bridge_message(
     if isinstance(parsed, Rejection):
         return parsed
     return BridgedEvent(topic=topic, tenant_id=parsed.tenant_id, value=encode_event(parsed))
+
+
+# --- reconnecting: how long the bridge waits before it tries its Redis again
+
+BASE_DELAY_S = 0.5
+MAX_DELAY_S = 60.0
+
+
+def reconnect_delay(attempt: int, *, base_s: float = BASE_DELAY_S, cap_s: float = MAX_DELAY_S,
+                    jitter: float = 0.2, rng: random.Random | None = None) -> float:
+    """Seconds before reconnect ``attempt`` (1-based): base * 2^(attempt-1), capped, ±jitter.
+
+    The jitter keeps a fleet of bridges from hammering a Redis that just came back all at the
+    same instant.
+    """
+    delay = min(cap_s, base_s * 2 ** (max(1, attempt) - 1))
+    spread = delay * jitter
+    return min(cap_s, max(0.0, delay + (rng or random).uniform(-spread, spread)))

@@ -17,7 +17,7 @@ from typing import Any
 import mode
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from cronbus.agents.bridge.rules import BridgedEvent, bridge_message
+from cronbus.agents.bridge.rules import BridgedEvent, bridge_message, reconnect_delay
 from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.keeper import Kept, RecordKeeper, Source
 from cronbus.clients.redis.pubsub import PubSubListener, State
@@ -50,6 +50,7 @@ class RedisBridge(mode.Service):
         self.listener = PubSubListener(
             settings.bridge_redis, settings.bridge_patterns,
             on_state=self._state_changed, on_reconnect=metrics.bridge_reconnects.inc,
+            delay=reconnect_delay,
         )
 
     # what every role tells the worker: no partitions, no lag, no record held back

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Literal
@@ -28,22 +27,6 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 State = Literal["connecting", "subscribed", "reconnecting", "stopped"]
-
-BASE_DELAY_S = 0.5
-MAX_DELAY_S = 60.0
-
-
-def reconnect_delay(attempt: int, *, base_s: float = BASE_DELAY_S, cap_s: float = MAX_DELAY_S,
-                    jitter: float = 0.2, rng: random.Random | None = None) -> float:
-    """Seconds before reconnect ``attempt`` (1-based): base * 2^(attempt-1), capped, ±jitter.
-
-    The same formula as agents/processing/backoff.py (clients/ may not import agents/); the jitter keeps a
-    fleet of bridges from hammering a Redis that just came back all at the same instant.
-    """
-    delay = min(cap_s, base_s * 2 ** (max(1, attempt) - 1))
-    spread = delay * jitter
-    return min(cap_s, max(0.0, delay + (rng or random).uniform(-spread, spread)))
-
 
 class PubSubLost(ConnectionError):
     """The server stopped answering on the pub/sub connection."""
@@ -59,7 +42,7 @@ class PubSubListener:
 
     def __init__(
         self, url: str, patterns: Sequence[str], *,
-        delay: Callable[[int], float] = reconnect_delay,
+        delay: Callable[[int], float],
         ping_interval_s: float = 1.0, reply_timeout_s: float = 3.0, connect_timeout_s: float = 5.0,
         on_state: Callable[[State], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,

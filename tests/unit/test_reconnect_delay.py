@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from cronbus.clients.redis.pubsub import MAX_DELAY_S, reconnect_delay
+from cronbus.agents.bridge.rules import MAX_DELAY_S, reconnect_delay
 
 
 def test_the_delay_doubles_from_half_a_second_and_stops_at_a_minute():
