@@ -11,7 +11,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from cronbus.streams.events import Identifier, TenantId
 from cronbus.streams.topics import JobType
 
-Trigger = Literal["cron", "event", "manual"]
+# what made a job: events, a schedule, a person, or another job (a handler's child job)
+Trigger = Literal["cron", "event", "manual", "job"]
 
 
 class JobState(StrEnum):

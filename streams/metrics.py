@@ -21,7 +21,7 @@ BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
 # the bounded label values, created at zero
 INGESTED_TOPICS = (*topics.EVENT_TOPICS, topics.CRON_TICKS)
-TRIGGERS = ("event", "cron", "manual")
+TRIGGERS = ("event", "cron", "manual", "job")
 DEBOUNCE_OUTCOMES = ("opened", "joined", "immediate", "suppressed")
 PROCESS_OUTCOMES = ("completed", "skipped", "dead_lettered", "invalid")
 FAILURE_KINDS = ("retryable", "permanent")

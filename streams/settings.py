@@ -11,7 +11,7 @@ import os
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cronbus.streams.topics import JobType
@@ -70,10 +70,32 @@ def parse_token_tenants(text: str) -> dict[str, str]:
     return mapping
 
 
+URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
+# the service a job type calls unless it names another: CRONBUS_API_URL and its neighbours
+DEFAULT_SERVICE = "api"
+
+
+class ServiceSettings(BaseModel):
+    """One downstream service (``CRONBUS_SERVICES__<NAME>__URL`` and its neighbours)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(pattern=URL_PATTERN,
+                     description="its GraphQL endpoint or REST base, e.g. https://world/graphql")
+    token: SecretStr | None = Field(default=None, description="a bearer token (optional)")
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="seconds, > 0 and <= 300")
+    breaker_fail_max: int = Field(default=5, ge=1, le=1000,
+                                  description="consecutive failures that open its circuit")
+    breaker_reset_timeout_s: float = Field(default=30.0, gt=0, le=3600,
+                                           description="seconds an open circuit waits")
+
+
 class Settings(BaseSettings):
     """Everything a cronbus process can be told. Each field's description is its expected form."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    # CRONBUS_SERVICES__WORLD__URL: "__" separates a nested setting's parts
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True,
+                                      env_nested_delimiter="__")
 
     # --- the outside world
     # NoDecode: the environment gives a comma list, not JSON
@@ -117,6 +139,14 @@ class Settings(BaseSettings):
     )
     api_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="seconds, a number > 0 and <= 300, e.g. 10"
+    )
+    services: dict[str, ServiceSettings] = Field(
+        default_factory=dict,
+        description=(
+            "the downstream services job types name, one nested setting each: "
+            "CRONBUS_SERVICES__<NAME>__URL (required), __TOKEN, __TIMEOUT_S, "
+            "__BREAKER_FAIL_MAX, __BREAKER_RESET_TIMEOUT_S; the service 'api' is CRONBUS_API_URL"
+        ),
     )
 
     # --- the app
@@ -314,6 +344,25 @@ class Settings(BaseSettings):
             parse_token_tenants(value.get_secret_value())
         return value
 
+    def service(self, name: str) -> ServiceSettings:
+        """A downstream service's settings; ``api`` (unless declared under services) is
+        CRONBUS_API_URL with its token, timeout and breaker settings. Raises
+        :class:`SettingsError` naming what to set for a service nobody declared."""
+        declared = self.services.get(name.lower())
+        if declared is not None:
+            return declared
+        if name == DEFAULT_SERVICE:
+            self.require("api_url")
+            assert self.api_url is not None
+            return ServiceSettings(url=self.api_url, token=self.api_token,
+                                   timeout_s=self.api_timeout_s,
+                                   breaker_fail_max=self.breaker_fail_max,
+                                   breaker_reset_timeout_s=self.breaker_reset_timeout_s)
+        known = sorted({*self.services, *([DEFAULT_SERVICE] if self.api_url else [])})
+        raise SettingsError(
+            f"service {name!r} has no settings: set {ENV_PREFIX}SERVICES__{name.upper()}__URL "
+            f"(services with settings: {', '.join(known) or 'none'})")
+
     def api_token_tenants(self) -> dict[str, str]:
         """The schedules API's tokens from CRONBUS_WEB_API_TOKENS: token -> tenant."""
         if self.web_api_tokens is None:
@@ -357,6 +406,14 @@ def _describe(field: str, problem: str, value: Any) -> str:
     return f"{Settings.env_name(field)}{shown} {problem}: expected {expected}"
 
 
+def _describe_service_part(service: str, part: str, reason: str, value: Any) -> str:
+    info = ServiceSettings.model_fields.get(part)
+    expected = info.description if info and info.description else "see the README"
+    shown = "" if value is None or part == "token" else f"={value!r}"
+    return (f"{ENV_PREFIX}SERVICES__{service.upper()}__{part.upper()}{shown} is invalid "
+            f"({reason}): expected {expected}")
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment (and ``overrides``), or raise :class:`SettingsError`."""
     for former, field in RENAMED.items():
@@ -369,8 +426,12 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
+            loc = [str(part) for part in error["loc"]]
+            field = loc[0] if loc else "?"
             reason = error["msg"].removeprefix("Value error, ")
+            if field == "services" and len(loc) == 3:  # one service's part: name the variable
+                problems.append(_describe_service_part(loc[1], loc[2], reason, error.get("input")))
+                continue
             shown = None if field in SECRET_FIELDS else error.get("input")
             problems.append(_describe(field, f"is invalid ({reason})", shown))
         raise SettingsError("; ".join(problems)) from None

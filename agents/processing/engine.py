@@ -26,7 +26,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import mode
@@ -46,6 +46,8 @@ from cronbus.clients.kafka import connect as kafka_connect
 from cronbus.clients.kafka.keeper import KeepFailed, Kept, RecordKeeper, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobStatusStore
 from cronbus.streams import topics
+from cronbus.streams.jobs import Job
+from cronbus.streams.keys import tenant_key
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.settings import Settings
 from cronbus.streams.stalls import Stalls
@@ -283,6 +285,12 @@ class RecordSender:
         return await self.keeper.keep(source, topic, key, value, story=story, carried=carried,
                                       may_drop=may_drop)
 
+    async def emit_job(self, job: Job) -> None:
+        """A child job on its job topic, keyed by its tenant; waits for the broker."""
+        assert self.producer is not None, "the engine has not started"
+        await self.producer.send_and_wait(topics.job_topic(job.type), key=tenant_key(job.tenant_id),
+                                          value=job.encode())
+
     async def stop(self) -> None:
         if self.producer is not None:
             await self.producer.stop()
@@ -396,22 +404,29 @@ class JobEngine(mode.Service):
 
 
 def build_engine(
-    settings: Settings, *, client: DownstreamClient, status: JobStatusStore, metrics: Metrics,
-    alerts: Alerts | None, topic_maker: kafka_connect.TopicMaker,
+    settings: Settings, *, clients: Callable[[str], DownstreamClient], status: JobStatusStore,
+    metrics: Metrics, alerts: Alerts | None, topic_maker: kafka_connect.TopicMaker,
     specs: dict[JobType, JobSpec] = JOB_SPECS,
 ) -> JobEngine:
-    """The engine for the job types in ``CRONBUS_JOB_TYPES`` (all when empty)."""
+    """The engine for the job types in ``CRONBUS_JOB_TYPES`` (all when empty); ``clients``
+    gives each service's client (a service without settings stops start-up, named)."""
     wanted = [JobType(t) for t in settings.job_types] or list(JobType)
     send = RecordSender(settings, metrics)
     batched = BatchedJobStatus(status)  # one Redis round trip for the writes of many jobs
-    gate = ServiceGate(client.breaker, reset_timeout_s=settings.breaker_reset_timeout_s)
+    # one gate per service: an open circuit pauses the job types calling that service only
+    gates = {
+        service: ServiceGate(clients(service).breaker,
+                             reset_timeout_s=settings.service(service).breaker_reset_timeout_s)
+        for service in sorted({specs[t].service for t in wanted})
+    }
     slots = asyncio.Semaphore(settings.processor_concurrency)
     policy = RetryPolicy(retries=settings.max_retries, backoff_s=settings.retry_backoff_s,
                          max_retry_after_s=settings.retry_after_max_s)
     processors = [
-        Processor(specs[t], client=client, status=batched, gate=gate, keep=send.keep, slots=slots,
+        Processor(specs[t], client=clients(specs[t].service), status=batched,
+                  gate=gates[specs[t].service], keep=send.keep, steps=status,
+                  emit_job=send.emit_job, slots=slots,
                   metrics=metrics, alerts=alerts, policy=policy, rng=random.Random())
         for t in wanted
     ]
-    return JobEngine(settings, processors, {client.service: gate}, sender=send,
-                     topic_maker=topic_maker)
+    return JobEngine(settings, processors, gates, sender=send, topic_maker=topic_maker)

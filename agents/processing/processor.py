@@ -24,6 +24,13 @@ from pydantic import ValidationError
 
 from cronbus.agents.processing.alerts import Alerts
 from cronbus.agents.processing.breaker_gate import ServiceGate
+from cronbus.agents.processing.handlers import (
+    EmitJob,
+    Handler,
+    JobContext,
+    StepStore,
+    failed_in,
+)
 from cronbus.agents.processing.retry_policy import (
     BadHeader,
     GiveUp,
@@ -108,7 +115,8 @@ class Processor:
     def __init__(
         self, spec: JobSpec, *, client: DownstreamClient,
         status: JobStatusStore | BatchedJobStatus,
-        gate: ServiceGate, keep: Keep, slots: asyncio.Semaphore, metrics: Metrics,
+        gate: ServiceGate, keep: Keep, steps: StepStore, emit_job: EmitJob,
+        slots: asyncio.Semaphore, metrics: Metrics,
         alerts: Alerts | None, policy: RetryPolicy, rng: random.Random | None = None,
     ) -> None:
         self.spec = spec
@@ -118,6 +126,8 @@ class Processor:
         self.status = status
         self.gate = gate
         self.keep = keep
+        self.steps = steps  # a handler's finished steps and progress
+        self.emit_job = emit_job  # a handler's child jobs
         self.slots = slots
         self.alerts = alerts
         self.policy = spec.retry or policy
@@ -168,6 +178,8 @@ class Processor:
         self._running[job.job_id] = asyncio.get_running_loop().create_future()
         try:
             force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
+            if force and record.topic == self.topic and self.spec.handler is not None:
+                await self.steps.forget_steps(job.job_id)  # a forced replay: every step again
             return await self._run(record, job, past, force=force)
         finally:
             self._running.pop(job.job_id).set_result(None)
@@ -224,9 +236,10 @@ class Processor:
             self.busy.add(asyncio.current_task())  # type: ignore[arg-type]
             self._in_flight.inc()
             try:
-                if await self.status.begin_attempt(job, force=force) == 0:
+                attempt = await self.status.begin_attempt(job, force=force)
+                if attempt == 0:
                     return _ALREADY_DONE
-                return await self._attempt(job)
+                return await self._attempt(job, attempt)
             finally:
                 self._in_flight.dec()
 
@@ -277,6 +290,22 @@ class Processor:
         self._outcomes[outcome].inc()
         return outcome
 
+    async def _run_handler(self, handler: Handler, job: Job, attempt: int
+                           ) -> DownstreamError | None:
+        """Run the handler from its first unfinished step; any exception is classified."""
+        context = JobContext(job, attempt=attempt, client=self.client, steps=self.steps,
+                             finished=await self.steps.finished_steps(job.job_id),
+                             emit_job=self.emit_job)
+        try:
+            await handler(job, context)
+        except DownstreamError as exc:
+            return exc
+        except Exception as exc:  # a handler's defect or surprise: retried, named, never fatal
+            log.warning("job %s: handler %s raised %s: %s", job.job_id,
+                        getattr(handler, "__name__", handler), type(exc).__name__, exc)
+            return failed_in(exc, service=self.client.service)
+        return None
+
     async def give_up(self, record: JobRecord, error: BaseException, tries: int) -> None:
         """Dead-letter a record that failed ``tries`` times for no reason of the outside world
         (a defect met on this record): replayable once fixed, and its partition moves on."""
@@ -300,9 +329,13 @@ class Processor:
             raise InvalidJob(f"a {job.type.value} job on {record.topic}")
         return job
 
-    async def _attempt(self, job: Job) -> DownstreamError | None:
-        """Make the call; None when it succeeded, else the classified error."""
+    async def _attempt(self, job: Job, attempt: int) -> DownstreamError | None:
+        """Make the call, or run the handler; None when it succeeded, else the classified
+        error."""
+        if self.spec.handler is not None:
+            return await self._run_handler(self.spec.handler, job, attempt)
         call = self.spec.call
+        assert call is not None
         try:
             if isinstance(call, GraphQLCall):
                 data = await self.client.graphql(call.operation, call.variables(job),

@@ -1,6 +1,7 @@
-"""What each job type does downstream. A job type is one :class:`JobSpec`: its call (a GraphQL
-operation or a REST request), how the answer maps to success, and optionally its own retry
-policy and per-tenant ordering. New types are one declaration in :data:`JOB_SPECS`.
+"""What each job type does downstream. A job type is one :class:`JobSpec`: one call (a GraphQL
+operation or a REST request, and how the answer maps to success) or a handler of several steps
+(:mod:`cronbus.agents.processing.handlers`), and optionally its own retry policy and per-tenant
+ordering. New types are one declaration in :data:`JOB_SPECS`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cronbus.agents.processing.handlers import Handler
 from cronbus.agents.processing.retry_policy import RetryPolicy
 from cronbus.streams.jobs import Job
 from cronbus.streams.topics import JobType
@@ -48,10 +50,15 @@ class JobSpec:
     """
 
     job_type: JobType
-    call: GraphQLCall | RestCall
+    call: GraphQLCall | RestCall | None = None
+    handler: Handler | None = None
     service: str = "api"
     retry: RetryPolicy | None = None
     ordered: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.call is None) == (self.handler is None):
+            raise ValueError(f"job type {self.job_type}: declare a call or a handler, one of them")
 
 
 GENERATE_INVOICE = """

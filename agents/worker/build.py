@@ -41,7 +41,7 @@ class OutsideWorld(mode.Service):
 
     async def on_stop(self) -> None:
         r = self.resources
-        for client in r.downstream:
+        for client in r.downstream.values():
             await client.aclose()
         await self.health.aclose()
         await r.alerts.aclose()
@@ -62,7 +62,7 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
         running.append(role)  # type: ignore[arg-type]
     bridge = next((role for role in running if isinstance(role, RedisBridge)), None)
     health = HealthCheck(app, resources.redis, timeout_s=settings.health_timeout_s,
-                         client=resources.downstream[0] if resources.downstream else None,
+                         clients=list(resources.downstream.values()),
                          bridge=bridge,
                          stalls=[role.stalls for role in running if role.stalls is not None])
     app.add_dependency(OutsideWorld(resources, health))

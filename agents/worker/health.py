@@ -7,6 +7,7 @@ Checks run concurrently, each bounded by ``CRONBUS_HEALTH_TIMEOUT_S``; the verdi
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -39,24 +40,25 @@ async def _timed(name: str, check: Callable[[], Awaitable[dict[str, object]]],
 
 class HealthCheck:
     def __init__(self, app: faust.App, redis: aioredis.Redis, *, timeout_s: float,
-                 client: DownstreamClient | None = None, bridge: RedisBridge | None = None,
+                 clients: list[DownstreamClient] | None = None,
+                 bridge: RedisBridge | None = None,
                  stalls: list[Stalls] | None = None) -> None:
         self.app = app
         self.stalls = stalls or []
         self.redis = redis
         self.timeout_s = timeout_s
-        self.client = client
+        self.clients = clients or []
         self.bridge = bridge
         self._probe = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s))
 
     async def run(self) -> tuple[Overall, list[Component]]:
         checks = [_timed("kafka", self._kafka, self.timeout_s),
                   _timed("redis", self._redis, self.timeout_s)]
-        if self.client is not None:
-            checks.append(_timed("downstream", self._downstream, self.timeout_s))
+        for client in self.clients:  # each service: is it there, and its circuit
+            checks.append(_timed(f"downstream:{client.service}",
+                                 functools.partial(self._downstream, client), self.timeout_s))
         components = list(await asyncio.gather(*checks))
-        if self.client is not None:
-            components.append(self._breaker(self.client.breaker))
+        components += [self._breaker(client.breaker) for client in self.clients]
         if self.bridge is not None:
             components.append(self._bridge(self.bridge))
         if self.stalls:
@@ -73,20 +75,18 @@ class HealthCheck:
         await self.redis.ping()
         return {}
 
-    async def _downstream(self) -> dict[str, object]:
+    async def _downstream(self, client: DownstreamClient) -> dict[str, object]:
         # straight to the API, past the breaker: a probe must neither trip it nor be refused
-        assert self.client is not None
-        response = await self._probe.post(self.client.url, json=PROBE_QUERY)
+        response = await self._probe.post(client.url, json=PROBE_QUERY)
         if response.status_code >= 500:
             raise RuntimeError(f"answered {response.status_code}")
-        return {"service": self.client.service, "http_status": response.status_code}
+        return {"http_status": response.status_code}
 
     @staticmethod
     def _breaker(breaker: pybreaker.CircuitBreaker) -> Component:
         state = str(breaker.current_state)
-        return Component("breaker", breaker_status(state), None,
-                         {"service": breaker.name, "state": state,
-                          "failures": breaker.fail_counter})
+        return Component(f"breaker:{breaker.name}", breaker_status(state), None,
+                         {"state": state, "failures": breaker.fail_counter})
 
     @staticmethod
     def _progress(stalls: list[Stalls]) -> Component:

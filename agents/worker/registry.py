@@ -30,7 +30,7 @@ from cronbus.clients.redis.breaker_storage import SharedBreakerStorage
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.streams import topics
 from cronbus.streams.metrics import Metrics
-from cronbus.streams.settings import Settings
+from cronbus.streams.settings import DEFAULT_SERVICE, Settings
 from cronbus.streams.stalls import Stalls
 
 
@@ -59,7 +59,7 @@ class Resources:
     alerts: Alerts
     topic_maker: TopicMaker
     status: JobStatusStore
-    downstream: list[DownstreamClient] = field(default_factory=list)  # closed at stop
+    downstream: dict[str, DownstreamClient] = field(default_factory=dict)  # closed at stop
 
     @classmethod
     def of(cls, settings: Settings, app: faust.App) -> Resources:
@@ -75,30 +75,30 @@ class Resources:
                                   ttl_s=settings.job_status_ttl_s),
         )
 
-    def downstream_client(self) -> DownstreamClient:
-        """The API client, made on first use: only a processor needs CRONBUS_API_URL."""
-        if self.downstream:
-            return self.downstream[0]
+    def downstream_client(self, service: str = DEFAULT_SERVICE) -> DownstreamClient:
+        """A downstream service's client, made on first use with its own URL, token, timeout
+        and breaker (only a processor needs them; a service without settings is named)."""
+        client = self.downstream.get(service)
+        if client is not None:
+            return client
         settings = self.settings
-        settings.require("api_url")
-        assert settings.api_url is not None
+        config = settings.service(service)
         # the breaker's state is shared by every worker through Redis (pybreaker's storage)
         storage = SharedBreakerStorage(
             redis_sync.Redis.from_url(settings.redis_url, socket_timeout=2,
                                       socket_connect_timeout=2),
-            namespace=f"{settings.redis_namespace}:breaker:api",
+            namespace=f"{settings.redis_namespace}:breaker:{service}",
         )
         breaker = make_breaker(
-            "api", fail_max=settings.breaker_fail_max,
-            reset_timeout_s=settings.breaker_reset_timeout_s, metrics=self.metrics,
+            service, fail_max=config.breaker_fail_max,
+            reset_timeout_s=config.breaker_reset_timeout_s, metrics=self.metrics,
             on_open=self.alerts.breaker_opened, storage=storage,
         )
-        client = DownstreamClient(
-            settings.api_url, breaker=breaker, metrics=self.metrics,
-            token=settings.api_token.get_secret_value() if settings.api_token else None,
-            timeout_s=settings.api_timeout_s, transport=_transport(settings),
+        client = self.downstream[service] = DownstreamClient(
+            config.url, breaker=breaker, metrics=self.metrics, service=service,
+            token=config.token.get_secret_value() if config.token else None,
+            timeout_s=config.timeout_s, transport=_transport(settings),
         )
-        self.downstream.append(client)
         return client
 
 
@@ -117,7 +117,7 @@ def _ingest(r: Resources) -> mode.Service:
 
 
 def _processor(r: Resources) -> mode.Service:
-    return build_engine(r.settings, client=r.downstream_client(), status=r.status,
+    return build_engine(r.settings, clients=r.downstream_client, status=r.status,
                         metrics=r.metrics, alerts=r.alerts, topic_maker=r.topic_maker)
 
 

@@ -8,11 +8,16 @@ Per job type (``<ns>:queue:<type>``, a hash): ``completed``, ``failed`` (failed 
 set of job ids by start time) holds the jobs in an attempt now. An entry older than
 ``ACTIVE_STALE_S`` belongs to a worker that died mid-attempt and is not counted (the job is
 redelivered and enters again under the same id).
+
+A job run by a handler keeps its finished steps beside its status (``<ns>:steps:<job id>``, a
+hash: step -> its JSON result, same TTL), so a retry resumes after the last finished step, and
+its progress in the status hash (``progress``, JSON).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -148,6 +153,32 @@ class JobStatusStore:
         attempts = await self._write(keys=[], args=args)
         return [int(a) for a in attempts]
 
+    # the steps of a job run by a handler ---------------------------------------------------
+
+    def steps_key(self, job_id: str) -> str:
+        return f"{self._namespace}:steps:{job_id}"
+
+    async def finished_steps(self, job_id: str) -> dict[str, Any]:
+        """Each step the job finished (in any attempt) and what it returned."""
+        raw = await self._redis.hgetall(self.steps_key(job_id))
+        return {step.decode(): json.loads(result) for step, result in raw.items()}
+
+    async def step_finished(self, job_id: str, step: str, result: Any) -> None:
+        """Keep a finished step and its (JSON) result: a later attempt does not repeat it."""
+        key = self.steps_key(job_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, step, json.dumps(result, separators=(",", ":")))
+            pipe.expire(key, self._ttl_s)
+            await pipe.execute()
+
+    async def forget_steps(self, job_id: str) -> None:
+        """A forced replay runs every step again."""
+        await self._redis.delete(self.steps_key(job_id))
+
+    async def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        await self._redis.hset(self.key(job_id), "progress",
+                               json.dumps(progress, separators=(",", ":")))
+
     async def get(self, job_id: str) -> dict[str, Any] | None:
         raw = await self._redis.hgetall(self.key(job_id))
         if not raw:
@@ -155,6 +186,8 @@ class JobStatusStore:
         record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
         record["state"] = JobState.read(record.get("state")).value  # former names too
         record["attempts"] = int(record.get("attempts", 0))
+        if "progress" in record:
+            record["progress"] = json.loads(record["progress"])
         for stamp in ("started_at", "updated_at", "finished_at"):
             if stamp in record:
                 record[stamp] = float(record[stamp])
@@ -191,7 +224,6 @@ class BatchedJobStatus:
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         return await self.store.get(job_id)
-
     def _kick(self) -> None:
         if not self._flushing:
             self._flushing = True

@@ -29,21 +29,22 @@ async def test_health_names_each_component_and_turns_503_when_kafka_is_gone(stac
     body = healthy.json()
     assert healthy.status_code == 200 and body["status"] == "healthy", body
     parts = body["components"]
-    assert set(parts) == {"kafka", "redis", "downstream", "breaker", "progress"}
+    # each downstream service the worker calls has its check and its breaker (here one: api)
+    assert set(parts) == {"kafka", "redis", "downstream:api", "breaker:api", "progress"}
     assert parts["progress"] == {"status": "up", "latency_ms": None}
-    for name in ("kafka", "redis", "downstream"):
+    for name in ("kafka", "redis", "downstream:api"):
         assert parts[name]["status"] == "up"
         assert parts[name]["latency_ms"] >= 0
-    assert parts["breaker"] | {"failures": 0} == {
-        "status": "up", "latency_ms": None, "service": "api", "state": "closed", "failures": 0}
+    assert parts["breaker:api"] | {"failures": 0} == {
+        "status": "up", "latency_ms": None, "state": "closed", "failures": 0}
 
     assert stack.api is not None
     stack.api.stop()  # the downstream API is gone: jobs would wait, the worker is still fine
     degraded = get(worker, "/health")
     assert degraded.status_code == 200
     assert degraded.json()["status"] == "degraded"
-    assert degraded.json()["components"]["downstream"]["status"] == "down"
-    assert "error" in degraded.json()["components"]["downstream"]
+    assert degraded.json()["components"]["downstream:api"]["status"] == "down"
+    assert "error" in degraded.json()["components"]["downstream:api"]
 
     assert stack.broker is not None
     stack.broker.stop()  # without Kafka the worker can do nothing

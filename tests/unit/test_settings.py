@@ -72,3 +72,27 @@ def test_the_former_name_of_max_retries_is_read_with_a_warning(monkeypatch, capl
     assert "CRONBUS_MAX_ATTEMPTS is deprecated: it is CRONBUS_MAX_RETRIES now" in caplog.text
     monkeypatch.setenv("CRONBUS_MAX_RETRIES", "2")  # the new name wins
     assert load_settings().max_retries == 2
+
+
+def test_each_downstream_service_has_its_nested_settings(monkeypatch):
+    monkeypatch.setenv("CRONBUS_API_URL", "http://api.local/graphql")
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__URL", "http://world.local/graphql")
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__TIMEOUT_S", "3")
+    settings = load_settings()
+    assert settings.service("world").url == "http://world.local/graphql"
+    assert settings.service("world").timeout_s == 3
+    assert settings.service("api").url == "http://api.local/graphql"  # CRONBUS_API_URL
+    with pytest.raises(SettingsError, match=r"service 'billing' has no settings: set "
+                                            r"CRONBUS_SERVICES__BILLING__URL"):
+        settings.service("billing")
+
+
+def test_a_bad_part_of_a_service_is_named_by_its_variable(monkeypatch):
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__URL", "nope")
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__TOKEN", "s3cret")
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__TIMEOUT_S", "-1")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "CRONBUS_SERVICES__WORLD__URL='nope' is invalid" in str(caught.value)
+    assert "CRONBUS_SERVICES__WORLD__TIMEOUT_S='-1' is invalid" in str(caught.value)
+    assert "s3cret" not in str(caught.value)

@@ -1,0 +1,127 @@
+"""Job handlers: a job type whose work is more than one call is a plain async function given the
+job and a :class:`JobContext`, the only way out to the world::
+
+    async def expire_overdue(job: Job, ctx: JobContext) -> None:
+        overdue = await ctx.graphql("overdue", OVERDUE, {"campaignId": job.tenant_id})
+        for event in overdue["getOverdueEvents"]:
+            await ctx.graphql(f"expire:{event['id']}", EXPIRE, {"eventId": event["id"]})
+
+Every call goes through the job type's service (breaker, timeout, error classification,
+metrics) exactly as a single-call job's, with ``Idempotency-Key: <job id>:<step>``. A step that
+finished is kept with the job's status: run again (a retry, a redelivery after kill -9 or a
+rebalance), the handler gets the kept result and nothing is called twice. So a step's name must
+say what it does to what (``expire:<event id>``), never a counter of attempts.
+
+A :class:`DownstreamError` a handler lets through is classified as for single calls; any other
+exception is a retryable :class:`HandlerFailed` naming it, never a crashed worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from cronbus.clients.http.downstream import DownstreamClient, RetryableError
+from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.topics import JobType
+
+T = TypeVar("T")
+
+Handler = Callable[[Job, "JobContext"], Awaitable[None]]
+EmitJob = Callable[[Job], Awaitable[None]]
+
+
+class HandlerFailed(RetryableError):
+    """A handler raised something other than a downstream error (the exception is named)."""
+
+
+class StepStore(Protocol):
+    """Where a job's finished steps are kept (:class:`cronbus.clients.redis.job_status.JobStatusStore`)."""
+
+    async def finished_steps(self, job_id: str) -> dict[str, Any]: ...
+
+    async def step_finished(self, job_id: str, step: str, result: Any) -> None: ...
+
+    async def forget_steps(self, job_id: str) -> None: ...
+
+    async def set_progress(self, job_id: str, progress: dict[str, Any]) -> None: ...
+
+
+class JobContext:
+    """What a handler may do: call its service, run a checkpointed step, emit child jobs and
+    record progress. Made by the processor for each attempt."""
+
+    def __init__(self, job: Job, *, attempt: int, client: DownstreamClient, steps: StepStore,
+                 finished: dict[str, Any], emit_job: EmitJob) -> None:
+        self.job = job
+        self.attempt = attempt  # 1 for the first attempt
+        self.client = client
+        self._steps = steps
+        self._finished = finished  # step -> result, from earlier attempts and this one
+        self._emit_job = emit_job
+        self._running: dict[str, asyncio.Future[Any]] = {}
+
+    def idempotency_key(self, step: str) -> str:
+        return f"{self.job.job_id}:{step}"
+
+    def done(self, step: str) -> bool:
+        """True if ``step`` finished before (in this attempt or an earlier one)."""
+        return step in self._finished
+
+    async def graphql(self, step: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """A GraphQL operation as the step ``step``: its ``data``, called at most once."""
+        return await self.step(step, lambda: self.client.graphql(
+            query, variables, idempotency_key=self.idempotency_key(step)))
+
+    async def rest(self, step: str, method: str, path: str, body: Any = None) -> Any:
+        """A REST request as the step ``step``: its decoded answer, called at most once."""
+        return await self.step(step, lambda: self.client.rest(
+            method, path, body, idempotency_key=self.idempotency_key(step)))
+
+    async def step(self, step: str, run: Callable[[], Awaitable[T]]) -> T:
+        """Run ``run`` once for this job: its result (JSON) is kept, and returned again
+        instead of running it a second time. Steps may run concurrently; the same step asked
+        twice at once runs once."""
+        if step in self._finished:
+            return self._finished[step]  # type: ignore[no-any-return]
+        running = self._running.get(step)
+        if running is not None:
+            return await asyncio.shield(running)  # type: ignore[no-any-return]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._running[step] = future
+        try:
+            result = await run()
+            await self._steps.step_finished(self.job.job_id, step, result)
+            self._finished[step] = result
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: a lone step's failure is the caller's to see
+            raise
+        finally:
+            del self._running[step]
+
+    async def emit(self, job_type: JobType | str, payload: dict[str, Any], *, ref: str) -> str:
+        """A child job for this job's tenant; its id comes from this job and ``ref``, so emitting
+        it again (a retry) is the same job. Returns the child's id."""
+        child = Job(job_id=job_id_for(self.job.tenant_id, JobType(job_type),
+                                      f"{self.job.job_id}:{ref}"),
+                    tenant_id=self.job.tenant_id, type=JobType(job_type), triggered_by="job",
+                    scheduled_at=self.job.scheduled_at, payload=payload)
+
+        async def send() -> str:
+            await self._emit_job(child)
+            return child.job_id
+
+        return await self.step(f"emit:{ref}", send)
+
+    async def progress(self, **fields: Any) -> None:
+        """Record how far the job is (shown with its status), e.g. ``done=40, total=250``."""
+        await self._steps.set_progress(self.job.job_id, fields)
+
+
+def failed_in(exc: BaseException, *, service: str) -> HandlerFailed:
+    """An exception a handler raised, as the retryable failure it counts as."""
+    return HandlerFailed(f"handler raised {type(exc).__name__}: {exc}"[:1000], service=service)

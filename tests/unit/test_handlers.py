@@ -1,0 +1,86 @@
+"""A handler's steps: each runs at most once per job, across attempts and when asked twice at
+once; a failed step is not kept. The step store is a dict here (Redis in the integration test)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from cronbus.agents.processing.handlers import JobContext, failed_in
+from cronbus.streams.jobs import Job
+from cronbus.streams.topics import JobType
+
+JOB = Job(job_id="j1", tenant_id="acme", type=JobType.EXPORT, triggered_by="manual",
+          scheduled_at=datetime(2026, 12, 1, tzinfo=UTC), payload={})
+
+
+class Steps:
+    def __init__(self) -> None:
+        self.kept: dict[str, Any] = {}
+
+    async def finished_steps(self, job_id: str) -> dict[str, Any]:
+        return dict(self.kept)
+
+    async def step_finished(self, job_id: str, step: str, result: Any) -> None:
+        self.kept[step] = result
+
+    async def forget_steps(self, job_id: str) -> None:
+        self.kept.clear()
+
+    async def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        self.kept["progress"] = progress
+
+
+def context(steps: Steps, finished: dict[str, Any] | None = None,
+            emitted: list[Job] | None = None) -> JobContext:
+    async def emit(job: Job) -> None:
+        (emitted if emitted is not None else []).append(job)
+
+    return JobContext(JOB, attempt=1, client=None, steps=steps,  # type: ignore[arg-type]
+                      finished=finished or {}, emit_job=emit)
+
+
+async def test_a_step_asked_twice_at_once_runs_once_and_is_kept():
+    steps, runs = Steps(), []
+
+    async def work() -> int:
+        runs.append(1)
+        await asyncio.sleep(0.01)
+        return 42
+
+    ctx = context(steps)
+    assert await asyncio.gather(ctx.step("a", work), ctx.step("a", work)) == [42, 42]
+    assert runs == [1] and steps.kept == {"a": 42}
+    assert await ctx.step("a", work) == 42 and runs == [1]
+
+
+async def test_a_step_finished_in_an_earlier_attempt_is_not_run_again():
+    async def never() -> int:
+        raise AssertionError("ran again")
+
+    ctx = context(Steps(), finished={"a": {"id": 7}})
+    assert ctx.done("a") and await ctx.step("a", never) == {"id": 7}
+
+
+async def test_a_failed_step_is_not_kept_and_runs_again_next_time():
+    steps = Steps()
+
+    async def boom() -> int:
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        await context(steps).step("a", boom)
+    assert steps.kept == {}
+    failure = failed_in(RuntimeError("no"), service="api")
+    assert str(failure) == "handler raised RuntimeError: no" and failure.service == "api"
+
+
+async def test_a_child_job_is_emitted_once_under_an_id_from_its_parent_and_ref():
+    steps, emitted = Steps(), []
+    ctx = context(steps, emitted=emitted)
+    first = await ctx.emit(JobType.DEFERRED_EFFECT, {"effect_id": "fx"}, ref="fx")
+    again = await ctx.emit(JobType.DEFERRED_EFFECT, {"effect_id": "fx"}, ref="fx")
+    assert first == again and len(emitted) == 1 and emitted[0].triggered_by == "job"
