@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     api_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="seconds, a number > 0 and <= 300, e.g. 10"
     )
+    event_expiration_concurrency: int = Field(
+        default=10, ge=1, le=1000,
+        description="expireEvent calls one event-expiration job makes at once, 1..1000",
+    )
     services: dict[str, ServiceSettings] = Field(
         default_factory=dict,
         description=(

@@ -425,7 +425,7 @@ def build_engine(
     processors = [
         Processor(specs[t], client=clients(specs[t].service), status=batched,
                   gate=gates[specs[t].service], keep=send.keep, steps=status,
-                  emit_job=send.emit_job, slots=slots,
+                  emit_job=send.emit_job, settings=settings, slots=slots,
                   metrics=metrics, alerts=alerts, policy=policy, rng=random.Random())
         for t in wanted
     ]

@@ -19,11 +19,12 @@ exception is a retryable :class:`HandlerFailed` naming it, never a crashed worke
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-from cronbus.clients.http.downstream import DownstreamClient, RetryableError
+from cronbus.clients.http.downstream import DownstreamClient, DownstreamError, RetryableError
 from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.settings import Settings
 from cronbus.streams.topics import JobType
 
 T = TypeVar("T")
@@ -53,9 +54,10 @@ class JobContext:
     record progress. Made by the processor for each attempt."""
 
     def __init__(self, job: Job, *, attempt: int, client: DownstreamClient, steps: StepStore,
-                 finished: dict[str, Any], emit_job: EmitJob) -> None:
+                 finished: dict[str, Any], emit_job: EmitJob, settings: Settings) -> None:
         self.job = job
         self.attempt = attempt  # 1 for the first attempt
+        self.settings = settings  # read-only: the worker's settings
         self.client = client
         self._steps = steps
         self._finished = finished  # step -> result, from earlier attempts and this one
@@ -102,6 +104,21 @@ class JobContext:
             raise
         finally:
             del self._running[step]
+
+    async def each(self, items: Iterable[T], run: Callable[[T], Awaitable[Any]], *,
+                   at_once: int) -> None:
+        """``run`` each item, at most ``at_once`` at a time; every item is tried, then the first
+        failure (a downstream error before any other) is raised."""
+        slots = asyncio.Semaphore(max(1, at_once))
+
+        async def one(item: T) -> None:
+            async with slots:
+                await run(item)
+
+        outcomes = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise next((f for f in failures if isinstance(f, DownstreamError)), failures[0])
 
     async def emit(self, job_type: JobType | str, payload: dict[str, Any], *, ref: str) -> str:
         """A child job for this job's tenant; its id comes from this job and ``ref``, so emitting

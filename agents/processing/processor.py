@@ -54,6 +54,7 @@ from cronbus.clients.redis.job_status import BatchedJobStatus, JobState, JobStat
 from cronbus.streams import headers, topics
 from cronbus.streams.jobs import Job
 from cronbus.streams.metrics import Metrics
+from cronbus.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class Processor:
     def __init__(
         self, spec: JobSpec, *, client: DownstreamClient,
         status: JobStatusStore | BatchedJobStatus,
-        gate: ServiceGate, keep: Keep, steps: StepStore, emit_job: EmitJob,
+        gate: ServiceGate, keep: Keep, steps: StepStore, emit_job: EmitJob, settings: Settings,
         slots: asyncio.Semaphore, metrics: Metrics,
         alerts: Alerts | None, policy: RetryPolicy, rng: random.Random | None = None,
     ) -> None:
@@ -128,6 +129,7 @@ class Processor:
         self.keep = keep
         self.steps = steps  # a handler's finished steps and progress
         self.emit_job = emit_job  # a handler's child jobs
+        self.settings = settings  # what a handler may read
         self.slots = slots
         self.alerts = alerts
         self.policy = spec.retry or policy
@@ -295,7 +297,7 @@ class Processor:
         """Run the handler from its first unfinished step; any exception is classified."""
         context = JobContext(job, attempt=attempt, client=self.client, steps=self.steps,
                              finished=await self.steps.finished_steps(job.job_id),
-                             emit_job=self.emit_job)
+                             emit_job=self.emit_job, settings=self.settings)
         try:
             await handler(job, context)
         except DownstreamError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 
 from cronbus.agents.processing.handlers import Handler
 from cronbus.agents.processing.retry_policy import RetryPolicy
+from cronbus.agents.processing.world import execute_deferred_effect, expire_overdue_events
 from cronbus.streams.jobs import Job
 from cronbus.streams.topics import JobType
 
@@ -105,4 +106,9 @@ JOB_SPECS: dict[JobType, JobSpec] = {t: _run_job(t) for t in JobType} | {
     ),
     # a bank's ledger must see one tenant's syncs in order
     JobType.BANK_SYNC: _run_job(JobType.BANK_SYNC, ordered=True),
+    # the world-time family: handlers against the world API
+    JobType.EVENT_EXPIRATION: JobSpec(JobType.EVENT_EXPIRATION, handler=expire_overdue_events,
+                                      service="world"),
+    JobType.DEFERRED_EFFECT: JobSpec(JobType.DEFERRED_EFFECT, handler=execute_deferred_effect,
+                                     service="world"),
 }

@@ -33,6 +33,10 @@ from cronbus.streams.metrics import Metrics
 from cronbus.streams.settings import DEFAULT_SERVICE, Settings
 from cronbus.streams.stalls import Stalls
 
+# connections one worker keeps to Redis at most, and how long a call waits for one
+REDIS_CONNECTIONS = 100
+REDIS_WAIT_S = 20.0
+
 
 class Role(Protocol):
     """What the worker asks of every role (each is also a ``mode.Service``)."""
@@ -64,7 +68,10 @@ class Resources:
     @classmethod
     def of(cls, settings: Settings, app: faust.App) -> Resources:
         metrics = Metrics()
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        # a call waits for a free connection instead of failing: hundreds of jobs' steps and
+        # status writes may ask at once (redis-py's own pool refuses past 100)
+        redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S))
         return cls(
             settings=settings, app=app, metrics=metrics, redis=redis,
             alerts=Alerts(settings, metrics),

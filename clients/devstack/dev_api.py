@@ -143,7 +143,7 @@ def create_dev_api() -> Starlette:
     mutation.set_field("generateInvoice", lambda _, info, input: apply(info, "generateInvoice", input))
     mutation.set_field("runJob", lambda _, info, input: apply(info, "runJob", input))
     graphql = GraphQL(make_executable_schema(SCHEMA, query, mutation, json_scalar),
-                      query_parser=_parsed_query, query_validator=_validated_once)
+                      query_parser=parsed_query, query_validator=validated_once)
 
     async def serve_graphql(scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
@@ -191,7 +191,7 @@ def create_dev_api() -> Starlette:
         Route("/_control/delay", delay, methods=["POST"]),
         Route("/_control/reset", reset, methods=["POST"]),
         Route("/_control/applied", applied),
-        Route("/graphql", _AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
+        Route("/graphql", AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
     ])
 
 
@@ -202,7 +202,7 @@ def _parse(query: str) -> DocumentNode:
     return parse(query)
 
 
-def _parsed_query(_context: Any, data: dict[str, Any]) -> DocumentNode:
+def parsed_query(_context: Any, data: dict[str, Any]) -> DocumentNode:
     return _parse(data["query"])
 
 
@@ -211,7 +211,7 @@ def _parsed_query(_context: Any, data: dict[str, Any]) -> DocumentNode:
 _validations: dict[tuple[int, int], tuple[DocumentNode, list[GraphQLError]]] = {}
 
 
-def _validated_once(schema: GraphQLSchema, document_ast: DocumentNode, rules: Any = None,
+def validated_once(schema: GraphQLSchema, document_ast: DocumentNode, rules: Any = None,
                     max_errors: int | None = None, **kwargs: Any) -> list[GraphQLError]:
     key = (id(schema), id(document_ast))
     if key not in _validations:
@@ -232,7 +232,7 @@ def _answer_late(send: Any, delay_s: float) -> Any:
     return late
 
 
-class _AsgiEndpoint:
+class AsgiEndpoint:
     """Starlette routes a callable object (not a function) as a raw ASGI app."""
 
     def __init__(self, app: Any) -> None:

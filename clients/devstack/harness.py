@@ -20,7 +20,8 @@ from cronbus.clients.devstack.broker import EmbeddedBroker
 from cronbus.clients.devstack.dev_api import DevApi
 from cronbus.clients.devstack.processes import ManagedProcess, free_port
 from cronbus.clients.devstack.redis_server import RedisServer
-from cronbus.streams.settings import Settings
+from cronbus.clients.devstack.world_api import WorldApi
+from cronbus.streams.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class DevStack:
             os.environ.get(Settings.env_name("redis_url"), DEFAULT_REDIS_URL), self.log_dir
         )
         self.api = DevApi(self.log_dir) if with_api else None
+        # the world-time family's service (CRONBUS_SERVICES__WORLD__URL)
+        self.world = WorldApi(self.log_dir) if with_api else None
 
     @property
     def broker_url(self) -> str:
@@ -53,6 +56,8 @@ class DevStack:
             self.redis.start()
             if self.api is not None:
                 self.api.start()
+            if self.world is not None:
+                self.world.start()
         except BaseException:
             self.stop()
             raise
@@ -61,7 +66,7 @@ class DevStack:
         return self
 
     def stop(self) -> None:
-        for part in (self.api, self.redis, self.broker):
+        for part in (self.world, self.api, self.redis, self.broker):
             if part is not None:
                 part.stop()
 
@@ -73,6 +78,8 @@ class DevStack:
         }
         if self.api is not None:
             env[Settings.env_name("api_url")] = self.api.url
+        if self.world is not None:
+            env[f"{ENV_PREFIX}SERVICES__WORLD__URL"] = self.world.url
         return env
 
     def __enter__(self) -> DevStack:

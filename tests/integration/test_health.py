@@ -29,14 +29,17 @@ async def test_health_names_each_component_and_turns_503_when_kafka_is_gone(stac
     body = healthy.json()
     assert healthy.status_code == 200 and body["status"] == "healthy", body
     parts = body["components"]
-    # each downstream service the worker calls has its check and its breaker (here one: api)
-    assert set(parts) == {"kafka", "redis", "downstream:api", "breaker:api", "progress"}
+    # each downstream service the worker calls has its check and its breaker: api (the default,
+    # CRONBUS_API_URL) and world (the world-time jobs', CRONBUS_SERVICES__WORLD__URL)
+    assert set(parts) == {"kafka", "redis", "progress", "downstream:api", "breaker:api",
+                          "downstream:world", "breaker:world"}
     assert parts["progress"] == {"status": "up", "latency_ms": None}
-    for name in ("kafka", "redis", "downstream:api"):
+    for name in ("kafka", "redis", "downstream:api", "downstream:world"):
         assert parts[name]["status"] == "up"
         assert parts[name]["latency_ms"] >= 0
-    assert parts["breaker:api"] | {"failures": 0} == {
-        "status": "up", "latency_ms": None, "state": "closed", "failures": 0}
+    for service in ("api", "world"):
+        assert parts[f"breaker:{service}"] | {"failures": 0} == {
+            "status": "up", "latency_ms": None, "state": "closed", "failures": 0}
 
     assert stack.api is not None
     stack.api.stop()  # the downstream API is gone: jobs would wait, the worker is still fine
@@ -45,6 +48,7 @@ async def test_health_names_each_component_and_turns_503_when_kafka_is_gone(stac
     assert degraded.json()["status"] == "degraded"
     assert degraded.json()["components"]["downstream:api"]["status"] == "down"
     assert "error" in degraded.json()["components"]["downstream:api"]
+    assert degraded.json()["components"]["downstream:world"]["status"] == "up"  # its own
 
     assert stack.broker is not None
     stack.broker.stop()  # without Kafka the worker can do nothing

@@ -15,10 +15,13 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
 from cronbus.agents.ingest.routing import job_types_for
 from cronbus.agents.ingest.service import immediate_job
+from cronbus.agents.processing.specs import JOB_SPECS
+from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.streams import headers, topics
 from cronbus.streams.events import (
     CronTick,
@@ -29,7 +32,7 @@ from cronbus.streams.events import (
     WorldTimeAdvanced,
     encode_event,
 )
-from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.jobs import Job, JobState, job_id_for
 from cronbus.streams.keys import partition_of, tenant_key
 from cronbus.streams.schedules import Schedule
 from cronbus.streams.topics import JobType
@@ -83,9 +86,22 @@ def valid_events(n: int) -> list[tuple[str, DomainEvent]]:
     ]
 
 
-def job_ids_of(events: list[tuple[str, DomainEvent]]) -> set[str]:
+def job_ids_of(events: list[tuple[str, DomainEvent]], *, handled: bool) -> set[str]:
+    """The jobs the events become: those of one call (``handled`` False: the development API
+    sees them) or those run by a handler (against the world API: their status says done)."""
     return {immediate_job(event, job_type, 0).job_id
-            for topic, event in events for job_type in job_types_for(topic, event)}
+            for topic, event in events for job_type in job_types_for(topic, event)
+            if (JOB_SPECS[job_type].handler is not None) == handled}
+
+
+async def completed(settings, job_ids: set[str]) -> set[str]:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        store = JobStatusStore(client, namespace=settings.redis_namespace, ttl_s=60)
+        return {job_id for job_id in job_ids
+                if ((await store.get(job_id)) or {}).get("state") == JobState.COMPLETED}
+    finally:
+        await client.aclose()
 
 
 def export_job(name: str) -> Job:
@@ -162,11 +178,14 @@ async def test_no_record_on_any_topic_blocks_a_partition_and_every_one_is_accoun
     sender.flush()
 
     # every valid record does its work, exactly once
-    expected = job_ids_of(events) | {export_job(f"after-{n}").job_id for n in range(len(POISON))}
+    handled = job_ids_of(events, handled=True)
+    expected = job_ids_of(events, handled=False) | {
+        export_job(f"after-{n}").job_id for n in range(len(POISON))}
     expected.add(far.job_id)
     applied = await eventually(api.applied, lambda got: expected <= set(got), timeout_s=90,
                                what="every valid event, tick and job applied downstream")
     assert {job_id: applied[job_id] for job_id in expected} == dict.fromkeys(expected, 1)
+    assert handled and await completed(settings, handled) == handled
     ticks = await read_topic(settings.broker_url, topics.CRON_TICKS, idle_s=1)
     fired = [json.loads(r.value) for r in ticks if r.value and b"after-poison" in r.value]
     assert fired, "the schedule written after the poison records fires"

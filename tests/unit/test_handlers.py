@@ -40,7 +40,8 @@ def context(steps: Steps, finished: dict[str, Any] | None = None,
         (emitted if emitted is not None else []).append(job)
 
     return JobContext(JOB, attempt=1, client=None, steps=steps,  # type: ignore[arg-type]
-                      finished=finished or {}, emit_job=emit)
+                      finished=finished or {}, emit_job=emit,
+                      settings=None)  # type: ignore[arg-type]
 
 
 async def test_a_step_asked_twice_at_once_runs_once_and_is_kept():

@@ -59,5 +59,8 @@ def test_every_job_type_has_a_spec_calling_downstream():
     assert set(JOB_SPECS) == set(JobType)
     for job_type, spec in JOB_SPECS.items():
         assert spec.job_type == job_type
+        if spec.handler is not None:  # work of several steps (tests/integration/test_world_jobs.py)
+            assert spec.call is None and spec.service == "world"
+            continue
         assert isinstance(spec.call, GraphQLCall)
         assert spec.call.variables(a_job(type=job_type.value))["input"]["jobId"] == "j-1"

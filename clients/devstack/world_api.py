@@ -1,0 +1,274 @@
+"""The world API of the world-time scheduler's design, for development and tests: a real GraphQL
+server (Ariadne under uvicorn) holding campaigns with a world time, their events and effects.
+
+- ``campaigns(first, after)``: campaigns by id, a page at a time (``{nodes, endCursor}``)
+- ``getOverdueEvents(campaignId)``: events scheduled before the campaign's world time and not
+  completed
+- ``expireEvent(eventId)``: completes an event (once: a completed event stays as it is)
+- ``getEffect(id)`` / ``executeEffect(id)``: an effect, executed once with an audit entry
+
+Each mutation's effect is applied once per ``Idempotency-Key``; calls that change nothing are
+answered, not applied again. Control endpoints (JSON), as the development API's:
+
+- ``POST /_control/seed``   ``{"campaigns": [{"id", "worldTime"}], "events": [{"id", "campaignId",
+  "scheduledAt"}], "effects": [{"id", "campaignId"}]}`` adds to the world
+- ``GET  /_control/state``  per event and effect: how often it was asked to change and how often
+  it did; the most mutations in flight at once per campaign; the audit log
+- ``POST /_control/fail``, ``DELETE /_control/fail``, ``POST /_control/delay``: as the
+  development API's (``delay`` slows every mutation, so concurrency shows)
+
+Run it: ``python -m cronbus.clients.devstack.world_api --port 8001``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ariadne import MutationType, QueryType, make_executable_schema
+from ariadne.asgi import GraphQL
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cronbus.clients.devstack.dev_api import AsgiEndpoint, Failure, parsed_query, validated_once
+from cronbus.clients.devstack.processes import ManagedProcess, free_port, port_open
+
+SCHEMA = """
+type Query {
+  campaigns(first: Int = 100, after: String): CampaignPage!
+  getOverdueEvents(campaignId: ID!): [Event!]!
+  getEffect(id: ID!): Effect
+}
+
+type Mutation {
+  expireEvent(eventId: ID!): Event!
+  executeEffect(id: ID!): Effect!
+}
+
+type CampaignPage {
+  nodes: [Campaign!]!
+  endCursor: String
+}
+
+type Campaign {
+  id: ID!
+  worldTime: String!
+}
+
+type Event {
+  id: ID!
+  campaignId: ID!
+  scheduledAt: String!
+  isCompleted: Boolean!
+}
+
+type Effect {
+  id: ID!
+  campaignId: ID!
+  isExecuted: Boolean!
+  executedAt: Float
+}
+"""
+
+
+@dataclass
+class WorldState:
+    campaigns: dict[str, str] = field(default_factory=dict)  # id -> world time (ISO 8601)
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events_of: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by campaign
+    effects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)  # Idempotency-Keys applied
+    asked: Counter[str] = field(default_factory=Counter)  # mutation calls per target
+    changed: Counter[str] = field(default_factory=Counter)  # state changes per target
+    in_flight: Counter[str] = field(default_factory=Counter)  # mutations now, per campaign
+    most_in_flight: Counter[str] = field(default_factory=Counter)
+    failure: Failure | None = None
+    delay_s: float = 0.0
+
+
+def create_world_api() -> Starlette:
+    state = WorldState()
+    query, mutation = QueryType(), MutationType()
+
+    @query.field("campaigns")
+    def campaigns(*_: Any, first: int = 100, after: str | None = None) -> dict[str, Any]:
+        ids = sorted(state.campaigns)
+        start = ids.index(after) + 1 if after in state.campaigns else 0
+        page = ids[start:start + max(1, min(first, 500))]
+        return {"nodes": [{"id": i, "worldTime": state.campaigns[i]} for i in page],
+                "endCursor": page[-1] if start + len(page) < len(ids) else None}
+
+    @query.field("getOverdueEvents")
+    def overdue(*_: Any, campaignId: str) -> list[dict[str, Any]]:
+        now = state.campaigns.get(campaignId)
+        if now is None:
+            return []
+        at = datetime.fromisoformat(now)
+        return [e for e in state.events_of.get(campaignId, ())
+                if not e["isCompleted"] and datetime.fromisoformat(e["scheduledAt"]) < at]
+
+    @query.field("getEffect")
+    def get_effect(*_: Any, id: str) -> dict[str, Any] | None:
+        return state.effects.get(id)
+
+    async def mutate(info: Any, target: str, campaign: str, change: Any) -> None:
+        """Apply ``change`` once per Idempotency-Key, counting calls and what is in flight."""
+        key = info.context["request"].headers.get("idempotency-key") or f"{target}:{time.time()}"
+        state.asked[target] += 1
+        state.in_flight[campaign] += 1
+        state.most_in_flight[campaign] = max(state.most_in_flight[campaign],
+                                             state.in_flight[campaign])
+        try:
+            if state.delay_s:
+                await asyncio.sleep(state.delay_s)
+            if key not in state.keys:
+                state.keys.add(key)
+                if change():
+                    state.changed[target] += 1
+        finally:
+            state.in_flight[campaign] -= 1
+
+    @mutation.field("expireEvent")
+    async def expire(_: Any, info: Any, eventId: str) -> dict[str, Any]:
+        event = state.events[eventId]
+
+        def complete() -> bool:
+            if event["isCompleted"]:
+                return False
+            event["isCompleted"] = True
+            return True
+
+        await mutate(info, f"event:{eventId}", event["campaignId"], complete)
+        return event
+
+    @mutation.field("executeEffect")
+    async def execute(_: Any, info: Any, id: str) -> dict[str, Any]:
+        effect = state.effects[id]
+
+        def run() -> bool:
+            if effect["isExecuted"]:
+                return False
+            effect.update(isExecuted=True, executedAt=time.time())
+            state.audit.append({"effect": id, "campaign": effect["campaignId"],
+                                "at": effect["executedAt"]})
+            return True
+
+        await mutate(info, f"effect:{id}", effect["campaignId"], run)
+        return effect
+
+    # each operation parsed and validated once (as the development API does): the test waits
+    # on cronbus, not on this server
+    graphql = GraphQL(make_executable_schema(SCHEMA, query, mutation),
+                      query_parser=parsed_query, query_validator=validated_once)
+
+    async def serve_graphql(scope: Any, receive: Any, send: Any) -> None:
+        failure = state.failure
+        if failure is not None and Request(scope, receive).method == "POST":
+            if failure.times is not None:
+                failure.times -= 1
+                if failure.times <= 0:
+                    state.failure = None
+            body = {"errors": [{"message": f"told to fail with {failure.status}"}]}
+            await JSONResponse(body, status_code=failure.status)(scope, receive, send)
+            return
+        await graphql(scope, receive, send)
+
+    async def seed(request: Request) -> Response:
+        body = await request.json()
+        for campaign in body.get("campaigns", []):
+            state.campaigns[campaign["id"]] = campaign["worldTime"]
+        for event in body.get("events", []):
+            stored = state.events[event["id"]] = {**event,
+                                                  "isCompleted": bool(event.get("isCompleted"))}
+            state.events_of.setdefault(event["campaignId"], []).append(stored)
+        for effect in body.get("effects", []):
+            state.effects[effect["id"]] = {"id": effect["id"], "campaignId": effect["campaignId"],
+                                           "isExecuted": False, "executedAt": None}
+        return JSONResponse({"campaigns": len(state.campaigns), "events": len(state.events),
+                             "effects": len(state.effects)})
+
+    async def show(_: Request) -> Response:
+        return JSONResponse({
+            "events": {i: {"completed": e["isCompleted"], "asked": state.asked[f"event:{i}"],
+                           "changed": state.changed[f"event:{i}"]}
+                       for i, e in state.events.items()},
+            "effects": {i: {"executed": e["isExecuted"], "asked": state.asked[f"effect:{i}"],
+                            "changed": state.changed[f"effect:{i}"]}
+                        for i, e in state.effects.items()},
+            "most_in_flight": dict(state.most_in_flight),
+            "audit": state.audit,
+        })
+
+    async def fail(request: Request) -> Response:
+        if request.method == "DELETE":
+            state.failure = None
+            return JSONResponse({"failing": False})
+        body = await request.json()
+        state.failure = Failure(int(body.get("status", 500)), body.get("times"))
+        return JSONResponse({"failing": True})
+
+    async def delay(request: Request) -> Response:
+        state.delay_s = float((await request.json()).get("seconds", 0))
+        return JSONResponse({"delay_s": state.delay_s})
+
+    return Starlette(routes=[
+        Route("/_control/seed", seed, methods=["POST"]),
+        Route("/_control/state", show),
+        Route("/_control/fail", fail, methods=["POST", "DELETE"]),
+        Route("/_control/delay", delay, methods=["POST"]),
+        Route("/graphql", AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
+    ])
+
+
+class WorldApi:
+    """The world API in a child process of its own, on a free port."""
+
+    def __init__(self, log_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.process = ManagedProcess(
+            "world-api",
+            [sys.executable, "-m", "cronbus.clients.devstack.world_api", "--host", host,
+             "--port", str(self.port)],
+            log_path=log_dir / "world-api.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/graphql"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.host}:{self.port}/_control"
+
+    def start(self, timeout_s: float = 20.0) -> WorldApi:
+        self.process.start()
+        self.process.wait_until(lambda: port_open(self.host, self.port), timeout_s, "listening")
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="the world API of the world-time scheduler")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args()
+    uvicorn.run(create_world_api(), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

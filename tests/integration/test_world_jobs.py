@@ -1,0 +1,109 @@
+"""The world-time family against the development world API, through a real worker: 1,000
+campaigns x 25 overdue events -> every event expired exactly once, never more than 10 calls in
+flight per campaign; the 5-minute built-in's job pages through every campaign; deferred effects
+executed once (an effect executed already, or gone, is not executed again)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.streams import topics
+from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.topics import JobType
+from tests.integration.kafka import eventually
+
+CAMPAIGNS = 1000
+EVENTS = 25
+NOW = datetime(1492, 10, 12, 6, tzinfo=UTC)
+
+
+def seed(world, body: dict) -> None:
+    httpx.post(f"{world.control_url}/seed", json=body, timeout=60).raise_for_status()
+
+
+def world_state(world) -> dict:
+    return httpx.get(f"{world.control_url}/state", timeout=60).json()
+
+
+def job(job_type: JobType, tenant: str, ref: str, **payload: object) -> Job:
+    return Job(job_id=job_id_for(tenant, job_type, ref), tenant_id=tenant, type=job_type,
+               triggered_by="event", scheduled_at=datetime.now(UTC), payload=payload)
+
+
+async def publish(settings, jobs: list[Job]) -> None:
+    async with EventPublisher(settings.broker_url) as publisher:
+        for one in jobs:
+            await publisher.publish_raw(topics.job_topic(one.type), one.encode(),
+                                        key=one.tenant_id.encode())
+        await publisher.flush()
+
+
+async def test_every_overdue_event_of_a_thousand_campaigns_is_expired_once(
+    stack, settings, start_worker
+):
+    world = stack.world
+    campaigns = [f"c{n:04}" for n in range(CAMPAIGNS)]
+    seed(world, {
+        "campaigns": [{"id": c, "worldTime": NOW.isoformat()} for c in campaigns],
+        "events": [{"id": f"{c}-e{k}", "campaignId": c,
+                    "scheduledAt": (NOW - timedelta(hours=k + 1)).isoformat()}
+                   for c in campaigns for k in range(EVENTS)]
+        # and one not yet due per campaign: it must stay
+        + [{"id": f"{c}-later", "campaignId": c,
+            "scheduledAt": (NOW + timedelta(hours=1)).isoformat()} for c in campaigns],
+    })
+    httpx.post(f"{world.control_url}/delay", json={"seconds": 0.005}, timeout=5)
+    start_worker(roles=("processor",), job_types="event-expiration")
+    # one job per campaign, as after its world time advanced
+    await publish(settings, [job(JobType.EVENT_EXPIRATION, c, "advanced") for c in campaigns])
+
+    def expired() -> int:
+        return sum(e["completed"] for e in world_state(world)["events"].values())
+
+    await eventually(expired, lambda n: n >= CAMPAIGNS * EVENTS, timeout_s=150, interval_s=2,
+                     what="every overdue event expired")
+    state = world_state(world)
+    overdue = {i: e for i, e in state["events"].items() if not i.endswith("-later")}
+    assert all(e["completed"] and e["asked"] == 1 and e["changed"] == 1 for e in overdue.values())
+    assert not any(e["completed"] or e["asked"] for i, e in state["events"].items()
+                   if i.endswith("-later"))
+    assert max(state["most_in_flight"].values()) <= 10
+    assert max(state["most_in_flight"].values()) > 1, "the calls of a job run side by side"
+
+
+async def test_the_builtin_pages_through_every_campaign_and_effects_run_once(
+    stack, settings, start_worker
+):
+    world = stack.world
+    campaigns = [f"p{n:03}" for n in range(250)]  # three pages of 100
+    seed(world, {
+        "campaigns": [{"id": c, "worldTime": NOW.isoformat()} for c in campaigns],
+        "events": [{"id": f"{c}-e", "campaignId": c,
+                    "scheduledAt": (NOW - timedelta(minutes=1)).isoformat()} for c in campaigns],
+        "effects": [{"id": f"fx{n}", "campaignId": "p000"} for n in range(6)],
+    })
+    start_worker(roles=("processor",), job_types="event-expiration,deferred-effect")
+    # fx0 was executed before: a job for it executes nothing; "gone" names no effect at all
+    await publish(settings, [job(JobType.DEFERRED_EFFECT, "p000", "early", effect_id="fx0")])
+    await eventually(lambda: world_state(world)["effects"]["fx0"]["executed"], bool,
+                     timeout_s=30, what="fx0 executed")
+    await publish(settings, [
+        job(JobType.EVENT_EXPIRATION, settings.system_tenant, "builtin"),
+        *(job(JobType.DEFERRED_EFFECT, "p000", f"due-{n}", effect_id=f"fx{n}") for n in range(6)),
+        job(JobType.DEFERRED_EFFECT, "p000", "gone", effect_id="fx-gone"),
+    ])
+
+    def done() -> dict:
+        return world_state(world)
+
+    state = await eventually(
+        done, lambda s: all(e["completed"] for e in s["events"].values())
+        and all(e["executed"] for e in s["effects"].values()),
+        timeout_s=90, interval_s=1, what="every campaign's event expired and every effect run")
+    assert all(e["asked"] == 1 for e in state["events"].values())
+    assert {i: (e["asked"], e["changed"]) for i, e in state["effects"].items()} == {
+        f"fx{n}": (1, 1) for n in range(6)}, "fx0's second job executed nothing"
+    assert sorted(a["effect"] for a in state["audit"]) == [f"fx{n}" for n in range(6)]
