@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ariadne import MutationType, QueryType, ScalarType, make_executable_schema
 from ariadne.asgi import GraphQL
@@ -242,17 +242,20 @@ class AsgiEndpoint:
         await self._app(scope, receive, send)
 
 
-class DevApi:
-    """The development API in a child process of its own, on a free port."""
+class ApiProcess:
+    """A development API (a module of this folder whose ``main`` takes ``--host``/``--port``) in
+    a child process of its own, on a free port."""
+
+    name = "dev-api"
+    module = "cronbus.clients.devstack.dev_api"
 
     def __init__(self, log_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.process = ManagedProcess(
-            "dev-api",
-            [sys.executable, "-m", "cronbus.clients.devstack.dev_api", "--host", host,
-             "--port", str(self.port)],
-            log_path=log_dir / "dev-api.log",
+            self.name,
+            [sys.executable, "-m", self.module, "--host", host, "--port", str(self.port)],
+            log_path=log_dir / f"{self.name}.log",
         )
 
     @property
@@ -263,7 +266,7 @@ class DevApi:
     def control_url(self) -> str:
         return f"http://{self.host}:{self.port}/_control"
 
-    def start(self, timeout_s: float = 20.0) -> DevApi:
+    def start(self, timeout_s: float = 20.0) -> Self:
         self.process.start()
         self.process.wait_until(lambda: port_open(self.host, self.port), timeout_s, "listening")
         return self
@@ -272,15 +275,20 @@ class DevApi:
         self.process.stop()
 
 
-def main() -> None:
+class DevApi(ApiProcess):
+    """The development API in a child process of its own, on a free port."""
+
+
+def serve(app: Starlette, *, description: str, port: int) -> None:
+    """Run a development API under uvicorn from the command line."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(description="cronbus's development GraphQL API")
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=port)
     args = parser.parse_args()
-    uvicorn.run(create_dev_api(), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":
-    main()
+    serve(create_dev_api(), description="cronbus's development GraphQL API", port=8000)

@@ -22,14 +22,11 @@ Run it: ``python -m cronbus.clients.devstack.world_api --port 8001``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from ariadne import MutationType, QueryType, make_executable_schema
@@ -39,8 +36,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cronbus.clients.devstack.dev_api import AsgiEndpoint, Failure, parsed_query, validated_once
-from cronbus.clients.devstack.processes import ManagedProcess, free_port, port_open
+from cronbus.clients.devstack.dev_api import (
+    ApiProcess,
+    AsgiEndpoint,
+    Failure,
+    parsed_query,
+    serve,
+    validated_once,
+)
 
 SCHEMA = """
 type Query {
@@ -230,45 +233,12 @@ def create_world_api() -> Starlette:
     ])
 
 
-class WorldApi:
+class WorldApi(ApiProcess):
     """The world API in a child process of its own, on a free port."""
 
-    def __init__(self, log_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self.process = ManagedProcess(
-            "world-api",
-            [sys.executable, "-m", "cronbus.clients.devstack.world_api", "--host", host,
-             "--port", str(self.port)],
-            log_path=log_dir / "world-api.log",
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/graphql"
-
-    @property
-    def control_url(self) -> str:
-        return f"http://{self.host}:{self.port}/_control"
-
-    def start(self, timeout_s: float = 20.0) -> WorldApi:
-        self.process.start()
-        self.process.wait_until(lambda: port_open(self.host, self.port), timeout_s, "listening")
-        return self
-
-    def stop(self) -> None:
-        self.process.stop()
-
-
-def main() -> None:
-    import uvicorn
-
-    parser = argparse.ArgumentParser(description="the world API of the world-time scheduler")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    args = parser.parse_args()
-    uvicorn.run(create_world_api(), host=args.host, port=args.port, log_level="warning")
+    name = "world-api"
+    module = "cronbus.clients.devstack.world_api"
 
 
 if __name__ == "__main__":
-    main()
+    serve(create_world_api(), description="the world API of the world-time scheduler", port=8001)
