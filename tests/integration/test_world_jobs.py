@@ -1,7 +1,8 @@
 """The world-time family against the development world API, through a real worker: 1,000
 campaigns x 25 overdue events -> every event expired exactly once, never more than 10 calls in
-flight per campaign; the 5-minute built-in's job pages through every campaign; deferred effects
-executed once (an effect executed already, or gone, is not executed again)."""
+flight per campaign, and the same with a kill -9 of the worker mid-run; the 5-minute built-in's
+job pages through every campaign; deferred effects executed once (an effect executed already,
+or gone, is not executed again)."""
 
 from __future__ import annotations
 
@@ -107,3 +108,35 @@ async def test_the_builtin_pages_through_every_campaign_and_effects_run_once(
     assert {i: (e["asked"], e["changed"]) for i, e in state["effects"].items()} == {
         f"fx{n}": (1, 1) for n in range(6)}, "fx0's second job executed nothing"
     assert sorted(a["effect"] for a in state["audit"]) == [f"fx{n}" for n in range(6)]
+
+
+async def test_a_kill_9_mid_run_expires_every_event_once_and_repeats_only_calls_in_flight(
+    stack, settings, start_worker
+):
+    world = stack.world
+    campaigns = [f"k{n:04}" for n in range(CAMPAIGNS)]
+    seed(world, {
+        "campaigns": [{"id": c, "worldTime": NOW.isoformat()} for c in campaigns],
+        "events": [{"id": f"{c}-e{k}", "campaignId": c,
+                    "scheduledAt": (NOW - timedelta(hours=k + 1)).isoformat()}
+                   for c in campaigns for k in range(EVENTS)],
+    })
+    httpx.post(f"{world.control_url}/delay", json={"seconds": 0.01}, timeout=5)
+    first = start_worker("first", roles=("processor",), job_types="event-expiration")
+    await publish(settings, [job(JobType.EVENT_EXPIRATION, c, "advanced") for c in campaigns])
+
+    def expired() -> int:
+        return sum(e["completed"] for e in world_state(world)["events"].values())
+
+    await eventually(expired, lambda n: n >= CAMPAIGNS * EVENTS // 4, timeout_s=90,
+                     interval_s=0.5, what="a quarter expired before the kill")
+    first.kill()  # kill -9 with jobs mid-run: their finished steps are kept, the rest redone
+    start_worker("second", roles=("processor",), job_types="event-expiration")
+    await eventually(expired, lambda n: n >= CAMPAIGNS * EVENTS, timeout_s=150, interval_s=2,
+                     what="every overdue event expired after the kill")
+    events = world_state(world)["events"]
+    assert all(e["changed"] == 1 for e in events.values()), "each event expired exactly once"
+    asked_again = [i for i, e in events.items() if e["asked"] > 1]
+    # only a call in flight at the kill (its step not yet kept) is made again, under the same
+    # Idempotency-Key: at most 50 jobs x 10 calls
+    assert len(asked_again) <= 500 and all(events[i]["asked"] == 2 for i in asked_again)
