@@ -14,6 +14,15 @@ from dataclasses import dataclass
 
 from cronbus.streams.metrics import STALL_TRIES
 
+# how long a role waits before it tries a failing record (or step) again, by try: growing,
+# never a tight loop, and never longer than the last
+RETRY_PAUSES_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def pause_after(tries: int) -> float:
+    """Seconds to wait after failed try number ``tries`` (1-based) before the next."""
+    return RETRY_PAUSES_S[min(max(tries, 1), len(RETRY_PAUSES_S)) - 1]
+
 
 @dataclass(slots=True)
 class Stall:

@@ -51,7 +51,7 @@ from cronbus.streams.keys import partition_of, tenant_key
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.schedules import tick_ref
 from cronbus.streams.settings import Settings, SettingsError
-from cronbus.streams.stalls import Stalls
+from cronbus.streams.stalls import Stalls, pause_after
 from cronbus.streams.topics import JobType
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,6 @@ log = logging.getLogger(__name__)
 # how long a step waits for records before it closes due windows anyway
 FLUSH_INTERVAL_MS = 100
 MAX_BATCH_RECORDS = 20_000
-# pauses before a failed step is tried again (seconds, then the last one each time)
-STEP_RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 # the world-time scheduler's 5 s cooldown per campaign; game recalculations coalesce but run
 # at least every minute; billing waits for the burst to end; exports and syncs never merge
@@ -192,7 +190,7 @@ class Ingest(mode.Service):
         failures = 0  # steps failed in a row
         while not self._stopping:
             if failures:
-                await asyncio.sleep(STEP_RETRY_S[min(failures, len(STEP_RETRY_S)) - 1])
+                await asyncio.sleep(pause_after(failures))
             handovers = self._handovers
             try:
                 batch = await self._consumer.getmany(
@@ -228,7 +226,7 @@ class Ingest(mode.Service):
         error = f"{type(exc).__name__}: {exc}"
         first = [self.stalls.failed(tp.topic, tp.partition, records[0].offset, error)
                  for tp, records in batch.items()]
-        pause = STEP_RETRY_S[min(failures, len(STEP_RETRY_S)) - 1]
+        pause = pause_after(failures)
         if not first or min(first) == 1:
             log.exception("an ingest step failed; going back to the last commit in %gs", pause)
         else:

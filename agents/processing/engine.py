@@ -50,13 +50,11 @@ from cronbus.streams.jobs import Job
 from cronbus.streams.keys import tenant_key
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.settings import Settings
-from cronbus.streams.stalls import Stalls
+from cronbus.streams.stalls import Stalls, pause_after
 from cronbus.streams.topics import JobType
 
 log = logging.getLogger(__name__)
 
-# how long an infrastructure error (Redis, Kafka) makes a record wait before it is tried again
-INFRA_RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 # failures of the outside world: a record failing so is tried again for as long as it takes
 INFRA_ERRORS = (redis.exceptions.RedisError, KafkaError, KeepFailed, OSError, TimeoutError)
 # tries after which a record failing for any other reason is dead-lettered as InternalError
@@ -205,11 +203,11 @@ class JobTopicConsumer:
             log.error("%s[%s]@%s failed %d times (%s); dead-lettering it", tp.topic,
                       tp.partition, record.offset, tries, error)
             try:
-                await self.processor.give_up(record, exc, tries)
+                await self.processor.dead_letter_defective(record, exc, tries)
                 return False
             except Exception as keep_error:  # the broker refused too: go on trying
                 error = f"{type(keep_error).__name__}: {keep_error}"
-        delay = INFRA_RETRY_S[min(tries, len(INFRA_RETRY_S)) - 1]
+        delay = pause_after(tries)
         if tries == 1:
             log.exception("%s[%s]@%s: processing failed; trying again in %.1fs (logged once "
                           "for this record)", tp.topic, tp.partition, record.offset, delay)

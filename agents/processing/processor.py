@@ -308,7 +308,8 @@ class Processor:
             return failed_in(exc, service=self.client.service)
         return None
 
-    async def give_up(self, record: JobRecord, error: BaseException, tries: int) -> None:
+    async def dead_letter_defective(self, record: JobRecord, error: BaseException,
+                                    tries: int) -> None:
         """Dead-letter a record that failed ``tries`` times for no reason of the outside world
         (a defect met on this record): replayable once fixed, and its partition moves on."""
         await self._dead_letter(record, None, "InternalError",

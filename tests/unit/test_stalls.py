@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cronbus.streams.stalls import Stalls
+from cronbus.streams.stalls import Stalls, pause_after
 
 
 def test_a_record_stalls_its_partition_from_the_third_failure_until_it_passes():
@@ -26,3 +26,7 @@ def test_partitions_handed_over_are_forgotten():
     stalls.failed("invoice-due", 2, 5, "x")
     stalls.forget({("invoice-due", 0)})
     assert [s.partition for s in stalls.stalled] == [2]
+
+
+def test_the_pause_before_trying_again_grows_and_stops_at_ten_seconds():
+    assert [pause_after(n) for n in range(1, 8)] == [0.5, 1.0, 2.0, 5.0, 10.0, 10.0, 10.0]
