@@ -83,6 +83,34 @@ class Failure:
 
 
 @dataclass
+class FailSwitch:
+    """What a development API was told to fail with, for how many more calls; its control
+    endpoint is ``POST /_control/fail`` (``DELETE`` to stop)."""
+
+    failure: Failure | None = None
+
+    def take(self) -> Failure | None:
+        """The failure this call answers with, counting it; None to answer normally."""
+        failure = self.failure
+        if failure is None:
+            return None
+        if failure.times is not None:
+            failure.times -= 1
+            if failure.times <= 0:
+                self.failure = None
+        return failure
+
+    async def control(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.failure = None
+            return JSONResponse({"failing": False})
+        body = await request.json()
+        self.failure = Failure(int(body.get("status", 500)), body.get("times"),
+                               body.get("retry_after"))
+        return JSONResponse({"failing": asdict(self.failure)})
+
+
+@dataclass
 class RecordedRequest:
     seq: int
     at: float
@@ -99,7 +127,7 @@ class RecordedRequest:
 class DevApiState:
     requests: list[RecordedRequest] = field(default_factory=list)
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failure: Failure | None = None
+    failing: FailSwitch = field(default_factory=FailSwitch)
     delay_s: float = 0.0
     applications: dict[str, int] = field(default_factory=dict)
 
@@ -111,15 +139,6 @@ class DevApiState:
             status=status, applied=found.get("applied", False),
         ))
 
-    def take_failure(self) -> Failure | None:
-        failure = self.failure
-        if failure is None:
-            return None
-        if failure.times is not None:
-            failure.times -= 1
-            if failure.times <= 0:
-                self.failure = None
-        return failure
 
 
 def create_dev_api() -> Starlette:
@@ -147,7 +166,7 @@ def create_dev_api() -> Starlette:
 
     async def serve_graphql(scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
-        failure = state.take_failure() if request.method == "POST" else None
+        failure = state.failing.take() if request.method == "POST" else None
         if failure is None:
             await graphql(scope, receive, _answer_late(send, state.delay_s) if state.delay_s else send)
             return
@@ -162,14 +181,6 @@ def create_dev_api() -> Starlette:
     async def requests(_: Request) -> Response:
         return JSONResponse([asdict(r) for r in state.requests])
 
-    async def fail(request: Request) -> Response:
-        if request.method == "DELETE":
-            state.failure = None
-            return JSONResponse({"failing": False})
-        body = await request.json()
-        state.failure = Failure(int(body.get("status", 500)), body.get("times"), body.get("retry_after"))
-        return JSONResponse({"failing": asdict(state.failure)})
-
     async def applied(_: Request) -> Response:
         return JSONResponse(state.applications)
 
@@ -182,12 +193,12 @@ def create_dev_api() -> Starlette:
         state.requests.clear()
         state.applied.clear()
         state.applications.clear()
-        state.failure = None
+        state.failing.failure = None
         return JSONResponse({"reset": True})
 
     return Starlette(routes=[
         Route("/_control/requests", requests),
-        Route("/_control/fail", fail, methods=["POST", "DELETE"]),
+        Route("/_control/fail", state.failing.control, methods=["POST", "DELETE"]),
         Route("/_control/delay", delay, methods=["POST"]),
         Route("/_control/reset", reset, methods=["POST"]),
         Route("/_control/applied", applied),

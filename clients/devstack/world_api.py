@@ -39,7 +39,7 @@ from starlette.routing import Route
 from cronbus.clients.devstack.dev_api import (
     ApiProcess,
     AsgiEndpoint,
-    Failure,
+    FailSwitch,
     parsed_query,
     serve,
     validated_once,
@@ -95,7 +95,7 @@ class WorldState:
     changed: Counter[str] = field(default_factory=Counter)  # state changes per target
     in_flight: Counter[str] = field(default_factory=Counter)  # mutations now, per campaign
     most_in_flight: Counter[str] = field(default_factory=Counter)
-    failure: Failure | None = None
+    failing: FailSwitch = field(default_factory=FailSwitch)
     delay_s: float = 0.0
 
 
@@ -175,12 +175,8 @@ def create_world_api() -> Starlette:
                       query_parser=parsed_query, query_validator=validated_once)
 
     async def serve_graphql(scope: Any, receive: Any, send: Any) -> None:
-        failure = state.failure
-        if failure is not None and Request(scope, receive).method == "POST":
-            if failure.times is not None:
-                failure.times -= 1
-                if failure.times <= 0:
-                    state.failure = None
+        failure = state.failing.take() if Request(scope, receive).method == "POST" else None
+        if failure is not None:
             body = {"errors": [{"message": f"told to fail with {failure.status}"}]}
             await JSONResponse(body, status_code=failure.status)(scope, receive, send)
             return
@@ -212,14 +208,6 @@ def create_world_api() -> Starlette:
             "audit": state.audit,
         })
 
-    async def fail(request: Request) -> Response:
-        if request.method == "DELETE":
-            state.failure = None
-            return JSONResponse({"failing": False})
-        body = await request.json()
-        state.failure = Failure(int(body.get("status", 500)), body.get("times"))
-        return JSONResponse({"failing": True})
-
     async def delay(request: Request) -> Response:
         state.delay_s = float((await request.json()).get("seconds", 0))
         return JSONResponse({"delay_s": state.delay_s})
@@ -227,7 +215,7 @@ def create_world_api() -> Starlette:
     return Starlette(routes=[
         Route("/_control/seed", seed, methods=["POST"]),
         Route("/_control/state", show),
-        Route("/_control/fail", fail, methods=["POST", "DELETE"]),
+        Route("/_control/fail", state.failing.control, methods=["POST", "DELETE"]),
         Route("/_control/delay", delay, methods=["POST"]),
         Route("/graphql", AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
     ])
