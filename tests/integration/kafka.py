@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -35,16 +36,22 @@ async def read_topic(brokers: list[str], topic: str, *, idle_s: float = 1.0,
     return records
 
 
-async def eventually(probe: Callable[[], T], done: Callable[[T], bool], *, timeout_s: float,
-                     what: str, interval_s: float = 0.2) -> T:
-    """Poll ``probe`` until ``done`` holds; fail naming ``what`` and the last value otherwise."""
+async def eventually(probe: Callable[[], T | Awaitable[T]], done: Callable[[T], bool], *,
+                     timeout_s: float, what: str, interval_s: float = 0.2) -> T:
+    """Poll ``probe`` (a function, or a coroutine function) until ``done`` holds; fail naming
+    ``what`` and the last value otherwise."""
+
+    async def read() -> T:
+        value = probe()
+        return await value if inspect.isawaitable(value) else value  # type: ignore[return-value]
+
     deadline = time.monotonic() + timeout_s
-    value = probe()
+    value = await read()
     while not done(value):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {value!r}")
         await asyncio.sleep(interval_s)
-        value = probe()
+        value = await read()
     return value
 
 

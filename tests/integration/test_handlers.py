@@ -6,9 +6,7 @@ the service it names."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -69,11 +67,9 @@ async def test_a_handler_failing_at_step_3_resumes_at_step_3_and_applies_each_st
         async with EventPublisher(settings.broker_url) as publisher:
             await publisher.publish_raw(topics.job_topic(JobType.EXPORT), job.encode(), key=b"acme")
             await publisher.flush()
-        deadline = time.monotonic() + 60
-        found = await status.get(job.job_id)
-        while (found is None or found["state"] != JobState.COMPLETED) and time.monotonic() < deadline:
-            found = await status.get(job.job_id)
-        assert found is not None and found["state"] == JobState.COMPLETED, found
+        found = await eventually(lambda: status.get(job.job_id),
+                                 lambda got: bool(got) and got["state"] == JobState.COMPLETED,
+                                 timeout_s=60, what="the handler's job completed")
     finally:
         await engine.stop()
         await client.aclose()
@@ -133,8 +129,9 @@ async def test_each_job_type_calls_the_service_it_names(settings, api, tmp_path)
                                                 key=b"acme")
                 await publisher.flush()
             for job in jobs:
-                await eventually_async(lambda job=job: resources.status.get(job.job_id),
-                                       lambda found: bool(found) and found["state"] == "completed")
+                await eventually(lambda job=job: resources.status.get(job.job_id),
+                                 lambda found: bool(found) and found["state"] == "completed",
+                                 timeout_s=60, what=f"{job.type} job completed")
         finally:
             await engine.stop()
             for client in resources.downstream.values():
@@ -148,10 +145,3 @@ async def test_each_job_type_calls_the_service_it_names(settings, api, tmp_path)
         await resources.redis.aclose()
     finally:
         world.stop()
-
-
-async def eventually_async(probe, done, *, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done(value := await probe()):
-        assert time.monotonic() < deadline, f"timed out; last: {value!r}"
-        await asyncio.sleep(0.1)

@@ -29,6 +29,25 @@ def world_state(world) -> dict:
     return httpx.get(f"{world.control_url}/state", timeout=60).json()
 
 
+def seed_overdue(world, prefix: str, *, with_later: bool = False) -> list[str]:
+    """CAMPAIGNS campaigns at NOW with EVENTS overdue events each (and, ``with_later``, one
+    not yet due each, which must stay); returns the campaign ids."""
+    campaigns = [f"{prefix}{n:04}" for n in range(CAMPAIGNS)]
+    events = [{"id": f"{c}-e{k}", "campaignId": c,
+               "scheduledAt": (NOW - timedelta(hours=k + 1)).isoformat()}
+              for c in campaigns for k in range(EVENTS)]
+    if with_later:
+        events += [{"id": f"{c}-later", "campaignId": c,
+                    "scheduledAt": (NOW + timedelta(hours=1)).isoformat()} for c in campaigns]
+    seed(world, {"campaigns": [{"id": c, "worldTime": NOW.isoformat()} for c in campaigns],
+                 "events": events})
+    return campaigns
+
+
+def expired(world) -> int:
+    return sum(e["completed"] for e in world_state(world)["events"].values())
+
+
 def job(job_type: JobType, tenant: str, ref: str, **payload: object) -> Job:
     return Job(job_id=job_id_for(tenant, job_type, ref), tenant_id=tenant, type=job_type,
                triggered_by="event", scheduled_at=datetime.now(UTC), payload=payload)
@@ -46,25 +65,13 @@ async def test_every_overdue_event_of_a_thousand_campaigns_is_expired_once(
     stack, settings, start_worker
 ):
     world = stack.world
-    campaigns = [f"c{n:04}" for n in range(CAMPAIGNS)]
-    seed(world, {
-        "campaigns": [{"id": c, "worldTime": NOW.isoformat()} for c in campaigns],
-        "events": [{"id": f"{c}-e{k}", "campaignId": c,
-                    "scheduledAt": (NOW - timedelta(hours=k + 1)).isoformat()}
-                   for c in campaigns for k in range(EVENTS)]
-        # and one not yet due per campaign: it must stay
-        + [{"id": f"{c}-later", "campaignId": c,
-            "scheduledAt": (NOW + timedelta(hours=1)).isoformat()} for c in campaigns],
-    })
+    campaigns = seed_overdue(world, "c", with_later=True)
     httpx.post(f"{world.control_url}/delay", json={"seconds": 0.005}, timeout=5)
     start_worker(roles=("processor",), job_types="event-expiration")
     # one job per campaign, as after its world time advanced
     await publish(settings, [job(JobType.EVENT_EXPIRATION, c, "advanced") for c in campaigns])
 
-    def expired() -> int:
-        return sum(e["completed"] for e in world_state(world)["events"].values())
-
-    await eventually(expired, lambda n: n >= CAMPAIGNS * EVENTS, timeout_s=150, interval_s=2,
+    await eventually(lambda: expired(world), lambda n: n >= CAMPAIGNS * EVENTS, timeout_s=150, interval_s=2,
                      what="every overdue event expired")
     state = world_state(world)
     overdue = {i: e for i, e in state["events"].items() if not i.endswith("-later")}
@@ -114,25 +121,16 @@ async def test_a_kill_9_mid_run_expires_every_event_once_and_repeats_only_calls_
     stack, settings, start_worker
 ):
     world = stack.world
-    campaigns = [f"k{n:04}" for n in range(CAMPAIGNS)]
-    seed(world, {
-        "campaigns": [{"id": c, "worldTime": NOW.isoformat()} for c in campaigns],
-        "events": [{"id": f"{c}-e{k}", "campaignId": c,
-                    "scheduledAt": (NOW - timedelta(hours=k + 1)).isoformat()}
-                   for c in campaigns for k in range(EVENTS)],
-    })
+    campaigns = seed_overdue(world, "k")
     httpx.post(f"{world.control_url}/delay", json={"seconds": 0.01}, timeout=5)
     first = start_worker("first", roles=("processor",), job_types="event-expiration")
     await publish(settings, [job(JobType.EVENT_EXPIRATION, c, "advanced") for c in campaigns])
 
-    def expired() -> int:
-        return sum(e["completed"] for e in world_state(world)["events"].values())
-
-    await eventually(expired, lambda n: n >= CAMPAIGNS * EVENTS // 4, timeout_s=90,
+    await eventually(lambda: expired(world), lambda n: n >= CAMPAIGNS * EVENTS // 4, timeout_s=90,
                      interval_s=0.5, what="a quarter expired before the kill")
     first.kill()  # kill -9 with jobs mid-run: their finished steps are kept, the rest redone
     start_worker("second", roles=("processor",), job_types="event-expiration")
-    await eventually(expired, lambda n: n >= CAMPAIGNS * EVENTS, timeout_s=150, interval_s=2,
+    await eventually(lambda: expired(world), lambda n: n >= CAMPAIGNS * EVENTS, timeout_s=150, interval_s=2,
                      what="every overdue event expired after the kill")
     events = world_state(world)["events"]
     assert all(e["changed"] == 1 for e in events.values()), "each event expired exactly once"
