@@ -6,14 +6,24 @@ server (Ariadne under uvicorn) holding campaigns with a world time, their events
   completed
 - ``expireEvent(eventId)``: completes an event (once: a completed event stays as it is)
 - ``getEffect(id)`` / ``executeEffect(id)``: an effect, executed once with an audit entry
+- ``getSettlementsByCampaign(campaignId)`` (level, typed ``variables`` such as
+  ``populationGrowthIntervalMinutes``) and ``getStructuresByCampaign(campaignId)`` (type,
+  ``variables`` such as ``maintenanceIntervalMinutes``, construction state)
+- ``growPopulation``, ``generateResources``, ``checkSettlementLevel`` (of a settlement) and
+  ``maintainStructure``, ``checkStructureUpgrade``, ``completeConstruction`` (of a structure):
+  each answers the entity (null once it is gone) and counts what it did
 
 Each mutation's effect is applied once per ``Idempotency-Key``; calls that change nothing are
 answered, not applied again. Control endpoints (JSON), as the development API's:
 
 - ``POST /_control/seed``   ``{"campaigns": [{"id", "worldTime"}], "events": [{"id", "campaignId",
-  "scheduledAt"}], "effects": [{"id", "campaignId"}]}`` adds to the world
+  "scheduledAt"}], "effects": [{"id", "campaignId"}], "settlements": [{"id", "campaignId",
+  "level", "variables"}], "structures": [{"id", "campaignId", "settlementId", "type",
+  "variables", "constructionEndsAt"}]}`` adds to the world; a settlement or structure seeded
+  again is changed (``{"id", "deleted": true}`` removes it)
 - ``GET  /_control/state``  per event and effect: how often it was asked to change and how often
-  it did; the most mutations in flight at once per campaign; the audit log
+  it did; per settlement and structure, how often each of its mutations was applied; the most
+  mutations in flight at once per campaign; the audit log
 - ``POST /_control/fail``, ``DELETE /_control/fail``, ``POST /_control/delay``: as the
   development API's (``delay`` slows every mutation, so concurrency shows)
 
@@ -29,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ariadne import MutationType, QueryType, make_executable_schema
+from ariadne import MutationType, QueryType, ScalarType, make_executable_schema
 from ariadne.asgi import GraphQL
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -46,15 +56,44 @@ from cronbus.clients.devstack.dev_api import (
 )
 
 SCHEMA = """
+scalar JSON
+
 type Query {
   campaigns(first: Int = 100, after: String): CampaignPage!
   getOverdueEvents(campaignId: ID!): [Event!]!
   getEffect(id: ID!): Effect
+  getSettlementsByCampaign(campaignId: ID!): [Settlement!]!
+  getStructuresByCampaign(campaignId: ID!): [Structure!]!
 }
 
 type Mutation {
   expireEvent(eventId: ID!): Event!
   executeEffect(id: ID!): Effect!
+  growPopulation(settlementId: ID!): Settlement
+  generateResources(settlementId: ID!): Settlement
+  checkSettlementLevel(settlementId: ID!): Settlement
+  maintainStructure(structureId: ID!): Structure
+  checkStructureUpgrade(structureId: ID!): Structure
+  completeConstruction(structureId: ID!): Structure
+}
+
+type Settlement {
+  id: ID!
+  campaignId: ID!
+  name: String!
+  level: Int!
+  variables: JSON!
+  population: Int!
+}
+
+type Structure {
+  id: ID!
+  campaignId: ID!
+  settlementId: ID
+  type: String!
+  variables: JSON!
+  constructionEndsAt: String
+  isConstructed: Boolean!
 }
 
 type CampaignPage {
@@ -89,6 +128,8 @@ class WorldState:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     events_of: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by campaign
     effects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settlements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    structures: dict[str, dict[str, Any]] = field(default_factory=dict)
     audit: list[dict[str, Any]] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # Idempotency-Keys applied
     asked: Counter[str] = field(default_factory=Counter)  # mutation calls per target
@@ -97,6 +138,14 @@ class WorldState:
     most_in_flight: Counter[str] = field(default_factory=Counter)
     failing: FailSwitch = field(default_factory=FailSwitch)
     delay_s: float = 0.0
+
+
+# what each periodic mutation does to its entity (the state counts that it was applied)
+SETTLEMENT_MUTATIONS = {"growPopulation": "population-growth",
+                        "generateResources": "resource-generation",
+                        "checkSettlementLevel": "level-up-check"}
+STRUCTURE_MUTATIONS = {"maintainStructure": "maintenance", "checkStructureUpgrade": "upgrade-check",
+                       "completeConstruction": "construction-complete"}
 
 
 def create_world_api() -> Starlette:
@@ -123,6 +172,16 @@ def create_world_api() -> Starlette:
     @query.field("getEffect")
     def get_effect(*_: Any, id: str) -> dict[str, Any] | None:
         return state.effects.get(id)
+
+    @query.field("getSettlementsByCampaign")
+    def settlements_of(*_: Any, campaignId: str) -> list[dict[str, Any]]:
+        state.asked[f"read-settlements:{campaignId}"] += 1
+        return [s for s in state.settlements.values() if s["campaignId"] == campaignId]
+
+    @query.field("getStructuresByCampaign")
+    def structures_of(*_: Any, campaignId: str) -> list[dict[str, Any]]:
+        state.asked[f"read-structures:{campaignId}"] += 1
+        return [s for s in state.structures.values() if s["campaignId"] == campaignId]
 
     async def mutate(info: Any, target: str, campaign: str, change: Any) -> None:
         """Apply ``change`` once per Idempotency-Key, counting calls and what is in flight."""
@@ -169,9 +228,33 @@ def create_world_api() -> Starlette:
         await mutate(info, f"effect:{id}", effect["campaignId"], run)
         return effect
 
+    def periodic(table: dict[str, dict[str, Any]], kind: str) -> Any:
+        async def run(_: Any, info: Any, **arguments: str) -> dict[str, Any] | None:
+            [entity_id] = arguments.values()
+            entity = table.get(entity_id)
+            if entity is None:
+                return None  # gone: nothing to do, and nothing failed
+
+            def apply() -> bool:
+                if kind == "population-growth":
+                    entity["population"] += 1
+                if kind == "construction-complete":
+                    entity["isConstructed"] = True
+                return True
+
+            await mutate(info, f"{entity_id}:{kind}", entity["campaignId"], apply)
+            return entity
+
+        return run
+
+    for name, kind in SETTLEMENT_MUTATIONS.items():
+        mutation.set_field(name, periodic(state.settlements, kind))
+    for name, kind in STRUCTURE_MUTATIONS.items():
+        mutation.set_field(name, periodic(state.structures, kind))
+
     # each operation parsed and validated once (as the development API does): the test waits
     # on cronbus, not on this server
-    graphql = GraphQL(make_executable_schema(SCHEMA, query, mutation),
+    graphql = GraphQL(make_executable_schema(SCHEMA, query, mutation, ScalarType("JSON")),
                       query_parser=parsed_query, query_validator=validated_once)
 
     async def serve_graphql(scope: Any, receive: Any, send: Any) -> None:
@@ -193,8 +276,20 @@ def create_world_api() -> Starlette:
         for effect in body.get("effects", []):
             state.effects[effect["id"]] = {"id": effect["id"], "campaignId": effect["campaignId"],
                                            "isExecuted": False, "executedAt": None}
+        for table, kind, defaults in (
+            (state.settlements, "settlements", {"name": "", "level": 1, "population": 100}),
+            (state.structures, "structures", {"settlementId": None, "type": "building",
+                                              "constructionEndsAt": None, "isConstructed": True}),
+        ):
+            for entity in body.get(kind, []):
+                if entity.get("deleted"):
+                    table.pop(entity["id"], None)
+                    continue
+                known = table.get(entity["id"], {"variables": {}, **defaults})
+                table[entity["id"]] = {**known, **entity}
         return JSONResponse({"campaigns": len(state.campaigns), "events": len(state.events),
-                             "effects": len(state.effects)})
+                             "effects": len(state.effects), "settlements": len(state.settlements),
+                             "structures": len(state.structures)})
 
     async def show(_: Request) -> Response:
         return JSONResponse({
@@ -204,6 +299,10 @@ def create_world_api() -> Starlette:
             "effects": {i: {"executed": e["isExecuted"], "asked": state.asked[f"effect:{i}"],
                             "changed": state.changed[f"effect:{i}"]}
                         for i, e in state.effects.items()},
+            "applied": {target: n for target, n in state.changed.items()
+                        if not target.startswith(("event:", "effect:"))},
+            "reads": {target: n for target, n in state.asked.items()
+                      if target.startswith("read-")},
             "most_in_flight": dict(state.most_in_flight),
             "audit": state.audit,
         })
