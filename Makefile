@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check streams agents clients tests bench
+	$(BIN)/ruff check streams agents clients families tests bench
 
 unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -35,9 +35,8 @@ from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.streams import topics
 from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.settings import Settings
-from cronbus.streams.topics import JobType
 
-JOB_TYPE = JobType.INVOICE_GENERATION
+JOB_TYPE = "invoice-generation"
 DOWNSTREAM = "http://127.0.0.1:18080/graphql"
 
 

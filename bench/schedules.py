@@ -30,7 +30,6 @@ from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.streams import topics
 from cronbus.streams.schedules import Schedule
 from cronbus.streams.settings import Settings
-from cronbus.streams.topics import JobType
 
 
 def schedules(n: int, now: datetime, start: datetime) -> list[Schedule]:
@@ -45,7 +44,7 @@ def schedules(n: int, now: datetime, start: datetime) -> list[Schedule]:
                       "start_at": start + timedelta(milliseconds=(i * 7919) % 60_000)}
         made.append(Schedule.model_validate({
             "id": f"bench-{i}", "tenant_id": f"tenant-{i % 1000}", "name": f"bench {i}",
-            "job_type": JobType.SETTLEMENT_GROWTH, "revision_at": now, **timing}))
+            "job_type": "settlement-growth", "revision_at": now, **timing}))
     return made
 
 

@@ -7,17 +7,122 @@ world API (service ``world``: ``CRONBUS_SERVICES__WORLD__URL``).
   tenant (the 5-minute built-in) it pages through every campaign and emits one such job each.
 - ``deferred-effect``: the payload's ``effect_id`` is read and executed; an effect already
   executed, or gone, is a success without a second execution.
+- ``settlement-growth`` / ``structure-maintenance`` (stages 6 and 7): for a campaign (after its
+  world time advanced, or an entity of it was modified), its settlements or structures are read
+  and one schedule per (entity, cycle) is kept in step with them: created, moved when a level or
+  a typed variable changes, removed with the entity. Each fire of such a schedule is a job of the
+  same type naming its entity and cycle, which runs that cycle's mutation. For the system tenant
+  (the hourly built-ins) every campaign gets a job of its own.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from cronbus.agents.processing.handlers import JobContext
+from cronbus.streams import topics
+from cronbus.streams.catalog import EventType, JobType, always, by_field
+from cronbus.streams.events import EntityModified, Identifier, WorldTimeAdvanced
 from cronbus.streams.jobs import Job
-from cronbus.streams.topics import JobType
 
 log = logging.getLogger(__name__)
+
+
+class EventExpiration(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    campaign_id: Identifier | None = None  # none: the job's tenant (or every campaign, for system)
+
+
+class DeferredEffect(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    effect_id: Identifier | None = None  # none: the world clock advanced (effects fire on their own)
+
+
+SettlementCycle = Literal["population-growth", "resource-generation", "level-up-check"]
+StructureCycle = Literal["maintenance", "upgrade-check", "construction-complete"]
+
+
+class SettlementGrowth(BaseModel):
+    """No entity: keep the campaign's schedules in step; an entity and cycle: a schedule fired."""
+
+    model_config = ConfigDict(frozen=True)
+
+    settlement_id: Identifier | None = None
+    kind: SettlementCycle | None = None
+
+
+class StructureMaintenance(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    structure_id: Identifier | None = None
+    kind: StructureCycle | None = None
+
+
+# cycle -> (mutation, minutes between runs, the typed variable that overrides them)
+SETTLEMENT_CYCLES: dict[str, tuple[str, float, str | None]] = {
+    "population-growth": ("growPopulation", 60, "populationGrowthIntervalMinutes"),
+    "resource-generation": ("generateResources", 60, "resourceGenerationIntervalMinutes"),
+    "level-up-check": ("checkSettlementLevel", 360, None),
+}
+STRUCTURE_CYCLES: dict[str, tuple[str, float, str | None]] = {
+    "maintenance": ("maintainStructure", 120, "maintenanceIntervalMinutes"),
+    "upgrade-check": ("checkStructureUpgrade", 360, None),
+}
+COMPLETE_CONSTRUCTION = "completeConstruction"  # once, at the construction's end
+
+
+def level_factor(level: int) -> float:
+    """The source's growth multiplier: level 1 runs at 1.0x the interval, level 2 at 0.9x, and
+    so on; never below 0.5x (cronbus's floor: the source gives none, and 0 would never wait)."""
+    return max(0.5, 1.0 - 0.1 * (max(1, level) - 1))
+
+
+def minutes(entity: dict[str, Any], default: float, variable: str | None) -> float:
+    """A cycle's minutes: its typed variable when that is a positive number, else the default."""
+    value = (entity.get("variables") or {}).get(variable) if variable else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    if value is not None:
+        log.warning("%s: variable %s is %r, not a positive number of minutes; using %g",
+                    entity["id"], variable, value, default)
+    return default
+
+
+def _every(entity_kind: str, entity_id: str, cycle: str, job_type: str, every_min: float,
+           **payload: str) -> dict[str, Any]:
+    return {"id": f"{entity_kind}.{entity_id}.{cycle}", "job_type": job_type,
+            "every_ms": max(1000, round(every_min * 60_000)), "misfire": "run_once",
+            "overlap": "skip", "payload": payload}
+
+
+def settlement_schedules(settlement: dict[str, Any]) -> list[dict[str, Any]]:
+    """A settlement's three growth schedules, scaled by its level, overridden by its variables."""
+    factor = level_factor(int(settlement.get("level") or 1))
+    return [_every("settlement", settlement["id"], cycle, "settlement-growth",
+                   minutes(settlement, default, variable) * factor,
+                   settlement_id=settlement["id"], kind=cycle)
+            for cycle, (_, default, variable) in SETTLEMENT_CYCLES.items()]
+
+
+def structure_schedules(structure: dict[str, Any]) -> list[dict[str, Any]]:
+    """A built structure's maintenance and upgrade check; one under construction, its
+    completion at the construction's end."""
+    if not structure.get("isConstructed"):
+        ends_at = structure.get("constructionEndsAt")
+        return [] if not ends_at else [{
+            "id": f"structure.{structure['id']}.construction-complete",
+            "job_type": "structure-maintenance", "run_at": ends_at, "misfire": "run_once",
+            "payload": {"structure_id": structure["id"], "kind": "construction-complete"}}]
+    return [_every("structure", structure["id"], cycle, "structure-maintenance",
+                   minutes(structure, default, variable),
+                   structure_id=structure["id"], kind=cycle)
+            for cycle, (_, default, variable) in STRUCTURE_CYCLES.items()]
 
 CAMPAIGNS = """
 query Campaigns($after: String) { campaigns(first: 100, after: $after) { nodes { id } endCursor } }
@@ -37,9 +142,9 @@ mutation Execute($id: ID!) { executeEffect(id: $id) { id isExecuted } }
 
 
 async def expire_overdue_events(job: Job, ctx: JobContext) -> None:
-    campaign = job.payload.get("campaign_id") or job.tenant_id
+    campaign = ctx.payload.campaign_id or job.tenant_id
     if campaign == ctx.settings.system_tenant:
-        await _each_campaign(ctx)
+        await _each_campaign(ctx, "event-expiration")
         return
     overdue = await ctx.graphql("overdue", OVERDUE, {"campaignId": campaign})
     ids = [event["id"] for event in overdue["getOverdueEvents"]]
@@ -51,16 +156,16 @@ async def expire_overdue_events(job: Job, ctx: JobContext) -> None:
     await ctx.progress(campaign=campaign, expired=len(ids))
 
 
-async def _each_campaign(ctx: JobContext) -> None:
-    """One expiration job per campaign, a page of campaigns at a time."""
+async def _each_campaign(ctx: JobContext, job_type: str) -> None:
+    """One job of ``job_type`` per campaign (its tenant), a page of campaigns at a time."""
     after: str | None = None
     emitted = 0
     while True:
         page = (await ctx.graphql(f"campaigns-after:{after or ''}", CAMPAIGNS,
                                   {"after": after}))["campaigns"]
         for campaign in page["nodes"]:
-            await ctx.emit(JobType.EVENT_EXPIRATION, {"campaign_id": campaign["id"]},
-                           ref=f"campaign:{campaign['id']}")
+            await ctx.emit(job_type, {}, ref=f"campaign:{campaign['id']}",
+                           tenant_id=campaign["id"])
             emitted += 1
         await ctx.progress(campaigns=emitted)
         after = page["endCursor"]
@@ -69,7 +174,7 @@ async def _each_campaign(ctx: JobContext) -> None:
 
 
 async def execute_deferred_effect(job: Job, ctx: JobContext) -> None:
-    effect_id = job.payload.get("effect_id")
+    effect_id = ctx.payload.effect_id
     if effect_id is None:
         # the world clock advanced: effects due at a world time fire as their own jobs
         await ctx.progress(executed=0)
@@ -82,3 +187,82 @@ async def execute_deferred_effect(job: Job, ctx: JobContext) -> None:
         return
     await ctx.graphql("execute", EXECUTE_EFFECT, {"id": effect_id})
     await ctx.progress(executed=1)
+
+
+SETTLEMENTS = """
+query Settlements($campaignId: ID!) {
+  getSettlementsByCampaign(campaignId: $campaignId) { id name level variables }
+}
+"""
+STRUCTURES = """
+query Structures($campaignId: ID!) {
+  getStructuresByCampaign(campaignId: $campaignId) {
+    id type variables constructionEndsAt isConstructed
+  }
+}
+"""
+
+
+def _run_cycle(argument: str, mutation: str) -> str:
+    return f"mutation Cycle($id: ID!) {{ {mutation}({argument}: $id) {{ id }} }}"
+
+
+async def grow_settlements(job: Job, ctx: JobContext) -> None:
+    fired: SettlementGrowth = ctx.payload
+    if fired.kind is not None and fired.settlement_id is not None:
+        mutation = SETTLEMENT_CYCLES[fired.kind][0]
+        await ctx.graphql(fired.kind, _run_cycle("settlementId", mutation),
+                          {"id": fired.settlement_id})
+        return
+    if job.tenant_id == ctx.settings.system_tenant:
+        await _each_campaign(ctx, "settlement-growth")
+        return
+    found = await ctx.graphql("settlements", SETTLEMENTS, {"campaignId": job.tenant_id})
+    await _keep(ctx, "settlement-growth", found["getSettlementsByCampaign"], settlement_schedules)
+
+
+async def maintain_structures(job: Job, ctx: JobContext) -> None:
+    fired: StructureMaintenance = ctx.payload
+    if fired.kind is not None and fired.structure_id is not None:
+        mutation = (COMPLETE_CONSTRUCTION if fired.kind == "construction-complete"
+                    else STRUCTURE_CYCLES[fired.kind][0])
+        await ctx.graphql(fired.kind, _run_cycle("structureId", mutation),
+                          {"id": fired.structure_id})
+        return
+    if job.tenant_id == ctx.settings.system_tenant:
+        await _each_campaign(ctx, "structure-maintenance")
+        return
+    found = await ctx.graphql("structures", STRUCTURES, {"campaignId": job.tenant_id})
+    await _keep(ctx, "structure-maintenance", found["getStructuresByCampaign"],
+                structure_schedules)
+
+
+async def _keep(ctx: JobContext, group: str, entities: list[dict[str, Any]],
+                schedules_of: Callable[[dict[str, Any]], list[dict[str, Any]]]) -> None:
+    wanted: Iterable[dict[str, Any]] = [d for entity in entities for d in schedules_of(entity)]
+    changed = await ctx.keep_schedules(group, wanted)
+    await ctx.progress(entities=len(entities), schedules=len(changed.kept),
+                       written=len(changed.written), removed=len(changed.removed))
+
+
+JOB_TYPES = [
+    # the source's 5 s cooldown per campaign
+    JobType("event-expiration", handler=expire_overdue_events, service="world",
+            payload=EventExpiration, debounce="leading:5"),
+    JobType("deferred-effect", handler=execute_deferred_effect, service="world",
+            payload=DeferredEffect, debounce="leading:5"),
+    # recalculations coalesce but run at least every minute
+    JobType("settlement-growth", handler=grow_settlements, service="world",
+            payload=SettlementGrowth, debounce="trailing:5:60"),
+    JobType("structure-maintenance", handler=maintain_structures, service="world",
+            payload=StructureMaintenance, debounce="trailing:5:60"),
+]
+
+EVENT_TYPES = [
+    # a campaign's world clock moved: expire what ran out, apply deferred effects, and
+    # recalculate settlement growth and structure upkeep for the new time
+    EventType(topics.WORLD_TIME_ADVANCED, WorldTimeAdvanced, always(
+        "event-expiration", "deferred-effect", "settlement-growth", "structure-maintenance")),
+    EventType(topics.ENTITY_MODIFIED, EntityModified, by_field("entity_type", {
+        "settlement": "settlement-growth", "structure": "structure-maintenance"})),
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -12,14 +13,15 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from cronbus.streams import topics
-from cronbus.streams.topics import JobType
 
 TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+JobTypeName = Annotated[str, StringConstraints(pattern=topics.JOB_TYPE_NAME_PATTERN)]
 
 
 class DomainEvent(BaseModel):
-    """What every domain event carries. Unknown extra fields are ignored, so producers may add."""
+    """What every domain event carries. Unknown extra fields are ignored, so producers may add.
+    Each kind names its topic in ``type`` (a ``Literal`` with that default)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
 
@@ -66,23 +68,11 @@ class CronTick(DomainEvent):
 
     type: Literal[topics.CRON_TICKS] = topics.CRON_TICKS
     schedule_id: Identifier
-    job_type: JobType
+    job_type: JobTypeName
     fire_at: AwareDatetime
     payload: dict[str, Any] = Field(default_factory=dict)
     # "manual": started through the API (POST /schedules/{id}/trigger), not by the ticker
     trigger: Literal["schedule", "manual"] = "schedule"
-
-
-EVENT_MODELS: dict[str, type[DomainEvent]] = {
-    topics.WORLD_TIME_ADVANCED: WorldTimeAdvanced,
-    topics.ENTITY_MODIFIED: EntityModified,
-    topics.INVOICE_DUE: InvoiceDue,
-    topics.EXPORT_REQUESTED: ExportRequested,
-    topics.CRON_TICKS: CronTick,
-}
-
-
-TOPIC_OF_MODEL: dict[type[DomainEvent], str] = {model: topic for topic, model in EVENT_MODELS.items()}
 
 
 class InvalidReason(StrEnum):
@@ -105,9 +95,12 @@ class Rejection:
     detail: str
 
 
-def parse_event(topic: str, raw: bytes | None, *, max_bytes: int) -> DomainEvent | Rejection:
-    """Turn one record value from ``topic`` into its event, or say exactly why not."""
-    model = EVENT_MODELS.get(topic)
+def parse_event(
+    topic: str, raw: bytes | None, *, max_bytes: int, models: Mapping[str, type[DomainEvent]],
+) -> DomainEvent | Rejection:
+    """Turn one record value from ``topic`` into its event (``models``: the model of each
+    topic, from the catalog), or say exactly why not."""
+    model = models.get(topic)
     if model is None:
         return Rejection(InvalidReason.UNKNOWN_TYPE, f"no event type is read from topic {topic!r}")
     if raw is not None and len(raw) <= max_bytes:
@@ -156,7 +149,8 @@ def _field(error: Any) -> str:
 
 
 def topic_of(event: DomainEvent) -> str:
-    return TOPIC_OF_MODEL[type(event)]
+    """The topic an event belongs on: its kind's ``type``."""
+    return str(event.type)  # type: ignore[attr-defined]
 
 
 def encode_event(event: DomainEvent) -> bytes:

@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from cronbus.streams.events import Identifier, TenantId
-from cronbus.streams.topics import JobType
+from cronbus.streams.events import Identifier, JobTypeName, TenantId
 
 # what made a job: events, a schedule, a person, or another job (a handler's child job)
 Trigger = Literal["cron", "event", "manual", "job"]
@@ -69,7 +68,7 @@ class Job(BaseModel):
 
     job_id: Identifier
     tenant_id: TenantId
-    type: JobType
+    type: JobTypeName
     triggered_by: Trigger
     scheduled_at: AwareDatetime
     covers: EventCoverage | None = None
@@ -83,14 +82,14 @@ class Job(BaseModel):
         return cls.model_validate_json(raw)
 
 
-def job_id_for(tenant_id: str, job_type: JobType | str, trigger_ref: str) -> str:
+def job_id_for(tenant_id: str, job_type: str, trigger_ref: str) -> str:
     """A deterministic job id, so a redelivered or replayed job is recognised.
 
     ``trigger_ref`` names what caused the job: the debounce window (its first event id),
     the schedule and fire time, or the effect id.
     """
     digest = hashlib.sha256(f"{tenant_id}\x1f{job_type}\x1f{trigger_ref}".encode()).hexdigest()
-    return f"{JobType(job_type).value}-{digest[:32]}"
+    return f"{job_type}-{digest[:32]}"
 
 
 def window_trigger_ref(first_event_id: str) -> str:

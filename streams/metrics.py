@@ -8,11 +8,12 @@ reasons, outcomes, status classes; never a tenant.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from cronbus.streams import topics
 from cronbus.streams.events import InvalidReason
-from cronbus.streams.topics import JobType
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # how late a schedule fires, from a tick's due time until the broker has it
@@ -20,7 +21,6 @@ FIRE_LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
 # the bounded label values, created at zero
-INGESTED_TOPICS = (*topics.EVENT_TOPICS, topics.CRON_TICKS)
 TRIGGERS = ("event", "cron", "manual", "job")
 DEBOUNCE_OUTCOMES = ("opened", "joined", "immediate", "suppressed")
 PROCESS_OUTCOMES = ("completed", "skipped", "dead_lettered", "invalid")
@@ -35,7 +35,10 @@ STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 job_types: Sequence[str] = (), event_topics: Sequence[str] = ()) -> None:
+        """``job_types`` and ``event_topics`` (the catalog's) have their series from the start,
+        at zero, so dashboards and alerts see every one before it first counts."""
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         # --- ingest and debounce
@@ -168,10 +171,10 @@ class Metrics:
         self.alert_webhook_failures = Counter(
             "cronbus_alert_webhook_failures", "Alerts the webhook did not accept", registry=r
         )
-        self._start_at_zero()
+        self._start_at_zero(job_types, event_topics)
 
-    def _start_at_zero(self) -> None:
-        for topic in INGESTED_TOPICS:
+    def _start_at_zero(self, job_types: Sequence[str], event_topics: Sequence[str]) -> None:
+        for topic in event_topics:
             self.events_received.labels(topic)
             for reason in InvalidReason:
                 self.events_invalid.labels(topic, reason.value)
@@ -180,7 +183,7 @@ class Metrics:
             self.events_invalid.labels(topics.SCHEDULES, reason.value)
         for role in CONSUMING_ROLES:
             self.partitions_stalled.labels(role)
-        for job_type in (t.value for t in JobType):
+        for job_type in job_types:
             for outcome in DEBOUNCE_OUTCOMES:
                 self.debounced.labels(job_type, outcome)
             for trigger in TRIGGERS:

@@ -19,9 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from cronbus.streams.events import CronTick, InvalidReason, TenantId
+from cronbus.streams.events import CronTick, InvalidReason, JobTypeName, TenantId
 from cronbus.streams.jobs import job_id_for
-from cronbus.streams.topics import JobType
 
 ScheduleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 Misfire = Literal["skip", "run_once", "run_all"]
@@ -45,7 +44,7 @@ class Schedule(BaseModel):
     id: ScheduleId
     tenant_id: TenantId
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    job_type: JobType
+    job_type: JobTypeName  # declared in the catalog: the API checks it
     payload: dict[str, Any] = Field(default_factory=dict)
     cron: str | None = None
     timezone: str = "UTC"
@@ -240,3 +239,18 @@ def tick_job_id(tick: CronTick) -> str:
     """The id of the job a tick becomes (ingest makes exactly this job): run history reads the
     job's status under it."""
     return job_id_for(tick.tenant_id, tick.job_type, tick_ref(tick))
+
+
+def prepare_upsert(new: Schedule, existing: Schedule | None, now: datetime) -> Schedule | None:
+    """What to write for an upsert of ``new`` over ``existing``; None if nothing changes.
+
+    The same definition again writes nothing. A change that leaves the timing alone (name,
+    payload, policies) keeps ``revision_at``, so the schedule keeps its place in time; a timing
+    change (or a new schedule) is stamped ``now`` unless the caller stamped it."""
+    if existing is not None and new.same_definition(existing):
+        return None
+    if existing is not None and new.same_timing(existing):
+        return new.model_copy(update={"revision_at": existing.revision_at or new.revision_at or now})
+    if new.revision_at is None:
+        return new.model_copy(update={"revision_at": now})
+    return new

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cronbus.streams.topics import JobType
+from cronbus.streams.topics import JOB_TYPE_NAME_PATTERN
 
 ENV_PREFIX = "CRONBUS_"
 # settings renamed: the former name is still read, with a warning, while the new one is unset
@@ -222,6 +222,14 @@ class Settings(BaseSettings):
     breaker_reset_timeout_s: float = Field(
         default=30.0, gt=0, le=3600, description="seconds an open circuit waits before a probe"
     )
+    job_modules: Annotated[list[str], NoDecode] = Field(
+        default=["cronbus.families"],
+        description=(
+            "comma-separated Python modules declaring the job types and event types to run "
+            "(each has JOB_TYPES, maybe EVENT_TYPES); cronbus.families are cronbus's own, "
+            "e.g. cronbus.families,myapp.jobs"
+        ),
+    )
     job_types: Annotated[list[str], NoDecode] = Field(
         default=[],
         description=(
@@ -329,11 +337,22 @@ class Settings(BaseSettings):
     @field_validator("job_types", mode="before")
     @classmethod
     def _parse_job_types(cls, value: Any) -> list[str]:
+        # which exist is the catalog's to say (CRONBUS_JOB_MODULES): checked at start-up
         names = _comma_list(value)
-        known = {t.value for t in JobType}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ValueError(f"unknown job type(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        bad = [n for n in names if not re.match(JOB_TYPE_NAME_PATTERN, n)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not job type names (lowercase letters, digits, '-')")
+        return list(dict.fromkeys(names))
+
+    @field_validator("job_modules", mode="before")
+    @classmethod
+    def _parse_job_modules(cls, value: Any) -> list[str]:
+        names = _comma_list(value)
+        bad = [n for n in names if not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$", n)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not module names (e.g. myapp.jobs)")
+        if not names:
+            raise ValueError("no module named: at least one, e.g. cronbus.families")
         return list(dict.fromkeys(names))
 
     @field_validator("builtin_schedules_off", mode="before")

@@ -20,11 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from cronbus.streams import topics
-from cronbus.streams.events import InvalidReason, Rejection, decode_object, encode_event, parse_event
+from cronbus.streams.events import (
+    DomainEvent,
+    InvalidReason,
+    Rejection,
+    decode_object,
+    encode_event,
+    parse_event,
+)
 
 CHANNEL_PREFIX = "campaign"
 
@@ -63,9 +71,11 @@ def derived_event_id(channel: str, payload: bytes) -> str:
 
 
 def bridge_message(
-    channel: str, payload: bytes, *, now: datetime, max_bytes: int
+    channel: str, payload: bytes, *, now: datetime, max_bytes: int,
+    models: Mapping[str, type[DomainEvent]],
 ) -> BridgedEvent | Rejection:
-    """Map one pub/sub message to the event it stands for, or say exactly why not."""
+    """Map one pub/sub message to the event it stands for (``models``: the catalog's model of
+    each topic), or say exactly why not."""
     parts = split_channel(channel)
     if parts is None:
         return Rejection(InvalidReason.UNKNOWN_TYPE,
@@ -89,7 +99,7 @@ def bridge_message(
     # the completed object goes through the same parser as a Kafka record; the size was
     # checked on what the producer sent, not on the fields added here
     completed = json.dumps(data).encode()
-    parsed = parse_event(topic, completed, max_bytes=len(completed))
+    parsed = parse_event(topic, completed, max_bytes=len(completed), models=models)
     if isinstance(parsed, Rejection):
         return parsed
     return BridgedEvent(topic=topic, tenant_id=parsed.tenant_id, value=encode_event(parsed))

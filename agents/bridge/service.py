@@ -11,6 +11,7 @@ reduced is counted as dropped and logged with the start of its payload.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.keeper import Kept, RecordKeeper, Source
 from cronbus.clients.redis.pubsub import PubSubListener, State
 from cronbus.streams import headers, topics
-from cronbus.streams.events import InvalidReason, Rejection
+from cronbus.streams.events import DomainEvent, InvalidReason, Rejection
 from cronbus.streams.keys import tenant_key
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.settings import Settings
@@ -39,10 +40,11 @@ PUBSUB = "redis-pubsub"
 class RedisBridge(mode.Service):
     """Listens on the settings' patterns and sends each message on as an event or a rejection."""
 
-    def __init__(self, settings: Settings, metrics: Metrics,
+    def __init__(self, settings: Settings, metrics: Metrics, models: Mapping[str, type[DomainEvent]],
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.metrics = metrics
+        self.models = models  # the catalog's model of each event topic
         self.max_bytes = settings.event_max_bytes
         self.brokers = settings.broker_url
         self._producer: AIOKafkaProducer | None = None
@@ -102,7 +104,8 @@ class RedisBridge(mode.Service):
                                   channel, data[:2048])
 
     async def handle(self, channel: str, data: bytes) -> None:
-        out = bridge_message(channel, data, now=datetime.now(UTC), max_bytes=self.max_bytes)
+        out = bridge_message(channel, data, now=datetime.now(UTC), max_bytes=self.max_bytes,
+                             models=self.models)
         if isinstance(out, Rejection):
             await self._reject(channel, data, out)
             return

@@ -25,7 +25,6 @@ from cronbus.streams import topics
 from cronbus.streams.events import InvoiceDue
 from cronbus.streams.jobs import Job
 from cronbus.streams.settings import Settings, load_settings
-from cronbus.streams.topics import JobType
 
 DEMO_WINDOW_S = "2"
 
@@ -55,7 +54,7 @@ async def _publish_bursts(brokers: list[str], tenants: list[str], burst: int, ev
 
 async def _watch_topics(brokers: list[str]) -> None:
     consumer = connect.reader(brokers, topics.INVOICE_DUE,
-                              topics.job_topic(JobType.INVOICE_GENERATION), from_start=False)
+                              topics.job_topic("invoice-generation"), from_start=False)
     await consumer.start()
     try:
         while True:

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from cronbus.agents.worker.logs import configure_logging
 from cronbus.agents.worker.roles import DEFAULT_ROLES, ROLES
 from cronbus.streams import headers, topics
-from cronbus.streams.events import EVENT_MODELS, DomainEvent
+from cronbus.streams.catalog import Catalog, UnknownJobType, load_catalog
+from cronbus.streams.events import CronTick, DomainEvent
 from cronbus.streams.settings import Settings, SettingsError, load_settings
-from cronbus.streams.topics import JobType
 
 log = logging.getLogger("cronbus")
 
@@ -70,15 +70,25 @@ def _field(pair: str) -> tuple[str, Any]:
         return name, raw
 
 
-def build_event(event_type: str, tenant: str | None, fields: dict[str, Any]) -> DomainEvent:
-    """An event of ``event_type``; event_id and occurred_at are filled in when not given."""
+def build_event(catalog: Catalog, event_type: str, tenant: str | None,
+                fields: dict[str, Any]) -> DomainEvent:
+    """An event of ``event_type``; event_id and occurred_at are filled in when not given. A cron
+    tick's job type must be declared and its payload fit (ValueError naming the field)."""
+    model = catalog.models.get(event_type)
+    if model is None:
+        raise ValueError(f"no event type {event_type!r}; known: "
+                         f"{', '.join(sorted(catalog.models))}")
     data = {"event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC).isoformat(), **fields}
     if tenant is not None:
         data["tenant_id"] = tenant
-    return EVENT_MODELS[event_type].model_validate(data)
+    event = model.model_validate(data)
+    if isinstance(event, CronTick):
+        catalog[event.job_type].check_payload(event.payload)  # PayloadError, UnknownJobType
+    return event
 
 
-def _events_from_lines(event_type: str, tenant: str | None, lines: Iterator[str]) -> Iterator[DomainEvent]:
+def _events_from_lines(catalog: Catalog, event_type: str, tenant: str | None,
+                       lines: Iterator[str]) -> Iterator[DomainEvent]:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -89,7 +99,7 @@ def _events_from_lines(event_type: str, tenant: str | None, lines: Iterator[str]
         if not isinstance(fields, dict):
             raise ValueError(f"line {number}: a JSON object is expected")
         try:
-            yield build_event(event_type, tenant, fields)
+            yield build_event(catalog, event_type, tenant, fields)
         except ValidationError as exc:
             raise ValueError(f"line {number}: {_errors(exc)}") from None
 
@@ -103,13 +113,15 @@ def _errors(exc: ValidationError) -> str:
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     from cronbus.clients.kafka.publisher import EventPublisher
 
+    catalog = load_catalog(settings)
     try:
         if args.file:
             stream = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
-            events = list(_events_from_lines(args.event_type, args.tenant, stream))
+            events = list(_events_from_lines(catalog, args.event_type, args.tenant, stream))
         else:
             fields = dict(args.set or [])
-            events = [build_event(args.event_type, args.tenant, fields) for _ in range(args.count)]
+            events = [build_event(catalog, args.event_type, args.tenant, fields)
+                      for _ in range(args.count)]
     except ValidationError as exc:
         print(f"cronbus publish: invalid {args.event_type} event: {_errors(exc)}", file=sys.stderr)
         return 2
@@ -139,6 +151,15 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- jobs -----------------------------------------------------------------------------------
 
+def _job_types(settings: Settings, names: Sequence[str] | None) -> list[str]:
+    """The named job types (every declared one when none is), each checked against the
+    catalog: an unknown one stops the command, named with the known ones."""
+    catalog = load_catalog(settings)
+    try:
+        return [t.name for t in catalog.pick(names or [])]
+    except UnknownJobType as exc:
+        raise SettingsError(str(exc)) from None
+
 def cmd_job_status(args: argparse.Namespace, settings: Settings) -> int:
     import redis.asyncio as aioredis
 
@@ -167,12 +188,13 @@ def cmd_job_queues(args: argparse.Namespace, settings: Settings) -> int:
     from cronbus.agents.processing.queues import queue_stats
     from cronbus.clients.redis.job_status import JobStatusStore
 
+    chosen = _job_types(settings, args.job_type)
+
     async def read() -> list[dict[str, Any]]:
         client = aioredis.Redis.from_url(settings.redis_url)
         try:
             store = JobStatusStore(client, namespace=settings.redis_namespace,
                                    ttl_s=settings.job_status_ttl_s)
-            chosen = [JobType(t) for t in args.job_type] if args.job_type else None
             return await queue_stats(settings.broker_url, settings.app_id, store, chosen)
         finally:
             await client.aclose()
@@ -192,7 +214,8 @@ def cmd_job_queues(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_job_retry_failed(args: argparse.Namespace, settings: Settings) -> int:
     from cronbus.agents.processing.queues import retry_failed
 
-    result = asyncio.run(retry_failed(settings.broker_url, JobType(args.job_type),
+    [job_type] = _job_types(settings, [args.job_type])
+    result = asyncio.run(retry_failed(settings.broker_url, job_type,
                                       tenant_id=args.tenant, dry_run=args.dry_run))
     if args.json:
         print(json.dumps({"job_type": args.job_type, "dry_run": args.dry_run, **result.as_dict()},
@@ -372,15 +395,15 @@ def _dead_letter_topic(name: str) -> str:
             return topics.dead_letter_topic(job)
     raise argparse.ArgumentTypeError(
         f"{name!r} is not a job topic or its dead-letter topic (e.g. "
-        f"{topics.dead_letter_topic(topics.job_topic(topics.JobType.EXPORT))})"
+        f"{topics.dead_letter_topic(topics.job_topic('export'))})"
     )
 
 
-def _dlq_selection(args: argparse.Namespace) -> tuple[list[str], Any]:
+def _dlq_selection(args: argparse.Namespace, settings: Settings) -> tuple[list[str], Any]:
     from cronbus.agents.processing.dead_letters import DeadLetterFilter
     from cronbus.agents.processing.replay import dead_letter_topics
 
-    chosen = args.topic or dead_letter_topics(args.job_type)
+    chosen = args.topic or dead_letter_topics(_job_types(settings, args.job_type))
     rule = DeadLetterFilter(tenant_id=args.tenant, error_type=args.error_type,
                             since=args.since, until=args.until)
     return list(dict.fromkeys(chosen)), rule
@@ -406,7 +429,7 @@ def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     from cronbus.agents.processing.replay import find_dead_letters
 
     try:
-        chosen, rule = _dlq_selection(args)
+        chosen, rule = _dlq_selection(args, settings)
     except ValueError as exc:
         print(f"cronbus dlq list: {exc}", file=sys.stderr)
         return 2
@@ -424,7 +447,7 @@ def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     from cronbus.agents.processing.replay import find_dead_letters, replay
 
     try:
-        chosen, rule = _dlq_selection(args)
+        chosen, rule = _dlq_selection(args, settings)
     except ValueError as exc:
         print(f"cronbus dlq replay: {exc}", file=sys.stderr)
         return 2
@@ -478,8 +501,9 @@ def parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=cmd_worker)
 
     publish = sub.add_parser("publish", help="validate and publish domain events")
-    publish.add_argument("event_type", choices=sorted(EVENT_MODELS), metavar="EVENT_TYPE",
-                         help=f"one of {', '.join(topics.EVENT_TOPICS)}")
+    publish.add_argument("event_type", metavar="EVENT_TYPE",
+                         help="an event topic the catalog declares, e.g. invoice-due or "
+                              "cron-ticks")
     publish.add_argument("--tenant", help="the tenant id (or give tenant_id in the fields)")
     publish.add_argument("--set", type=_field, action="append", metavar="FIELD=VALUE",
                          help="an event field; the value is read as JSON when it parses")
@@ -496,14 +520,13 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(run=cmd_job_status)
     queues = jobs_sub.add_parser("queues", help="per job topic: waiting (consumer lag), active, "
                                  "completed, failed (attempts), dead-lettered")
-    queues.add_argument("--job-type", action="append", choices=[t.value for t in JobType],
-                        metavar="TYPE", help="only these job types (repeatable)")
+    queues.add_argument("--job-type", action="append", metavar="TYPE",
+                        help="only these job types (repeatable)")
     queues.add_argument("--json", action="store_true", help="JSON output")
     queues.set_defaults(run=cmd_job_queues)
     retry = jobs_sub.add_parser("retry-failed", help="replay a job type's dead letters to its "
                                 "job topic (like dlq replay --job-type TYPE)")
-    retry.add_argument("job_type", choices=[t.value for t in JobType], metavar="TYPE",
-                       help=f"one of {', '.join(t.value for t in JobType)}")
+    retry.add_argument("job_type", metavar="TYPE", help="a declared job type, e.g. export")
     retry.add_argument("--tenant", help="only this tenant's failed jobs")
     retry.add_argument("--dry-run", action="store_true", help="count them; send nothing")
     retry.add_argument("--json", action="store_true", help="JSON output")
@@ -520,9 +543,8 @@ def parser() -> argparse.ArgumentParser:
     ):
         one = dlq_sub.add_parser(name, help=summary, description=summary)
         where = one.add_mutually_exclusive_group()
-        where.add_argument("--job-type", action="append", choices=[t.value for t in JobType],
-                           metavar="TYPE", help="a job type's dead letters (repeatable; default: "
-                           f"all): {', '.join(t.value for t in JobType)}")
+        where.add_argument("--job-type", action="append", metavar="TYPE",
+                           help="a job type's dead letters (repeatable; default: all)")
         where.add_argument("--topic", action="append", type=_dead_letter_topic,
                            help="a dead-letter topic (or its job topic); repeatable")
         one.add_argument("--tenant", help="only this tenant's")

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from cronbus.streams.jobs import EventCoverage, Job, job_id_for, window_trigger_ref
-from cronbus.streams.topics import JobType
 
 Mode = Literal["leading", "trailing", "immediate"]
 
@@ -116,7 +115,7 @@ class DebouncePolicy:
         return window.count - 1
 
 
-def job_for_window(tenant_id: str, job_type: JobType, window: Window, now: float) -> Job:
+def job_for_window(tenant_id: str, job_type: str, window: Window, now: float) -> Job:
     """The job a window fires; its id depends only on the tenant, type and first event.
 
     A trailing window fires when it closes, covering all its events; a leading window
@@ -169,11 +168,5 @@ def parse_policies(text: str, *, default_window_s: float) -> dict[str, DebounceP
         name, sep, policy = entry.partition("=")
         if not sep:
             raise ValueError(f"{entry!r} is not job-type=policy")
-        try:
-            job_type = JobType(name.strip())
-        except ValueError:
-            raise ValueError(
-                f"{name.strip()!r} is not a job type (one of {', '.join(JobType)})"
-            ) from None
-        policies[job_type.value] = parse_policy(policy, default_window_s=default_window_s)
+        policies[name.strip()] = parse_policy(policy, default_window_s=default_window_s)
     return policies

@@ -4,7 +4,7 @@ It reads batches, not records (Faust's per-record stream path tops out near 5,00
 here; the target is 20,000 events/s). One step of the loop:
 
 1. every record of the batch is parsed (:func:`cronbus.streams.events.parse_event`), routed
-   (:mod:`cronbus.agents.ingest.routing`) and observed by its tenant's windows (:class:`WindowBook`); a bad
+   (each event type's route, in the catalog) and observed by its tenant's windows (:class:`WindowBook`); a bad
    record is queued for ``events.invalid``;
 2. windows that closed fire their jobs (a heap finds them; nothing scans every window);
 3. jobs and copies of rejected records are sent and acknowledged by the broker (a record that
@@ -39,12 +39,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-from cronbus.agents.ingest.debounce import IMMEDIATE, DebouncePolicy, job_for_window, parse_policies
-from cronbus.agents.ingest.routing import INGESTED_TOPICS, job_types_for
+from cronbus.agents.ingest.debounce import (
+    IMMEDIATE,
+    DebouncePolicy,
+    job_for_window,
+    parse_policies,
+    parse_policy,
+)
 from cronbus.agents.ingest.window_book import Closed, WindowBook, decode_windows, encode_windows
 from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.keeper import RecordKeeper, Source
 from cronbus.streams import headers, topics
+from cronbus.streams.catalog import Catalog
 from cronbus.streams.events import CronTick, DomainEvent, InvalidReason, Rejection, parse_event
 from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.keys import partition_of, tenant_key
@@ -52,7 +58,6 @@ from cronbus.streams.metrics import Metrics
 from cronbus.streams.schedules import tick_ref
 from cronbus.streams.settings import Settings, SettingsError
 from cronbus.streams.stalls import Stalls, pause_after
-from cronbus.streams.topics import JobType
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +65,22 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL_MS = 100
 MAX_BATCH_RECORDS = 20_000
 
-# the world-time scheduler's 5 s cooldown per campaign; game recalculations coalesce but run
-# at least every minute; billing waits for the burst to end; exports and syncs never merge
-DEFAULT_POLICIES = (
-    "event-expiration=leading:5,deferred-effect=leading:5,"
-    "settlement-growth=trailing:5:60,structure-maintenance=trailing:5:60,"
-    "invoice-generation=trailing,payment-reminder=trailing,"
-    "export=immediate,sars-deadline=immediate,bank-sync=immediate,retention-cleanup=immediate"
-)
-
-
-def policies_from(settings: Settings) -> dict[str, DebouncePolicy]:
-    """Each job type's policy: the defaults, overridden by CRONBUS_DEBOUNCE_POLICIES."""
+def policies_from(settings: Settings, catalog: Catalog) -> dict[str, DebouncePolicy]:
+    """Each job type's policy: as its declaration says, overridden by CRONBUS_DEBOUNCE_POLICIES."""
     window = settings.debounce_window_s
-    policies = parse_policies(DEFAULT_POLICIES, default_window_s=window)
+    policies = {}
+    for job_type in catalog.job_types.values():
+        try:
+            policies[job_type.name] = parse_policy(job_type.debounce, default_window_s=window)
+        except ValueError as exc:
+            raise SettingsError(f"job type {job_type.name}: debounce {exc}") from None
     try:
-        policies.update(parse_policies(settings.debounce_policies, default_window_s=window))
+        overrides = parse_policies(settings.debounce_policies, default_window_s=window)
+        unknown = sorted(set(overrides) - set(policies))
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: no such job type (known: "
+                             f"{', '.join(catalog.names)})")
+        policies.update(overrides)
     except ValueError as exc:
         raise SettingsError(
             f"{Settings.env_name('debounce_policies')} is invalid: {exc}; expected "
@@ -88,7 +93,7 @@ def policies_from(settings: Settings) -> dict[str, DebouncePolicy]:
     }
 
 
-def immediate_job(event: DomainEvent, job_type: JobType, now: float) -> Job:
+def immediate_job(event: DomainEvent, job_type: str, now: float) -> Job:
     """A job of its own for one event; a cron tick's job is named by its schedule and fire time."""
     if isinstance(event, CronTick):
         return Job(
@@ -110,15 +115,17 @@ def immediate_job(event: DomainEvent, job_type: JobType, now: float) -> Job:
 class Ingest(mode.Service):
     """The ingest role: a consumer group over every ingested topic, windows in a changelog."""
 
-    def __init__(self, settings: Settings, topic_maker: connect.TopicMaker, metrics: Metrics,
-                 **kwargs: object) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, topic_maker: connect.TopicMaker,
+                 metrics: Metrics, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
+        self.catalog = catalog
+        self.models = catalog.models
         self.topic_maker = topic_maker
         self.metrics = metrics
         self.max_bytes = settings.event_max_bytes
         self.partitions = settings.partitions
-        self.policies = policies_from(settings)
+        self.policies = policies_from(settings, catalog)
         self.book = WindowBook(self.policies)
         self.changelog = topics.debounce_windows_topic(settings.app_id)
         self._consumer: AIOKafkaConsumer | None = None
@@ -155,7 +162,7 @@ class Ingest(mode.Service):
         return await connect.unread(self._consumer) if self._consumer else {}
 
     async def on_start(self) -> None:
-        await self.topic_maker.ensure(topics.catalog(self.settings.app_id))
+        await self.topic_maker.ensure(self.catalog.topics(self.settings.app_id))
         brokers = self.settings.broker_url
         self._producer = connect.producer(brokers)
         await self._producer.start()
@@ -163,7 +170,7 @@ class Ingest(mode.Service):
         self._reader = connect.PartitionReader(brokers)
         await self._reader.start()
         self._consumer = connect.group_consumer(
-            brokers, group_id=f"{self.settings.app_id}-ingest", topics=INGESTED_TOPICS,
+            brokers, group_id=f"{self.settings.app_id}-ingest", topics=self.catalog.event_topics,
             listener=_Handover(self),
             session_timeout_s=self.settings.broker_session_timeout_s,
             rebalance_timeout_s=self.settings.broker_rebalance_timeout_s,
@@ -305,7 +312,8 @@ class Ingest(mode.Service):
     # one record ------------------------------------------------------------------------------
 
     async def _ingest(self, record: ConsumerRecord, now: float) -> None:
-        parsed = parse_event(record.topic, record.value, max_bytes=self.max_bytes)
+        parsed = parse_event(record.topic, record.value, max_bytes=self.max_bytes,
+                             models=self.models)
         if isinstance(parsed, Rejection):
             self._reject(record, parsed)
             return
@@ -315,13 +323,18 @@ class Ingest(mode.Service):
             # stay on one partition, then drop this copy
             await self._send(record.topic, key, record.value)
             return
-        job_types = job_types_for(record.topic, parsed)
+        if isinstance(parsed, CronTick) and parsed.job_type not in self.catalog:
+            # its schedule outlived its job type's module: kept for replay, never dropped
+            self._reject(record, Rejection(InvalidReason.UNKNOWN_TYPE, (
+                f"job type {parsed.job_type!r} is not declared by CRONBUS_JOB_MODULES")))
+            return
+        job_types = self.catalog.route(record.topic, parsed)
         if not job_types:
             self._outcomes["none", "unrouted"] += 1
             return
         immediate = record.topic == topics.CRON_TICKS  # a tick is already one run
         occurred_at = parsed.occurred_at.isoformat()
-        for job_type in job_types:  # a JobType is its own name (a StrEnum)
+        for job_type in job_types:
             policy = IMMEDIATE if immediate else self.policies.get(job_type, IMMEDIATE)
             if policy.mode == "immediate":
                 await self._emit(immediate_job(parsed, job_type, now))
@@ -336,8 +349,7 @@ class Ingest(mode.Service):
     async def _close(self, closed: Closed, now: float) -> None:
         policy = self.policies[closed.job_type]
         if not closed.window.fired:
-            await self._emit(job_for_window(closed.tenant_id, JobType(closed.job_type),
-                                            closed.window, now))
+            await self._emit(job_for_window(closed.tenant_id, closed.job_type, closed.window, now))
         self._outcomes[closed.job_type, "suppressed"] += policy.suppressed(closed.window)
 
     def _reject(self, record: ConsumerRecord, rejection: Rejection) -> None:
@@ -366,8 +378,8 @@ class Ingest(mode.Service):
 
     async def _emit(self, job: Job) -> None:
         await self._send(topics.job_topic(job.type), tenant_key(job.tenant_id), job.encode())
-        self.metrics.jobs_emitted.labels(job.type.value, job.triggered_by).inc()
-        log.debug("job %s (%s) for tenant %s covers %d event(s)", job.job_id, job.type.value,
+        self.metrics.jobs_emitted.labels(job.type, job.triggered_by).inc()
+        log.debug("job %s (%s) for tenant %s covers %d event(s)", job.job_id, job.type,
                   job.tenant_id, job.covers.count if job.covers else 1)
 
     # sending ---------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import mode
@@ -40,18 +40,19 @@ from cronbus.agents.processing.breaker_gate import ServiceGate
 from cronbus.agents.processing.offsets import OffsetTracker
 from cronbus.agents.processing.processor import HandedBack, Processor
 from cronbus.agents.processing.retry_policy import RetryPolicy
-from cronbus.agents.processing.specs import JOB_SPECS, JobSpec
+from cronbus.agents.processing.schedule_keeper import ScheduleKeeper
 from cronbus.clients.http.downstream import DownstreamClient
 from cronbus.clients.kafka import connect as kafka_connect
 from cronbus.clients.kafka.keeper import KeepFailed, Kept, RecordKeeper, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobStatusStore
+from cronbus.clients.redis.kept_schedules import KeptSchedules
 from cronbus.streams import topics
+from cronbus.streams.catalog import Catalog, CatalogError
 from cronbus.streams.jobs import Job
 from cronbus.streams.keys import tenant_key
 from cronbus.streams.metrics import Metrics
-from cronbus.streams.settings import Settings
+from cronbus.streams.settings import Settings, SettingsError
 from cronbus.streams.stalls import Stalls, pause_after
-from cronbus.streams.topics import JobType
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +290,13 @@ class RecordSender:
         await self.producer.send_and_wait(topics.job_topic(job.type), key=tenant_key(job.tenant_id),
                                           value=job.encode())
 
+    async def write_schedules(self, records: list[tuple[bytes, bytes | None]]) -> None:
+        """Schedules a handler keeps, on the schedules topic; waits for the broker."""
+        assert self.producer is not None, "the engine has not started"
+        sent = [await self.producer.send(topics.SCHEDULES, key=key, value=value)
+                for key, value in records]
+        await asyncio.gather(*sent)
+
     async def stop(self) -> None:
         if self.producer is not None:
             await self.producer.stop()
@@ -300,10 +308,11 @@ class JobEngine(mode.Service):
     def __init__(
         self, settings: Settings, processors: list[Processor], gates: dict[str, ServiceGate],
         *, sender: RecordSender, topic_maker: kafka_connect.TopicMaker,
-        **kwargs: Any,
+        written_topics: Sequence[str] = (), **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.written_topics = written_topics  # besides its own: where its handlers write
         self.processors = processors
         self.gates = gates
         self.sender = sender
@@ -333,8 +342,10 @@ class JobEngine(mode.Service):
         return lags
 
     async def on_start(self) -> None:
-        await self.topic_maker.ensure(
-            sorted({t for p in self.processors for t in (*p.topics(), p.dead_letter_topic)}))
+        # its own topics, and those its handlers write to: child jobs' topics and the schedules
+        await self.topic_maker.ensure(sorted(
+            {t for p in self.processors for t in (*p.topics(), p.dead_letter_topic)}
+            | set(self.written_topics)))
         await self.sender.start()
         # aiokafka clients belong to the running loop: made here, not in __init__
         max_buffered = max(4 * self.settings.processor_concurrency, 1000)
@@ -404,27 +415,32 @@ class JobEngine(mode.Service):
 def build_engine(
     settings: Settings, *, clients: Callable[[str], DownstreamClient], status: JobStatusStore,
     metrics: Metrics, alerts: Alerts | None, topic_maker: kafka_connect.TopicMaker,
-    specs: dict[JobType, JobSpec] = JOB_SPECS,
+    catalog: Catalog, kept: KeptSchedules,
 ) -> JobEngine:
-    """The engine for the job types in ``CRONBUS_JOB_TYPES`` (all when empty); ``clients``
-    gives each service's client (a service without settings stops start-up, named)."""
-    wanted = [JobType(t) for t in settings.job_types] or list(JobType)
+    """The engine for the job types in ``CRONBUS_JOB_TYPES`` (all the catalog's when empty);
+    ``clients`` gives each service's client (a service without settings stops start-up, named)."""
+    try:
+        wanted = catalog.pick(settings.job_types)
+    except CatalogError as exc:
+        raise SettingsError(f"{Settings.env_name('job_types')}: {exc}") from None
     send = RecordSender(settings, metrics)
     batched = BatchedJobStatus(status)  # one Redis round trip for the writes of many jobs
     # one gate per service: an open circuit pauses the job types calling that service only
     gates = {
         service: ServiceGate(clients(service).breaker,
                              reset_timeout_s=settings.service(service).breaker_reset_timeout_s)
-        for service in sorted({specs[t].service for t in wanted})
+        for service in sorted({t.service for t in wanted})
     }
     slots = asyncio.Semaphore(settings.processor_concurrency)
     policy = RetryPolicy(retries=settings.max_retries, backoff_s=settings.retry_backoff_s,
                          max_retry_after_s=settings.retry_after_max_s)
     processors = [
-        Processor(specs[t], client=clients(specs[t].service), status=batched,
-                  gate=gates[specs[t].service], keep=send.keep, steps=status,
-                  emit_job=send.emit_job, settings=settings, slots=slots,
+        Processor(t, catalog=catalog, client=clients(t.service), status=batched,
+                  gate=gates[t.service], keep=send.keep, steps=status,
+                  emit_job=send.emit_job, schedules=ScheduleKeeper(kept, send.write_schedules),
+                  settings=settings, slots=slots,
                   metrics=metrics, alerts=alerts, policy=policy, rng=random.Random())
         for t in wanted
     ]
-    return JobEngine(settings, processors, gates, sender=send, topic_maker=topic_maker)
+    return JobEngine(settings, processors, gates, sender=send, topic_maker=topic_maker,
+                     written_topics=[*catalog.job_topics(), topics.SCHEDULES])

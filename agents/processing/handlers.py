@@ -22,10 +22,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
+from cronbus.agents.processing.schedule_keeper import Changes, ScheduleKeeper
 from cronbus.clients.http.downstream import DownstreamClient, DownstreamError, RetryableError
+from cronbus.streams.catalog import Catalog
 from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.schedules import parse_schedule
 from cronbus.streams.settings import Settings
-from cronbus.streams.topics import JobType
 
 T = TypeVar("T")
 
@@ -53,15 +55,19 @@ class JobContext:
     """What a handler may do: call its service, run a checkpointed step, emit child jobs and
     record progress. Made by the processor for each attempt."""
 
-    def __init__(self, job: Job, *, attempt: int, client: DownstreamClient, steps: StepStore,
-                 finished: dict[str, Any], emit_job: EmitJob, settings: Settings) -> None:
+    def __init__(self, job: Job, *, payload: Any, attempt: int, client: DownstreamClient,
+                 steps: StepStore, finished: dict[str, Any], emit_job: EmitJob,
+                 schedules: ScheduleKeeper, settings: Settings, catalog: Catalog) -> None:
         self.job = job
+        self.payload = payload  # the job's payload as its type's model (as given when none)
         self.attempt = attempt  # 1 for the first attempt
         self.settings = settings  # read-only: the worker's settings
         self.client = client
         self._steps = steps
         self._finished = finished  # step -> result, from earlier attempts and this one
         self._emit_job = emit_job
+        self._catalog = catalog
+        self._schedules = schedules
         self._running: dict[str, asyncio.Future[Any]] = {}
 
     def idempotency_key(self, step: str) -> str:
@@ -120,12 +126,15 @@ class JobContext:
         if failures:
             raise next((f for f in failures if isinstance(f, DownstreamError)), failures[0])
 
-    async def emit(self, job_type: JobType | str, payload: dict[str, Any], *, ref: str) -> str:
-        """A child job for this job's tenant; its id comes from this job and ``ref``, so emitting
-        it again (a retry) is the same job. Returns the child's id."""
-        child = Job(job_id=job_id_for(self.job.tenant_id, JobType(job_type),
-                                      f"{self.job.job_id}:{ref}"),
-                    tenant_id=self.job.tenant_id, type=JobType(job_type), triggered_by="job",
+    async def emit(self, job_type: str, payload: dict[str, Any], *, ref: str,
+                   tenant_id: str | None = None) -> str:
+        """A child job for this job's tenant (or ``tenant_id``: a system job fanning out to
+        tenants); its id comes from this job and ``ref``, so emitting it again (a retry) is the
+        same job. Returns the child's id. The type must be declared and the payload fit it."""
+        self._catalog[job_type].check_payload(payload)
+        tenant = tenant_id or self.job.tenant_id
+        child = Job(job_id=job_id_for(tenant, job_type, f"{self.job.job_id}:{ref}"),
+                    tenant_id=tenant, type=job_type, triggered_by="job",
                     scheduled_at=self.job.scheduled_at, payload=payload)
 
         async def send() -> str:
@@ -133,6 +142,19 @@ class JobContext:
             return child.job_id
 
         return await self.step(f"emit:{ref}", send)
+
+    async def keep_schedules(self, group: str, definitions: Iterable[dict[str, Any]]) -> Changes:
+        """Make this tenant's schedules of ``group`` exactly ``definitions`` (as the schedules
+        API takes them, each with its ``id``): new and changed ones are written, those no longer
+        given are removed, unchanged ones keep their place in time. Each must name a declared
+        job type whose payload it fits (a fault raises, naming the schedule)."""
+        wanted = []
+        for definition in definitions:
+            schedule = parse_schedule({"name": definition.get("id", ""), **definition,
+                                       "tenant_id": self.job.tenant_id})
+            self._catalog[schedule.job_type].check_payload(schedule.payload)
+            wanted.append(schedule)
+        return await self._schedules.keep(self.job.tenant_id, group, wanted)
 
     async def progress(self, **fields: Any) -> None:
         """Record how far the job is (shown with its status), e.g. ``done=40, total=250``."""

@@ -13,6 +13,7 @@ dead-lettered at once, as :mod:`cronbus.clients.kafka.keeper` can keep it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -41,7 +42,7 @@ from cronbus.agents.processing.retry_policy import (
     longest_wait_s,
     story_of,
 )
-from cronbus.agents.processing.specs import GraphQLCall, JobSpec
+from cronbus.agents.processing.schedule_keeper import ScheduleKeeper
 from cronbus.clients.http.downstream import (
     CircuitOpen,
     DownstreamClient,
@@ -52,6 +53,7 @@ from cronbus.clients.http.downstream import (
 from cronbus.clients.kafka.keeper import CARRIED_HEADERS_MAX_BYTES, KEEP_MAX_BYTES, Kept, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobState, JobStatusStore
 from cronbus.streams import headers, topics
+from cronbus.streams.catalog import Catalog, GraphQLCall, JobType, PayloadError
 from cronbus.streams.jobs import Job
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.settings import Settings
@@ -114,25 +116,32 @@ class Processor:
     for the ack); ``slots`` bounds the calls in flight across the worker."""
 
     def __init__(
-        self, spec: JobSpec, *, client: DownstreamClient,
+        self, spec: JobType, *, catalog: Catalog, client: DownstreamClient,
         status: JobStatusStore | BatchedJobStatus,
-        gate: ServiceGate, keep: Keep, steps: StepStore, emit_job: EmitJob, settings: Settings,
+        gate: ServiceGate, keep: Keep, steps: StepStore, emit_job: EmitJob,
+        schedules: ScheduleKeeper, settings: Settings,
         slots: asyncio.Semaphore, metrics: Metrics,
         alerts: Alerts | None, policy: RetryPolicy, rng: random.Random | None = None,
     ) -> None:
         self.spec = spec
-        self.job_type = spec.job_type.value
-        self.topic = topics.job_topic(spec.job_type)
+        self.catalog = catalog  # a handler's child jobs are checked against it
+        self.job_type = spec.name
+        self.topic = topics.job_topic(spec.name)
         self.client = client
         self.status = status
         self.gate = gate
         self.keep = keep
         self.steps = steps  # a handler's finished steps and progress
         self.emit_job = emit_job  # a handler's child jobs
+        self.schedules = schedules  # the schedules a handler keeps
         self.settings = settings  # what a handler may read
         self.slots = slots
         self.alerts = alerts
-        self.policy = spec.retry or policy
+        self.policy = dataclasses.replace(
+            policy,
+            retries=policy.retries if spec.retries is None else spec.retries,
+            backoff_s=policy.backoff_s if spec.backoff_s is None else spec.backoff_s,
+        )
         self.longest_wait_s = longest_wait_s(self.policy)
         self.rng = rng or random.Random()
         self.retry_topics = {d: topics.retry_topic(self.topic, d) for d in self.policy.tier_delays()}
@@ -295,9 +304,12 @@ class Processor:
     async def _run_handler(self, handler: Handler, job: Job, attempt: int
                            ) -> DownstreamError | None:
         """Run the handler from its first unfinished step; any exception is classified."""
-        context = JobContext(job, attempt=attempt, client=self.client, steps=self.steps,
+        context = JobContext(job, payload=self.spec.check_payload(job.payload), attempt=attempt,
+                             client=self.client, steps=self.steps,
                              finished=await self.steps.finished_steps(job.job_id),
-                             emit_job=self.emit_job, settings=self.settings)
+                             emit_job=self.emit_job, schedules=self.schedules,
+                             settings=self.settings,
+                             catalog=self.catalog)
         try:
             await handler(job, context)
         except DownstreamError as exc:
@@ -328,8 +340,13 @@ class Processor:
         except ValidationError as exc:
             raise InvalidJob(f"not a valid job: {exc.errors()[0]['msg']} "
                              f"at {'.'.join(map(str, exc.errors()[0]['loc']))}"[:500]) from None
-        if job.type != self.spec.job_type:
-            raise InvalidJob(f"a {job.type.value} job on {record.topic}")
+        if job.type != self.spec.name:
+            raise InvalidJob(f"a {job.type} job on {record.topic}")
+        if self.spec.payload is not None:
+            try:
+                self.spec.check_payload(job.payload)
+            except PayloadError as exc:
+                raise InvalidJob(str(exc)[:500]) from None
         return job
 
     async def _attempt(self, job: Job, attempt: int) -> DownstreamError | None:

@@ -15,33 +15,22 @@ from cronbus.agents.processing.replay import ReplayResult, dead_letter_topics, f
 from cronbus.clients.kafka.records import group_lag
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.streams import topics
-from cronbus.streams.topics import JobType
-
-
-def job_type_named(name: str) -> JobType:
-    """The job type called ``name``; ValueError naming the known ones otherwise."""
-    try:
-        return JobType(name)
-    except ValueError:
-        raise ValueError(
-            f"unknown job type {name!r}; known: {', '.join(t.value for t in JobType)}"
-        ) from None
 
 
 async def queue_stats(brokers: Sequence[str], group_id: str, store: JobStatusStore,
-                      job_types: Sequence[JobType] | None = None) -> list[dict[str, Any]]:
-    chosen = list(job_types) if job_types else list(JobType)
+                      job_types: Sequence[str]) -> list[dict[str, Any]]:
+    chosen = list(job_types)
     job_topics = [topics.job_topic(t) for t in chosen]
     # each job type's processors consume in a group of their own (agents/processing/engine.py)
     waiting: dict[str, int] = {}
     for job_type, topic in zip(chosen, job_topics, strict=True):
         waiting.update(await group_lag(brokers, topics.processor_group(group_id, job_type), [topic]))
-    counts = await store.queue_counts([t.value for t in chosen])
-    return [{"job_type": t.value, "topic": topic, "waiting": waiting[topic], **counts[t.value]}
+    counts = await store.queue_counts(chosen)
+    return [{"job_type": t, "topic": topic, "waiting": waiting[topic], **counts[t]}
             for t, topic in zip(chosen, job_topics, strict=True)]
 
 
-async def retry_failed(brokers: Sequence[str], job_type: JobType, *, tenant_id: str | None = None,
+async def retry_failed(brokers: Sequence[str], job_type: str, *, tenant_id: str | None = None,
                        dry_run: bool = False, force: bool = False) -> ReplayResult:
     """Replay the dead letters of one job type (one tenant's, when given) to its job topic."""
     letters = await find_dead_letters(brokers, dead_letter_topics([job_type]),

@@ -21,15 +21,13 @@ from cronbus.agents.processing.dead_letters import (
 )
 from cronbus.clients.kafka.records import Outgoing, read_to_end, send_records
 from cronbus.streams import topics
-from cronbus.streams.topics import JobType
 
 log = logging.getLogger(__name__)
 
 
-def dead_letter_topics(job_types: Iterable[JobType | str] | None = None) -> list[str]:
-    """The dead-letter topics of these job types (all of them when none are named)."""
-    chosen = list(job_types) if job_types else list(JobType)
-    return [topics.dead_letter_topic(topics.job_topic(t)) for t in chosen]
+def dead_letter_topics(job_types: Iterable[str]) -> list[str]:
+    """The dead-letter topics of these job types."""
+    return [topics.dead_letter_topic(topics.job_topic(t)) for t in job_types]
 
 
 async def find_dead_letters(brokers: Sequence[str], topic_names: Iterable[str],

@@ -25,6 +25,7 @@ from cronbus.agents.schedules.api_rules import (
     PREVIEW_MAX,
     RUNS_DEFAULT,
     bearer_token,
+    declared,
     distinct_runs,
     idempotency_key,
     manual_tick,
@@ -38,6 +39,7 @@ from cronbus.agents.schedules.api_rules import (
 from cronbus.clients.redis.api_tokens import TokenTenants
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.schedule_runs import RunLog
+from cronbus.streams.catalog import Catalog
 from cronbus.streams.events import CronTick
 from cronbus.streams.schedules import FieldProblem, InvalidSchedule, Schedule, schedule_from_request
 
@@ -71,12 +73,13 @@ Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
 class ScheduleApi:
     def __init__(
-        self, directory: ScheduleStore, *, tokens: TokenTenants, runs: RunLog,
+        self, directory: ScheduleStore, catalog: Catalog, *, tokens: TokenTenants, runs: RunLog,
         status: JobStatusStore, send_tick: Callable[[CronTick], Awaitable[None]],
         ready: Callable[[], bool] = lambda: True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.directory = directory
+        self.catalog = catalog  # a schedule's job type must be declared, its payload fit
         self.tokens = tokens
         self.runs = runs
         self.status = status
@@ -90,7 +93,8 @@ class ScheduleApi:
         return 200, {"schedules": [schedule_view(s) for s in self.directory.list(tenant)]}
 
     async def create(self, tenant: str, request: Request) -> tuple[int, Any]:
-        schedule = schedule_from_request(await _body(request), tenant_id=tenant, now=self.clock())
+        schedule = declared(schedule_from_request(await _body(request), tenant_id=tenant,
+                                                  now=self.clock()), self.catalog)
         existed = self.directory.get(tenant, schedule.id) is not None
         stored = await self.directory.upsert(schedule)
         return (200 if existed else 201), schedule_view(stored)
@@ -99,8 +103,9 @@ class ScheduleApi:
         return 200, schedule_view(self._schedule(tenant, schedule_id))
 
     async def replace(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
-        schedule = schedule_from_request(await _body(request), tenant_id=tenant, now=self.clock(),
-                                         schedule_id=schedule_id)
+        schedule = declared(schedule_from_request(await _body(request), tenant_id=tenant,
+                                                  now=self.clock(), schedule_id=schedule_id),
+                            self.catalog)
         existed = self.directory.get(tenant, schedule_id) is not None
         stored = await self.directory.upsert(schedule)
         return (200 if existed else 201), schedule_view(stored)
@@ -118,7 +123,8 @@ class ScheduleApi:
         return await self._set_enabled(tenant, schedule_id, True)
 
     async def trigger(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
-        schedule = self._schedule(tenant, schedule_id)
+        # checked again: the job type's payload model may have changed since it was stored
+        schedule = declared(self._schedule(tenant, schedule_id), self.catalog)
         tick = manual_tick(schedule, self.clock(), idempotency_key(request.headers))
         await self.send_tick(tick)  # on the broker before it is in the history
         run = await self.runs.record(tick)

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from cronbus.agents.schedules.cron import preview
+from cronbus.streams.catalog import Catalog, PayloadError, UnknownJobType
 from cronbus.streams.events import CronTick
 from cronbus.streams.jobs import JobState
 from cronbus.streams.schedule_runs import FiredRun
@@ -58,6 +59,19 @@ def idempotency_key(headers: Mapping[str, str]) -> str | None:
         raise InvalidSchedule([FieldProblem(
             "Idempotency-Key", f"1..{IDEMPOTENCY_KEY_MAX} characters when given")])
     return key
+
+
+def declared(schedule: Schedule, catalog: Catalog) -> Schedule:
+    """The schedule, if the catalog declares its job type and its payload fits that type's
+    model; else :class:`InvalidSchedule` naming each problem."""
+    try:
+        catalog[schedule.job_type].check_payload(schedule.payload)
+    except UnknownJobType as exc:
+        raise InvalidSchedule([FieldProblem("job_type", str(exc))]) from None
+    except PayloadError as exc:
+        raise InvalidSchedule([FieldProblem(f"payload.{name}", problem)
+                               for name, problem in exc.problems]) from None
+    return schedule
 
 
 def problems_body(exc: InvalidSchedule) -> dict[str, Any]:

@@ -20,19 +20,17 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from cronbus.streams.catalog import Catalog
 from cronbus.streams.schedules import Schedule, parse_schedule
 from cronbus.streams.settings import Settings, SettingsError
-from cronbus.streams.topics import JobType
 
 ID_PREFIX = "builtin."
-# kinds of data no built-in schedule may ever clean up
-NEVER_AUTO_DELETED = frozenset({"payments", "payment-records"})
 
 
 @dataclass(frozen=True, slots=True)
 class Builtin:
     name: str
-    job_type: JobType
+    job_type: str  # declared by the default catalog, cronbus.families
     cron: str | None = None
     every_ms: int | None = None
     payload: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -40,8 +38,7 @@ class Builtin:
 
 
 def _retention(dataset: str, days: int) -> Mapping[str, Any]:
-    if dataset in NEVER_AUTO_DELETED:
-        raise ValueError(f"{dataset} are never deleted automatically")
+    # retention-cleanup's payload model refuses financial records (cronbus.families.data)
     return MappingProxyType({"dataset": dataset, "older_than_days": days})
 
 
@@ -50,21 +47,21 @@ FIVE_MINUTES_MS = 5 * 60 * 1000
 # name, job type, when (cron in UTC, or every_ms), payload. Retention periods other than chat's
 # 90 days are cronbus's defaults (the source designs name only the times); each is in the payload.
 BUILTINS: tuple[Builtin, ...] = (
-    Builtin("event-expiration", JobType.EVENT_EXPIRATION, every_ms=FIVE_MINUTES_MS,
+    Builtin("event-expiration", "event-expiration", every_ms=FIVE_MINUTES_MS,
             about="expire events past their end plus the grace period (grace_period_s)"),
-    Builtin("settlement-growth", JobType.SETTLEMENT_GROWTH, cron="0 * * * *",
-            about="grow settlements, hourly"),
-    Builtin("structure-maintenance", JobType.STRUCTURE_MAINTENANCE, cron="0 * * * *",
-            about="structure upkeep, hourly"),
-    Builtin("chat-retention", JobType.RETENTION_CLEANUP, cron="0 2 * * *",
+    Builtin("settlement-growth", "settlement-growth", cron="0 * * * *",
+            about="every campaign's settlement growth schedules kept in step, hourly"),
+    Builtin("structure-maintenance", "structure-maintenance", cron="0 * * * *",
+            about="every campaign's structure schedules kept in step, hourly"),
+    Builtin("chat-retention", "retention-cleanup", cron="0 2 * * *",
             payload=_retention("chat-messages", 90), about="chat older than 90 days, daily 02:00"),
-    Builtin("session-cleanup", JobType.RETENTION_CLEANUP, cron="0 3 * * *",
+    Builtin("session-cleanup", "retention-cleanup", cron="0 3 * * *",
             payload=_retention("sessions", 30), about="expired sessions, daily 03:00"),
-    Builtin("audit-log-retention", JobType.RETENTION_CLEANUP, cron="0 1 * * 0",
+    Builtin("audit-log-retention", "retention-cleanup", cron="0 1 * * 0",
             payload=_retention("audit-logs", 365), about="audit logs, weekly on Sunday 01:00"),
-    Builtin("notification-cleanup", JobType.RETENTION_CLEANUP, cron="0 4 * * *",
+    Builtin("notification-cleanup", "retention-cleanup", cron="0 4 * * *",
             payload=_retention("notifications", 30), about="notifications, daily 04:00"),
-    Builtin("temp-file-cleanup", JobType.RETENTION_CLEANUP, cron="0 5 * * *",
+    Builtin("temp-file-cleanup", "retention-cleanup", cron="0 5 * * *",
             payload=_retention("temp-files", 1), about="temporary files, daily 05:00"),
     # payment records: none, ever (see the module's docstring)
 )
@@ -87,13 +84,13 @@ def switched_off(settings: Settings) -> frozenset[str]:
 
 def builtin_schedule(builtin: Builtin, settings: Settings, now: datetime) -> Schedule:
     payload = dict(builtin.payload)
-    if builtin.job_type is JobType.EVENT_EXPIRATION:
+    if builtin.job_type == "event-expiration":
         payload["grace_period_s"] = settings.event_expiration_grace_s
     return parse_schedule({
         "id": ID_PREFIX + builtin.name,
         "tenant_id": settings.system_tenant,
         "name": builtin.about or builtin.name,
-        "job_type": builtin.job_type.value,
+        "job_type": builtin.job_type,
         "payload": {"builtin": builtin.name, **payload},
         **({"cron": builtin.cron} if builtin.cron else {"every_ms": builtin.every_ms}),
         "timezone": "UTC",
@@ -121,7 +118,16 @@ def reconcile(desired: Schedule, stored: Schedule | None, *, forced_off: bool) -
     return wanted
 
 
-def wanted_builtins(settings: Settings, now: datetime) -> list[tuple[Schedule, bool]]:
-    """Every built-in as a schedule, with whether the environment switches it off."""
+def wanted_builtins(settings: Settings, now: datetime,
+                    catalog: Catalog) -> list[tuple[Schedule, bool]]:
+    """Every built-in whose job type the catalog declares, as a schedule, with whether the
+    environment switches it off. Its payload must fit (a fault in this table stops start-up)."""
     off = switched_off(settings)
-    return [(builtin_schedule(b, settings, now), b.name in off) for b in BUILTINS]
+    wanted = []
+    for builtin in BUILTINS:
+        if builtin.job_type not in catalog:
+            continue  # a deployment without cronbus's own families
+        schedule = builtin_schedule(builtin, settings, now)
+        catalog[schedule.job_type].check_payload(schedule.payload)
+        wanted.append((schedule, builtin.name in off))
+    return wanted

@@ -38,6 +38,7 @@ from cronbus.streams.schedules import (
     InvalidSchedule,
     Schedule,
     decode_schedule,
+    prepare_upsert,
     schedule_key,
 )
 
@@ -119,21 +120,6 @@ class ScheduleView:
 
     def all(self) -> Iterable[Schedule]:
         return self._by_key.values()
-
-
-def prepare_upsert(new: Schedule, existing: Schedule | None, now: datetime) -> Schedule | None:
-    """What to write for an upsert of ``new`` over ``existing``; None if nothing changes.
-
-    The same definition again writes nothing. A change that leaves the timing alone (name,
-    payload, policies) keeps ``revision_at``, so the schedule keeps its place in time; a timing
-    change (or a new schedule) is stamped ``now`` unless the caller stamped it."""
-    if existing is not None and new.same_definition(existing):
-        return None
-    if existing is not None and new.same_timing(existing):
-        return new.model_copy(update={"revision_at": existing.revision_at or new.revision_at or now})
-    if new.revision_at is None:
-        return new.model_copy(update={"revision_at": now})
-    return new
 
 
 async def ensure_schedules_topic(brokers: list[str], partitions: int, replication: int = 1) -> None:

@@ -19,6 +19,7 @@ from cronbus.clients.redis.api_tokens import TokenTenants
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.streams import topics
+from cronbus.streams.catalog import Catalog
 from cronbus.streams.events import CronTick
 from cronbus.streams.keys import tenant_key
 from cronbus.streams.settings import Settings
@@ -27,11 +28,11 @@ from cronbus.streams.stalls import Stalls
 log = logging.getLogger(__name__)
 
 
-async def upsert_builtins(directory: ScheduleDirectory, settings: Settings,
+async def upsert_builtins(directory: ScheduleDirectory, settings: Settings, catalog: Catalog,
                           now: datetime) -> list[str]:
     """Bring the built-in schedules up to date; returns the ids written (none if unchanged)."""
     written = []
-    for desired, forced_off in wanted_builtins(settings, now):
+    for desired, forced_off in wanted_builtins(settings, now, catalog):
         stored = directory.get(desired.tenant_id, desired.id)
         change = reconcile(desired, stored, forced_off=forced_off)
         if change is not None:
@@ -40,14 +41,14 @@ async def upsert_builtins(directory: ScheduleDirectory, settings: Settings,
     return written
 
 
-async def builtins_up_to_date(settings: Settings) -> None:
+async def builtins_up_to_date(settings: Settings, catalog: Catalog) -> None:
     """Bring the built-ins up to date once (the ticker's, always, before it takes partitions
     on: the role that fires them): load the directory, reconcile, let the directory go."""
     directory = ScheduleDirectory(settings.broker_url, partitions=settings.partitions,
                                   replication=settings.replication_factor)
     await directory.start()
     try:
-        written = await upsert_builtins(directory, settings, datetime.now(UTC))
+        written = await upsert_builtins(directory, settings, catalog, datetime.now(UTC))
     finally:
         await directory.stop()
     log.info("built-in schedules: %s", f"updated {', '.join(written)}" if written else "unchanged")
@@ -59,14 +60,14 @@ class SchedulesApi(mode.Service):
     stalls: Stalls | None = None  # it consumes no partition of a group
     assignment: frozenset[TopicPartition] = frozenset()
 
-    def __init__(self, settings: Settings, redis: aioredis.Redis, status: JobStatusStore,
-                 **kwargs: object) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, redis: aioredis.Redis,
+                 status: JobStatusStore, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
         self.directory = ScheduleDirectory(settings.broker_url, partitions=settings.partitions,
                                            replication=settings.replication_factor)
         self.api = ScheduleApi(
-            self.directory,
+            self.directory, catalog,
             tokens=TokenTenants(redis, namespace=settings.redis_namespace,
                                 configured=settings.api_token_tenants()),
             runs=RunLog(redis, namespace=settings.redis_namespace,

@@ -78,7 +78,7 @@ class Tick:
         return _COMPACT_JSON.encode({
             "event_id": tick_id_, "tenant_id": self.schedule.tenant_id, "occurred_at": at,
             "type": topics.CRON_TICKS, "schedule_id": self.schedule.id,
-            "job_type": self.schedule.job_type.value, "fire_at": at,
+            "job_type": self.schedule.job_type, "fire_at": at,
             "payload": self.schedule.payload, "trigger": "schedule",
         }).encode()
 
@@ -154,7 +154,7 @@ class Ticker(mode.Service):
             await self.before_start()
         brokers = self.settings.broker_url
         # cron-ticks and schedules (compacted) among them
-        await self.topic_maker.ensure(topics.catalog(self.settings.app_id))
+        await self.topic_maker.ensure([topics.SCHEDULES, topics.CRON_TICKS])
         self._producer = connect.producer(brokers)
         await self._producer.start()
         # the tenant's partition, as the producer's partitioner would pick it but cached

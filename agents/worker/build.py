@@ -16,7 +16,6 @@ from cronbus.agents.worker.health import HealthCheck
 from cronbus.agents.worker.registry import ROLE_FACTORIES, Resources, Role
 from cronbus.agents.worker.roles import DEFAULT_ROLES, ROLES
 from cronbus.agents.worker.status_pages import register_status_pages
-from cronbus.streams import topics
 from cronbus.streams.app import create_app
 from cronbus.streams.settings import Settings
 
@@ -37,7 +36,7 @@ class OutsideWorld(mode.Service):
             await r.redis.ping()
         except Exception as exc:
             raise RuntimeError(f"Redis does not answer at CRONBUS_REDIS_URL: {exc}") from exc
-        await r.topic_maker.ensure(topics.catalog(r.settings.app_id))
+        await r.topic_maker.ensure(r.catalog.topics(r.settings.app_id))
 
     async def on_stop(self) -> None:
         r = self.resources
@@ -67,7 +66,7 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
                          stalls=[role.stalls for role in running if role.stalls is not None])
     app.add_dependency(OutsideWorld(resources, health))
     _register_pages(app, resources, health, running)
-    register_status_pages(app, settings, resources.status, resources.metrics)
+    register_status_pages(app, settings, resources.catalog, resources.status, resources.metrics)
     return app
 
 

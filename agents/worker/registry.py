@@ -28,7 +28,9 @@ from cronbus.clients.http.h1_transport import H1Transport
 from cronbus.clients.kafka.connect import TopicMaker
 from cronbus.clients.redis.breaker_storage import SharedBreakerStorage
 from cronbus.clients.redis.job_status import JobStatusStore
+from cronbus.clients.redis.kept_schedules import KeptSchedules
 from cronbus.streams import topics
+from cronbus.streams.catalog import Catalog, load_catalog
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.settings import DEFAULT_SERVICE, Settings
 from cronbus.streams.stalls import Stalls
@@ -57,6 +59,7 @@ class Resources:
     """What roles share in one worker: each is made once."""
 
     settings: Settings
+    catalog: Catalog  # the job types and event types of CRONBUS_JOB_MODULES
     app: faust.App
     metrics: Metrics
     redis: aioredis.Redis
@@ -67,13 +70,14 @@ class Resources:
 
     @classmethod
     def of(cls, settings: Settings, app: faust.App) -> Resources:
-        metrics = Metrics()
+        catalog = load_catalog(settings)
+        metrics = Metrics(job_types=catalog.names, event_topics=catalog.event_topics)
         # a call waits for a free connection instead of failing: hundreds of jobs' steps and
         # status writes may ask at once (redis-py's own pool refuses past 100)
         redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S))
         return cls(
-            settings=settings, app=app, metrics=metrics, redis=redis,
+            settings=settings, catalog=catalog, app=app, metrics=metrics, redis=redis,
             alerts=Alerts(settings, metrics),
             topic_maker=TopicMaker(settings.broker_url, partitions=settings.partitions,
                                    replication=settings.replication_factor,
@@ -120,26 +124,28 @@ def _transport(settings: Settings) -> httpx.AsyncBaseTransport | None:
 
 
 def _ingest(r: Resources) -> mode.Service:
-    return Ingest(r.settings, r.topic_maker, r.metrics)
+    return Ingest(r.settings, r.catalog, r.topic_maker, r.metrics)
 
 
 def _processor(r: Resources) -> mode.Service:
     return build_engine(r.settings, clients=r.downstream_client, status=r.status,
-                        metrics=r.metrics, alerts=r.alerts, topic_maker=r.topic_maker)
+                        metrics=r.metrics, alerts=r.alerts, topic_maker=r.topic_maker,
+                        catalog=r.catalog,
+                        kept=KeptSchedules(r.redis, namespace=r.settings.redis_namespace))
 
 
 def _ticker(r: Resources) -> mode.Service:
     # the role that fires the built-in schedules brings them up to date: always, and only it
     return Ticker(r.settings, r.topic_maker, r.metrics, r.redis, r.status,
-                  before_start=functools.partial(builtins_up_to_date, r.settings))
+                  before_start=functools.partial(builtins_up_to_date, r.settings, r.catalog))
 
 
 def _bridge(r: Resources) -> mode.Service:
-    return RedisBridge(r.settings, r.metrics)
+    return RedisBridge(r.settings, r.metrics, r.catalog.models)
 
 
 def _api(r: Resources) -> mode.Service:
-    api = SchedulesApi(r.settings, r.redis, r.status)
+    api = SchedulesApi(r.settings, r.catalog, r.redis, r.status)
     api.register(r.app)
     return api
 

@@ -17,16 +17,17 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from cronbus.agents.processing.queues import job_type_named, queue_stats, retry_failed
+from cronbus.agents.processing.queues import queue_stats, retry_failed
 from cronbus.clients.redis.job_status import JobStatusStore
+from cronbus.streams.catalog import Catalog, UnknownJobType
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def register_status_pages(app: faust.App, settings: Settings, store: JobStatusStore,
-                          metrics: Metrics) -> None:
+def register_status_pages(app: faust.App, settings: Settings, catalog: Catalog,
+                          store: JobStatusStore, metrics: Metrics) -> None:
     brokers = settings.broker_url
 
     class JobPage(View):
@@ -38,13 +39,14 @@ def register_status_pages(app: faust.App, settings: Settings, store: JobStatusSt
 
     class QueuesPage(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"queues": await queue_stats(brokers, settings.app_id, store)})
+            return self.json({"queues": await queue_stats(brokers, settings.app_id, store,
+                                                              catalog.names)})
 
     class QueuePage(View):
         async def get(self, request: Request, job_type: str) -> Response:
             try:
-                chosen = job_type_named(job_type)
-            except ValueError as exc:
+                chosen = catalog[job_type].name
+            except UnknownJobType as exc:
                 return self.json({"error": str(exc)}, status=404)
             [stats] = await queue_stats(brokers, settings.app_id, store, [chosen])
             return self.json(stats)
@@ -52,8 +54,8 @@ def register_status_pages(app: faust.App, settings: Settings, store: JobStatusSt
     class RetryFailedPage(View):
         async def post(self, request: Request, job_type: str) -> Response:
             try:
-                chosen = job_type_named(job_type)
-            except ValueError as exc:
+                chosen = catalog[job_type].name
+            except UnknownJobType as exc:
                 return self.json({"error": str(exc)}, status=404)
             try:
                 body = await _json_body(request)
@@ -61,8 +63,8 @@ def register_status_pages(app: faust.App, settings: Settings, store: JobStatusSt
                 return self.json({"error": str(exc)}, status=400)
             result = await retry_failed(brokers, chosen, tenant_id=body.get("tenant_id"),
                                         dry_run=bool(body.get("dry_run", False)))
-            metrics.dead_letters_replayed.labels(chosen.value).inc(result.sent)
-            return self.json({"job_type": chosen.value, "dry_run": bool(body.get("dry_run")),
+            metrics.dead_letters_replayed.labels(chosen).inc(result.sent)
+            return self.json({"job_type": chosen, "dry_run": bool(body.get("dry_run")),
                               **result.as_dict()})
 
     app.page("/jobs/{job_id}")(JobPage)

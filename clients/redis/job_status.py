@@ -144,7 +144,7 @@ class JobStatusStore:
         """Many ``begin_attempt`` (job, force, at) and ``finish`` (job id, state, error, at) in
         one script call, begins first; returns the begins' attempt numbers."""
         args: list[str | int] = [self._namespace, self._ttl_s, len(begins)]
-        args += [f"{job.tenant_id}\x1f{job.type.value}\x1f{at:.3f}\x1f{'1' if force else '0'}"
+        args += [f"{job.tenant_id}\x1f{job.type}\x1f{at:.3f}\x1f{'1' if force else '0'}"
                  f"\x1f{job.job_id}" for job, force, at in begins]
         for job_id, state, error, at in finishes:
             args += (f"{state.value}\x1f{COUNTED.get(state.value, '')}\x1f{at:.3f}"

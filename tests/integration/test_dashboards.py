@@ -17,7 +17,6 @@ from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.streams import topics
 from cronbus.streams.events import InvoiceDue
 from cronbus.streams.schedules import Schedule
-from cronbus.streams.topics import JobType
 from tests.dashboards import DASHBOARDS, GRAFANA, load, panels, queries, variables
 from tests.integration.kafka import eventually, write_schedules
 
@@ -86,7 +85,7 @@ async def test_every_panel_of_every_dashboard_shows_data_on_a_real_prometheus(
         # fail has been used up
         await write_schedules(settings.broker_url, [Schedule(
             id="every-second", tenant_id=TENANTS[0], name="every second",
-            job_type=JobType.EXPORT, every_ms=1000, revision_at=datetime.now(UTC))])
+            job_type="export", every_ms=1000, revision_at=datetime.now(UTC))])
         await eventually(lambda: seen("cronbus_schedule_fire_lag_seconds_count"), lambda v: v >= 2,
                          timeout_s=30, what="schedule fires, scraped")
         # rate() needs a sample after the increase; the breaker's state is known from the start

@@ -15,19 +15,21 @@ import redis.asyncio as aioredis
 
 from cronbus.agents.processing.engine import build_engine
 from cronbus.agents.processing.handlers import JobContext
-from cronbus.agents.processing.specs import JOB_SPECS, RUN_JOB, JobSpec
 from cronbus.agents.worker.registry import Resources
 from cronbus.clients.devstack.dev_api import DevApi
 from cronbus.clients.http.downstream import DownstreamClient, make_breaker
 from cronbus.clients.kafka.connect import TopicMaker
 from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.clients.redis.job_status import JobStatusStore
+from cronbus.clients.redis.kept_schedules import KeptSchedules
+from cronbus.families.generic import RUN_JOB
 from cronbus.streams import topics
+from cronbus.streams.catalog import Catalog, JobType
 from cronbus.streams.jobs import Job, JobState, job_id_for
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.settings import ServiceSettings
-from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic
+from tests.seeds import SEEDS
 
 STEPS = 5
 
@@ -38,10 +40,10 @@ async def five_steps(job: Job, ctx: JobContext) -> None:
         if n == job.payload["fail_at"] and ctx.attempt == 1:
             raise RuntimeError(f"surprise before step {n}")
         await ctx.graphql(f"step-{n}", RUN_JOB, {"input": {
-            "tenantId": job.tenant_id, "jobId": job.job_id, "type": job.type.value,
+            "tenantId": job.tenant_id, "jobId": job.job_id, "type": job.type,
             "payload": {"step": n}}})
         await ctx.progress(done=n, total=STEPS)
-    await ctx.emit(JobType.DEFERRED_EFFECT, {"effect_id": "fx-1"}, ref="effect")
+    await ctx.emit("deferred-effect", {"effect_id": "fx-1"}, ref="effect")
 
 
 async def test_a_handler_failing_at_step_3_resumes_at_step_3_and_applies_each_step_once(
@@ -57,15 +59,16 @@ async def test_a_handler_failing_at_step_3_resumes_at_step_3_and_applies_each_st
         settings, clients=lambda service: client, status=status, metrics=metrics, alerts=None,
         topic_maker=TopicMaker(settings.broker_url, partitions=settings.partitions,
                                replication=1),
-        specs={**JOB_SPECS, JobType.EXPORT: JobSpec(JobType.EXPORT, handler=five_steps)},
+        catalog=Catalog.of([JobType("export", handler=five_steps), SEEDS["deferred-effect"]]),
+        kept=KeptSchedules(redis, namespace=settings.redis_namespace),
     )
-    job = Job(job_id=job_id_for("acme", JobType.EXPORT, "handler-test"), tenant_id="acme",
-              type=JobType.EXPORT, triggered_by="manual", scheduled_at=datetime.now(UTC),
+    job = Job(job_id=job_id_for("acme", "export", "handler-test"), tenant_id="acme",
+              type="export", triggered_by="manual", scheduled_at=datetime.now(UTC),
               payload={"fail_at": 3})
     await engine.start()
     try:
         async with EventPublisher(settings.broker_url) as publisher:
-            await publisher.publish_raw(topics.job_topic(JobType.EXPORT), job.encode(), key=b"acme")
+            await publisher.publish_raw(topics.job_topic("export"), job.encode(), key=b"acme")
             await publisher.flush()
         found = await eventually(lambda: status.get(job.job_id),
                                  lambda got: bool(got) and got["state"] == JobState.COMPLETED,
@@ -87,14 +90,14 @@ async def test_a_handler_failing_at_step_3_resumes_at_step_3_and_applies_each_st
     assert set(kept) == {*(f"step-{n}" for n in range(1, STEPS + 1)), "emit:effect"}
 
     # the child job, once, under an id made of its parent's and its ref
-    children = await read_topic(settings.broker_url, topics.job_topic(JobType.DEFERRED_EFFECT))
+    children = await read_topic(settings.broker_url, topics.job_topic("deferred-effect"))
     [child] = [Job.decode(r.value) for r in children]
-    assert child.job_id == job_id_for("acme", JobType.DEFERRED_EFFECT, f"{job.job_id}:effect")
+    assert child.job_id == job_id_for("acme", "deferred-effect", f"{job.job_id}:effect")
     assert (child.triggered_by, child.payload) == ("job", {"effect_id": "fx-1"})
 
     # the surprise was a retryable failure that named the exception
     retried = await read_topic(settings.broker_url,
-                               topics.retry_topic(topics.job_topic(JobType.EXPORT),
+                               topics.retry_topic(topics.job_topic("export"),
                                                   settings.retry_backoff_s))
     [retry] = retried
     story = dict(retry.headers)
@@ -113,14 +116,16 @@ async def test_each_job_type_calls_the_service_it_names(settings, api, tmp_path)
             "services": {"world": ServiceSettings(url=world.url, timeout_s=5)},
         })
         resources = Resources.of(settings, app=None)  # type: ignore[arg-type]  # no web pages
-        specs = {**JOB_SPECS,
-                 JobType.EXPORT: dataclasses.replace(JOB_SPECS[JobType.EXPORT], service="world")}
+        catalog = Catalog.of([dataclasses.replace(SEEDS["export"], service="world"),
+                              SEEDS["invoice-generation"]])
         engine = build_engine(settings, clients=resources.downstream_client,
                               status=resources.status, metrics=resources.metrics, alerts=None,
-                              topic_maker=resources.topic_maker, specs=specs)
+                              topic_maker=resources.topic_maker, catalog=catalog,
+                              kept=KeptSchedules(resources.redis,
+                                                 namespace=settings.redis_namespace))
         jobs = [Job(job_id=job_id_for("acme", job_type, "two-services"), tenant_id="acme",
                     type=job_type, triggered_by="manual", scheduled_at=datetime.now(UTC))
-                for job_type in (JobType.EXPORT, JobType.INVOICE_GENERATION)]
+                for job_type in ("export", "invoice-generation")]
         await engine.start()
         try:
             async with EventPublisher(settings.broker_url) as publisher:

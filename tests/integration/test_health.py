@@ -11,7 +11,6 @@ import httpx
 from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.streams import topics
 from cronbus.streams.jobs import Job, job_id_for
-from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually
 from tests.integration.own_redis import OwnRedis
 
@@ -73,11 +72,11 @@ async def test_a_record_that_keeps_failing_is_named_in_health_and_logged_once(
         url = server.url
         worker = start_worker(roles=("processor",), job_types="export", redis_url=url)
         server.stop()  # the job status store is gone: the job cannot begin
-        job = Job(job_id=job_id_for("acme", JobType.EXPORT, "stalls"), tenant_id="acme",
-                  type=JobType.EXPORT, triggered_by="manual", scheduled_at=datetime.now(UTC),
+        job = Job(job_id=job_id_for("acme", "export", "stalls"), tenant_id="acme",
+                  type="export", triggered_by="manual", scheduled_at=datetime.now(UTC),
                   payload={"export_id": "stalls"})
         async with EventPublisher(settings.broker_url) as publisher:
-            await publisher.publish_raw(topics.job_topic(JobType.EXPORT), job.encode(), key=b"acme")
+            await publisher.publish_raw(topics.job_topic("export"), job.encode(), key=b"acme")
             await publisher.flush()
 
         def progress() -> dict:

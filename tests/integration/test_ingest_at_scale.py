@@ -14,7 +14,6 @@ from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.streams import headers, topics
 from cronbus.streams.events import ExportRequested, InvoiceDue
 from cronbus.streams.jobs import Job
-from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic
 
 TENANTS = [f"tenant-{n}" for n in range(24)]
@@ -26,7 +25,7 @@ def invoice(tenant: str, n: int) -> InvoiceDue:
 
 
 async def invoice_jobs(settings) -> list[Job]:
-    records = await read_topic(settings.broker_url, topics.job_topic(JobType.INVOICE_GENERATION),
+    records = await read_topic(settings.broker_url, topics.job_topic("invoice-generation"),
                                idle_s=2, timeout_s=30)
     return [Job.decode(r.value) for r in records]
 
@@ -127,7 +126,7 @@ async def test_a_thousand_malformed_records_of_every_kind_are_kept_and_stop_noth
         if record.value is not None and found[headers.REASON] != "not_json":
             assert record.value == MALFORMED_KINDS[found[headers.REASON]], "kept byte for byte"
 
-    exports = await read_topic(settings.broker_url, topics.job_topic(JobType.EXPORT), idle_s=2)
+    exports = await read_topic(settings.broker_url, topics.job_topic("export"), idle_s=2)
     assert sorted(Job.decode(r.value).payload["export_id"] for r in exports) == sorted(
         str(n) for n in range(0, per_kind, 10))
     assert len(exports) == valid

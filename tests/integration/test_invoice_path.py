@@ -14,7 +14,6 @@ from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.streams import headers, topics
 from cronbus.streams.events import InvoiceDue
 from cronbus.streams.jobs import Job, job_id_for, window_trigger_ref
-from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic
 
 TENANTS = [f"tenant-{n}" for n in range(5)]
@@ -42,7 +41,7 @@ async def test_a_burst_for_five_tenants_runs_exactly_five_jobs(stack, api, setti
     assert len(calls) == 5
     assert sorted(c["tenant_id"] for c in calls) == TENANTS
     expected_keys = {
-        t: job_id_for(t, JobType.INVOICE_GENERATION, window_trigger_ref(f"{t}-evt-0"))
+        t: job_id_for(t, "invoice-generation", window_trigger_ref(f"{t}-evt-0"))
         for t in TENANTS
     }
     for call in calls:
@@ -50,7 +49,7 @@ async def test_a_burst_for_five_tenants_runs_exactly_five_jobs(stack, api, setti
         assert call["applied"] is True
         assert call["idempotency_key"] == expected_keys[call["tenant_id"]] == call["job_id"]
 
-    records = await read_topic(settings.broker_url, topics.job_topic(JobType.INVOICE_GENERATION))
+    records = await read_topic(settings.broker_url, topics.job_topic("invoice-generation"))
     jobs = [Job.decode(r.value) for r in records]
     assert len(jobs) == 5
     for record, job in zip(records, jobs, strict=True):

@@ -10,11 +10,10 @@ import redis.asyncio as aioredis
 
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobState, JobStatusStore
 from cronbus.streams.jobs import Job
-from cronbus.streams.topics import JobType
 
 
 def job(n: int) -> Job:
-    return Job(job_id=f"export-{uuid.uuid4().hex}-{n}", tenant_id="acme", type=JobType.EXPORT,
+    return Job(job_id=f"export-{uuid.uuid4().hex}-{n}", tenant_id="acme", type="export",
                triggered_by="manual", scheduled_at=datetime.now(UTC))
 
 
@@ -50,14 +49,14 @@ async def test_ids_and_errors_holding_the_field_separator_are_kept_whole(stack):
     try:
         store = JobStatusStore(client, namespace=f"test-{uuid.uuid4().hex[:8]}", ttl_s=60)
         odd = Job(job_id=f"export-\x1f{uuid.uuid4().hex}\x1fx", tenant_id="acme",
-                  type=JobType.EXPORT, triggered_by="manual", scheduled_at=datetime.now(UTC))
+                  type="export", triggered_by="manual", scheduled_at=datetime.now(UTC))
         assert await store.begin_attempt(odd) == 1
         await store.finish(odd.job_id, JobState.RETRY_DUE, error="a\x1fb")
         status = await store.get(odd.job_id)
         assert status is not None
         assert (status["state"], status["last_error"], status["attempts"]) == ("retry_due", "a\x1fb", 1)
         assert status["tenant_id"] == "acme" and "finished_at" not in status
-        counts = await store.queue_counts([JobType.EXPORT.value])
-        assert counts[JobType.EXPORT.value]["failed"] == 1
+        counts = await store.queue_counts(["export"])
+        assert counts["export"]["failed"] == 1
     finally:
         await client.aclose()

@@ -20,11 +20,10 @@ import pytest
 from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.streams import topics
 from cronbus.streams.jobs import Job
-from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic
 from tests.integration.test_dlq_replay import applied, export_job
 
-TOPIC = topics.job_topic(JobType.EXPORT)
+TOPIC = topics.job_topic("export")
 DEAD = topics.dead_letter_topic(TOPIC)
 
 

@@ -18,9 +18,7 @@ import httpx
 import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
-from cronbus.agents.ingest.routing import job_types_for
 from cronbus.agents.ingest.service import immediate_job
-from cronbus.agents.processing.specs import JOB_SPECS
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.streams import headers, topics
 from cronbus.streams.events import (
@@ -35,13 +33,13 @@ from cronbus.streams.events import (
 from cronbus.streams.jobs import Job, JobState, job_id_for
 from cronbus.streams.keys import partition_of, tenant_key
 from cronbus.streams.schedules import Schedule
-from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic
+from tests.seeds import SEEDS
 
 TENANT = "acme"
 KEY = tenant_key(TENANT)
 PARTITIONS = 4  # as the tests' settings say
-JOB_TOPIC = topics.job_topic(JobType.EXPORT)
+JOB_TOPIC = topics.job_topic("export")
 DEAD = topics.dead_letter_topic(JOB_TOPIC)
 HUGE = b"x" * 5_000_000
 
@@ -59,7 +57,7 @@ POISON: list[tuple[str, bytes | None, bytes | None, Headers]] = [
     ("nested 10,000 deep", KEY, b"[" * 10_000 + b"]" * 10_000, []),
     ("5,000-digit number", KEY, b'{"tenant_id": ' + b"9" * 5000 + b"}", []),
 ]
-IMMEDIATE = ",".join(f"{t.value}=immediate" for t in JobType)  # one job per event: ids known
+IMMEDIATE = ",".join(f"{t}=immediate" for t in SEEDS.names)  # one job per event: ids known
 
 
 def now() -> datetime:
@@ -82,7 +80,7 @@ def valid_events(n: int) -> list[tuple[str, DomainEvent]]:
             event_id=f"e{n}", tenant_id=TENANT, occurred_at=at, export_id=f"EXP-{n}")),
         (topics.CRON_TICKS, CronTick(
             event_id=f"tick-{n}", tenant_id=TENANT, occurred_at=at, schedule_id=f"sched-{n}",
-            job_type=JobType.EXPORT, fire_at=at)),
+            job_type="export", fire_at=at)),
     ]
 
 
@@ -90,8 +88,8 @@ def job_ids_of(events: list[tuple[str, DomainEvent]], *, handled: bool) -> set[s
     """The jobs the events become: those of one call (``handled`` False: the development API
     sees them) or those run by a handler (against the world API: their status says done)."""
     return {immediate_job(event, job_type, 0).job_id
-            for topic, event in events for job_type in job_types_for(topic, event)
-            if (JOB_SPECS[job_type].handler is not None) == handled}
+            for topic, event in events for job_type in SEEDS.route(topic, event)
+            if (SEEDS[job_type].handler is not None) == handled}
 
 
 async def completed(settings, job_ids: set[str]) -> set[str]:
@@ -105,8 +103,8 @@ async def completed(settings, job_ids: set[str]) -> set[str]:
 
 
 def export_job(name: str) -> Job:
-    return Job(job_id=job_id_for(TENANT, JobType.EXPORT, f"poison-test:{name}"), tenant_id=TENANT,
-               type=JobType.EXPORT, triggered_by="manual", scheduled_at=now(),
+    return Job(job_id=job_id_for(TENANT, "export", f"poison-test:{name}"), tenant_id=TENANT,
+               type="export", triggered_by="manual", scheduled_at=now(),
                payload={"export_id": name})
 
 
@@ -153,9 +151,9 @@ async def test_no_record_on_any_topic_blocks_a_partition_and_every_one_is_accoun
     sender = Sender(settings.broker_url)
     acme = partition_of(KEY, PARTITIONS)
     retry_topic = topics.retry_topic(JOB_TOPIC, settings.retry_backoff_s)
-    ingested = {*topics.EVENT_TOPICS, topics.CRON_TICKS}
+    ingested = set(SEEDS.event_topics)
     schedule = Schedule(id="after-poison", tenant_id=TENANT, name="fires after poison",
-                        job_type=JobType.EXPORT, every_ms=1000, revision_at=now())
+                        job_type="export", every_ms=1000, revision_at=now())
 
     # every kind of record on every topic cronbus reads, each followed by valid work
     events: list[tuple[str, DomainEvent]] = []
@@ -233,7 +231,7 @@ async def test_no_record_on_any_topic_blocks_a_partition_and_every_one_is_accoun
     sender.send("tombstone", topics.EXPORT_REQUESTED, None, None, partition=acme)
     sender.send("valid", topics.EXPORT_REQUESTED, KEY, encode_event(late))
     sender.flush()
-    late_job = immediate_job(late, JobType.EXPORT, 0).job_id
+    late_job = immediate_job(late, "export", 0).job_id
     await eventually(api.applied, lambda got: late_job in got, timeout_s=10, interval_s=0.1,
                      what="the event after a tombstone applied")
     assert time.monotonic() - started < 5

@@ -17,16 +17,15 @@ from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.streams import headers, topics
 from cronbus.streams.jobs import Job, job_id_for
-from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic
 
-TOPIC = topics.job_topic(JobType.EXPORT)
+TOPIC = topics.job_topic("export")
 DEAD = topics.dead_letter_topic(TOPIC)
 
 
 def export_job(tenant: str, n: int = 0) -> Job:
-    return Job(job_id=job_id_for(tenant, JobType.EXPORT, f"test:{tenant}:{n}"), tenant_id=tenant,
-               type=JobType.EXPORT, triggered_by="manual", scheduled_at=datetime.now(UTC),
+    return Job(job_id=job_id_for(tenant, "export", f"test:{tenant}:{n}"), tenant_id=tenant,
+               type="export", triggered_by="manual", scheduled_at=datetime.now(UTC),
                payload={"export_id": f"EXP-{tenant}-{n}"})
 
 

@@ -8,6 +8,7 @@ from cronbus.streams import topics
 from cronbus.streams.events import parse_event
 from tests.integration.cli import run_cronbus
 from tests.integration.kafka import read_topic
+from tests.seeds import MODELS
 
 
 def invoice_line(n: int, **changes: object) -> str:
@@ -30,7 +31,7 @@ async def test_json_lines_from_stdin_are_published_keyed_by_tenant_with_a_progre
     records = await read_topic(brokers, topics.INVOICE_DUE, idle_s=2)
     assert len(records) == 250
     for record in records:
-        event = parse_event(topics.INVOICE_DUE, record.value, max_bytes=1 << 20)
+        event = parse_event(topics.INVOICE_DUE, record.value, max_bytes=1 << 20, models=MODELS)
         assert record.key == event.tenant_id.encode()
 
 

@@ -17,10 +17,9 @@ from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.streams import topics
 from cronbus.streams.jobs import job_id_for
 from cronbus.streams.schedules import Schedule, tick_trigger_ref
-from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually, read_topic, write_schedules
 
-JOB_TYPE = JobType.EXPORT  # immediate: each tick is its own job
+JOB_TYPE = "export"  # immediate: each tick is its own job
 
 
 def every_second(tenant: str, n: int, now: datetime, **fields: object) -> Schedule:
@@ -46,7 +45,7 @@ async def test_a_thousand_schedules_every_second_reach_the_api_exactly_once_acro
         stack, settings, start_worker, api, tmp_path):
     # two tickers share the schedules' partitions; one ingest+processor worker runs the jobs
     tickers = dict(broker_session_timeout_s="3", broker_rebalance_timeout_s="3")
-    start_worker("runner", roles=("ingest", "processor"), job_types=JOB_TYPE.value,
+    start_worker("runner", roles=("ingest", "processor"), job_types=JOB_TYPE,
                  processor_concurrency="100")
     first = start_worker("ticker-1", roles=("ticker",), **tickers)
     start_worker("ticker-2", roles=("ticker",), **tickers)
@@ -129,7 +128,7 @@ async def test_after_twenty_seconds_without_a_ticker_each_misfire_policy_does_wh
 async def test_overlap_skip_waits_for_the_previous_run_to_finish(
         stack, settings, start_worker, api):
     api.delay(2.5)  # each run takes 2.5 s downstream: a schedule every second overlaps itself
-    start_worker("runner", roles=("ingest", "processor", "ticker"), job_types=JOB_TYPE.value)
+    start_worker("runner", roles=("ingest", "processor", "ticker"), job_types=JOB_TYPE)
     now = datetime.now(UTC)
     skipping = every_second("acme", 0, now, id="overlap-skip", overlap="skip")
     allowing = every_second("acme", 1, now, id="overlap-allow")

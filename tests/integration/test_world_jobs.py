@@ -13,7 +13,6 @@ import httpx
 from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.streams import topics
 from cronbus.streams.jobs import Job, job_id_for
-from cronbus.streams.topics import JobType
 from tests.integration.kafka import eventually
 
 CAMPAIGNS = 1000
@@ -48,7 +47,7 @@ def expired(world) -> int:
     return sum(e["completed"] for e in world_state(world)["events"].values())
 
 
-def job(job_type: JobType, tenant: str, ref: str, **payload: object) -> Job:
+def job(job_type: str, tenant: str, ref: str, **payload: object) -> Job:
     return Job(job_id=job_id_for(tenant, job_type, ref), tenant_id=tenant, type=job_type,
                triggered_by="event", scheduled_at=datetime.now(UTC), payload=payload)
 
@@ -69,7 +68,7 @@ async def test_every_overdue_event_of_a_thousand_campaigns_is_expired_once(
     httpx.post(f"{world.control_url}/delay", json={"seconds": 0.005}, timeout=5)
     start_worker(roles=("processor",), job_types="event-expiration")
     # one job per campaign, as after its world time advanced
-    await publish(settings, [job(JobType.EVENT_EXPIRATION, c, "advanced") for c in campaigns])
+    await publish(settings, [job("event-expiration", c, "advanced") for c in campaigns])
 
     await eventually(lambda: expired(world), lambda n: n >= CAMPAIGNS * EVENTS, timeout_s=150, interval_s=2,
                      what="every overdue event expired")
@@ -95,13 +94,13 @@ async def test_the_builtin_pages_through_every_campaign_and_effects_run_once(
     })
     start_worker(roles=("processor",), job_types="event-expiration,deferred-effect")
     # fx0 was executed before: a job for it executes nothing; "gone" names no effect at all
-    await publish(settings, [job(JobType.DEFERRED_EFFECT, "p000", "early", effect_id="fx0")])
+    await publish(settings, [job("deferred-effect", "p000", "early", effect_id="fx0")])
     await eventually(lambda: world_state(world)["effects"]["fx0"]["executed"], bool,
                      timeout_s=30, what="fx0 executed")
     await publish(settings, [
-        job(JobType.EVENT_EXPIRATION, settings.system_tenant, "builtin"),
-        *(job(JobType.DEFERRED_EFFECT, "p000", f"due-{n}", effect_id=f"fx{n}") for n in range(6)),
-        job(JobType.DEFERRED_EFFECT, "p000", "gone", effect_id="fx-gone"),
+        job("event-expiration", settings.system_tenant, "builtin"),
+        *(job("deferred-effect", "p000", f"due-{n}", effect_id=f"fx{n}") for n in range(6)),
+        job("deferred-effect", "p000", "gone", effect_id="fx-gone"),
     ])
 
     def done() -> dict:
@@ -124,7 +123,7 @@ async def test_a_kill_9_mid_run_expires_every_event_once_and_repeats_only_calls_
     campaigns = seed_overdue(world, "k")
     httpx.post(f"{world.control_url}/delay", json={"seconds": 0.01}, timeout=5)
     first = start_worker("first", roles=("processor",), job_types="event-expiration")
-    await publish(settings, [job(JobType.EVENT_EXPIRATION, c, "advanced") for c in campaigns])
+    await publish(settings, [job("event-expiration", c, "advanced") for c in campaigns])
 
     await eventually(lambda: expired(world), lambda n: n >= CAMPAIGNS * EVENTS // 4, timeout_s=90,
                      interval_s=0.5, what="a quarter expired before the kill")

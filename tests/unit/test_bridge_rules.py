@@ -8,6 +8,7 @@ import pytest
 from cronbus.agents.bridge.rules import BridgedEvent, bridge_message, split_channel
 from cronbus.streams import topics
 from cronbus.streams.events import EntityModified, InvalidReason, Rejection, WorldTimeAdvanced
+from tests.seeds import MODELS
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 WORLD_TIME = {"world_time": "1492-10-12T06:00:00+00:00"}
@@ -15,7 +16,7 @@ WORLD_TIME = {"world_time": "1492-10-12T06:00:00+00:00"}
 
 def bridge(channel: str, payload: object, max_bytes: int = 10_000) -> BridgedEvent | Rejection:
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return bridge_message(channel, raw, now=NOW, max_bytes=max_bytes)
+    return bridge_message(channel, raw, now=NOW, max_bytes=max_bytes, models=MODELS)
 
 
 def test_world_time_goes_to_its_topic_keyed_by_the_campaign():

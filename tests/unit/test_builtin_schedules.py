@@ -7,20 +7,21 @@ import pytest
 from cronbus.agents.schedules.api_rules import with_enabled
 from cronbus.agents.schedules.builtins import (
     BUILTINS,
-    NEVER_AUTO_DELETED,
-    _retention,
     reconcile,
     switched_off,
     wanted_builtins,
 )
 from cronbus.agents.schedules.cron import preview
+from cronbus.families.data import NEVER_AUTO_DELETED
+from cronbus.streams.catalog import Catalog, PayloadError
 from cronbus.streams.settings import SettingsError, load_settings
+from tests.seeds import SEEDS
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)  # a Saturday
 
 
 def by_id(settings=None):
-    return {s.id: (s, off) for s, off in wanted_builtins(settings or load_settings(), NOW)}
+    return {s.id: (s, off) for s, off in wanted_builtins(settings or load_settings(), NOW, SEEDS)}
 
 
 def test_every_builtin_fires_when_the_source_designs_say():
@@ -43,8 +44,15 @@ def test_every_builtin_fires_when_the_source_designs_say():
 def test_payment_records_are_never_cleaned_up():
     datasets = {s.payload.get("dataset") for s, _ in by_id().values()}
     assert not datasets & NEVER_AUTO_DELETED
-    with pytest.raises(ValueError, match="never deleted"):
-        _retention("payments", 3650)
+    with pytest.raises(PayloadError, match="payments are never deleted automatically"):
+        SEEDS["retention-cleanup"].check_payload({"dataset": "payments", "older_than_days": 3650})
+
+
+def test_a_catalog_without_a_builtins_job_type_goes_without_that_builtin():
+    world_only = Catalog.load(["cronbus.families.world"])
+    names = {s.id for s, _ in wanted_builtins(load_settings(), NOW, world_only)}
+    assert names == {"builtin.event-expiration", "builtin.settlement-growth",
+                     "builtin.structure-maintenance"}
 
 
 def test_grace_period_and_system_tenant_come_from_settings():

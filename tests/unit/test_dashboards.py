@@ -9,12 +9,13 @@ import yaml
 
 from cronbus.streams.metrics import Metrics
 from tests.dashboards import DASHBOARDS, GRAFANA, METRIC_NAME, load, panels, queries, variables
+from tests.seeds import SEEDS
 
 EXPECTED = {"overview", "job-topic", "schedules", "ingest", "downstream"}
 
 
 def exposed_names() -> set[str]:
-    metrics = Metrics()
+    metrics = Metrics(job_types=SEEDS.names, event_topics=SEEDS.event_topics)
     metrics.downstream_service("api")  # as a processor's client does
     text = metrics.exposition().decode()
     return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")} | {

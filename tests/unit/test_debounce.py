@@ -4,7 +4,6 @@ import pytest
 
 from cronbus.agents.ingest.debounce import DebouncePolicy, Window, job_for_window
 from cronbus.streams.jobs import job_id_for, window_trigger_ref
-from cronbus.streams.topics import JobType
 
 AT = "2026-11-23T10:00:00+00:00"
 
@@ -73,11 +72,11 @@ def test_the_job_id_depends_on_tenant_type_and_first_event_only():
     policy = DebouncePolicy("trailing", window_s=1)
     short, _ = feed(policy, [0])
     long, _ = feed(policy, [0, 1, 2])
-    a = job_for_window("t1", JobType.INVOICE_GENERATION, short, now=5)
-    b = job_for_window("t1", JobType.INVOICE_GENERATION, long, now=99)
-    assert a.job_id == b.job_id == job_id_for("t1", JobType.INVOICE_GENERATION,
+    a = job_for_window("t1", "invoice-generation", short, now=5)
+    b = job_for_window("t1", "invoice-generation", long, now=99)
+    assert a.job_id == b.job_id == job_id_for("t1", "invoice-generation",
                                               window_trigger_ref("e0"))
-    other_tenant = job_for_window("t2", JobType.INVOICE_GENERATION, short, now=5)
+    other_tenant = job_for_window("t2", "invoice-generation", short, now=5)
     assert other_tenant.job_id != a.job_id
     assert b.covers is not None and b.covers.count == 3 and b.covers.event_ids == ["e0", "e1", "e2"]
 

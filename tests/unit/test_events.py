@@ -7,6 +7,7 @@ import pytest
 
 from cronbus.streams import topics
 from cronbus.streams.events import InvalidReason, InvoiceDue, Rejection, encode_event, parse_event
+from tests.seeds import MODELS
 
 VALID = {
     "event_id": "e-1", "tenant_id": "acme", "occurred_at": "2026-11-23T10:00:00Z",
@@ -16,7 +17,7 @@ VALID = {
 
 def parse(value: object, topic: str = topics.INVOICE_DUE, max_bytes: int = 10_000):
     raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-    return parse_event(topic, raw, max_bytes=max_bytes)
+    return parse_event(topic, raw, max_bytes=max_bytes, models=MODELS)
 
 
 def test_a_valid_record_becomes_its_event():
@@ -65,5 +66,5 @@ def test_a_record_no_parser_can_take_is_not_json_never_an_escaping_error(raw):
 
 
 def test_a_tombstone_is_rejected_as_having_no_value():
-    rejected = parse_event(topics.INVOICE_DUE, None, max_bytes=1000)
+    rejected = parse_event(topics.INVOICE_DUE, None, max_bytes=1000, models=MODELS)
     assert rejected == Rejection(InvalidReason.NOT_JSON, "the record has no value")

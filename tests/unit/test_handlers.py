@@ -11,9 +11,9 @@ import pytest
 
 from cronbus.agents.processing.handlers import JobContext, failed_in
 from cronbus.streams.jobs import Job
-from cronbus.streams.topics import JobType
+from tests.seeds import SEEDS
 
-JOB = Job(job_id="j1", tenant_id="acme", type=JobType.EXPORT, triggered_by="manual",
+JOB = Job(job_id="j1", tenant_id="acme", type="export", triggered_by="manual",
           scheduled_at=datetime(2026, 12, 1, tzinfo=UTC), payload={})
 
 
@@ -39,9 +39,9 @@ def context(steps: Steps, finished: dict[str, Any] | None = None,
     async def emit(job: Job) -> None:
         (emitted if emitted is not None else []).append(job)
 
-    return JobContext(JOB, attempt=1, client=None, steps=steps,  # type: ignore[arg-type]
-                      finished=finished or {}, emit_job=emit,
-                      settings=None)  # type: ignore[arg-type]
+    return JobContext(JOB, payload=JOB.payload, attempt=1, client=None,  # type: ignore[arg-type]
+                      steps=steps, finished=finished or {}, emit_job=emit, schedules=None,
+                      settings=None, catalog=SEEDS)  # type: ignore[arg-type]
 
 
 async def test_a_step_asked_twice_at_once_runs_once_and_is_kept():
@@ -82,6 +82,6 @@ async def test_a_failed_step_is_not_kept_and_runs_again_next_time():
 async def test_a_child_job_is_emitted_once_under_an_id_from_its_parent_and_ref():
     steps, emitted = Steps(), []
     ctx = context(steps, emitted=emitted)
-    first = await ctx.emit(JobType.DEFERRED_EFFECT, {"effect_id": "fx"}, ref="fx")
-    again = await ctx.emit(JobType.DEFERRED_EFFECT, {"effect_id": "fx"}, ref="fx")
+    first = await ctx.emit("deferred-effect", {"effect_id": "fx"}, ref="fx")
+    again = await ctx.emit("deferred-effect", {"effect_id": "fx"}, ref="fx")
     assert first == again and len(emitted) == 1 and emitted[0].triggered_by == "job"

@@ -1,7 +1,9 @@
 """Imports go one way: cli -> worker -> roles -> clients -> streams. A role never imports another
 role, `streams` imports nothing of `agents` or `clients`, only the demo (and tests and benches)
 import the development stack, and nothing imports the folders by their bare names (installed,
-all of cronbus lives under `cronbus`)."""
+all of cronbus lives under `cronbus`). cronbus's own job families (`families/`) are written as a
+user's job-type module is: the catalog's declarations and the handler context, nothing more, and
+loaded by name (CRONBUS_JOB_MODULES), so no production room imports them."""
 
 from __future__ import annotations
 
@@ -20,10 +22,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     "worker": BASE | ROLES,
     "cli": BASE | ROLES | {"worker"},
     "agents": frozenset(),
+    "families": frozenset({"streams", "processing"}),
 }
+# what the families may use of the processing room: the handler context
+FAMILIES_USE = frozenset({"cronbus.agents.processing.handlers"})
 # the one production module that may start the development stack
 DEVSTACK_USERS = frozenset({"agents/cli/demo.py"})
-BARE = ("agents", "clients", "streams")
+BARE = ("agents", "clients", "families", "streams")
 
 
 def room_of_path(path: str) -> str:
@@ -70,7 +75,11 @@ def violations(root: Path) -> list[str]:
                 target = room_of_module(module)
                 if target is None or target == room:
                     continue
-                if target == "devstack" and path not in DEVSTACK_USERS and room != "devstack":
+                if target == "families":
+                    found.append(f"{where}: the job families are loaded by name, never imported")
+                elif room == "families" and target == "processing" and module not in FAMILIES_USE:
+                    found.append(f"{where}: a job family may use only {', '.join(FAMILIES_USE)}")
+                elif target == "devstack" and path not in DEVSTACK_USERS and room != "devstack":
                     found.append(f"{where}: production code never imports the development stack")
                 elif target != "devstack" and target not in ALLOWED[room]:
                     found.append(f"{where}: {room} may import only "
@@ -97,6 +106,10 @@ def test_the_check_names_each_import_that_goes_the_wrong_way(tmp_path):
     plant(tmp_path, "agents/worker/build.py",
           "from cronbus.agents.ingest.service import Ingest\nfrom cronbus.agents.cli.main import main\n")
     plant(tmp_path, "clients/http/downstream.py", "from agents.processing import specs\n")
+    plant(tmp_path, "families/world.py",
+          "from cronbus.agents.processing.engine import JobEngine\n"
+          "from cronbus.agents.processing.handlers import JobContext\n")
+    plant(tmp_path, "agents/worker/registry.py", "from cronbus.families import world\n")
     assert violations(tmp_path) == [
         "agents/ingest/service.py:2 imports cronbus.agents.processing.engine: ingest may import "
         "only clients, ingest, streams",
@@ -104,8 +117,12 @@ def test_the_check_names_each_import_that_goes_the_wrong_way(tmp_path):
         "imports the development stack",
         "agents/worker/build.py:2 imports cronbus.agents.cli.main: worker may import only "
         "bridge, clients, ingest, processing, schedules, streams, worker",
+        "agents/worker/registry.py:1 imports cronbus.families: the job families are loaded by "
+        "name, never imported",
         "clients/http/downstream.py:1 imports agents.processing: import it as "
         "cronbus.agents.processing",
+        "families/world.py:1 imports cronbus.agents.processing.engine: a job family may use "
+        "only cronbus.agents.processing.handlers",
         "streams/topics.py:1 imports cronbus.clients.kafka.log: streams may import only streams",
     ]
 

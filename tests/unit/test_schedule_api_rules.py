@@ -23,6 +23,7 @@ from cronbus.streams.schedule_runs import FiredRun
 from cronbus.streams.schedules import InvalidSchedule, schedule_from_request, tick_id, tick_job_id
 from cronbus.streams.settings import SettingsError, load_settings
 from cronbus.streams.topics import CRON_TICKS
+from tests.seeds import MODELS
 
 NOW = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
 
@@ -129,7 +130,7 @@ def test_a_manual_tick_has_its_own_deterministic_id_and_job():
 def test_the_run_job_id_is_the_job_ingest_makes_from_the_tick_on_the_wire(trigger):
     tick = CronTick(event_id="tick-1", tenant_id="acme", occurred_at=NOW, schedule_id="daily",
                     job_type="export", fire_at=NOW + timedelta(milliseconds=250), trigger=trigger)
-    on_the_wire = parse_event(CRON_TICKS, tick.model_dump_json().encode(), max_bytes=10_000)
+    on_the_wire = parse_event(CRON_TICKS, tick.model_dump_json().encode(), max_bytes=10_000, models=MODELS)
     assert isinstance(on_the_wire, CronTick)
     job = immediate_job(on_the_wire, on_the_wire.job_type, NOW.timestamp())
     assert FiredRun.of_tick(tick, 0.0).job_id == job.job_id

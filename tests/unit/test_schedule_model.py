@@ -17,7 +17,8 @@ from cronbus.streams.schedules import (
     tick_id,
     tick_trigger_ref,
 )
-from cronbus.streams.topics import CRON_TICKS, JobType
+from cronbus.streams.topics import CRON_TICKS
+from tests.seeds import MODELS
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
@@ -47,7 +48,7 @@ def problem_fields(body: dict) -> list[str]:
     ({"cron": None, "delay_ms": -5}, "delay_ms"),
     ({"misfire": "sometimes"}, "misfire"),
     ({"overlap": "queue"}, "overlap"),
-    ({"job_type": "laundry"}, "job_type"),
+    ({"job_type": "Laundry Day"}, "job_type"),
     ({"tenant_id": "other"}, "tenant_id"),
     ({"id": "has space"}, "id"),
 ])
@@ -81,8 +82,8 @@ def test_tick_ids_are_deterministic_and_the_job_id_matches_what_ingest_derives()
     assert tick_id(key, fire_at) == tick_id(key, fire_at.astimezone())
     assert tick_id(key, fire_at) != tick_id(schedule_key("globex", "nightly"), fire_at)
     tick = CronTick(event_id=tick_id(key, fire_at), tenant_id="acme", occurred_at=NOW,
-                    schedule_id="nightly", job_type=JobType.BANK_SYNC, fire_at=fire_at)
-    parsed = parse_event(CRON_TICKS, tick.model_dump_json().encode(), max_bytes=10_000)
+                    schedule_id="nightly", job_type="bank-sync", fire_at=fire_at)
+    parsed = parse_event(CRON_TICKS, tick.model_dump_json().encode(), max_bytes=10_000, models=MODELS)
     assert isinstance(parsed, CronTick)
-    job = immediate_job(parsed, JobType.BANK_SYNC, 0.0)
-    assert job.job_id == job_id_for("acme", JobType.BANK_SYNC, tick_trigger_ref("nightly", fire_at))
+    job = immediate_job(parsed, "bank-sync", 0.0)
+    assert job.job_id == job_id_for("acme", "bank-sync", tick_trigger_ref("nightly", fire_at))

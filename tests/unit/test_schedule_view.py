@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cronbus.agents.schedules.directory import ScheduleView, prepare_upsert, schedule_in
-from cronbus.streams.schedules import InvalidSchedule, Schedule
+from cronbus.agents.schedules.directory import ScheduleView, schedule_in
+from cronbus.streams.schedules import InvalidSchedule, Schedule, prepare_upsert
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
 

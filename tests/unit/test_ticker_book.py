@@ -12,7 +12,7 @@ from cronbus.streams import topics
 from cronbus.streams.events import CronTick, parse_event
 from cronbus.streams.schedule_runs import FiredRun
 from cronbus.streams.schedules import Schedule, tick_id, tick_job_id
-from cronbus.streams.topics import JobType
+from tests.seeds import MODELS
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
 GRACE = timedelta(seconds=2)
@@ -185,10 +185,10 @@ def test_a_plan_not_carried_out_is_retried_and_fires_the_same_ticks():
 def test_a_tick_is_a_valid_cron_ticks_record_and_its_run_names_the_job_ingest_makes():
     schedule = a_schedule(payload={"region": "eu"})
     tick = Tick(schedule, at(1))
-    parsed = parse_event(topics.CRON_TICKS, tick.value(tick.id), max_bytes=65536)
+    parsed = parse_event(topics.CRON_TICKS, tick.value(tick.id), max_bytes=65536, models=MODELS)
     assert isinstance(parsed, CronTick)
     assert parsed == CronTick(event_id=tick.id, tenant_id="acme", occurred_at=at(1),
-                              schedule_id="s1", job_type=JobType.BANK_SYNC, fire_at=at(1),
+                              schedule_id="s1", job_type="bank-sync", fire_at=at(1),
                               payload={"region": "eu"})
     run = tick.run(tick.id, emitted_at=1234.5)
     assert run == FiredRun.of_tick(parsed, 1234.5)
