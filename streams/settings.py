@@ -88,6 +88,15 @@ class ServiceSettings(BaseModel):
                                   description="consecutive failures that open its circuit")
     breaker_reset_timeout_s: float = Field(default=30.0, gt=0, le=3600,
                                            description="seconds an open circuit waits")
+    breaker_error_rate: float = Field(
+        default=0.5, gt=0, le=1,
+        description="the share of calls in the window failing that opens its circuit, > 0 and <= 1")
+    breaker_min_calls: int = Field(
+        default=10, ge=1, le=100_000,
+        description="calls in the window before its error rate may open it, 1..100000")
+    breaker_window_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="seconds of recent calls its error rate is taken over, > 0 and <= 3600")
 
 
 class Settings(BaseSettings):
@@ -149,7 +158,8 @@ class Settings(BaseSettings):
         description=(
             "the downstream services job types name, one nested setting each: "
             "CRONBUS_SERVICES__<NAME>__URL (required), __TOKEN, __TIMEOUT_S, "
-            "__BREAKER_FAIL_MAX, __BREAKER_RESET_TIMEOUT_S; the service 'api' is CRONBUS_API_URL"
+            "__BREAKER_FAIL_MAX, __BREAKER_RESET_TIMEOUT_S, __BREAKER_ERROR_RATE, "
+            "__BREAKER_MIN_CALLS, __BREAKER_WINDOW_S; the service 'api' is CRONBUS_API_URL"
         ),
     )
 
@@ -221,6 +231,23 @@ class Settings(BaseSettings):
     )
     breaker_reset_timeout_s: float = Field(
         default=30.0, gt=0, le=3600, description="seconds an open circuit waits before a probe"
+    )
+    # a rate catches an API failing every other call, which never fails fail_max times in a row
+    breaker_error_rate: float = Field(
+        default=0.5, gt=0, le=1,
+        description="the share of a worker's calls in the window failing (retryably) that opens "
+                    "the circuit, a number > 0 and <= 1, e.g. 0.5",
+    )
+    breaker_min_calls: int = Field(
+        default=10, ge=1, le=100_000,
+        description="calls a worker made in the window before the error rate may open the "
+                    "circuit, a whole number 1..100000",
+    )
+    # 30 s: reached by min_calls at one call every 3 s, and a service failing half its calls
+    # trips within one window; as long as the reset timeout, so one window spans one cycle
+    breaker_window_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="seconds of recent calls the error rate is taken over, > 0 and <= 3600",
     )
     job_modules: Annotated[list[str], NoDecode] = Field(
         default=["cronbus.families"],
@@ -380,7 +407,10 @@ class Settings(BaseSettings):
             return ServiceSettings(url=self.api_url, token=self.api_token,
                                    timeout_s=self.api_timeout_s,
                                    breaker_fail_max=self.breaker_fail_max,
-                                   breaker_reset_timeout_s=self.breaker_reset_timeout_s)
+                                   breaker_reset_timeout_s=self.breaker_reset_timeout_s,
+                                   breaker_error_rate=self.breaker_error_rate,
+                                   breaker_min_calls=self.breaker_min_calls,
+                                   breaker_window_s=self.breaker_window_s)
         known = sorted({*self.services, *([DEFAULT_SERVICE] if self.api_url else [])})
         raise SettingsError(
             f"service {name!r} has no settings: set {ENV_PREFIX}SERVICES__{name.upper()}__URL "

@@ -39,9 +39,11 @@ class Api:
         """Make every GraphQL call take ``seconds`` (a slow API)."""
         httpx.post(f"{self.control_url}/delay", timeout=5, json={"seconds": seconds})
 
-    def fail(self, status: int, times: int | None = None, retry_after: float | None = None) -> None:
-        httpx.post(f"{self.control_url}/fail", timeout=5,
-                   json={"status": status, "times": times, "retry_after": retry_after})
+    def fail(self, status: int, times: int | None = None, retry_after: float | None = None,
+             every: int = 1) -> None:
+        """Answer calls with ``status``: ``times`` of them (all, if None), every ``every``-th."""
+        httpx.post(f"{self.control_url}/fail", timeout=5, json={
+            "status": status, "times": times, "retry_after": retry_after, "every": every})
 
     def stop_failing(self) -> None:
         httpx.delete(f"{self.control_url}/fail", timeout=5)

@@ -103,6 +103,8 @@ class Resources:
         breaker = make_breaker(
             service, fail_max=config.breaker_fail_max,
             reset_timeout_s=config.breaker_reset_timeout_s, metrics=self.metrics,
+            error_rate=config.breaker_error_rate, min_calls=config.breaker_min_calls,
+            window_s=config.breaker_window_s,
             on_open=self.alerts.breaker_opened, storage=storage,
         )
         client = self.downstream[service] = DownstreamClient(

@@ -8,7 +8,9 @@ Control endpoints (JSON):
 
 - ``GET  /_control/requests``  every request so far, in order
 - ``POST /_control/fail``      ``{"status": 500, "times": 3, "retry_after": 1}``: answer the
-  next ``times`` calls (all, if null) with ``status``; 400 answers a GraphQL validation error
+  next ``times`` calls (all, if null) with ``status``; 400 answers a GraphQL validation error;
+  with ``"every": k`` only every k-th call fails (the k-th, 2k-th, ...: an API failing
+  intermittently), ``times`` then counting the failures
 - ``DELETE /_control/fail``    stop failing
 - ``POST /_control/delay``     ``{"seconds": 0.5}``: every GraphQL call is applied at once and
   answered that much later (a slow API)
@@ -78,8 +80,10 @@ type Mutation {
 @dataclass
 class Failure:
     status: int
-    times: int | None  # None: until told otherwise
+    times: int | None  # failures still to answer; None: until told otherwise
     retry_after: float | None = None
+    every: int = 1  # only every k-th call fails
+    seen: int = 0  # calls since told
 
 
 @dataclass
@@ -94,6 +98,9 @@ class FailSwitch:
         failure = self.failure
         if failure is None:
             return None
+        failure.seen += 1
+        if failure.seen % failure.every:
+            return None  # a call between two failures
         if failure.times is not None:
             failure.times -= 1
             if failure.times <= 0:
@@ -105,8 +112,11 @@ class FailSwitch:
             self.failure = None
             return JSONResponse({"failing": False})
         body = await request.json()
+        every = 1 if body.get("every") is None else int(body["every"])
+        if every < 1:
+            return JSONResponse({"error": "every is a whole number >= 1"}, status_code=400)
         self.failure = Failure(int(body.get("status", 500)), body.get("times"),
-                               body.get("retry_after"))
+                               body.get("retry_after"), every=every)
         return JSONResponse({"failing": asdict(self.failure)})
 
 

@@ -11,6 +11,27 @@ Every error a call can end in is one of this tree, so a processor decides by typ
     └── CircuitOpen             the breaker is open; nothing was sent
 
 Only retryable errors count against the breaker: a 400 says the job is bad, not the API.
+
+The breaker opens on either of two rules, whichever comes first:
+
+- ``fail_max`` consecutive retryable failures: pybreaker's own counter (shared in Redis);
+- an error rate: of the calls of the last ``window_s`` seconds, at least ``min_calls`` made
+  and at least ``error_rate`` of them failed retryably (:class:`~cronbus.clients.http.error_rate.ErrorRate`),
+  which catches an API failing every other call, where no failure run reaches ``fail_max``.
+
+The rate is fed to pybreaker by a listener (:class:`_ErrorRateTrip`). pybreaker calls a
+listener's ``success`` hook after its own success handling and its ``failure`` hook after
+counting the failure but *before* its state decides (its closed state opens at ``fail_max``,
+its half-open state opens on any failure). The listener records outcomes only while the
+circuit is closed and, when the rule says trip, calls ``cb.open()``, unless the failure
+counter has reached ``fail_max``, in which case pybreaker opens it itself right after: the
+circuit opens once, with one ``state_change`` and one alert. In half-open it leaves the
+decision to pybreaker (the probe's failure re-opens it). The call that tripped the rate
+raises its own retryable error, not :class:`CircuitOpen`; every later call is refused. Any
+change of state empties the window, so a circuit that closes again starts counting afresh.
+
+The window is per worker process (each sees its own calls); the breaker's state is shared
+through Redis, so one worker's trip opens the circuit for every worker.
 """
 
 from __future__ import annotations
@@ -25,6 +46,7 @@ from typing import Any
 import httpx
 import pybreaker
 
+from cronbus.clients.http.error_rate import ErrorRate
 from cronbus.streams.metrics import BREAKER_STATES, Metrics
 
 log = logging.getLogger(__name__)
@@ -114,21 +136,60 @@ class _BreakerGauge(pybreaker.CircuitBreakerListener):
             self._on_open(cb.name)
 
 
+class _ErrorRateTrip(pybreaker.CircuitBreakerListener):
+    """Feeds each call's outcome to an :class:`ErrorRate` and opens the circuit when it says
+    trip (the module docstring has the order of pybreaker's hooks this relies on)."""
+
+    def __init__(self, rate: ErrorRate, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self._clock = clock
+
+    def success(self, cb: pybreaker.CircuitBreaker) -> None:
+        # a PermanentError lands here too (pybreaker's ``exclude``): the API answered
+        if cb.current_state == pybreaker.STATE_CLOSED:
+            self.rate.record(self._clock(), failed=False)
+
+    def failure(self, cb: pybreaker.CircuitBreaker, exc: BaseException) -> None:
+        # half-open: pybreaker opens on this failure itself; open: a call in flight at the trip
+        if cb.current_state != pybreaker.STATE_CLOSED:
+            return
+        if not isinstance(exc, RetryableError):
+            return  # e.g. a call cancelled by a stopping worker: no answer from the API
+        now = self._clock()
+        self.rate.record(now, failed=True)
+        if not self.rate.should_trip(now):
+            return
+        if cb.fail_counter >= cb.fail_max:
+            return  # pybreaker's closed state opens it right after this hook: open it once
+        calls, failures = self.rate.counts(now)
+        log.warning("circuit breaker %s: %d of %d calls failed in the last %gs (rate >= %g)",
+                    cb.name, failures, calls, self.rate.window_s, self.rate.rate)
+        cb.open()
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        self.rate.reset()  # opened, probing or closed again: what came before is history
+
+
 def make_breaker(
     service: str, *, fail_max: int, reset_timeout_s: float, metrics: Metrics,
+    error_rate: float = 0.5, min_calls: int = 10, window_s: float = 30.0,
     storage: pybreaker.CircuitBreakerStorage | None = None,
     on_open: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> pybreaker.CircuitBreaker:
-    """A breaker that counts only retryable failures (permanent ones are the job's fault).
+    """A breaker that counts only retryable failures (permanent ones are the job's fault) and
+    opens at ``fail_max`` in a row or at ``error_rate`` of this worker's calls in the last
+    ``window_s`` seconds (once ``min_calls`` were made there).
 
     ``on_open(service)`` is called each time the circuit opens (e.g. ``Alerts.breaker_opened``).
     """
     metrics.breaker_state.labels(service).set(0)
+    rate = ErrorRate(rate=error_rate, min_calls=min_calls, window_s=window_s)
     return pybreaker.CircuitBreaker(
         fail_max=fail_max,
         reset_timeout=reset_timeout_s,
         exclude=[PermanentError],
-        listeners=[_BreakerGauge(metrics, on_open)],
+        listeners=[_BreakerGauge(metrics, on_open), _ErrorRateTrip(rate, clock)],
         state_storage=storage,
         name=service,
     )

@@ -38,6 +38,11 @@ def test_brokers_are_a_comma_list_with_or_without_scheme(monkeypatch):
     ("CRONBUS_LOG_FORMAT", "xml", "text (readable"),
     ("CRONBUS_ALERT_WEBHOOK_URL", "hooks", "alerts are POSTed"),
     ("CRONBUS_SHUTDOWN_GRACE_S", "-1", "in-flight jobs finish"),
+    ("CRONBUS_BREAKER_ERROR_RATE", "0", "a number > 0 and <= 1"),
+    ("CRONBUS_BREAKER_ERROR_RATE", "50%", "opens the circuit"),
+    ("CRONBUS_BREAKER_ERROR_RATE", "1.5", "a number > 0 and <= 1"),
+    ("CRONBUS_BREAKER_MIN_CALLS", "0", "a whole number 1..100000"),
+    ("CRONBUS_BREAKER_WINDOW_S", "0", "error rate is taken over, > 0"),
 ])
 def test_a_wrong_setting_names_the_variable_and_the_expected_form(monkeypatch, name, value, expected):
     monkeypatch.setenv(name, value)
@@ -96,3 +101,46 @@ def test_a_bad_part_of_a_service_is_named_by_its_variable(monkeypatch):
     assert "CRONBUS_SERVICES__WORLD__URL='nope' is invalid" in str(caught.value)
     assert "CRONBUS_SERVICES__WORLD__TIMEOUT_S='-1' is invalid" in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def test_the_breaker_opens_at_half_the_calls_of_30_s_by_default(monkeypatch):
+    monkeypatch.setenv("CRONBUS_API_URL", "http://api.local/graphql")
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__URL", "http://world.local/graphql")
+    settings = load_settings()
+    for name in ("api", "world"):
+        service = settings.service(name)
+        assert (service.breaker_error_rate, service.breaker_min_calls,
+                service.breaker_window_s, service.breaker_reset_timeout_s) == (0.5, 10, 30.0, 30.0)
+
+
+def test_the_top_level_breaker_rate_settings_are_the_api_service_s(monkeypatch):
+    monkeypatch.setenv("CRONBUS_API_URL", "http://api.local/graphql")
+    monkeypatch.setenv("CRONBUS_BREAKER_ERROR_RATE", "0.25")
+    monkeypatch.setenv("CRONBUS_BREAKER_MIN_CALLS", "20")
+    monkeypatch.setenv("CRONBUS_BREAKER_WINDOW_S", "120")
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__URL", "http://world.local/graphql")
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__BREAKER_ERROR_RATE", "1")
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__BREAKER_MIN_CALLS", "3")
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__BREAKER_WINDOW_S", "5.5")
+    settings = load_settings()
+    api, world = settings.service("api"), settings.service("world")
+    assert (api.breaker_error_rate, api.breaker_min_calls, api.breaker_window_s) == (0.25, 20, 120)
+    assert (world.breaker_error_rate, world.breaker_min_calls, world.breaker_window_s) == (1, 3, 5.5)
+
+
+@pytest.mark.parametrize("part, value, expected", [
+    ("BREAKER_ERROR_RATE", "0", "> 0 and <= 1"),
+    ("BREAKER_ERROR_RATE", "1.01", "> 0 and <= 1"),
+    ("BREAKER_MIN_CALLS", "0", "1..100000"),
+    ("BREAKER_MIN_CALLS", "ten", "1..100000"),
+    ("BREAKER_WINDOW_S", "-5", "> 0 and <= 3600"),
+])
+def test_a_bad_breaker_rate_setting_of_a_service_is_named_by_its_variable(monkeypatch, part,
+                                                                          value, expected):
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__URL", "http://world.local/graphql")
+    monkeypatch.setenv(f"CRONBUS_SERVICES__WORLD__{part}", value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"CRONBUS_SERVICES__WORLD__{part}={value!r} is invalid")
+    assert expected in message
