@@ -13,6 +13,7 @@ COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY agents ./agents
 COPY clients ./clients
+COPY families ./families
 # the demo extra: the development GraphQL API the compose file runs as the demo downstream
 RUN pip install '.[demo]' \
  && useradd --system --uid 10001 --home-dir /var/lib/cronbus --create-home cronbus

@@ -3,8 +3,10 @@ world API (service ``world``: ``CRONBUS_SERVICES__WORLD__URL``).
 
 - ``event-expiration`` for one campaign (the tenant, after its world time advanced, or the
   payload's ``campaign_id``): its overdue events are expired, at most
-  ``CRONBUS_EVENT_EXPIRATION_CONCURRENCY`` (10) calls at once, each event once. For the system
-  tenant (the 5-minute built-in) it pages through every campaign and emits one such job each.
+  ``CRONBUS_EVENT_EXPIRATION_CONCURRENCY`` (10) calls at once, each event once; an event
+  overdue by less than the grace period (``CRONBUS_EVENT_EXPIRATION_GRACE_S``, 5 minutes) is
+  left alone. For the system tenant (the 5-minute built-in) it pages through every campaign
+  and emits one such job each.
 - ``deferred-effect``: the payload's ``effect_id`` is read and executed; an effect already
   executed, or gone, is a success without a second execution.
 - ``settlement-growth`` / ``structure-maintenance`` (stages 6 and 7): for a campaign (after its
@@ -21,7 +23,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from cronbus.agents.processing.handlers import JobContext
 from cronbus.streams import topics
@@ -36,6 +38,9 @@ class EventExpiration(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     campaign_id: Identifier | None = None  # none: the job's tenant (or every campaign, for system)
+    # how long past its time an event is left alone (scheduling delays are not lateness);
+    # none: CRONBUS_EVENT_EXPIRATION_GRACE_S
+    grace_period_s: int | None = Field(default=None, ge=0, le=86_400)
 
 
 class DeferredEffect(BaseModel):
@@ -128,7 +133,9 @@ CAMPAIGNS = """
 query Campaigns($after: String) { campaigns(first: 100, after: $after) { nodes { id } endCursor } }
 """
 OVERDUE = """
-query Overdue($campaignId: ID!) { getOverdueEvents(campaignId: $campaignId) { id } }
+query Overdue($campaignId: ID!, $grace: Int) {
+  getOverdueEvents(campaignId: $campaignId, gracePeriodSeconds: $grace) { id }
+}
 """
 EXPIRE = """
 mutation Expire($eventId: ID!) { expireEvent(eventId: $eventId) { id isCompleted } }
@@ -143,10 +150,13 @@ mutation Execute($id: ID!) { executeEffect(id: $id) { id isExecuted } }
 
 async def expire_overdue_events(job: Job, ctx: JobContext) -> None:
     campaign = ctx.payload.campaign_id or job.tenant_id
+    grace_s = ctx.payload.grace_period_s
+    if grace_s is None:
+        grace_s = ctx.settings.event_expiration_grace_s
     if campaign == ctx.settings.system_tenant:
-        await _each_campaign(ctx, "event-expiration")
+        await _each_campaign(ctx, "event-expiration", {"grace_period_s": grace_s})
         return
-    overdue = await ctx.graphql("overdue", OVERDUE, {"campaignId": campaign})
+    overdue = await ctx.graphql("overdue", OVERDUE, {"campaignId": campaign, "grace": grace_s})
     ids = [event["id"] for event in overdue["getOverdueEvents"]]
 
     async def expire(event_id: str) -> None:
@@ -156,15 +166,16 @@ async def expire_overdue_events(job: Job, ctx: JobContext) -> None:
     await ctx.progress(campaign=campaign, expired=len(ids))
 
 
-async def _each_campaign(ctx: JobContext, job_type: str) -> None:
+async def _each_campaign(ctx: JobContext, job_type: str,
+                         payload: dict[str, Any] | None = None) -> None:
     """One job of ``job_type`` per campaign (its tenant), a page of campaigns at a time."""
     after: str | None = None
     emitted = 0
     while True:
         page = (await ctx.graphql(f"campaigns-after:{after or ''}", CAMPAIGNS,
-                                  {"after": after}))["campaigns"]
+                                  {"after": after}, cached=True))["campaigns"]
         for campaign in page["nodes"]:
-            await ctx.emit(job_type, {}, ref=f"campaign:{campaign['id']}",
+            await ctx.emit(job_type, payload or {}, ref=f"campaign:{campaign['id']}",
                            tenant_id=campaign["id"])
             emitted += 1
         await ctx.progress(campaigns=emitted)
@@ -217,7 +228,8 @@ async def grow_settlements(job: Job, ctx: JobContext) -> None:
     if job.tenant_id == ctx.settings.system_tenant:
         await _each_campaign(ctx, "settlement-growth")
         return
-    found = await ctx.graphql("settlements", SETTLEMENTS, {"campaignId": job.tenant_id})
+    found = await ctx.graphql("settlements", SETTLEMENTS, {"campaignId": job.tenant_id},
+                              cached=True)
     await _keep(ctx, "settlement-growth", found["getSettlementsByCampaign"], settlement_schedules)
 
 
@@ -232,7 +244,8 @@ async def maintain_structures(job: Job, ctx: JobContext) -> None:
     if job.tenant_id == ctx.settings.system_tenant:
         await _each_campaign(ctx, "structure-maintenance")
         return
-    found = await ctx.graphql("structures", STRUCTURES, {"campaignId": job.tenant_id})
+    found = await ctx.graphql("structures", STRUCTURES, {"campaignId": job.tenant_id},
+                              cached=True)
     await _keep(ctx, "structure-maintenance", found["getStructuresByCampaign"],
                 structure_schedules)
 
@@ -263,6 +276,8 @@ EVENT_TYPES = [
     # recalculate settlement growth and structure upkeep for the new time
     EventType(topics.WORLD_TIME_ADVANCED, WorldTimeAdvanced, always(
         "event-expiration", "deferred-effect", "settlement-growth", "structure-maintenance")),
+    # a changed entity shows in its campaign's cached reads (settlements listed, say)
     EventType(topics.ENTITY_MODIFIED, EntityModified, by_field("entity_type", {
-        "settlement": "settlement-growth", "structure": "structure-maintenance"})),
+        "settlement": "settlement-growth", "structure": "structure-maintenance"}),
+        drops_cached_answers=True),
 ]

@@ -158,11 +158,14 @@ def by_field(name: str, mapping: Mapping[str, str]) -> Route:
 
 @dataclass(frozen=True)
 class EventType:
-    """A topic of domain events, the model its records are held to, and what they start."""
+    """A topic of domain events, the model its records are held to, and what they start.
+    ``drops_cached_answers``: its event says the tenant's world changed, so the query answers
+    cached for the tenant are dropped before any job it starts runs."""
 
     topic: str
     model: type[DomainEvent]
     route: Route
+    drops_cached_answers: bool = False
 
 
 def _named_by_schedule(event: DomainEvent) -> Sequence[str]:
@@ -257,6 +260,10 @@ class Catalog:
     def models(self) -> dict[str, type[DomainEvent]]:
         """The model of each topic ingest reads."""
         return {topic: event_type.model for topic, event_type in self.event_types.items()}
+
+    @property
+    def cache_dropping_topics(self) -> frozenset[str]:
+        return frozenset(t for t, e in self.event_types.items() if e.drops_cached_answers)
 
     def job_topics(self) -> list[str]:
         return [topics.job_topic(n) for n in self.names]

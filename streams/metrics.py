@@ -98,6 +98,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.query_cache = Counter(
+            "cronbus_query_cache", "Downstream queries a handler asked of the cache, by outcome",
+            ["service", "outcome"], registry=r,
+        )
         self.breaker_state = Gauge(
             "cronbus_breaker_state",
             "Circuit breaker state per downstream service: 0 closed, 1 half-open, 2 open",

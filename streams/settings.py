@@ -153,6 +153,10 @@ class Settings(BaseSettings):
         default=10, ge=1, le=1000,
         description="expireEvent calls one event-expiration job makes at once, 1..1000",
     )
+    query_cache_ttl_s: float = Field(
+        default=300.0, ge=0, le=86400,
+        description="seconds a handler's cached query answer is kept (0: none is cached), 0..86400",
+    )
     services: dict[str, ServiceSettings] = Field(
         default_factory=dict,
         description=(

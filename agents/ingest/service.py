@@ -49,6 +49,7 @@ from cronbus.agents.ingest.debounce import (
 from cronbus.agents.ingest.window_book import Closed, WindowBook, decode_windows, encode_windows
 from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.keeper import RecordKeeper, Source
+from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.streams import headers, topics
 from cronbus.streams.catalog import Catalog
 from cronbus.streams.events import CronTick, DomainEvent, InvalidReason, Rejection, parse_event
@@ -116,11 +117,13 @@ class Ingest(mode.Service):
     """The ingest role: a consumer group over every ingested topic, windows in a changelog."""
 
     def __init__(self, settings: Settings, catalog: Catalog, topic_maker: connect.TopicMaker,
-                 metrics: Metrics, **kwargs: object) -> None:
+                 metrics: Metrics, cache: QueryCache | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
         self.catalog = catalog
         self.models = catalog.models
+        self.cache = cache  # handlers' cached answers, dropped for a tenant whose world changed
+        self.cache_dropping = catalog.cache_dropping_topics
         self.topic_maker = topic_maker
         self.metrics = metrics
         self.max_bytes = settings.event_max_bytes
@@ -246,6 +249,7 @@ class Ingest(mode.Service):
         owned, assigned = self.book.partitions, self.assignment
         batch = {tp: records for tp, records in batch.items()
                  if tp.partition in owned and tp in assigned}
+        await self._drop_cached_answers(batch)
         for tp, records in batch.items():
             self.metrics.events_received.labels(tp.topic).inc(len(records))
             for record in records:
@@ -268,6 +272,16 @@ class Ingest(mode.Service):
             assert self._consumer is not None
             await self._consumer.commit(
                 {tp: records[-1].offset + 1 for tp, records in batch.items()})
+
+    async def _drop_cached_answers(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Before any job of this step is sent: the tenants of events saying their world changed
+        lose their cached answers. Read from the record keys (every event is keyed by its
+        tenant), so a record that turns out invalid drops at most an answer too many."""
+        if self.cache is None or not self.cache_dropping:
+            return
+        tenants = {record.key.decode(errors="replace") for tp, records in batch.items()
+                   if tp.topic in self.cache_dropping for record in records if record.key}
+        await self.cache.drop(tenants)
 
     async def _recover(self) -> None:
         """Forget what this worker holds in memory and start again from the last commit."""

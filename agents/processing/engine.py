@@ -37,6 +37,7 @@ from aiokafka.structs import ConsumerRecord
 
 from cronbus.agents.processing.alerts import Alerts
 from cronbus.agents.processing.breaker_gate import ServiceGate
+from cronbus.agents.processing.handlers import HandlerServices
 from cronbus.agents.processing.offsets import OffsetTracker
 from cronbus.agents.processing.processor import HandedBack, Processor
 from cronbus.agents.processing.retry_policy import RetryPolicy
@@ -46,6 +47,7 @@ from cronbus.clients.kafka import connect as kafka_connect
 from cronbus.clients.kafka.keeper import KeepFailed, Kept, RecordKeeper, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobStatusStore
 from cronbus.clients.redis.kept_schedules import KeptSchedules
+from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.streams import topics
 from cronbus.streams.catalog import Catalog, CatalogError
 from cronbus.streams.jobs import Job
@@ -415,7 +417,7 @@ class JobEngine(mode.Service):
 def build_engine(
     settings: Settings, *, clients: Callable[[str], DownstreamClient], status: JobStatusStore,
     metrics: Metrics, alerts: Alerts | None, topic_maker: kafka_connect.TopicMaker,
-    catalog: Catalog, kept: KeptSchedules,
+    catalog: Catalog, kept: KeptSchedules, cache: QueryCache | None = None,
 ) -> JobEngine:
     """The engine for the job types in ``CRONBUS_JOB_TYPES`` (all the catalog's when empty);
     ``clients`` gives each service's client (a service without settings stops start-up, named)."""
@@ -434,12 +436,13 @@ def build_engine(
     slots = asyncio.Semaphore(settings.processor_concurrency)
     policy = RetryPolicy(retries=settings.max_retries, backoff_s=settings.retry_backoff_s,
                          max_retry_after_s=settings.retry_after_max_s)
+    handlers = HandlerServices(steps=status, emit_job=send.emit_job,
+                               schedules=ScheduleKeeper(kept, send.write_schedules), cache=cache,
+                               catalog=catalog, settings=settings)
     processors = [
-        Processor(t, catalog=catalog, client=clients(t.service), status=batched,
-                  gate=gates[t.service], keep=send.keep, steps=status,
-                  emit_job=send.emit_job, schedules=ScheduleKeeper(kept, send.write_schedules),
-                  settings=settings, slots=slots,
-                  metrics=metrics, alerts=alerts, policy=policy, rng=random.Random())
+        Processor(t, client=clients(t.service), status=batched, gate=gates[t.service],
+                  keep=send.keep, handlers=handlers, slots=slots, metrics=metrics, alerts=alerts,
+                  policy=policy, rng=random.Random())
         for t in wanted
     ]
     return JobEngine(settings, processors, gates, sender=send, topic_maker=topic_maker,

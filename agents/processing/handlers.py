@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from cronbus.agents.processing.schedule_keeper import Changes, ScheduleKeeper
 from cronbus.clients.http.downstream import DownstreamClient, DownstreamError, RetryableError
+from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.streams.catalog import Catalog
 from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.schedules import parse_schedule
@@ -51,23 +53,32 @@ class StepStore(Protocol):
     async def set_progress(self, job_id: str, progress: dict[str, Any]) -> None: ...
 
 
+@dataclass(frozen=True)
+class HandlerServices:
+    """What every handler's context reaches the world through: one set per worker."""
+
+    steps: StepStore  # finished steps and progress, kept with the job's status
+    emit_job: EmitJob  # child jobs, on their job topics
+    schedules: ScheduleKeeper  # the schedules handlers keep in step
+    cache: QueryCache | None  # cached query answers (None: nothing is cached)
+    catalog: Catalog  # what a child job or a kept schedule may be
+    settings: Settings  # read-only
+
+
 class JobContext:
-    """What a handler may do: call its service, run a checkpointed step, emit child jobs and
-    record progress. Made by the processor for each attempt."""
+    """What a handler may do: call its service, run a checkpointed step, emit child jobs, keep
+    schedules and record progress. Made by the processor for each attempt."""
 
     def __init__(self, job: Job, *, payload: Any, attempt: int, client: DownstreamClient,
-                 steps: StepStore, finished: dict[str, Any], emit_job: EmitJob,
-                 schedules: ScheduleKeeper, settings: Settings, catalog: Catalog) -> None:
+                 finished: dict[str, Any], services: HandlerServices) -> None:
         self.job = job
         self.payload = payload  # the job's payload as its type's model (as given when none)
         self.attempt = attempt  # 1 for the first attempt
-        self.settings = settings  # read-only: the worker's settings
+        self.settings = services.settings  # read-only: the worker's settings
         self.client = client
-        self._steps = steps
+        self._services = services
+        self._steps = services.steps
         self._finished = finished  # step -> result, from earlier attempts and this one
-        self._emit_job = emit_job
-        self._catalog = catalog
-        self._schedules = schedules
         self._running: dict[str, asyncio.Future[Any]] = {}
 
     def idempotency_key(self, step: str) -> str:
@@ -77,10 +88,32 @@ class JobContext:
         """True if ``step`` finished before (in this attempt or an earlier one)."""
         return step in self._finished
 
-    async def graphql(self, step: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-        """A GraphQL operation as the step ``step``: its ``data``, called at most once."""
-        return await self.step(step, lambda: self.client.graphql(
-            query, variables, idempotency_key=self.idempotency_key(step)))
+    async def graphql(self, step: str, query: str, variables: dict[str, Any], *,
+                      cached: bool = False) -> dict[str, Any]:
+        """A GraphQL operation as the step ``step``: its ``data``, called at most once. A query
+        (never a mutation) may be answered from the tenant's cache (``cached``), kept
+        ``CRONBUS_QUERY_CACHE_TTL_S`` and dropped when an event says the tenant's world changed."""
+        cache = self._services.cache if cached else None
+        if cached and query.lstrip().startswith("mutation"):
+            raise ValueError(f"step {step}: a mutation is never answered from a cache")
+
+        async def call() -> dict[str, Any]:
+            return await self.client.graphql(query, variables,
+                                             idempotency_key=self.idempotency_key(step))
+
+        if cache is None:
+            return await self.step(step, call)
+
+        async def read_through() -> dict[str, Any]:
+            tenant, service = self.job.tenant_id, self.client.service
+            found = await cache.get(tenant, service, query, variables)
+            if found is not None:
+                return found
+            data = await call()
+            await cache.put(tenant, service, query, variables, data)
+            return data
+
+        return await self.step(step, read_through)
 
     async def rest(self, step: str, method: str, path: str, body: Any = None) -> Any:
         """A REST request as the step ``step``: its decoded answer, called at most once."""
@@ -131,14 +164,14 @@ class JobContext:
         """A child job for this job's tenant (or ``tenant_id``: a system job fanning out to
         tenants); its id comes from this job and ``ref``, so emitting it again (a retry) is the
         same job. Returns the child's id. The type must be declared and the payload fit it."""
-        self._catalog[job_type].check_payload(payload)
+        self._services.catalog[job_type].check_payload(payload)
         tenant = tenant_id or self.job.tenant_id
         child = Job(job_id=job_id_for(tenant, job_type, f"{self.job.job_id}:{ref}"),
                     tenant_id=tenant, type=job_type, triggered_by="job",
                     scheduled_at=self.job.scheduled_at, payload=payload)
 
         async def send() -> str:
-            await self._emit_job(child)
+            await self._services.emit_job(child)
             return child.job_id
 
         return await self.step(f"emit:{ref}", send)
@@ -152,9 +185,9 @@ class JobContext:
         for definition in definitions:
             schedule = parse_schedule({"name": definition.get("id", ""), **definition,
                                        "tenant_id": self.job.tenant_id})
-            self._catalog[schedule.job_type].check_payload(schedule.payload)
+            self._services.catalog[schedule.job_type].check_payload(schedule.payload)
             wanted.append(schedule)
-        return await self._schedules.keep(self.job.tenant_id, group, wanted)
+        return await self._services.schedules.keep(self.job.tenant_id, group, wanted)
 
     async def progress(self, **fields: Any) -> None:
         """Record how far the job is (shown with its status), e.g. ``done=40, total=250``."""

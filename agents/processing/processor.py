@@ -25,13 +25,7 @@ from pydantic import ValidationError
 
 from cronbus.agents.processing.alerts import Alerts
 from cronbus.agents.processing.breaker_gate import ServiceGate
-from cronbus.agents.processing.handlers import (
-    EmitJob,
-    Handler,
-    JobContext,
-    StepStore,
-    failed_in,
-)
+from cronbus.agents.processing.handlers import Handler, HandlerServices, JobContext, failed_in
 from cronbus.agents.processing.retry_policy import (
     BadHeader,
     GiveUp,
@@ -42,7 +36,6 @@ from cronbus.agents.processing.retry_policy import (
     longest_wait_s,
     story_of,
 )
-from cronbus.agents.processing.schedule_keeper import ScheduleKeeper
 from cronbus.clients.http.downstream import (
     CircuitOpen,
     DownstreamClient,
@@ -53,10 +46,9 @@ from cronbus.clients.http.downstream import (
 from cronbus.clients.kafka.keeper import CARRIED_HEADERS_MAX_BYTES, KEEP_MAX_BYTES, Kept, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobState, JobStatusStore
 from cronbus.streams import headers, topics
-from cronbus.streams.catalog import Catalog, GraphQLCall, JobType, PayloadError
+from cronbus.streams.catalog import GraphQLCall, JobType, PayloadError
 from cronbus.streams.jobs import Job
 from cronbus.streams.metrics import Metrics
-from cronbus.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -116,25 +108,20 @@ class Processor:
     for the ack); ``slots`` bounds the calls in flight across the worker."""
 
     def __init__(
-        self, spec: JobType, *, catalog: Catalog, client: DownstreamClient,
+        self, spec: JobType, *, client: DownstreamClient,
         status: JobStatusStore | BatchedJobStatus,
-        gate: ServiceGate, keep: Keep, steps: StepStore, emit_job: EmitJob,
-        schedules: ScheduleKeeper, settings: Settings,
+        gate: ServiceGate, keep: Keep, handlers: HandlerServices,
         slots: asyncio.Semaphore, metrics: Metrics,
         alerts: Alerts | None, policy: RetryPolicy, rng: random.Random | None = None,
     ) -> None:
         self.spec = spec
-        self.catalog = catalog  # a handler's child jobs are checked against it
         self.job_type = spec.name
         self.topic = topics.job_topic(spec.name)
         self.client = client
         self.status = status
         self.gate = gate
         self.keep = keep
-        self.steps = steps  # a handler's finished steps and progress
-        self.emit_job = emit_job  # a handler's child jobs
-        self.schedules = schedules  # the schedules a handler keeps
-        self.settings = settings  # what a handler may read
+        self.handlers = handlers  # what a handler's context reaches the world through
         self.slots = slots
         self.alerts = alerts
         self.policy = dataclasses.replace(
@@ -190,7 +177,7 @@ class Processor:
         try:
             force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
             if force and record.topic == self.topic and self.spec.handler is not None:
-                await self.steps.forget_steps(job.job_id)  # a forced replay: every step again
+                await self.handlers.steps.forget_steps(job.job_id)  # a forced replay: every step again
             return await self._run(record, job, past, force=force)
         finally:
             self._running.pop(job.job_id).set_result(None)
@@ -305,11 +292,9 @@ class Processor:
                            ) -> DownstreamError | None:
         """Run the handler from its first unfinished step; any exception is classified."""
         context = JobContext(job, payload=self.spec.check_payload(job.payload), attempt=attempt,
-                             client=self.client, steps=self.steps,
-                             finished=await self.steps.finished_steps(job.job_id),
-                             emit_job=self.emit_job, schedules=self.schedules,
-                             settings=self.settings,
-                             catalog=self.catalog)
+                             client=self.client,
+                             finished=await self.handlers.steps.finished_steps(job.job_id),
+                             services=self.handlers)
         try:
             await handler(job, context)
         except DownstreamError as exc:

@@ -29,6 +29,7 @@ from cronbus.clients.kafka.connect import TopicMaker
 from cronbus.clients.redis.breaker_storage import SharedBreakerStorage
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.kept_schedules import KeptSchedules
+from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.streams import topics
 from cronbus.streams.catalog import Catalog, load_catalog
 from cronbus.streams.metrics import Metrics
@@ -86,6 +87,13 @@ class Resources:
                                   ttl_s=settings.job_status_ttl_s),
         )
 
+    @functools.cached_property
+    def query_cache(self) -> QueryCache | None:
+        """Handlers' cached query answers; None when CRONBUS_QUERY_CACHE_TTL_S is 0."""
+        ttl_s = self.settings.query_cache_ttl_s
+        return QueryCache(self.redis, namespace=self.settings.redis_namespace, ttl_s=ttl_s,
+                          metrics=self.metrics) if ttl_s > 0 else None
+
     def downstream_client(self, service: str = DEFAULT_SERVICE) -> DownstreamClient:
         """A downstream service's client, made on first use with its own URL, token, timeout
         and breaker (only a processor needs them; a service without settings is named)."""
@@ -126,14 +134,15 @@ def _transport(settings: Settings) -> httpx.AsyncBaseTransport | None:
 
 
 def _ingest(r: Resources) -> mode.Service:
-    return Ingest(r.settings, r.catalog, r.topic_maker, r.metrics)
+    return Ingest(r.settings, r.catalog, r.topic_maker, r.metrics, cache=r.query_cache)
 
 
 def _processor(r: Resources) -> mode.Service:
     return build_engine(r.settings, clients=r.downstream_client, status=r.status,
                         metrics=r.metrics, alerts=r.alerts, topic_maker=r.topic_maker,
                         catalog=r.catalog,
-                        kept=KeptSchedules(r.redis, namespace=r.settings.redis_namespace))
+                        kept=KeptSchedules(r.redis, namespace=r.settings.redis_namespace),
+                        cache=r.query_cache)
 
 
 def _ticker(r: Resources) -> mode.Service:

@@ -2,8 +2,8 @@
 server (Ariadne under uvicorn) holding campaigns with a world time, their events and effects.
 
 - ``campaigns(first, after)``: campaigns by id, a page at a time (``{nodes, endCursor}``)
-- ``getOverdueEvents(campaignId)``: events scheduled before the campaign's world time and not
-  completed
+- ``getOverdueEvents(campaignId, gracePeriodSeconds)``: events scheduled before the campaign's
+  world time less the grace period, and not completed
 - ``expireEvent(eventId)``: completes an event (once: a completed event stays as it is)
 - ``getEffect(id)`` / ``executeEffect(id)``: an effect, executed once with an audit entry
 - ``getSettlementsByCampaign(campaignId)`` (level, typed ``variables`` such as
@@ -36,7 +36,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ariadne import MutationType, QueryType, ScalarType, make_executable_schema
@@ -60,7 +60,7 @@ scalar JSON
 
 type Query {
   campaigns(first: Int = 100, after: String): CampaignPage!
-  getOverdueEvents(campaignId: ID!): [Event!]!
+  getOverdueEvents(campaignId: ID!, gracePeriodSeconds: Int = 0): [Event!]!
   getEffect(id: ID!): Effect
   getSettlementsByCampaign(campaignId: ID!): [Settlement!]!
   getStructuresByCampaign(campaignId: ID!): [Structure!]!
@@ -161,11 +161,11 @@ def create_world_api() -> Starlette:
                 "endCursor": page[-1] if start + len(page) < len(ids) else None}
 
     @query.field("getOverdueEvents")
-    def overdue(*_: Any, campaignId: str) -> list[dict[str, Any]]:
+    def overdue(*_: Any, campaignId: str, gracePeriodSeconds: int = 0) -> list[dict[str, Any]]:
         now = state.campaigns.get(campaignId)
         if now is None:
             return []
-        at = datetime.fromisoformat(now)
+        at = datetime.fromisoformat(now) - timedelta(seconds=gracePeriodSeconds)
         return [e for e in state.events_of.get(campaignId, ())
                 if not e["isCompleted"] and datetime.fromisoformat(e["scheduledAt"]) < at]
 

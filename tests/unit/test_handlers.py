@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cronbus.agents.processing.handlers import JobContext, failed_in
+from cronbus.agents.processing.handlers import HandlerServices, JobContext, failed_in
 from cronbus.streams.jobs import Job
 from tests.seeds import SEEDS
 
@@ -39,9 +39,16 @@ def context(steps: Steps, finished: dict[str, Any] | None = None,
     async def emit(job: Job) -> None:
         (emitted if emitted is not None else []).append(job)
 
+    services = HandlerServices(steps=steps, emit_job=emit, schedules=None,  # type: ignore[arg-type]
+                               cache=None, catalog=SEEDS, settings=None)  # type: ignore[arg-type]
     return JobContext(JOB, payload=JOB.payload, attempt=1, client=None,  # type: ignore[arg-type]
-                      steps=steps, finished=finished or {}, emit_job=emit, schedules=None,
-                      settings=None, catalog=SEEDS)  # type: ignore[arg-type]
+                      finished=finished or {}, services=services)
+
+
+async def test_a_mutation_is_never_answered_from_a_cache():
+    with pytest.raises(ValueError, match="step expire: a mutation is never answered from a cache"):
+        await context(Steps()).graphql("expire", "\n mutation E { expireEvent(eventId: 1) { id } }",
+                                       {}, cached=True)
 
 
 async def test_a_step_asked_twice_at_once_runs_once_and_is_kept():
