@@ -95,7 +95,7 @@ def finished(status: redis.Redis, namespace: str) -> int:
     """Jobs whose outcome (completed or dead-lettered) every worker has kept in Redis: read
     there, not from the workers' /metrics, whose exposition every 0.25 s would be charged to
     the workers' CPU (Prometheus scrapes every 15 s)."""
-    counts = status.hmget(f"{namespace}:queue:{JOB_TYPE.value}", "completed", "dead_lettered")
+    counts = status.hmget(f"{namespace}:queue:{JOB_TYPE}", "completed", "dead_lettered")
     return sum(int(c or 0) for c in counts)
 
 
@@ -123,7 +123,7 @@ def run_cronbus(n: int, concurrency: int, processes: int) -> dict[str, float]:
                Settings.env_name("app_id"): f"bench-{uuid.uuid4().hex[:6]}",
                Settings.env_name("redis_namespace"): namespace,
                Settings.env_name("data_dir"): str(log_dir / "data"),
-               Settings.env_name("job_types"): JOB_TYPE.value,
+               Settings.env_name("job_types"): JOB_TYPE,
                Settings.env_name("processor_concurrency"): str(max(1, concurrency // processes)),
                Settings.env_name("job_status_ttl_s"): "600",
                Settings.env_name("log_level"): "WARNING"}

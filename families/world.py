@@ -20,18 +20,21 @@ world API (service ``world``: ``CRONBUS_SERVICES__WORLD__URL``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cronbus.agents.processing.handlers import JobContext
 from cronbus.streams import topics
 from cronbus.streams.catalog import EventType, JobType, always, by_field
-from cronbus.streams.events import EntityModified, Identifier, WorldTimeAdvanced
+from cronbus.streams.events import TENANT_ID_PATTERN, EntityModified, Identifier, WorldTimeAdvanced
 from cronbus.streams.jobs import Job
 
 log = logging.getLogger(__name__)
+TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 
 class EventExpiration(BaseModel):
@@ -61,12 +64,27 @@ class SettlementGrowth(BaseModel):
     settlement_id: Identifier | None = None
     kind: SettlementCycle | None = None
 
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> SettlementGrowth:
+        _both_or_neither("settlement_id", self.settlement_id, self.kind)
+        return self
+
 
 class StructureMaintenance(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     structure_id: Identifier | None = None
     kind: StructureCycle | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> StructureMaintenance:
+        _both_or_neither("structure_id", self.structure_id, self.kind)
+        return self
+
+
+def _both_or_neither(entity: str, entity_id: str | None, kind: str | None) -> None:
+    if (entity_id is None) != (kind is None):
+        raise ValueError(f"{entity} and kind name a fired cycle together: give both or neither")
 
 
 # cycle -> (mutation, minutes between runs, the typed variable that overrides them)
@@ -175,6 +193,11 @@ async def _each_campaign(ctx: JobContext, job_type: str,
         page = (await ctx.graphql(f"campaigns-after:{after or ''}", CAMPAIGNS,
                                   {"after": after}, cached=True))["campaigns"]
         for campaign in page["nodes"]:
+            if not TENANT_ID.match(campaign["id"]):
+                # no tenant can be named so: said once per sweep, never a stuck sweep
+                log.warning("campaign id %r is no tenant id (%s): left out of %s",
+                            campaign["id"], TENANT_ID.pattern, job_type)
+                continue
             await ctx.emit(job_type, payload or {}, ref=f"campaign:{campaign['id']}",
                            tenant_id=campaign["id"])
             emitted += 1
@@ -214,48 +237,55 @@ query Structures($campaignId: ID!) {
 """
 
 
-def _run_cycle(argument: str, mutation: str) -> str:
-    return f"mutation Cycle($id: ID!) {{ {mutation}({argument}: $id) {{ id }} }}"
+@dataclass(frozen=True)
+class EntityCycles:
+    """A kind of campaign entity whose cycles run on schedules kept in step with it."""
+
+    job_type: str
+    read: str  # the query listing a campaign's entities
+    listed: str  # the field of its answer that lists them
+    argument: str  # what the cycles' mutations call the entity
+    mutations: dict[str, str]  # cycle -> its mutation
+    schedules_of: Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+SETTLEMENT_GROWTH = EntityCycles(
+    "settlement-growth", SETTLEMENTS, "getSettlementsByCampaign", "settlementId",
+    {cycle: mutation for cycle, (mutation, _, _) in SETTLEMENT_CYCLES.items()},
+    settlement_schedules)
+STRUCTURE_MAINTENANCE = EntityCycles(
+    "structure-maintenance", STRUCTURES, "getStructuresByCampaign", "structureId",
+    {**{cycle: mutation for cycle, (mutation, _, _) in STRUCTURE_CYCLES.items()},
+     "construction-complete": COMPLETE_CONSTRUCTION},
+    structure_schedules)
+
+
+async def run_cycles(entities: EntityCycles, job: Job, ctx: JobContext, entity_id: str | None,
+                     cycle: str | None) -> None:
+    """A fired schedule runs its cycle's mutation; otherwise the campaign's schedules are kept
+    in step with its entities (every campaign's, for the system tenant)."""
+    if cycle is not None and entity_id is not None:
+        mutation = entities.mutations[cycle]
+        await ctx.graphql(cycle, f"mutation Cycle($id: ID!) {{ {mutation}"
+                                 f"({entities.argument}: $id) {{ id }} }}", {"id": entity_id})
+        return
+    if job.tenant_id == ctx.settings.system_tenant:
+        await _each_campaign(ctx, entities.job_type)
+        return
+    found = (await ctx.graphql(entities.listed, entities.read, {"campaignId": job.tenant_id},
+                               cached=True))[entities.listed]
+    changed = await ctx.keep_schedules(
+        entities.job_type, [d for entity in found for d in entities.schedules_of(entity)])
+    await ctx.progress(entities=len(found), schedules=len(changed.kept),
+                       written=len(changed.written), removed=len(changed.removed))
 
 
 async def grow_settlements(job: Job, ctx: JobContext) -> None:
-    fired: SettlementGrowth = ctx.payload
-    if fired.kind is not None and fired.settlement_id is not None:
-        mutation = SETTLEMENT_CYCLES[fired.kind][0]
-        await ctx.graphql(fired.kind, _run_cycle("settlementId", mutation),
-                          {"id": fired.settlement_id})
-        return
-    if job.tenant_id == ctx.settings.system_tenant:
-        await _each_campaign(ctx, "settlement-growth")
-        return
-    found = await ctx.graphql("settlements", SETTLEMENTS, {"campaignId": job.tenant_id},
-                              cached=True)
-    await _keep(ctx, "settlement-growth", found["getSettlementsByCampaign"], settlement_schedules)
+    await run_cycles(SETTLEMENT_GROWTH, job, ctx, ctx.payload.settlement_id, ctx.payload.kind)
 
 
 async def maintain_structures(job: Job, ctx: JobContext) -> None:
-    fired: StructureMaintenance = ctx.payload
-    if fired.kind is not None and fired.structure_id is not None:
-        mutation = (COMPLETE_CONSTRUCTION if fired.kind == "construction-complete"
-                    else STRUCTURE_CYCLES[fired.kind][0])
-        await ctx.graphql(fired.kind, _run_cycle("structureId", mutation),
-                          {"id": fired.structure_id})
-        return
-    if job.tenant_id == ctx.settings.system_tenant:
-        await _each_campaign(ctx, "structure-maintenance")
-        return
-    found = await ctx.graphql("structures", STRUCTURES, {"campaignId": job.tenant_id},
-                              cached=True)
-    await _keep(ctx, "structure-maintenance", found["getStructuresByCampaign"],
-                structure_schedules)
-
-
-async def _keep(ctx: JobContext, group: str, entities: list[dict[str, Any]],
-                schedules_of: Callable[[dict[str, Any]], list[dict[str, Any]]]) -> None:
-    wanted: Iterable[dict[str, Any]] = [d for entity in entities for d in schedules_of(entity)]
-    changed = await ctx.keep_schedules(group, wanted)
-    await ctx.progress(entities=len(entities), schedules=len(changed.kept),
-                       written=len(changed.written), removed=len(changed.removed))
+    await run_cycles(STRUCTURE_MAINTENANCE, job, ctx, ctx.payload.structure_id, ctx.payload.kind)
 
 
 JOB_TYPES = [
@@ -265,10 +295,11 @@ JOB_TYPES = [
     JobType("deferred-effect", handler=execute_deferred_effect, service="world",
             payload=DeferredEffect, debounce="leading:5"),
     # recalculations coalesce but run at least every minute
+    # ordered: one campaign's schedules are kept by one job at a time
     JobType("settlement-growth", handler=grow_settlements, service="world",
-            payload=SettlementGrowth, debounce="trailing:5:60"),
+            payload=SettlementGrowth, debounce="trailing:5:60", ordered=True),
     JobType("structure-maintenance", handler=maintain_structures, service="world",
-            payload=StructureMaintenance, debounce="trailing:5:60"),
+            payload=StructureMaintenance, debounce="trailing:5:60", ordered=True),
 ]
 
 EVENT_TYPES = [

@@ -33,6 +33,10 @@ from cronbus.streams.settings import Settings, SettingsError
 from cronbus.streams.topics import JOB_TYPE_NAME_PATTERN
 
 _NAME = re.compile(JOB_TYPE_NAME_PATTERN)
+# as CRONBUS_DEBOUNCE_POLICIES writes a policy (ingest reads its numbers)
+_DEBOUNCE = re.compile(r"^(immediate|leading:\d+(\.\d+)?|trailing(:\d+(\.\d+)?){0,2})$")
+# what ingest adds to the payload of a job it starts for one event, besides the event's fields
+EVENT_JOB_KEYS = frozenset({"event_id", "event_type"})
 
 # a handler is given the job and the processor's JobContext (cronbus.agents.processing.handlers)
 Handler = Callable[[Job, Any], Awaitable[object]]
@@ -113,6 +117,13 @@ class JobType:
         if not _NAME.match(self.service):
             raise CatalogError(f"job type {self.name}: service {self.service!r} is no service "
                                f"name (lowercase letters, digits and '-')")
+        if not _DEBOUNCE.match(self.debounce):
+            raise CatalogError(f"job type {self.name}: debounce {self.debounce!r} is none of "
+                               f"immediate, leading:SECONDS, trailing[:SECONDS[:MAX_WAIT]]")
+        if self.payload is not None and self.payload.model_config.get("extra") == "forbid":
+            raise CatalogError(f"job type {self.name}: payload model {self.payload.__name__} "
+                               f"forbids extra keys, but a job's payload carries cronbus's too "
+                               f"(schedule_id, event_id, ...): let it ignore them")
         if self.retries is not None and self.retries < 0:
             raise CatalogError(f"job type {self.name}: retries must be >= 0, got {self.retries}")
         if self.backoff_s is not None and self.backoff_s < 0:
@@ -135,10 +146,12 @@ class JobType:
 @dataclass(frozen=True)
 class Route:
     """Which job types an event starts: ``pick`` chooses among ``targets`` (declared up front,
-    so the catalog checks them at start-up). An empty choice starts nothing (counted unrouted)."""
+    so the catalog checks them at start-up), reading the event's ``fields`` (checked too). An
+    empty choice starts nothing (counted unrouted)."""
 
     targets: tuple[str, ...]
     pick: Callable[[DomainEvent], Sequence[str]]
+    fields: tuple[str, ...] = ()
 
 
 def always(*job_types: str) -> Route:
@@ -153,7 +166,7 @@ def by_field(name: str, mapping: Mapping[str, str]) -> Route:
         job_type = table.get(getattr(event, name))
         return (job_type,) if job_type else ()
 
-    return Route(tuple(dict.fromkeys(table.values())), pick)
+    return Route(tuple(dict.fromkeys(table.values())), pick, (name,))
 
 
 @dataclass(frozen=True)
@@ -193,6 +206,8 @@ class Catalog:
             by_name[job_type.name] = job_type
         by_topic: dict[str, EventType] = {}
         for event_type in event_types:
+            if not isinstance(event_type, EventType):
+                raise CatalogError(f"{event_type!r} is not a cronbus EventType declaration")
             if event_type.topic in by_topic or event_type.topic in _RESERVED:
                 raise CatalogError(f"event topic {event_type.topic} is declared twice "
                                    f"(or is cronbus's own)")
@@ -204,6 +219,13 @@ class Catalog:
             if unknown:
                 raise CatalogError(f"events of {event_type.topic} start {', '.join(unknown)}, "
                                    f"which no module declares")
+            absent = [f for f in event_type.route.fields
+                      if f not in event_type.model.model_fields]
+            if absent:
+                raise CatalogError(f"the route of {event_type.topic} reads {', '.join(absent)}, "
+                                   f"which {event_type.model.__name__} has not")
+            for target in event_type.route.targets:
+                _check_started_by(by_name[target], event_type)
             by_topic[event_type.topic] = event_type
         by_topic[topics.CRON_TICKS] = EventType(
             topics.CRON_TICKS, CronTick, Route(tuple(by_name), _named_by_schedule))
@@ -223,8 +245,12 @@ class Catalog:
             declared = getattr(module, "JOB_TYPES", None)
             if declared is None:
                 raise CatalogError(f"job-type module {name} declares no JOB_TYPES")
-            job_types += list(declared)
-            event_types += list(getattr(module, "EVENT_TYPES", ()))
+            try:
+                job_types += list(declared)
+                event_types += list(getattr(module, "EVENT_TYPES", ()))
+            except TypeError:
+                raise CatalogError(f"job-type module {name}: JOB_TYPES and EVENT_TYPES are "
+                                   f"sequences of declarations") from None
         return cls.of(job_types, event_types)
 
     def __getitem__(self, name: str) -> JobType:
@@ -273,6 +299,22 @@ class Catalog:
         jobs = self.job_topics()
         return [*self.event_topics, topics.SCHEDULES, topics.EVENTS_INVALID,
                 *jobs, *(topics.dead_letter_topic(t) for t in jobs), *topics.state_topics(app_id)]
+
+
+def _check_started_by(job_type: JobType, event_type: EventType) -> None:
+    """The jobs an event type starts must fit their payload model: a debounced window's job
+    carries no payload, an immediate job its event's fields."""
+    if job_type.payload is None:
+        return
+    required = {n for n, f in job_type.payload.model_fields.items() if f.is_required()}
+    given = (set(event_type.model.model_fields) | EVENT_JOB_KEYS
+             if job_type.debounce == "immediate" else set())
+    missing = sorted(required - given)
+    if missing:
+        raise CatalogError(
+            f"events of {event_type.topic} start {job_type.name} jobs whose payload lacks "
+            f"{', '.join(missing)}, which {job_type.payload.__name__} requires (a debounced "
+            f"job carries no payload; an immediate one its event's fields)")
 
 
 _RESERVED = frozenset({topics.CRON_TICKS, topics.SCHEDULES, topics.EVENTS_INVALID})

@@ -14,7 +14,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from cronbus.streams import topics
 
-TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
+TENANT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 JobTypeName = Annotated[str, StringConstraints(pattern=topics.JOB_TYPE_NAME_PATTERN)]
 

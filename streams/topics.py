@@ -1,5 +1,6 @@
-"""Topic names: every topic name cronbus uses is spelled here and nowhere else (the job types
-themselves are declared in :mod:`cronbus.streams.catalog`)."""
+"""Topic names: every topic name of cronbus itself and of its own families is spelled here and
+nowhere else; a job type's topics are made from its name (job types and event types, a
+deployment's own among them, are declared in :mod:`cronbus.streams.catalog`)."""
 
 from __future__ import annotations
 

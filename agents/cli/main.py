@@ -102,6 +102,8 @@ def _events_from_lines(catalog: Catalog, event_type: str, tenant: str | None,
             yield build_event(catalog, event_type, tenant, fields)
         except ValidationError as exc:
             raise ValueError(f"line {number}: {_errors(exc)}") from None
+        except ValueError as exc:  # a tick's job type undeclared, or its payload not fitting
+            raise ValueError(f"line {number}: {exc}") from None
 
 
 def _errors(exc: ValidationError) -> str:

@@ -1,2 +1,3 @@
-"""The ingest role: domain events and cron ticks in, validated, routed (`routing`), debounced per
-tenant (`debounce`, `window_book`, windows on a compacted changelog), jobs out (`service`)."""
+"""The ingest role: domain events and cron ticks in, validated, routed (each event type's route,
+from the catalog), debounced per tenant (`debounce`, `window_book`, windows on a compacted
+changelog), jobs out (`service`)."""

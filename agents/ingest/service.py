@@ -281,7 +281,8 @@ class Ingest(mode.Service):
             return
         tenants = {record.key.decode(errors="replace") for tp, records in batch.items()
                    if tp.topic in self.cache_dropping for record in records if record.key}
-        await self.cache.drop(tenants)
+        if tenants:
+            await self.cache.drop(tenants)
 
     async def _recover(self) -> None:
         """Forget what this worker holds in memory and start again from the last commit."""

@@ -107,10 +107,10 @@ class JobContext:
         async def read_through() -> dict[str, Any]:
             tenant, service = self.job.tenant_id, self.client.service
             found = await cache.get(tenant, service, query, variables)
-            if found is not None:
-                return found
+            if found.data is not None:
+                return found.data
             data = await call()
-            await cache.put(tenant, service, query, variables, data)
+            await cache.put(tenant, service, query, variables, data, read_in=found.generation)
             return data
 
         return await self.step(step, read_through)
@@ -166,6 +166,9 @@ class JobContext:
         same job. Returns the child's id. The type must be declared and the payload fit it."""
         self._services.catalog[job_type].check_payload(payload)
         tenant = tenant_id or self.job.tenant_id
+        if tenant != self.job.tenant_id and self.job.tenant_id != self.settings.system_tenant:
+            raise ValueError(f"a job of tenant {self.job.tenant_id} emits only for itself; only "
+                             f"the system tenant's jobs fan out to others (asked: {tenant})")
         child = Job(job_id=job_id_for(tenant, job_type, f"{self.job.job_id}:{ref}"),
                     tenant_id=tenant, type=job_type, triggered_by="job",
                     scheduled_at=self.job.scheduled_at, payload=payload)
@@ -178,16 +181,18 @@ class JobContext:
 
     async def keep_schedules(self, group: str, definitions: Iterable[dict[str, Any]]) -> Changes:
         """Make this tenant's schedules of ``group`` exactly ``definitions`` (as the schedules
-        API takes them, each with its ``id``): new and changed ones are written, those no longer
-        given are removed, unchanged ones keep their place in time. Each must name a declared
-        job type whose payload it fits (a fault raises, naming the schedule)."""
+        API takes them, each with its ``id``): new and changed ones are written (a new timing
+        from the job's time), those no longer given are removed, unchanged ones keep their
+        place in time. Each must name a declared job type whose payload it fits (a fault raises,
+        naming the schedule). Declare the job type ``ordered``: one keep per group at a time."""
         wanted = []
         for definition in definitions:
             schedule = parse_schedule({"name": definition.get("id", ""), **definition,
                                        "tenant_id": self.job.tenant_id})
             self._services.catalog[schedule.job_type].check_payload(schedule.payload)
             wanted.append(schedule)
-        return await self._services.schedules.keep(self.job.tenant_id, group, wanted)
+        return await self._services.schedules.keep(self.job.tenant_id, group, wanted,
+                                                   now=self.job.scheduled_at)
 
     async def progress(self, **fields: Any) -> None:
         """Record how far the job is (shown with its status), e.g. ``done=40, total=250``."""

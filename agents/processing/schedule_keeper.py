@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cronbus.clients.redis.kept_schedules import KeptSchedules
 from cronbus.streams.schedules import Schedule, prepare_upsert, schedule_key
@@ -37,17 +37,21 @@ def changes(wanted: Sequence[Schedule], before: Mapping[str, Schedule], now: dat
 
 
 class ScheduleKeeper:
-    def __init__(self, kept: KeptSchedules, write: WriteSchedules,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    """Keeps one tenant's group of schedules. The remembered group is what this keeper wrote:
+    a schedule of the group removed or changed through the API is put back only when its
+    entity next changes. Keep one group from one job at a time (its job type ``ordered``)."""
+
+    def __init__(self, kept: KeptSchedules, write: WriteSchedules) -> None:
         self._kept = kept
         self._write = write
-        self._clock = clock
 
-    async def keep(self, tenant_id: str, group: str, wanted: Sequence[Schedule]) -> Changes:
-        """Make the group's schedules ``wanted``: on the broker first, then remembered (a crash
-        in between writes the same records again on the job's retry)."""
+    async def keep(self, tenant_id: str, group: str, wanted: Sequence[Schedule], *,
+                   now: datetime) -> Changes:
+        """Make the group's schedules ``wanted``, a timing change taking effect from ``now``:
+        on the broker first, then remembered. A retry after a crash in between passes the same
+        ``now`` (the job's time), so it writes the very same records again."""
         before = await self._kept.get(tenant_id, group)
-        result = changes(wanted, before, self._clock())
+        result = changes(wanted, before, now)
         records: list[tuple[bytes, bytes | None]] = [(s.key, s.encode()) for s in result.written]
         records += [(schedule_key(tenant_id, sid), None) for sid in result.removed]
         if records:

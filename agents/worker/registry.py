@@ -115,6 +115,8 @@ class Resources:
             window_s=config.breaker_window_s,
             on_open=self.alerts.breaker_opened, storage=storage,
         )
+        for outcome in ("hit", "miss"):  # a handler's cached reads, at zero from the start
+            self.metrics.query_cache.labels(service, outcome)
         client = self.downstream[service] = DownstreamClient(
             config.url, breaker=breaker, metrics=self.metrics, service=service,
             token=config.token.get_secret_value() if config.token else None,

@@ -3,7 +3,10 @@ world-time scheduler's design keeps campaigns and entities), dropped at once for
 event says its world changed (``entity-modified``). One Redis hash per tenant: (service,
 operation, variables) -> the answer and when it goes stale. Dropping a tenant's hash drops all
 of its answers, whichever entity the event names: an entity's change may show in any query of
-its campaign (its settlements listed, say)."""
+its campaign (its settlements listed, say).
+
+A drop also moves the tenant's *generation*. An answer is stored only under the generation it
+was read in, so a job that read the world before a drop cannot put its old answer back after."""
 
 from __future__ import annotations
 
@@ -11,11 +14,29 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from cronbus.streams.metrics import Metrics
+
+# store an answer only if the tenant's generation is still the one it was read in
+_PUT = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+GENERATION_TTL_S = 86_400  # far longer than any read in flight
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the cache holds for a question (None: ask the service), and the generation asked in."""
+
+    data: dict[str, Any] | None
+    generation: bytes
 
 
 class QueryCache:
@@ -26,9 +47,11 @@ class QueryCache:
         self._namespace = namespace
         self.ttl_s = ttl_s
         self._clock = clock
+        self._put = redis.register_script(_PUT)
 
-    def _key(self, tenant_id: str) -> str:
-        return f"{self._namespace}:query-cache:{tenant_id}"
+    def _keys(self, tenant_id: str) -> tuple[str, str]:
+        base = f"{self._namespace}:query-cache:{tenant_id}"
+        return base, f"{base}:generation"
 
     @staticmethod
     def _field(service: str, query: str, variables: dict[str, Any]) -> str:
@@ -36,27 +59,35 @@ class QueryCache:
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     async def get(self, tenant_id: str, service: str, query: str,
-                  variables: dict[str, Any]) -> dict[str, Any] | None:
-        """The cached answer, or None when there is none or it went stale."""
-        raw = await self._redis.hget(self._key(tenant_id), self._field(service, query, variables))
+                  variables: dict[str, Any]) -> Lookup:
+        """The cached answer (None when there is none or it went stale), counted hit or miss."""
+        answers, generation = self._keys(tenant_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(answers, self._field(service, query, variables))
+            pipe.get(generation)
+            raw, seen = await pipe.execute()
         data = None
         if raw is not None:
             stale_at, data = json.loads(raw)
             data = data if stale_at > self._clock() else None
         self._metrics.query_cache.labels(service, "miss" if data is None else "hit").inc()
-        return data  # type: ignore[no-any-return]
+        return Lookup(data, seen or b"0")
 
     async def put(self, tenant_id: str, service: str, query: str, variables: dict[str, Any],
-                  data: dict[str, Any]) -> None:
-        key = self._key(tenant_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, self._field(service, query, variables),
-                      json.dumps([self._clock() + self.ttl_s, data]))
-            pipe.expire(key, max(1, round(self.ttl_s)))  # the hash goes with its last answer
-            await pipe.execute()
+                  data: dict[str, Any], *, read_in: bytes) -> bool:
+        """Keep an answer read in generation ``read_in``; False (not kept) after a drop since."""
+        answers, generation = self._keys(tenant_id)
+        kept = await self._put(keys=[answers, generation], args=[
+            read_in, self._field(service, query, variables),
+            json.dumps([self._clock() + self.ttl_s, data]), max(1, round(self.ttl_s))])
+        return bool(kept)
 
     async def drop(self, tenant_ids: Iterable[str]) -> None:
-        """Forget every answer cached for these tenants."""
-        keys = [self._key(t) for t in tenant_ids]
-        if keys:
-            await self._redis.delete(*keys)
+        """Forget every answer cached for these tenants, and any read before now."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for tenant_id in tenant_ids:
+                answers, generation = self._keys(tenant_id)
+                pipe.delete(answers)
+                pipe.incr(generation)
+                pipe.expire(generation, GENERATION_TTL_S)
+            await pipe.execute()

@@ -66,20 +66,43 @@ async def test_an_answer_goes_stale_and_a_drop_forgets_a_tenant_only(settings):
     clock = [1000.0]
     cache = QueryCache(redis, namespace=settings.redis_namespace, ttl_s=300, metrics=Metrics(),
                        clock=lambda: clock[0])
+    query = "query S($c: ID!) { getSettlementsByCampaign(campaignId: $c) { id } }"
+
+    async def ask(tenant: str, service: str = "world", text: str = query, **variables: str):
+        return (await cache.get(tenant, service, text, variables or {"c": tenant})).data
+
     try:
-        query = "query S($c: ID!) { getSettlementsByCampaign(campaignId: $c) { id } }"
-        await cache.put("c1", "world", query, {"c": "c1"}, {"answer": 1})
-        await cache.put("c2", "world", query, {"c": "c2"}, {"answer": 2})
+        for tenant in ("c1", "c2"):
+            read = await cache.get(tenant, "world", query, {"c": tenant})
+            assert read.data is None
+            assert await cache.put(tenant, "world", query, {"c": tenant}, {"answer": tenant},
+                                   read_in=read.generation)
         # the same operation laid out otherwise (whitespace) is the same question
         relaid = query.replace(" { ", "\n  {\n    ").replace(" }", "\n  }")
-        assert await cache.get("c1", "world", relaid, {"c": "c1"}) == {"answer": 1}
-        assert await cache.get("c1", "world", query, {"c": "c2"}) is None, "other variables"
-        assert await cache.get("c1", "api", query, {"c": "c1"}) is None, "another service"
+        assert await ask("c1", text=relaid) == {"answer": "c1"}
+        assert await ask("c1", c="c2") is None, "other variables"
+        assert await ask("c1", service="api") is None, "another service"
         await cache.drop(["c1"])
-        assert await cache.get("c1", "world", query, {"c": "c1"}) is None
-        assert await cache.get("c2", "world", query, {"c": "c2"}) == {"answer": 2}
+        assert await ask("c1") is None and await ask("c2") == {"answer": "c2"}
         clock[0] += 301
-        assert await cache.get("c2", "world", query, {"c": "c2"}) is None, "stale after 5 min"
+        assert await ask("c2") is None, "stale after 5 minutes"
         assert 0 < await redis.ttl(f"{settings.redis_namespace}:query-cache:c2") <= 300
+    finally:
+        await redis.aclose()
+
+
+async def test_an_answer_read_before_a_drop_is_not_put_back_after_it(settings):
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    cache = QueryCache(redis, namespace=settings.redis_namespace, ttl_s=300, metrics=Metrics())
+    query = "query S { getSettlementsByCampaign(campaignId: \"c1\") { id } }"
+    try:
+        before = await cache.get("c1", "world", query, {})  # a job reads the world ...
+        await cache.drop(["c1"])  # ... an entity of c1 changes meanwhile ...
+        assert not await cache.put("c1", "world", query, {}, {"stale": True},
+                                   read_in=before.generation)  # ... its answer is not kept
+        assert (await cache.get("c1", "world", query, {})).data is None
+        after = await cache.get("c1", "world", query, {})
+        assert await cache.put("c1", "world", query, {}, {"fresh": True}, read_in=after.generation)
+        assert (await cache.get("c1", "world", query, {})).data == {"fresh": True}
     finally:
         await redis.aclose()

@@ -8,7 +8,7 @@ import types
 from typing import Literal
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cronbus.streams import topics
 from cronbus.streams.catalog import (
@@ -33,6 +33,10 @@ PING = RestCall("POST", lambda job: "/ping")
 class Ping(BaseModel):
     path: str = Field(pattern=r"^/")
     times: int = Field(default=1, ge=1)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 class PingRequested(DomainEvent):
@@ -76,6 +80,18 @@ def test_a_user_module_adds_its_job_and_event_types_to_the_seeds():
     (lambda: Catalog.load(["myapp_missing_module"]),
      "module myapp_missing_module fails to import: ModuleNotFoundError"),
     (lambda: Catalog.load([module("myapp_empty")]), "module myapp_empty declares no JOB_TYPES"),
+    (lambda: Catalog.load([module("myapp_one", JOB_TYPES=JobType("ping", PING))]),
+     "JOB_TYPES and EVENT_TYPES are sequences of declarations"),
+    (lambda: Catalog.of([JobType("ping", PING)], ["ping-requested"]),  # type: ignore[list-item]
+     "'ping-requested' is not a cronbus EventType declaration"),
+    (lambda: JobType("ping", PING, debounce="trailing:soon"), "debounce 'trailing:soon' is none of"),
+    (lambda: JobType("ping", PING, payload=Strict), "payload model Strict forbids extra keys"),
+    (lambda: Catalog.of([JobType("ping", PING)], [
+        EventType("ping-requested", PingRequested, by_field("colour", {"red": "ping"}))]),
+     "the route of ping-requested reads colour, which PingRequested has not"),
+    (lambda: Catalog.of([JobType("ping", PING, payload=Ping, debounce="trailing")], [
+        EventType("ping-requested", PingRequested, always("ping"))]),
+     "start ping jobs whose payload lacks path, which Ping requires"),
 ])
 def test_each_fault_in_a_declaration_is_named(declare, message):
     with pytest.raises(CatalogError, match=message):
@@ -148,3 +164,14 @@ def test_a_route_by_field_starts_what_the_field_names():
 def test_the_module_setting_names_a_bad_value(value, message):
     with pytest.raises(SettingsError, match=message):
         load_settings(job_modules=value)
+
+
+def test_a_bad_cron_tick_line_of_a_file_is_named_with_its_line():
+    from cronbus.agents.cli.main import _events_from_lines
+
+    lines = ['{"schedule_id": "s", "job_type": "export", "fire_at": "2026-12-01T00:00:00Z"}',
+             '{"schedule_id": "s", "job_type": "sars-deadline", "fire_at": "2026-12-01T00:00:00Z",'
+             ' "payload": {"submission_type": "VAT999", "days_until_deadline": 3}}']
+    with pytest.raises(ValueError, match="line 2: the payload does not fit sars-deadline: "
+                                         "submission_type: Input should be"):
+        list(_events_from_lines(SEEDS, "cron-ticks", "acme", iter(lines)))

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from cronbus.agents.processing.handlers import HandlerServices, JobContext, failed_in
-from cronbus.streams.jobs import Job
+from cronbus.streams.catalog import PayloadError, UnknownJobType
+from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.settings import load_settings
 from tests.seeds import SEEDS
 
 JOB = Job(job_id="j1", tenant_id="acme", type="export", triggered_by="manual",
@@ -35,13 +37,13 @@ class Steps:
 
 
 def context(steps: Steps, finished: dict[str, Any] | None = None,
-            emitted: list[Job] | None = None) -> JobContext:
+            emitted: list[Job] | None = None, job: Job = JOB) -> JobContext:
     async def emit(job: Job) -> None:
         (emitted if emitted is not None else []).append(job)
 
     services = HandlerServices(steps=steps, emit_job=emit, schedules=None,  # type: ignore[arg-type]
-                               cache=None, catalog=SEEDS, settings=None)  # type: ignore[arg-type]
-    return JobContext(JOB, payload=JOB.payload, attempt=1, client=None,  # type: ignore[arg-type]
+                               cache=None, catalog=SEEDS, settings=load_settings())
+    return JobContext(job, payload=job.payload, attempt=1, client=None,  # type: ignore[arg-type]
                       finished=finished or {}, services=services)
 
 
@@ -92,3 +94,23 @@ async def test_a_child_job_is_emitted_once_under_an_id_from_its_parent_and_ref()
     first = await ctx.emit("deferred-effect", {"effect_id": "fx"}, ref="fx")
     again = await ctx.emit("deferred-effect", {"effect_id": "fx"}, ref="fx")
     assert first == again and len(emitted) == 1 and emitted[0].triggered_by == "job"
+
+
+async def test_only_the_system_tenants_jobs_emit_for_other_tenants():
+    with pytest.raises(ValueError, match="a job of tenant acme emits only for itself"):
+        await context(Steps()).emit("event-expiration", {}, ref="c1", tenant_id="c1")
+    emitted: list[Job] = []
+    sweep = JOB.model_copy(update={"tenant_id": "system", "type": "event-expiration"})
+    child_id = await context(Steps(), emitted=emitted, job=sweep).emit(
+        "event-expiration", {}, ref="campaign:c1", tenant_id="c1")
+    [child] = emitted
+    assert child.tenant_id == "c1" and child.job_id == child_id
+    assert child_id == job_id_for("c1", "event-expiration", "j1:campaign:c1")
+
+
+async def test_a_child_job_must_be_declared_and_fit_its_payload():
+    ctx = context(Steps())
+    with pytest.raises(UnknownJobType, match="unknown job type 'laundry'"):
+        await ctx.emit("laundry", {}, ref="x")
+    with pytest.raises(PayloadError, match="days_until_deadline: Field required"):
+        await ctx.emit("sars-deadline", {"submission_type": "VAT201"}, ref="x")

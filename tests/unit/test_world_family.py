@@ -67,3 +67,12 @@ def test_the_keeper_writes_only_what_changed_and_removes_what_is_gone():
     moved = changes([schedule("a", every_ms=30_000)], again.kept, later)
     assert moved.written[0].revision_at == later and sorted(moved.removed) == ["b", "c"]
     assert list(moved.kept) == ["a"]
+
+
+@pytest.mark.parametrize("payload", [{"kind": "population-growth"}, {"settlement_id": "s1"}])
+def test_a_fired_cycle_names_its_entity_and_kind_together(payload):
+    from cronbus.streams.catalog import PayloadError
+    from tests.seeds import SEEDS
+
+    with pytest.raises(PayloadError, match="settlement_id and kind name a fired cycle together"):
+        SEEDS["settlement-growth"].check_payload(payload)
