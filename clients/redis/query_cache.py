@@ -28,6 +28,16 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
+# forget each tenant's answers and move its generation (KEYS: answers, generation, ...); one
+# command for a whole ingest step, however many tenants it names
+_DROP = """
+for i = 1, #KEYS, 2 do
+  redis.call('DEL', KEYS[i])
+  redis.call('INCR', KEYS[i + 1])
+  redis.call('EXPIRE', KEYS[i + 1], ARGV[1])
+end
+return #KEYS / 2
+"""
 GENERATION_TTL_S = 86_400  # far longer than any read in flight
 
 
@@ -48,6 +58,7 @@ class QueryCache:
         self.ttl_s = ttl_s
         self._clock = clock
         self._put = redis.register_script(_PUT)
+        self._drop = redis.register_script(_DROP)
 
     def _keys(self, tenant_id: str) -> tuple[str, str]:
         base = f"{self._namespace}:query-cache:{tenant_id}"
@@ -84,10 +95,6 @@ class QueryCache:
 
     async def drop(self, tenant_ids: Iterable[str]) -> None:
         """Forget every answer cached for these tenants, and any read before now."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for tenant_id in tenant_ids:
-                answers, generation = self._keys(tenant_id)
-                pipe.delete(answers)
-                pipe.incr(generation)
-                pipe.expire(generation, GENERATION_TTL_S)
-            await pipe.execute()
+        keys = [key for tenant_id in tenant_ids for key in self._keys(tenant_id)]
+        if keys:
+            await self._drop(keys=keys, args=[GENERATION_TTL_S])
