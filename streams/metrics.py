@@ -98,6 +98,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # --- world clocks (no tenant label: how many, how often they moved or were not moved)
+        self.world_clocks = Gauge(
+            "cronbus_world_clocks", "Tenants' world clocks this worker owns", registry=r)
+        self.world_clock_advances = Counter(
+            "cronbus_world_clock_advances", "World clocks moved forward by an event", registry=r)
+        self.world_clock_ignored = Counter(
+            "cronbus_world_clock_ignored",
+            "world-time-advanced events not later than their tenant's clock (nothing changed)",
+            registry=r)
         self.query_cache = Counter(
             "cronbus_query_cache", "Downstream queries a handler asked of the cache, by outcome",
             ["service", "outcome"], registry=r,

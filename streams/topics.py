@@ -61,8 +61,13 @@ def debounce_windows_topic(app_id: str) -> str:
     return f"{app_id}-debounce-windows"
 
 
+def world_clocks_topic(app_id: str) -> str:
+    """Each tenant's world clock, one record per tenant on the tenant's partition."""
+    return f"{app_id}-world-clocks"
+
+
 def state_topics(app_id: str) -> list[str]:
-    return [debounce_windows_topic(app_id)]
+    return [debounce_windows_topic(app_id), world_clocks_topic(app_id)]
 
 
 def compacted(app_id: str) -> frozenset[str]:

@@ -162,6 +162,27 @@ def _job_types(settings: Settings, names: Sequence[str] | None) -> list[str]:
     except UnknownJobType as exc:
         raise SettingsError(str(exc)) from None
 
+def cmd_clock_get(args: argparse.Namespace, settings: Settings) -> int:
+    import redis.asyncio as aioredis
+
+    from cronbus.clients.redis.world_clocks import WorldClockView
+
+    async def read() -> dict[str, Any] | None:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            return await WorldClockView(client, namespace=settings.redis_namespace).get(args.tenant)
+        finally:
+            await client.aclose()
+
+    clock = asyncio.run(read())
+    if clock is None:
+        print(f"no world clock for tenant {args.tenant!r}: none of its world-time-advanced "
+              f"events has been read", file=sys.stderr)
+        return 1
+    print(json.dumps(clock, indent=2))
+    return 0
+
+
 def cmd_job_status(args: argparse.Namespace, settings: Settings) -> int:
     import redis.asyncio as aioredis
 
@@ -514,6 +535,13 @@ def parser() -> argparse.ArgumentParser:
     publish.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                          help="a progress bar on stderr (default: when it is a terminal)")
     publish.set_defaults(run=cmd_publish)
+
+    clocks = sub.add_parser("clocks", help="tenants' world clocks")
+    clocks_sub = clocks.add_subparsers(dest="clocks_command", required=True)
+    clock_get = clocks_sub.add_parser("get", help="a tenant's world time, as its "
+                                      "world-time-advanced events moved it")
+    clock_get.add_argument("tenant")
+    clock_get.set_defaults(run=cmd_clock_get)
 
     jobs = sub.add_parser("jobs", help="job status, queues, retrying failed jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)

@@ -47,12 +47,21 @@ from cronbus.agents.ingest.debounce import (
     parse_policy,
 )
 from cronbus.agents.ingest.window_book import Closed, WindowBook, decode_windows, encode_windows
+from cronbus.agents.ingest.world_clocks import ClockBook, WorldClock
 from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.keeper import RecordKeeper, Source
 from cronbus.clients.redis.query_cache import QueryCache
+from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams import headers, topics
 from cronbus.streams.catalog import Catalog
-from cronbus.streams.events import CronTick, DomainEvent, InvalidReason, Rejection, parse_event
+from cronbus.streams.events import (
+    CronTick,
+    DomainEvent,
+    InvalidReason,
+    Rejection,
+    WorldTimeAdvanced,
+    parse_event,
+)
 from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.keys import partition_of, tenant_key
 from cronbus.streams.metrics import Metrics
@@ -117,7 +126,8 @@ class Ingest(mode.Service):
     """The ingest role: a consumer group over every ingested topic, windows in a changelog."""
 
     def __init__(self, settings: Settings, catalog: Catalog, topic_maker: connect.TopicMaker,
-                 metrics: Metrics, cache: QueryCache | None = None, **kwargs: object) -> None:
+                 metrics: Metrics, cache: QueryCache | None = None,
+                 clock_view: WorldClockView | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
         self.catalog = catalog
@@ -131,6 +141,10 @@ class Ingest(mode.Service):
         self.policies = policies_from(settings, catalog)
         self.book = WindowBook(self.policies)
         self.changelog = topics.debounce_windows_topic(settings.app_id)
+        # tenants' world clocks: a changelog of their own, read by the API through Redis
+        self.clocks = ClockBook()
+        self.clock_log = topics.world_clocks_topic(settings.app_id)
+        self.clock_view = clock_view
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._keeper: RecordKeeper | None = None
@@ -266,7 +280,15 @@ class Ingest(mode.Service):
         for partition, tenant_id, windows in self.book.take_changes():
             value = json.dumps(encode_windows(windows)).encode() if windows else None
             await self._send(self.changelog, tenant_key(tenant_id), value, partition=partition)
+        moved = self.clocks.take_changes()
+        for partition, clock in moved:
+            await self._send(self.clock_log, tenant_key(clock.tenant_id), clock.encode(),
+                             partition=partition)
         await self._sent()
+        if moved:
+            if self.clock_view is not None:  # its read side, once the changelog has it
+                await self.clock_view.put_many(clock.as_dict() for _, clock in moved)
+            self.metrics.world_clocks.set(self.clocks.count())
         self._count_outcomes()
         if batch:
             assert self._consumer is not None
@@ -293,6 +315,7 @@ class Ingest(mode.Service):
         owned = self.assignment
         for partition in self.book.partitions:
             self.book.forget(partition)
+            self.clocks.forget(partition)
         try:
             await self._restore({tp.partition for tp in owned})
             for tp in owned:
@@ -320,8 +343,20 @@ class Ingest(mode.Service):
                     log.warning("%s[%s]@%s is not a debounce window record, ignored: %s: %s",
                                 record.topic, record.partition, record.offset,
                                 type(exc).__name__, str(exc)[:200])
-        log.info("restored the debounce windows of partitions %s from %d record(s) in %.2fs",
-                 sorted(by_partition), sum(map(len, by_partition.values())),
+        clock_records = await self._reader.read(self.clock_log, partitions)
+        for partition, records in clock_records.items():
+            self.clocks.own(partition)
+            for record in records:
+                try:
+                    self.clocks.restore(partition, WorldClock.decode(record.value))
+                except Exception as exc:  # not written by ingest: it holds no clock
+                    log.warning("%s[%s]@%s is not a world clock record, ignored: %s: %s",
+                                record.topic, record.partition, record.offset,
+                                type(exc).__name__, str(exc)[:200])
+        self.metrics.world_clocks.set(self.clocks.count())
+        log.info("restored the debounce windows and world clocks of partitions %s from %d "
+                 "record(s) in %.2fs", sorted(by_partition),
+                 sum(map(len, (*by_partition.values(), *clock_records.values()))),
                  time.monotonic() - started)
 
     # one record ------------------------------------------------------------------------------
@@ -338,6 +373,11 @@ class Ingest(mode.Service):
             # stay on one partition, then drop this copy
             await self._send(record.topic, key, record.value)
             return
+        if isinstance(parsed, WorldTimeAdvanced):
+            if self.clocks.advance(record.partition, parsed) is None:
+                self.metrics.world_clock_ignored.inc()
+            else:
+                self.metrics.world_clock_advances.inc()
         if isinstance(parsed, CronTick) and parsed.job_type not in self.catalog:
             # its schedule outlived its job type's module: kept for replay, never dropped
             self._reject(record, Rejection(InvalidReason.UNKNOWN_TYPE, (
@@ -432,6 +472,7 @@ class _Handover(ConsumerRebalanceListener):
         async with self.ingest._step_lock:  # the step in progress commits first
             for partition in {tp.partition for tp in revoked}:
                 self.ingest.book.forget(partition)
+                self.ingest.clocks.forget(partition)
             self.ingest.stalls.forget({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:

@@ -39,6 +39,7 @@ from cronbus.agents.schedules.api_rules import (
 from cronbus.clients.redis.api_tokens import TokenTenants
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.schedule_runs import RunLog
+from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams.catalog import Catalog
 from cronbus.streams.events import CronTick
 from cronbus.streams.schedules import FieldProblem, InvalidSchedule, Schedule, schedule_from_request
@@ -75,7 +76,7 @@ class ScheduleApi:
     def __init__(
         self, directory: ScheduleStore, catalog: Catalog, *, tokens: TokenTenants, runs: RunLog,
         status: JobStatusStore, send_tick: Callable[[CronTick], Awaitable[None]],
-        ready: Callable[[], bool] = lambda: True,
+        clocks: WorldClockView, ready: Callable[[], bool] = lambda: True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.directory = directory
@@ -84,6 +85,7 @@ class ScheduleApi:
         self.runs = runs
         self.status = status
         self.send_tick = send_tick
+        self.clocks = clocks
         self.ready = ready
         self.clock = clock
 
@@ -142,6 +144,14 @@ class ScheduleApi:
         runs = distinct_runs(await self.runs.recent(tenant, schedule_id, limit))
         return 200, {"schedule_id": schedule_id,
                      "runs": [run_view(r, await self.status.get(r.job_id)) for r in runs]}
+
+    async def world_clock(self, tenant: str, request: Request, tenant_id: str) -> tuple[int, Any]:
+        """The caller's own world clock; another tenant's is indistinguishable from none."""
+        clock = await self.clocks.get(tenant_id) if tenant_id == tenant else None
+        if clock is None:
+            raise Answer(404, {"error": f"no world clock for tenant {tenant_id!r}: none of its "
+                                        f"world-time-advanced events has been read"})
+        return 200, clock
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -213,6 +223,11 @@ class ScheduleApi:
 
             return type(f"Schedule_{handler.__name__}", (View,), {method: call})
 
+        class WorldClock(View):
+            async def get(self, request: Request, tenant_id: str = "", **_: Any) -> Response:
+                return await api.answer(self, request, api.world_clock, tenant_id=tenant_id)
+
+        app.page("/clocks/{tenant_id}", name="world-clock")(WorldClock)
         app.page("/schedules", name="schedule-list")(Schedules)
         app.page("/schedules/{schedule_id}", name="schedule")(OneSchedule)
         for path, handler, method in (

@@ -18,6 +18,7 @@ from cronbus.clients.kafka import connect
 from cronbus.clients.redis.api_tokens import TokenTenants
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.schedule_runs import RunLog
+from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams import topics
 from cronbus.streams.catalog import Catalog
 from cronbus.streams.events import CronTick
@@ -74,6 +75,7 @@ class SchedulesApi(mode.Service):
                         kept=settings.schedule_runs_kept, ttl_s=settings.job_status_ttl_s),
             status=status,
             send_tick=self.send_tick,
+            clocks=WorldClockView(redis, namespace=settings.redis_namespace),
             ready=self.directory.loaded.is_set,
         )
         self._producer: AIOKafkaProducer | None = None

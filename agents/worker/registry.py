@@ -30,6 +30,7 @@ from cronbus.clients.redis.breaker_storage import SharedBreakerStorage
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.kept_schedules import KeptSchedules
 from cronbus.clients.redis.query_cache import QueryCache
+from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams import topics
 from cronbus.streams.catalog import Catalog, load_catalog
 from cronbus.streams.metrics import Metrics
@@ -136,7 +137,8 @@ def _transport(settings: Settings) -> httpx.AsyncBaseTransport | None:
 
 
 def _ingest(r: Resources) -> mode.Service:
-    return Ingest(r.settings, r.catalog, r.topic_maker, r.metrics, cache=r.query_cache)
+    return Ingest(r.settings, r.catalog, r.topic_maker, r.metrics, cache=r.query_cache,
+                  clock_view=WorldClockView(r.redis, namespace=r.settings.redis_namespace))
 
 
 def _processor(r: Resources) -> mode.Service:

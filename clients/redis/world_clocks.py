@@ -1,0 +1,34 @@
+"""World clocks as the API and the CLI read them: one Redis hash per tenant, written by ingest
+after its clock changelog has the change (the changelog is the truth; this is its read side)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+
+
+class WorldClockView:
+    def __init__(self, redis: aioredis.Redis, *, namespace: str) -> None:
+        self._redis = redis
+        self._namespace = namespace
+
+    def _key(self, tenant_id: str) -> str:
+        return f"{self._namespace}:world-clock:{tenant_id}"
+
+    async def put_many(self, clocks: Iterable[Mapping[str, Any]]) -> None:
+        """Store clocks (``tenant_id`` and their fields), all in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for clock in clocks:
+                pipe.hset(self._key(clock["tenant_id"]),
+                          mapping={k: str(v) for k, v in clock.items()})
+            await pipe.execute()
+
+    async def get(self, tenant_id: str) -> dict[str, Any] | None:
+        stored = await self._redis.hgetall(self._key(tenant_id))
+        if not stored:
+            return None
+        clock: dict[str, Any] = {k.decode(): v.decode() for k, v in stored.items()}
+        clock["advances"] = int(clock["advances"])
+        return clock
