@@ -74,6 +74,8 @@ class CronTick(DomainEvent):
     payload: dict[str, Any] = Field(default_factory=dict)
     # "manual": started through the API (POST /schedules/{id}/trigger), not by the ticker
     trigger: Literal["schedule", "manual"] = "schedule"
+    # "world": fire_at is the tenant's world time it was due at; occurred_at the wall time it fired
+    clock: Literal["wall", "world"] = "wall"
 
 
 class InvalidReason(StrEnum):

@@ -73,6 +73,9 @@ class Job(BaseModel):
     scheduled_at: AwareDatetime
     covers: EventCoverage | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
+    # a world-clock schedule's run: the tenant's world time it was due at (scheduled_at is the
+    # wall time it fired)
+    world_due_at: AwareDatetime | None = None
 
     def encode(self) -> bytes:
         return self.model_dump_json().encode()

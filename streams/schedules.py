@@ -24,6 +24,7 @@ from cronbus.streams.jobs import job_id_for
 
 ScheduleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 Misfire = Literal["skip", "run_once", "run_all"]
+Clock = Literal["wall", "world"]
 Overlap = Literal["allow", "skip", "buffer_one"]
 
 MAX_EVERY_MS = 366 * 86_400_000
@@ -32,7 +33,8 @@ CRON_MACROS = {
     "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
 }
 # what changes *when* a schedule fires; changing any of them starts it afresh from that moment
-TIMING_FIELDS = ("cron", "timezone", "every_ms", "limit", "run_at", "start_at", "end_at", "enabled")
+TIMING_FIELDS = ("clock", "cron", "timezone", "every_ms", "limit", "run_at", "start_at", "end_at",
+                 "enabled")
 
 
 class Schedule(BaseModel):
@@ -44,6 +46,9 @@ class Schedule(BaseModel):
     id: ScheduleId
     tenant_id: TenantId
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    # "world": run_at, start_at, end_at and the fire times are the tenant's world time, and it
+    # fires as the tenant's world clock passes them, however far it jumps
+    clock: Clock = "wall"
     job_type: JobTypeName  # declared in the catalog: the API checks it
     payload: dict[str, Any] = Field(default_factory=dict)
     cron: str | None = None
@@ -201,6 +206,18 @@ def _timing_problems(s: Schedule) -> list[FieldProblem]:
     if s.limit is not None and s.run_at is not None:
         problems.append(FieldProblem(
             "limit", "a one-off (run_at) fires once; limit applies to cron and every_ms"))
+    if s.clock == "world":
+        if s.cron is not None:
+            problems.append(FieldProblem(
+                "cron", "a world-clock schedule runs at a world time (run_at) or every so long "
+                "in world time (every_ms from start_at); cron is for the wall clock"))
+        if s.every_ms is not None and s.start_at is None:
+            problems.append(FieldProblem(
+                "start_at", "a world-clock interval is anchored at a world time: give start_at"))
+        if s.overlap == "buffer_one":
+            problems.append(FieldProblem(
+                "overlap", "a world-clock schedule allows or skips an overlapping run "
+                "(buffer_one waits on the wall clock)"))
     return problems
 
 

@@ -47,13 +47,14 @@ from cronbus.agents.ingest.debounce import (
     parse_policy,
 )
 from cronbus.agents.ingest.window_book import Closed, WindowBook, decode_windows, encode_windows
-from cronbus.agents.ingest.world_clocks import ClockBook, WorldClock
+from cronbus.agents.ingest.world_clocks import ClockBook
 from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.keeper import RecordKeeper, Source
 from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams import headers, topics
 from cronbus.streams.catalog import Catalog
+from cronbus.streams.clocks import WorldClock
 from cronbus.streams.events import (
     CronTick,
     DomainEvent,
@@ -106,11 +107,13 @@ def policies_from(settings: Settings, catalog: Catalog) -> dict[str, DebouncePol
 def immediate_job(event: DomainEvent, job_type: str, now: float) -> Job:
     """A job of its own for one event; a cron tick's job is named by its schedule and fire time."""
     if isinstance(event, CronTick):
+        world = event.clock == "world"  # due at a world time; fired at a wall time
         return Job(
             job_id=job_id_for(event.tenant_id, job_type, tick_ref(event)),
             tenant_id=event.tenant_id, type=job_type,
             triggered_by="manual" if event.trigger == "manual" else "cron",
-            scheduled_at=event.fire_at,
+            scheduled_at=event.occurred_at if world else event.fire_at,
+            world_due_at=event.fire_at if world else None,
             payload={"schedule_id": event.schedule_id, **event.payload},
         )
     fields = event.model_dump(mode="json", exclude={"event_id", "tenant_id", "occurred_at", "type"})

@@ -135,7 +135,11 @@ class ScheduleApi:
     async def preview(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
         schedule = self._schedule(tenant, schedule_id)
         count = query_count(request.query, "count", default=PREVIEW_DEFAULT, maximum=PREVIEW_MAX)
-        return 200, next_runs(schedule, self.clock(), count)
+        world_now = None
+        if schedule.clock == "world":
+            clock = await self.clocks.get(tenant)
+            world_now = datetime.fromisoformat(clock["world_time"]) if clock else None
+        return 200, next_runs(schedule, self.clock(), count, world_now)
 
     async def history(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
         self._schedule(tenant, schedule_id)

@@ -8,7 +8,7 @@ its run history with each run's outcome as the processors recorded it).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -95,15 +95,24 @@ def with_enabled(schedule: Schedule, enabled: bool, now: datetime) -> Schedule:
     return schedule.model_copy(update={"enabled": enabled, "revision_at": now})
 
 
-def next_runs(schedule: Schedule, now: datetime, count: int) -> dict[str, Any]:
+def next_runs(schedule: Schedule, now: datetime, count: int,
+              world_now: datetime | None = None) -> dict[str, Any]:
     """The next ``count`` fire times after ``now``, in the schedule's zone and in UTC; none while
-    it is paused. ``limit`` is not applied (how many ran is the ticker's count)."""
+    it is paused. ``limit`` is not applied (how many ran is the ticker's count). A world-clock
+    schedule's are world times after its tenant's clock (``world_now``; before the clock first
+    moved, from the schedule's anchor)."""
     zone = ZoneInfo(schedule.timezone)
-    after = max(now, schedule.revision_at) if schedule.revision_at else now
+    if schedule.clock == "world":
+        anchor = schedule.run_at or schedule.start_at
+        assert anchor is not None
+        after = world_now if world_now is not None else anchor - timedelta(milliseconds=1)
+    else:
+        after = max(now, schedule.revision_at) if schedule.revision_at else now
     times = preview(schedule, after, count) if schedule.enabled else []
     return {
         "schedule_id": schedule.id,
         "timezone": schedule.timezone,
+        "clock": schedule.clock,
         "paused": not schedule.enabled,
         "next": [{"at": t.astimezone(zone).isoformat(), "utc": t.astimezone(UTC).isoformat()}
                  for t in times],

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from cronbus.agents.schedules.cron import EPOCH, ONE_MS, next_fire
+from cronbus.agents.schedules.cron import EPOCH, ONE_MS, fire_times, next_fire
 from cronbus.agents.schedules.policy import due_fires, is_on_time, overlap_decision
 from cronbus.streams.schedules import Schedule
 
@@ -64,6 +64,8 @@ def state_for(schedule: Schedule, stored: FireState | None, now: datetime) -> Fi
     revision = revision_of(schedule)
     if stored is not None and stored.revision == revision:
         return stored
+    if schedule.clock == "world":
+        return _world_state(schedule, stored, revision)
     since = schedule.revision_at or now
     if schedule.run_at is not None:
         since = min(since, schedule.run_at - ONE_MS)
@@ -71,6 +73,20 @@ def state_for(schedule: Schedule, stored: FireState | None, now: datetime) -> Fi
         return FireState(revision=revision, since=since)
     return FireState(revision=revision, since=since, fired=stored.fired,
                      last_fire=stored.last_fire)
+
+
+def _world_state(schedule: Schedule, stored: FireState | None, revision: str | None) -> FireState:
+    """A world-clock schedule's times are world times: it starts at its anchor (a one-off's
+    ``run_at``, an interval's ``start_at``), never at when it was written, which is wall time.
+    An interval whose definition changed goes on from what was decided already."""
+    anchor = schedule.run_at if schedule.run_at is not None else schedule.start_at
+    assert anchor is not None, "a world-clock schedule has run_at or start_at"
+    since = anchor - ONE_MS
+    if stored is not None and schedule.run_at is None:
+        since = max(since, stored.since)
+    return FireState(revision=revision, since=since,
+                     fired=stored.fired if stored else 0,
+                     last_fire=stored.last_fire if stored else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +144,30 @@ def plan(schedule: Schedule, state: FireState, now: datetime, *, grace: timedelt
     return Plan(fires, missed, overlapped, new_state, wake_at)
 
 
+def plan_world(schedule: Schedule, state: FireState, world_now: datetime, *,
+               previous_active: bool) -> Plan:
+    """The ticks of a world-clock schedule when its tenant's clock reached ``world_now``.
+
+    Every fire time the clock passed is due at once, so the latest of them is on time and the
+    earlier ones are missed: they follow the misfire policy (a campaign advanced by a year runs
+    its hourly schedule once, unless it asks for ``run_all``). A paused schedule lets the times
+    passed go by, as a paused wall-clock schedule does."""
+    if not schedule.enabled:
+        return Plan([], 0, 0, replace(state, since=max(state.since, world_now)), None)
+    latest = None
+    for moment in fire_times(schedule, state.since):
+        if moment > world_now:
+            break
+        latest = moment
+    if latest is None:
+        return Plan([], 0, 0, replace(state, since=max(state.since, world_now)), None)
+    # revision_at is a wall time: a world schedule's on-time window is measured in world time
+    timeless = schedule.model_copy(update={"revision_at": None})
+    outcome = plan(timeless, state, world_now, grace=world_now - latest,
+                   previous_active=previous_active, poll=timedelta(0))
+    return replace(outcome, wake_at=None)
+
+
 def _one_on_time_fire(schedule: Schedule, state: FireState, now: datetime,
                       grace: timedelta) -> Plan | None:
     """The plan of the common case, or None: one fire time due, on time, no limit, nothing
@@ -171,10 +211,13 @@ class Entry:
 @dataclass(slots=True)
 class TickerBook:
     """Owned schedules and a heap of when each needs attention (lazy: a changed or removed
-    schedule leaves its old heap item behind, skipped by version when it comes up)."""
+    schedule leaves its old heap item behind, skipped by version when it comes up). A
+    world-clock schedule is due when its tenant's world clock moves, not at a wall time: it has
+    no heap item, only its place among its tenant's world schedules."""
 
     entries: dict[bytes, Entry] = field(default_factory=dict)
     _by_partition: dict[int, set[bytes]] = field(default_factory=dict)
+    _world: dict[str, set[bytes]] = field(default_factory=dict)  # tenant -> world schedules
     _heap: list[tuple[int, int, bytes, int]] = field(default_factory=list)
     _seq: itertools.count = field(default_factory=itertools.count)
 
@@ -193,7 +236,7 @@ class TickerBook:
 
     def forget(self, partition: int) -> None:
         for key in self._by_partition.pop(partition, set()):
-            self.entries.pop(key, None)
+            self._unindex(self.entries.pop(key, None))
         self._compact()
 
     def keys_of(self, partition: int) -> set[bytes]:
@@ -209,8 +252,11 @@ class TickerBook:
             stored = old.state
         state = state_for(schedule, stored, now)
         entry = Entry(schedule, partition, state, version=old.version + 1 if old else 0)
+        self._unindex(old)
         self.entries[schedule.key] = entry
         self._by_partition[partition].add(schedule.key)
+        if schedule.clock == "world":
+            self._world.setdefault(schedule.tenant_id, set()).add(schedule.key)
         self._push(entry, first_wake(schedule, state, now))
         if old is not None:
             self._compact()
@@ -220,7 +266,23 @@ class TickerBook:
         entry = self.entries.pop(key, None)
         if entry is not None:
             self._by_partition.get(entry.partition, set()).discard(key)
+            self._unindex(entry)
         return entry
+
+    def world_entries(self, tenant_id: str) -> list[Entry]:
+        """The tenant's world-clock schedules owned here."""
+        return [self.entries[key] for key in self._world.get(tenant_id, ())]
+
+    def world_tenants(self) -> set[str]:
+        return {tenant for tenant, keys in self._world.items() if keys}
+
+    def _unindex(self, entry: Entry | None) -> None:
+        if entry is not None and entry.schedule.clock == "world":
+            keys = self._world.get(entry.schedule.tenant_id)
+            if keys is not None:
+                keys.discard(entry.schedule.key)
+                if not keys:
+                    del self._world[entry.schedule.tenant_id]
 
     def settle(self, entry: Entry, outcome: Plan) -> None:
         """Record a plan carried out (its ticks are on the broker, its state saved)."""
@@ -259,7 +321,7 @@ class TickerBook:
         return taken
 
     def _push(self, entry: Entry, wake_at: datetime | None) -> None:
-        if wake_at is not None:
+        if wake_at is not None and entry.schedule.clock == "wall":
             heapq.heappush(self._heap, (_ms(wake_at), next(self._seq), entry.schedule.key,
                                         entry.version))
 

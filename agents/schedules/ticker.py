@@ -31,12 +31,13 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
-from cronbus.agents.schedules.book import Entry, FireState, Plan, TickerBook, plan
+from cronbus.agents.schedules.book import Entry, FireState, Plan, TickerBook, plan, plan_world
 from cronbus.agents.schedules.directory import schedule_in
 from cronbus.clients.kafka import connect
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.streams import topics
+from cronbus.streams.clocks import WorldClock
 from cronbus.streams.jobs import JobState
 from cronbus.streams.keys import partition_of, tenant_key
 from cronbus.streams.metrics import Metrics
@@ -67,7 +68,8 @@ class Tick:
     unit test holds it to :class:`cronbus.streams.events.CronTick`)."""
 
     schedule: Schedule
-    fire_at: datetime
+    fire_at: datetime  # a world-clock schedule's: the world time it was due at
+    fired_at: datetime | None = None  # a world-clock schedule's: the wall time it fired
 
     @property
     def id(self) -> str:
@@ -75,12 +77,15 @@ class Tick:
 
     def value(self, tick_id_: str) -> bytes:
         at = self.fire_at.isoformat()
-        return _COMPACT_JSON.encode({
+        tick = {
             "event_id": tick_id_, "tenant_id": self.schedule.tenant_id, "occurred_at": at,
             "type": topics.CRON_TICKS, "schedule_id": self.schedule.id,
             "job_type": self.schedule.job_type, "fire_at": at,
             "payload": self.schedule.payload, "trigger": "schedule",
-        }).encode()
+        }
+        if self.fired_at is not None:
+            tick.update(occurred_at=self.fired_at.isoformat(), clock="world")
+        return _COMPACT_JSON.encode(tick).encode()
 
     def run(self, tick_id_: str, emitted_at: float) -> FiredRun:
         """The tick as the schedule's run history keeps it."""
@@ -129,6 +134,11 @@ class Ticker(mode.Service):
         # no record holds a ticker back: every schedules record is decided as it is read
         self.stalls: Stalls | None = None
         self._failed_steps = 0  # in a row: the first is logged with its traceback
+        # every tenant's world clock, followed on its changelog (ingest owns and writes it)
+        self.clock_log = topics.world_clocks_topic(settings.app_id)
+        self._clock_feed: AIOKafkaConsumer | None = None
+        self.world_times: dict[str, datetime] = {}
+        self._world_due: set[str] = set()  # tenants whose world schedules need a look
 
     def state_key(self, partition: int) -> str:
         """The Redis hash of one partition's fire states (field: schedule key)."""
@@ -154,7 +164,7 @@ class Ticker(mode.Service):
             await self.before_start()
         brokers = self.settings.broker_url
         # cron-ticks and schedules (compacted) among them
-        await self.topic_maker.ensure([topics.SCHEDULES, topics.CRON_TICKS])
+        await self.topic_maker.ensure([topics.SCHEDULES, topics.CRON_TICKS, self.clock_log])
         self._producer = connect.producer(brokers)
         await self._producer.start()
         # the tenant's partition, as the producer's partitioner would pick it but cached
@@ -169,6 +179,8 @@ class Ticker(mode.Service):
             rebalance_timeout_s=self.settings.broker_rebalance_timeout_s,
         )
         await self._consumer.start()
+        self._clock_feed = connect.reader(brokers, self.clock_log, fetch_max_wait_ms=100)
+        await self._clock_feed.start()
         self._loop_task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
@@ -177,7 +189,7 @@ class Ticker(mode.Service):
             await self._loop_task
         if self._recording is not None:
             await self._recording
-        for part in (self._consumer, self._producer, self._reader):
+        for part in (self._consumer, self._producer, self._reader, self._clock_feed):
             if part is not None:
                 await part.stop()
 
@@ -205,6 +217,8 @@ class Ticker(mode.Service):
                         if tp in owned and self.book.owns(tp.partition):
                             await self._apply(tp.partition, records)
                     await self._fire_due()
+                    await self._follow_clocks()
+                    await self._fire_world()
                 except Exception as exc:
                     self._failed_steps += 1
                     if self._failed_steps == 1:
@@ -232,6 +246,8 @@ class Ticker(mode.Service):
             schedule = self._decode(record)
             if schedule is not None:
                 self.book.put(partition, schedule, None, now)
+                if schedule.clock == "world":  # a world time already passed fires at once
+                    self._world_due.add(schedule.tenant_id)
             elif (record.value is None and record.key is not None
                   and self.book.remove(record.key) is not None):
                 removed.append(record.key)  # a tombstone for a key never written: nothing
@@ -262,6 +278,65 @@ class Ticker(mode.Service):
             await self._recording
         # history is not on the firing path: the next step need not wait for it
         self._recording = asyncio.ensure_future(self._record_runs(ticks))
+
+    async def _follow_clocks(self) -> None:
+        """Read what the world clocks' changelog has new; a moved clock's tenant is due."""
+        assert self._clock_feed is not None
+        batch = await self._clock_feed.getmany(timeout_ms=0)
+        for record in (r for records in batch.values() for r in records):
+            try:
+                clock = WorldClock.decode(record.value)
+            except Exception:  # not written by ingest: no clock moved
+                continue
+            known = self.world_times.get(clock.tenant_id)
+            if known is None or clock.world_time > known:
+                self.world_times[clock.tenant_id] = clock.world_time
+                self._world_due.add(clock.tenant_id)
+
+    async def _fire_world(self) -> None:
+        """Fire the world-clock schedules of tenants whose clock moved (or whose world schedules
+        changed): every fire time the clock passed, per misfire policy, one tenant's ticks in
+        world-time order; then their states are saved, as the wall clock's are."""
+        due = {t: self.world_times[t] for t in self._world_due & self.book.world_tenants()
+               if t in self.world_times}
+        if not due:
+            self._world_due.clear()
+            return
+        assert self._producer is not None
+        fired_at = datetime.fromtimestamp(self.clock(), UTC)
+        entries = [e for tenant in due for e in self.book.world_entries(tenant)]
+        active = await self._previous_active(entries, None)
+        plans: list[tuple[Entry, Plan]] = []
+        ticks: list[tuple[Tick, str]] = []
+        sends = []
+        for tenant, world_now in due.items():
+            mine = [(entry, plan_world(entry.schedule, entry.state, world_now,
+                                       previous_active=entry.schedule.key in active))
+                    for entry in self.book.world_entries(tenant)]
+            plans += mine
+            for fire_at, entry in sorted(((at, entry) for entry, p in mine for at in p.fires),
+                                         key=lambda fire: fire[0]):
+                tick = Tick(entry.schedule, fire_at, fired_at)
+                ticks.append((tick, tick.id))
+                key = tenant_key(tenant)
+                sends.append(await self._producer.send(
+                    topics.CRON_TICKS, key=key, value=tick.value(tick.id),
+                    partition=partition_of(key, self._tick_partitions)))
+        if sends:
+            await asyncio.gather(*sends)
+        self._world_due.clear()  # their ticks are on the broker
+        self._count(plans, [])  # misfires and overlaps (a world fire's lag is no wall lag)
+        for tick, _ in ticks:
+            self.metrics.schedule_fires.labels(tick.schedule.job_type).inc()
+        for entry, outcome in plans:
+            if outcome.state != entry.state:
+                self._unsaved[entry.partition][entry.schedule.key] = outcome.state.encode()
+            self.book.settle(entry, outcome)
+        await self._save()
+        if ticks:
+            if self._recording is not None:
+                await self._recording
+            self._recording = asyncio.ensure_future(self._record_runs(ticks))
 
     async def _plan_and_send(self, entries: list[Entry], active: set[bytes], now: datetime
                              ) -> tuple[list[tuple[Entry, Plan]], list[tuple[Tick, str]]]:
@@ -335,8 +410,9 @@ class Ticker(mode.Service):
         except Exception:  # history only: the ticks are out and their states saved
             log.exception("recording %d fired run(s) in the run history failed", len(ticks))
 
-    async def _previous_active(self, entries: list[Entry], now: datetime) -> set[bytes]:
-        """Keys of the schedules (with an overlap policy) whose previous run is not done."""
+    async def _previous_active(self, entries: list[Entry], now: datetime | None) -> set[bytes]:
+        """Keys of the schedules (with an overlap policy) whose previous run is not done (for
+        world-clock schedules, ``now`` None: a run without a status yet is not waited for)."""
         asked = [e for e in entries
                  if e.schedule.overlap != "allow" and e.state.last_fire is not None]
         if not asked:
@@ -347,12 +423,12 @@ class Ticker(mode.Service):
                 pipe.hget(self.status.key(entry.schedule.job_id_at(entry.state.last_fire)),
                           "state")
             states = await pipe.execute()
-        forgotten = now - timedelta(seconds=self.settings.job_status_ttl_s)
+        forgotten = now - timedelta(seconds=self.settings.job_status_ttl_s) if now else None
         active = set()
         for entry, state in zip(asked, states, strict=True):
             if state is None:
                 # no status yet: its job is still on its way (or was forgotten long ago)
-                if entry.state.last_fire and entry.state.last_fire > forgotten:
+                if forgotten and entry.state.last_fire and entry.state.last_fire > forgotten:
                     active.add(entry.schedule.key)
             elif not JobState.read(state).done:  # a schedule with an overlap policy waits
                 active.add(entry.schedule.key)
@@ -383,6 +459,8 @@ class Ticker(mode.Service):
                 if schedule is not None:
                     raw = raw_states.get(key)
                     self.book.put(partition, schedule, FireState.decode(raw) if raw else None, now)
+                    if schedule.clock == "world":
+                        self._world_due.add(schedule.tenant_id)
                     loaded += 1
             tp = TopicPartition(topics.SCHEDULES, partition)
             self._next_offset[partition] = records[-1].offset + 1 if records else 0

@@ -107,7 +107,7 @@ def test_next_runs_are_in_the_schedules_zone_across_spring_forward():
 def test_a_paused_schedule_previews_nothing():
     paused = with_enabled(berlin_daily(), False, NOW)
     assert next_runs(paused, NOW, 3) == {"schedule_id": "daily", "timezone": "Europe/Berlin",
-                                         "paused": True, "next": []}
+                                         "clock": "wall", "paused": True, "next": []}
 
 
 def test_a_manual_tick_has_its_own_deterministic_id_and_job():

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cronbus.agents.schedules.book import FireState, TickerBook, plan, state_for
+from cronbus.agents.schedules.book import FireState, TickerBook, plan, plan_world, state_for
 from cronbus.agents.schedules.ticker import Tick
 from cronbus.streams import topics
 from cronbus.streams.events import CronTick, parse_event
 from cronbus.streams.schedule_runs import FiredRun
-from cronbus.streams.schedules import Schedule, tick_id, tick_job_id
+from cronbus.streams.schedules import Schedule, parse_schedule, tick_id, tick_job_id
 from tests.seeds import MODELS
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -212,3 +212,43 @@ def test_the_common_case_shortcut_decides_exactly_what_the_full_rules_decide(tim
     full = [plan(schedule, state, now, grace=GRACE, previous_active=False, poll=POLL)
             for state, now in cases]
     assert shortcut == full
+
+
+def world_schedule(**fields) -> Schedule:
+    dawn = datetime(1492, 10, 12, 6, tzinfo=UTC)
+    return parse_schedule({"id": "w", "tenant_id": "c1", "name": "w", "job_type": "export",
+                           "clock": "world", "every_ms": 3_600_000, "start_at": dawn.isoformat(),
+                           "revision_at": "2026-12-01T07:00:00+00:00", **fields})
+
+
+def test_a_world_schedule_starts_at_its_anchor_and_never_on_the_wall_heap():
+
+
+    dawn = datetime(1492, 10, 12, 6, tzinfo=UTC)
+    book = TickerBook()
+    book.own(0)
+    entry = book.put(0, world_schedule(), None, datetime(2026, 12, 1, 7, tzinfo=UTC))
+    assert entry.state.since == dawn - timedelta(milliseconds=1), "its anchor, not the wall time"
+    assert book.next_wake() is None and book.world_tenants() == {"c1"}
+    assert book.world_entries("c1") == [entry]
+    book.remove(entry.schedule.key)
+    assert book.world_tenants() == set()
+
+
+@pytest.mark.parametrize("misfire, fires", [
+    ("run_all", [1, 2, 3, 4, 5]),  # each passed hour (the latest on time, the rest missed)
+    ("run_once", [4, 5]),  # one missed run, the latest, and the on-time one
+    ("skip", [5]),
+])
+def test_a_jump_of_the_world_clock_follows_the_misfire_policy(misfire, fires):
+
+
+    dawn = datetime(1492, 10, 12, 6, tzinfo=UTC)
+    state = FireState(revision=None, since=dawn)  # DAWN itself ran
+    outcome = plan_world(world_schedule(misfire=misfire), state, dawn + timedelta(hours=5, minutes=30),
+                         previous_active=False)
+    assert outcome.fires == [dawn + timedelta(hours=n) for n in fires]
+    assert outcome.state.since == dawn + timedelta(hours=5, minutes=30) and outcome.wake_at is None
+    paused = plan_world(world_schedule(enabled=False), state, dawn + timedelta(hours=9),
+                        previous_active=False)
+    assert paused.fires == [] and paused.state.since == dawn + timedelta(hours=9)

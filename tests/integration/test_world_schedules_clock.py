@@ -1,0 +1,101 @@
+"""Schedules on a tenant's world clock, on the real broker, Redis and APIs: a one-off at a world
+time (a deferred effect) and intervals in world time fire as the campaign's clock passes their
+times, however far it jumps, per misfire policy; each (schedule, world time) runs once, its job
+saying the world time it was due at; a redelivered advance fires nothing again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.streams import topics
+from cronbus.streams.events import WorldTimeAdvanced
+from cronbus.streams.jobs import Job
+from tests.integration.kafka import eventually, read_topic
+
+DAWN = datetime(1492, 10, 12, 6, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+TOKENS = "tok-c1:c1"
+C1 = {"Authorization": "Bearer tok-c1"}
+
+
+async def advance(settings, event_id: str, world_time: datetime) -> None:
+    async with EventPublisher(settings.broker_url) as publisher:
+        await publisher.publish(WorldTimeAdvanced(event_id=event_id, tenant_id="c1",
+                                                  occurred_at=datetime.now(UTC),
+                                                  world_time=world_time))
+        await publisher.flush()
+
+
+async def export_jobs(settings) -> list[Job]:
+    records = await read_topic(settings.broker_url, topics.job_topic("export"), timeout_s=3,
+                               idle_s=0.5)
+    return [Job.decode(r.value) for r in records]
+
+
+def due_times(jobs: list[Job], schedule_id: str) -> list[datetime]:
+    return sorted(j.world_due_at for j in jobs if j.payload.get("schedule_id") == schedule_id)
+
+
+async def test_world_clock_schedules_fire_as_the_campaigns_clock_passes_them(
+    stack, api, settings, start_worker
+):
+    world = stack.world
+    httpx.post(f"{world.control_url}/seed", timeout=10, json={
+        "campaigns": [{"id": "c1", "worldTime": DAWN.isoformat()}],
+        "effects": [{"id": "fx1", "campaignId": "c1"}]}).raise_for_status()
+    worker = start_worker(roles=("ingest", "processor", "ticker", "api"), web_api_tokens=TOKENS,
+                          job_types="export,deferred-effect",
+                          debounce_policies="deferred-effect=immediate")
+    async with httpx.AsyncClient(base_url=worker.base_url, headers=C1, timeout=10) as http:
+        for body in (
+            {"id": "effect-fx1", "clock": "world", "run_at": (DAWN + 2 * HOUR).isoformat(),
+             "job_type": "deferred-effect", "payload": {"effect_id": "fx1"}},
+            {"id": "every-hour", "clock": "world", "every_ms": 3_600_000,
+             "start_at": DAWN.isoformat(), "job_type": "export", "misfire": "run_all",
+             "misfire_limit": 5},
+            {"id": "hourly-once", "clock": "world", "every_ms": 3_600_000,
+             "start_at": DAWN.isoformat(), "job_type": "export", "misfire": "run_once"},
+        ):
+            created = await http.post("/schedules", json=body)
+            assert created.status_code == 201, created.text
+        bad = await http.post("/schedules", json={"id": "x", "clock": "world", "job_type": "export",
+                                                  "cron": "0 * * * *"})
+        assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "cron"
+
+    await advance(settings, "a1", DAWN + HOUR / 2)  # both intervals are due at DAWN
+    jobs = await eventually(lambda: export_jobs(settings), lambda j: len(j) == 2, timeout_s=30,
+                            what="the intervals' first runs")
+    assert due_times(jobs, "every-hour") == due_times(jobs, "hourly-once") == [DAWN]
+    assert all(j.scheduled_at.year == datetime.now(UTC).year for j in jobs), "fired on the wall"
+
+    # a jump of five hours: the latest time passed is on time, the others missed: run_all runs
+    # each missed one (up to its misfire limit of 5), run_once one of them (the latest); the
+    # effect due at DAWN + 2 h runs once
+    await advance(settings, "a2", DAWN + 5 * HOUR + HOUR / 2)
+    jobs = await eventually(lambda: export_jobs(settings), lambda j: len(j) == 9, timeout_s=30,
+                            what="the jump's runs")
+    assert due_times(jobs, "every-hour") == [DAWN + n * HOUR for n in range(6)]
+    assert due_times(jobs, "hourly-once") == [DAWN, DAWN + 4 * HOUR, DAWN + 5 * HOUR]
+    effects = await eventually(
+        lambda: httpx.get(f"{world.control_url}/state", timeout=10).json()["effects"]["fx1"],
+        lambda fx: fx["executed"], timeout_s=30, what="fx1 executed at its world time")
+    assert effects == {"executed": True, "asked": 1, "changed": 1}
+
+    # the same advance again, and an older one: nothing fires again
+    await advance(settings, "a2-again", DAWN + 5 * HOUR + HOUR / 2)
+    await advance(settings, "older", DAWN + 3 * HOUR)
+    await advance(settings, "a3", DAWN + 5 * HOUR + HOUR * 0.75)  # passes no fire time
+    applied = await eventually(lambda: api.applied(), lambda a: len(a) == 9, timeout_s=30,
+                               what="each export run applied")
+    assert set(applied.values()) == {1}
+    assert len(await export_jobs(settings)) == 9
+    async with httpx.AsyncClient(base_url=worker.base_url, headers=C1, timeout=10) as http:
+        runs = (await http.get("/schedules/every-hour/runs")).json()["runs"]
+        assert len(runs) == 6
+        upcoming = (await http.get("/schedules/every-hour/next?count=2")).json()
+        assert upcoming["clock"] == "world"  # after the campaign's clock, in world time
+        assert [n["utc"] for n in upcoming["next"]] == [
+            (DAWN + 6 * HOUR).isoformat(), (DAWN + 7 * HOUR).isoformat()]
