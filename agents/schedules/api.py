@@ -26,6 +26,7 @@ from cronbus.agents.schedules.api_rules import (
     RUNS_DEFAULT,
     bearer_token,
     declared,
+    deferred_effect,
     distinct_runs,
     idempotency_key,
     manual_tick,
@@ -149,6 +150,17 @@ class ScheduleApi:
         return 200, {"schedule_id": schedule_id,
                      "runs": [run_view(r, await self.status.get(r.job_id)) for r in runs]}
 
+    async def defer_effect(self, tenant: str, request: Request, effect_id: str) -> tuple[int, Any]:
+        """The source's ``queueDeferredEffect(effectId, executeAt, campaignId)``: one call that
+        upserts the effect's one-off schedule (``effect.<effect id>``), at a wall time or at a
+        world time of the caller's clock."""
+        schedule = declared(schedule_from_request(
+            deferred_effect(effect_id, await _body(request)), tenant_id=tenant,
+            now=self.clock()), self.catalog)
+        existed = self.directory.get(tenant, schedule.id) is not None
+        stored = await self.directory.upsert(schedule)
+        return (200 if existed else 201), schedule_view(stored)
+
     async def world_clock(self, tenant: str, request: Request, tenant_id: str) -> tuple[int, Any]:
         """The caller's own world clock; another tenant's is indistinguishable from none."""
         clock = await self.clocks.get(tenant_id) if tenant_id == tenant else None
@@ -231,7 +243,12 @@ class ScheduleApi:
             async def get(self, request: Request, tenant_id: str = "", **_: Any) -> Response:
                 return await api.answer(self, request, api.world_clock, tenant_id=tenant_id)
 
+        class DeferredEffect(View):
+            async def put(self, request: Request, effect_id: str = "", **_: Any) -> Response:
+                return await api.answer(self, request, api.defer_effect, effect_id=effect_id)
+
         app.page("/clocks/{tenant_id}", name="world-clock")(WorldClock)
+        app.page("/effects/{effect_id}", name="deferred-effect")(DeferredEffect)
         app.page("/schedules", name="schedule-list")(Schedules)
         app.page("/schedules/{schedule_id}", name="schedule")(OneSchedule)
         for path, handler, method in (

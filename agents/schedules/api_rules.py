@@ -74,6 +74,26 @@ def declared(schedule: Schedule, catalog: Catalog) -> Schedule:
     return schedule
 
 
+DEFERRED_EFFECT = "deferred-effect"  # the job type that executes an effect (cronbus.families)
+
+
+def deferred_effect(effect_id: str, body: Any) -> dict[str, Any]:
+    """The one-off schedule of an effect deferred to ``execute_at`` (``clock`` "wall", the
+    default, or "world": the caller's world time): ``{"execute_at": ..., "clock": "world"}``."""
+    if not isinstance(body, dict):
+        raise InvalidSchedule([FieldProblem("body", "a JSON object is expected")])
+    unknown = sorted(set(body) - {"execute_at", "clock"})
+    problems = [FieldProblem(name, "not a field of a deferred effect (execute_at, clock)")
+                for name in unknown]
+    if "execute_at" not in body:
+        problems.append(FieldProblem("execute_at", "when to execute it: an ISO 8601 time"))
+    if problems:
+        raise InvalidSchedule(problems)
+    return {"id": f"effect.{effect_id}", "name": f"deferred effect {effect_id}",
+            "job_type": DEFERRED_EFFECT, "clock": body.get("clock", "wall"),
+            "run_at": body["execute_at"], "payload": {"effect_id": effect_id}}
+
+
 def problems_body(exc: InvalidSchedule) -> dict[str, Any]:
     """A 422 answer: every field that is wrong and what is wrong with it."""
     return {

@@ -45,7 +45,8 @@ async def test_world_clock_schedules_fire_as_the_campaigns_clock_passes_them(
     world = stack.world
     httpx.post(f"{world.control_url}/seed", timeout=10, json={
         "campaigns": [{"id": "c1", "worldTime": DAWN.isoformat()}],
-        "effects": [{"id": "fx1", "campaignId": "c1"}]}).raise_for_status()
+        "effects": [{"id": "fx1", "campaignId": "c1"},
+                    {"id": "fx2", "campaignId": "c1"}]}).raise_for_status()
     worker = start_worker(roles=("ingest", "processor", "ticker", "api"), web_api_tokens=TOKENS,
                           job_types="export,deferred-effect",
                           debounce_policies="deferred-effect=immediate")
@@ -64,6 +65,14 @@ async def test_world_clock_schedules_fire_as_the_campaigns_clock_passes_them(
         bad = await http.post("/schedules", json={"id": "x", "clock": "world", "job_type": "export",
                                                   "cron": "0 * * * *"})
         assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "cron"
+        # the source's queueDeferredEffect(effectId, executeAt, campaignId), in one call
+        queued = await http.put("/effects/fx2", json={"execute_at": (DAWN + 3 * HOUR).isoformat(),
+                                                      "clock": "world"})
+        assert queued.status_code == 201, queued.text
+        assert queued.json()["id"] == "effect.fx2" and queued.json()["job_type"] == "deferred-effect"
+        unsaid = await http.put("/effects/fx3", json={"at": "soon"})
+        assert unsaid.status_code == 422
+        assert {p["field"] for p in unsaid.json()["problems"]} == {"at", "execute_at"}
 
     await advance(settings, "a1", DAWN + HOUR / 2)  # both intervals are due at DAWN
     jobs = await eventually(lambda: export_jobs(settings), lambda j: len(j) == 2, timeout_s=30,
@@ -80,9 +89,10 @@ async def test_world_clock_schedules_fire_as_the_campaigns_clock_passes_them(
     assert due_times(jobs, "every-hour") == [DAWN + n * HOUR for n in range(6)]
     assert due_times(jobs, "hourly-once") == [DAWN, DAWN + 4 * HOUR, DAWN + 5 * HOUR]
     effects = await eventually(
-        lambda: httpx.get(f"{world.control_url}/state", timeout=10).json()["effects"]["fx1"],
-        lambda fx: fx["executed"], timeout_s=30, what="fx1 executed at its world time")
-    assert effects == {"executed": True, "asked": 1, "changed": 1}
+        lambda: httpx.get(f"{world.control_url}/state", timeout=10).json()["effects"],
+        lambda fx: fx["fx1"]["executed"] and fx["fx2"]["executed"], timeout_s=30,
+        what="fx1 and fx2 executed at their world times")
+    assert effects == {fx: {"executed": True, "asked": 1, "changed": 1} for fx in ("fx1", "fx2")}
 
     # the same advance again, and an older one: nothing fires again
     await advance(settings, "a2-again", DAWN + 5 * HOUR + HOUR / 2)
@@ -99,3 +109,30 @@ async def test_world_clock_schedules_fire_as_the_campaigns_clock_passes_them(
         assert upcoming["clock"] == "world"  # after the campaign's clock, in world time
         assert [n["utc"] for n in upcoming["next"]] == [
             (DAWN + 6 * HOUR).isoformat(), (DAWN + 7 * HOUR).isoformat()]
+
+
+async def test_a_kill_9_mid_advance_loses_and_doubles_no_world_fire(
+    stack, api, settings, start_worker
+):
+    roles = ("ingest", "processor", "ticker", "api")
+    options = dict(web_api_tokens=TOKENS, job_types="export", broker_session_timeout_s="3",
+                   broker_rebalance_timeout_s="3")
+    first = start_worker("first", roles=roles, **options)
+    async with httpx.AsyncClient(base_url=first.base_url, headers=C1, timeout=10) as http:
+        created = await http.post("/schedules", json={
+            "id": "every-hour", "clock": "world", "every_ms": 3_600_000,
+            "start_at": DAWN.isoformat(), "job_type": "export", "misfire": "run_all",
+            "misfire_limit": 1000})
+        assert created.status_code == 201, created.text
+    api.delay(0.01)  # the runs take a while: the kill lands mid-way
+    await advance(settings, "year", DAWN + 499 * HOUR + HOUR / 2)  # 500 fire times passed
+    await eventually(lambda: api.applied(), lambda a: len(a) >= 50, timeout_s=60,
+                     what="a tenth of the runs applied")
+    first.kill()
+    start_worker("second", roles=roles, **options)
+    await advance(settings, "year-again", DAWN + 499 * HOUR + HOUR / 2)  # delivered twice
+    applied = await eventually(lambda: api.applied(), lambda a: len(a) >= 500, timeout_s=120,
+                               interval_s=1, what="every passed hour applied")
+    assert len(applied) == 500 and set(applied.values()) == {1}, "each once, none lost"
+    jobs = await export_jobs(settings)
+    assert sorted({j.world_due_at for j in jobs}) == [DAWN + n * HOUR for n in range(500)]
