@@ -3,6 +3,7 @@ API on the web server; and the built-in schedules brought up to date, once, by t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -74,7 +75,9 @@ class SchedulesApi(mode.Service):
                         kept=settings.schedule_runs_kept, ttl_s=settings.job_status_ttl_s),
             status=status,
             send_tick=self.send_tick,
+            send_ticks=self.send_ticks,
             ready=self.directory.loaded.is_set,
+            backfill_max_runs=settings.backfill_max_runs,
         )
         self._producer: AIOKafkaProducer | None = None
 
@@ -103,3 +106,12 @@ class SchedulesApi(mode.Service):
         assert self._producer is not None, "the api role has not started"
         await self._producer.send_and_wait(topics.CRON_TICKS, key=tenant_key(tick.tenant_id),
                                            value=tick.model_dump_json().encode())
+
+    async def send_ticks(self, ticks: list[CronTick]) -> None:
+        """A backfill: every tick handed to the producer before any is awaited (they go out in
+        batches), all on cron-ticks before the API answers."""
+        assert self._producer is not None, "the api role has not started"
+        sent = [await self._producer.send(topics.CRON_TICKS, key=tenant_key(tick.tenant_id),
+                                          value=tick.model_dump_json().encode())
+                for tick in ticks]
+        await asyncio.gather(*sent)
