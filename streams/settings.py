@@ -327,6 +327,13 @@ class Settings(BaseSettings):
         default=100, ge=1, le=10000,
         description="fired runs kept per schedule for its run history, a whole number 1..10000",
     )
+    backfill_max_runs: int = Field(
+        default=1000, ge=1, le=10000,
+        description=(
+            "fire times one backfill request may run (POST /schedules/{id}/backfill; a range "
+            "holding more is refused, naming where to split it), a whole number 1..10000"
+        ),
+    )
 
     # --- the process
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

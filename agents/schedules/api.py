@@ -2,8 +2,9 @@
 
 Handlers are thin: the caller's tenant comes from its bearer token, the request is read by
 :mod:`cronbus.agents.schedules.api_rules` and :func:`cronbus.streams.schedules.schedule_from_request`, the
-schedules live in the schedule directory (the compacted ``schedules`` topic), a manual run is a
-``cron-ticks`` record, and a run's outcome is its job's status in Redis.
+schedules live in the schedule directory (the compacted ``schedules`` topic), a manual run (and
+each fire time of a backfill) is a ``cron-ticks`` record, and a run's outcome is its job's status
+in Redis.
 
 Every schedule is looked up by (tenant, id): another tenant's schedule is indistinguishable
 from one that does not exist (404).
@@ -11,10 +12,11 @@ from one that does not exist (404).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import faust
@@ -24,6 +26,11 @@ from cronbus.agents.schedules.api_rules import (
     PREVIEW_DEFAULT,
     PREVIEW_MAX,
     RUNS_DEFAULT,
+    backfill_answer,
+    backfill_range,
+    backfill_run,
+    backfill_tick,
+    backfill_times,
     bearer_token,
     declared,
     deferred_effect,
@@ -77,8 +84,10 @@ class ScheduleApi:
     def __init__(
         self, directory: ScheduleStore, catalog: Catalog, *, tokens: TokenTenants, runs: RunLog,
         status: JobStatusStore, send_tick: Callable[[CronTick], Awaitable[None]],
-        clocks: WorldClockView, ready: Callable[[], bool] = lambda: True,
+        clocks: WorldClockView, send_ticks: Callable[[list[CronTick]], Awaitable[None]] | None = None,
+        ready: Callable[[], bool] = lambda: True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        backfill_max_runs: int = 1000,
     ) -> None:
         self.directory = directory
         self.catalog = catalog  # a schedule's job type must be declared, its payload fit
@@ -87,8 +96,10 @@ class ScheduleApi:
         self.status = status
         self.send_tick = send_tick
         self.clocks = clocks
+        self.send_ticks = send_ticks or self._send_one_by_one
         self.ready = ready
         self.clock = clock
+        self.backfill_max_runs = backfill_max_runs
 
     # --- the operations: (tenant, request, path parameters) -> (status, body) ---------------
 
@@ -133,13 +144,35 @@ class ScheduleApi:
         run = await self.runs.record(tick)
         return 202, {"run": run_view(run, await self.status.get(run.job_id))}
 
+    async def backfill(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
+        """Run every fire time of a range by hand; a fire time an earlier backfill sent is
+        reported ``already`` and not sent again."""
+        schedule = declared(self._schedule(tenant, schedule_id), self.catalog)
+        window = backfill_range(await _body(request))
+        now = self.clock()
+        # what has passed: a world-clock schedule's times are its tenant's world times
+        passed = now if schedule.clock == "wall" else await self._world_now(tenant, schedule)
+        # up to max_runs cron steps: off the event loop, so the worker's other roles go on
+        times = await asyncio.to_thread(backfill_times, schedule, window, passed,
+                                        self.backfill_max_runs)
+        ticks = [backfill_tick(schedule, fire_at, now) for fire_at in times]
+        runs = [backfill_run(t, now.timestamp()) for t in ticks]
+        sent_before = await self.runs.backfilled(tenant, schedule_id, [r.job_id for r in runs])
+        fresh = [(t, r) for t, r in zip(ticks, runs, strict=True) if r.job_id not in sent_before]
+        if fresh:
+            await self.send_ticks([t for t, _ in fresh])  # on the broker before counted as sent
+        await self.runs.record_backfill(tenant, schedule_id, [r for _, r in fresh],
+                                        now=now.timestamp())
+        if fresh:
+            log.info("schedules API: backfill of %s/%s from %s to %s sent %d run(s), %d already",
+                     tenant, schedule_id, window.start.isoformat(), window.end.isoformat(),
+                     len(fresh), len(sent_before))
+        return 202, backfill_answer(schedule, window, runs, sent_before, self.backfill_max_runs)
+
     async def preview(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
         schedule = self._schedule(tenant, schedule_id)
         count = query_count(request.query, "count", default=PREVIEW_DEFAULT, maximum=PREVIEW_MAX)
-        world_now = None
-        if schedule.clock == "world":
-            clock = await self.clocks.get(tenant)
-            world_now = datetime.fromisoformat(clock["world_time"]) if clock else None
+        world_now = await self._world_now(tenant, schedule) if schedule.clock == "world" else None
         return 200, next_runs(schedule, self.clock(), count, world_now)
 
     async def history(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
@@ -171,11 +204,25 @@ class ScheduleApi:
 
     # --- helpers ------------------------------------------------------------------------------
 
+    async def _world_now(self, tenant: str, schedule: Schedule) -> datetime:
+        """The tenant's world time; before its clock first moved, just before the schedule's
+        anchor (nothing of it has passed)."""
+        clock = await self.clocks.get(tenant)
+        if clock is not None:
+            return datetime.fromisoformat(clock["world_time"])
+        anchor = schedule.run_at or schedule.start_at
+        assert anchor is not None
+        return anchor - timedelta(milliseconds=1)
+
     def _schedule(self, tenant: str, schedule_id: str) -> Schedule:
         schedule = self.directory.get(tenant, schedule_id)
         if schedule is None:
             raise _not_found(schedule_id)
         return schedule
+
+    async def _send_one_by_one(self, ticks: list[CronTick]) -> None:
+        for tick in ticks:
+            await self.send_tick(tick)
 
     async def _set_enabled(self, tenant: str, schedule_id: str, enabled: bool) -> tuple[int, Any]:
         schedule = with_enabled(self._schedule(tenant, schedule_id), enabled, self.clock())
@@ -252,7 +299,8 @@ class ScheduleApi:
         app.page("/schedules", name="schedule-list")(Schedules)
         app.page("/schedules/{schedule_id}", name="schedule")(OneSchedule)
         for path, handler, method in (
-            ("trigger", api.trigger, "post"), ("pause", api.pause, "post"),
+            ("trigger", api.trigger, "post"), ("backfill", api.backfill, "post"),
+            ("pause", api.pause, "post"),
             ("resume", api.resume, "post"), ("next", api.preview, "get"),
             ("runs", api.history, "get"),
         ):

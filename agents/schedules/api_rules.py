@@ -1,18 +1,24 @@
 """The schedules API's rules, apart from HTTP and storage. Pure: no Faust, no I/O.
 
 Who is calling (a bearer token's tenant), what a request says (query numbers, pause and resume,
-a manual run), and what the answers look like (a schedule, its next fire times in its own zone,
-its run history with each run's outcome as the processors recorded it).
+a manual run, a backfill's range), and what the answers look like (a schedule, its next fire
+times in its own zone, its run history with each run's outcome as the processors recorded it).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import itertools
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cronbus.agents.schedules.cron import preview
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from cronbus.agents.schedules.cron import ONE_MS, fire_times, preview
 from cronbus.streams.catalog import Catalog, PayloadError, UnknownJobType
 from cronbus.streams.events import CronTick
 from cronbus.streams.jobs import JobState
@@ -95,11 +101,15 @@ def deferred_effect(effect_id: str, body: Any) -> dict[str, Any]:
 
 
 def problems_body(exc: InvalidSchedule) -> dict[str, Any]:
-    """A 422 answer: every field that is wrong and what is wrong with it."""
-    return {
+    """A 422 answer: every field that is wrong and what is wrong with it (for a backfill range
+    that is too long, also the maximum and where to split it)."""
+    body: dict[str, Any] = {
         "error": "invalid request",
         "problems": [{"field": p.field, "message": p.message} for p in exc.problems],
     }
+    if isinstance(exc, TooManyRuns):
+        body.update(max_runs=exc.max_runs, max_to=exc.max_to.isoformat())
+    return body
 
 
 def schedule_view(schedule: Schedule) -> dict[str, Any]:
@@ -123,9 +133,8 @@ def next_runs(schedule: Schedule, now: datetime, count: int,
     moved, from the schedule's anchor)."""
     zone = ZoneInfo(schedule.timezone)
     if schedule.clock == "world":
-        anchor = schedule.run_at or schedule.start_at
-        assert anchor is not None
-        after = world_now if world_now is not None else anchor - timedelta(milliseconds=1)
+        assert world_now is not None, "a world-clock schedule previews after its tenant's clock"
+        after = world_now
     else:
         after = max(now, schedule.revision_at) if schedule.revision_at else now
     times = preview(schedule, after, count) if schedule.enabled else []
@@ -153,6 +162,147 @@ def manual_tick(schedule: Schedule, now: datetime, key: str | None) -> CronTick:
         payload=schedule.payload,
         trigger="manual",
     )
+
+
+# --- backfill: every fire time of a range, run by hand ---------------------------------------
+
+# a backfilled run's trigger in the run history; on the wire its tick and job say "manual", the
+# vocabulary every worker version reads (a new value would be rejected by older ones mid-deploy)
+BACKFILL = "backfill"
+
+
+class _BackfillBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    start: AwareDatetime = Field(alias="from")
+    end: AwareDatetime = Field(alias="to")
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillRange:
+    """The range a backfill runs: every fire time ``start <= t <= end`` (both inclusive, as
+    Temporal's backfill)."""
+
+    start: datetime
+    end: datetime
+
+
+class TooManyRuns(InvalidSchedule):
+    """The range holds more fire times than one request may run; ``max_to`` is the latest ``to``
+    that keeps it within the maximum (its ``max_runs``-th fire time)."""
+
+    def __init__(self, max_runs: int, max_to: datetime) -> None:
+        self.max_runs = max_runs
+        self.max_to = max_to
+        super().__init__([FieldProblem(
+            "to", f"the range holds more than {max_runs} fire times, the most one backfill runs "
+                  f"(CRONBUS_BACKFILL_MAX_RUNS); the {max_runs}th is {max_to.isoformat()}: end "
+                  "there and backfill the rest from just after it")])
+
+
+def backfill_range(body: Any) -> BackfillRange:
+    """A backfill request's ``{"from": ..., "to": ...}`` (ISO-8601 with an offset), or
+    :class:`InvalidSchedule` naming every field that is wrong."""
+    if not isinstance(body, dict):
+        raise InvalidSchedule([FieldProblem("body", "a JSON object is expected: "
+                                                    '{"from": ISO-8601, "to": ISO-8601}')])
+    try:
+        parsed = _BackfillBody.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidSchedule([_backfill_problem(e) for e in exc.errors()]) from None
+    if parsed.end <= parsed.start:
+        raise InvalidSchedule([FieldProblem("to", "must be after from")])
+    return BackfillRange(parsed.start, parsed.end)
+
+
+def _backfill_problem(error: Any) -> FieldProblem:
+    field = ".".join(str(part) for part in error["loc"]) or "body"
+    if error["type"] == "extra_forbidden":
+        return FieldProblem(field, "not a field of a backfill; give from and to")
+    if error["type"] == "missing":
+        return FieldProblem(field, "required: an ISO-8601 time with its offset, "
+                                   "e.g. 2026-03-01T00:00:00Z")
+    return FieldProblem(field, f"{error['msg'].removeprefix('Value error, ')}: an ISO-8601 time "
+                               "with its offset, e.g. 2026-03-01T00:00:00Z")
+
+
+def backfill_times(schedule: Schedule, window: BackfillRange, now: datetime,
+                   max_runs: int) -> list[datetime]:
+    """Every fire time of ``schedule`` in the range, through :func:`fire_times` (so
+    ``start_at``/``end_at`` clip it as they clip the ticker; ``limit``, pause, misfire and
+    overlap do not apply: a backfill is an explicit request). At most ``max_runs``, else
+    :class:`TooManyRuns`; a fire time still to come is refused (the ticker runs it)."""
+    # fire times fall on whole ms: 1 ms before the start makes the start itself a candidate
+    candidates = fire_times(schedule, window.start - ONE_MS)
+    times = list(itertools.islice(
+        itertools.takewhile(lambda t: t <= window.end,
+                            (t for t in candidates if t >= window.start)),
+        max_runs + 1))  # one more tells a range that is too long, without walking all of it
+    if len(times) > max_runs:
+        raise TooManyRuns(max_runs, times[max_runs - 1])
+    if times and times[-1] > now:
+        upcoming = next(t for t in times if t > now)
+        raise InvalidSchedule([FieldProblem(
+            "to", f"the fire time {upcoming.isoformat()} is still to come (now is "
+                  f"{now.astimezone(UTC).isoformat()}); a backfill runs past fire times, the "
+                  "ticker the coming ones: end the range before it")])
+    return times
+
+
+def backfill_tick_id(key: bytes, fire_at: datetime) -> str:
+    """The id of a backfilled run of one (schedule, fire time): the same for every request that
+    covers it, never equal to the ticker's or a manual run's id for that instant."""
+    digest = hashlib.sha256(
+        key + b"\x1fbackfill\x1f" + fire_at.astimezone(UTC).isoformat().encode()).hexdigest()
+    return f"backfill-{digest[:32]}"
+
+
+def backfill_tick(schedule: Schedule, fire_at: datetime, now: datetime) -> CronTick:
+    """The tick of one backfilled fire time: a manual run (its job id comes from this tick's
+    own id, see ``tick_ref``) that stands for ``fire_at`` (the job's ``scheduled_at``)."""
+    return CronTick(
+        event_id=backfill_tick_id(schedule.key, fire_at),
+        tenant_id=schedule.tenant_id,
+        occurred_at=now,
+        schedule_id=schedule.id,
+        job_type=schedule.job_type,
+        fire_at=fire_at,
+        payload=schedule.payload,
+        trigger="manual",
+        clock=schedule.clock,  # a world-clock schedule's fire_at is a world time
+    )
+
+
+def backfill_run(tick: CronTick, emitted_at: float) -> FiredRun:
+    """A backfilled tick as the run history keeps it: marked ``backfill``."""
+    return dataclasses.replace(FiredRun.of_tick(tick, emitted_at), trigger=BACKFILL)
+
+
+def backfill_answer(schedule: Schedule, window: BackfillRange, runs: list[FiredRun],
+                    sent_before: Mapping[str, float], max_runs: int) -> dict[str, Any]:
+    """What a backfill answers: every fire time of the range, in order, each sent now or
+    ``already`` (its job sent by an earlier backfill, at ``emitted_at``; ``sent_before`` is by
+    job id); the counts; the maximum."""
+    zone = ZoneInfo(schedule.timezone)
+    shown = []
+    for run in runs:
+        already = run.job_id in sent_before
+        emitted_at = round(sent_before[run.job_id], 3) if already else run.emitted_at
+        shown.append({**run.as_dict(), "emitted_at": emitted_at,
+                      "at": datetime.fromisoformat(run.fire_at).astimezone(zone).isoformat(),
+                      "already": already})
+    already_count = sum(1 for r in shown if r["already"])
+    return {
+        "schedule_id": schedule.id,
+        "from": window.start.isoformat(),
+        "to": window.end.isoformat(),
+        "timezone": schedule.timezone,
+        "count": len(shown),
+        "sent": len(shown) - already_count,
+        "already": already_count,
+        "max_runs": max_runs,
+        "runs": shown,
+    }
 
 
 def run_view(run: FiredRun, status: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -3,6 +3,7 @@ API on the web server; and the built-in schedules brought up to date, once, by t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -76,7 +77,9 @@ class SchedulesApi(mode.Service):
             status=status,
             send_tick=self.send_tick,
             clocks=WorldClockView(redis, namespace=settings.redis_namespace),
+            send_ticks=self.send_ticks,
             ready=self.directory.loaded.is_set,
+            backfill_max_runs=settings.backfill_max_runs,
         )
         self._producer: AIOKafkaProducer | None = None
 
@@ -105,3 +108,12 @@ class SchedulesApi(mode.Service):
         assert self._producer is not None, "the api role has not started"
         await self._producer.send_and_wait(topics.CRON_TICKS, key=tenant_key(tick.tenant_id),
                                            value=tick.model_dump_json().encode())
+
+    async def send_ticks(self, ticks: list[CronTick]) -> None:
+        """A backfill: every tick handed to the producer before any is awaited (they go out in
+        batches), all on cron-ticks before the API answers."""
+        assert self._producer is not None, "the api role has not started"
+        sent = [await self._producer.send(topics.CRON_TICKS, key=tenant_key(tick.tenant_id),
+                                          value=tick.model_dump_json().encode())
+                for tick in ticks]
+        await asyncio.gather(*sent)

@@ -3,6 +3,8 @@
 Whoever emits a schedule's tick (the ticker, or the API for a manual run) records it here
 after the broker has it; the outcome of each run is its job's status
 (:class:`cronbus.clients.redis.job_status.JobStatusStore`), read under the run's deterministic job id.
+Beside each history, the job ids of the schedule's backfilled runs, so a backfill of a range
+sends no fire time twice.
 """
 
 from __future__ import annotations
@@ -29,6 +31,39 @@ return #KEYS
 """
 
 
+# Backfilled runs: into the run history (the newest ``kept`` of them) and into the schedule's
+# sorted set of backfilled job ids, scored by when they were sent; members older than the job
+# status TTL are dropped (past it the processor no longer knows those jobs either).
+# KEYS: the run list, the backfilled set; ARGV: kept, ttl, now, cutoff, then pairs of
+# (job id, run JSON or "" when the run is not to be listed).
+_RECORD_BACKFILL = """
+local kept, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 5, #ARGV, 2 do
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[i])
+  if ARGV[i + 1] ~= '' then redis.call('LPUSH', KEYS[1], ARGV[i + 1]) end
+end
+redis.call('LTRIM', KEYS[1], 0, kept - 1)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+redis.call('EXPIRE', KEYS[2], ttl)
+return #ARGV
+"""
+
+# Which of these job ids were backfilled since the cutoff, and when: [id, score, id, score, ...].
+# KEYS: the backfilled set; ARGV: cutoff, then the job ids. (ZMSCORE would need Redis 6.2.)
+_BACKFILLED = """
+local cutoff, found = tonumber(ARGV[1]), {}
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) >= cutoff then
+    found[#found + 1] = ARGV[i]
+    found[#found + 1] = score
+  end
+end
+return found
+"""
+
+
 # runs per script call: one call holds Redis for about a millisecond per thousand runs
 RECORD_SLICE = 1000
 
@@ -40,6 +75,8 @@ class RunLog:
         self.kept = kept
         self._ttl_s = ttl_s
         self._record_batch = client.register_script(_RECORD_BATCH)
+        self._record_backfill = client.register_script(_RECORD_BACKFILL)
+        self._backfilled = client.register_script(_BACKFILLED)
 
     def key(self, tenant_id: str, schedule_id: str) -> str:
         return f"{self._namespace}:schedule-runs:{tenant_id}/{schedule_id}"
@@ -64,5 +101,41 @@ class RunLog:
         raw = await self._redis.lrange(self.key(tenant_id, schedule_id), 0, count - 1)
         return [FiredRun.from_dict(json.loads(item)) for item in raw]
 
+    def backfilled_key(self, tenant_id: str, schedule_id: str) -> str:
+        return f"{self._namespace}:schedule-backfilled:{tenant_id}/{schedule_id}"
+
+    async def backfilled(self, tenant_id: str, schedule_id: str, job_ids: list[str], *,
+                         now: float | None = None) -> dict[str, float]:
+        """Which of these jobs a backfill sent within the job status TTL: job id -> when.
+
+        Job ids, not run ids: a job id also names the job type, so a schedule deleted and made
+        again under its id with another job type backfills anew, while with the same type it
+        would send jobs the processor skips as done."""
+        if not job_ids:
+            return {}
+        cutoff = (now if now is not None else time.time()) - self._ttl_s
+        found = await self._backfilled(keys=[self.backfilled_key(tenant_id, schedule_id)],
+                                       args=[cutoff, *job_ids])
+        pairs = [item.decode() if isinstance(item, bytes) else str(item) for item in found]
+        return {pairs[i]: float(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+
+    async def record_backfill(self, tenant_id: str, schedule_id: str, runs: list[FiredRun], *,
+                              now: float | None = None) -> None:
+        """Keep backfilled ``runs`` (sent, in fire-time order) as backfilled, and the newest
+        ``kept`` of them in the run history; one round trip."""
+        if not runs:
+            return
+        at = now if now is not None else time.time()
+        listed = {run.run_id for run in runs[-self.kept:]}  # older ones would be trimmed at once
+        args: list[str | float | int] = [self.kept, self._ttl_s, at, at - self._ttl_s]
+        for run in runs:
+            args += [run.job_id, json.dumps(run.as_dict()) if run.run_id in listed else ""]
+        await self._record_backfill(keys=[self.key(tenant_id, schedule_id),
+                                          self.backfilled_key(tenant_id, schedule_id)],
+                                    args=args)
+
     async def forget(self, tenant_id: str, schedule_id: str) -> None:
+        """Drop the run history. Which jobs were backfilled is kept (until the job status TTL):
+        a schedule made again under this id and job type gives those runs the same job ids,
+        which the processor skips as done, so a backfill reports them as ``already``."""
         await self._redis.delete(self.key(tenant_id, schedule_id))

@@ -109,6 +109,18 @@ async def test_world_clock_schedules_fire_as_the_campaigns_clock_passes_them(
         assert upcoming["clock"] == "world"  # after the campaign's clock, in world time
         assert [n["utc"] for n in upcoming["next"]] == [
             (DAWN + 6 * HOUR).isoformat(), (DAWN + 7 * HOUR).isoformat()]
+        # a backfill of world times the clock passed runs each again, as runs of their own;
+        # world times still to come are refused
+        backfill = await http.post("/schedules/every-hour/backfill", json={
+            "from": DAWN.isoformat(), "to": (DAWN + 2 * HOUR).isoformat()})
+        assert backfill.status_code == 202 and backfill.json()["sent"] == 3, backfill.text
+        ahead = await http.post("/schedules/every-hour/backfill", json={
+            "from": DAWN.isoformat(), "to": (DAWN + 9 * HOUR).isoformat()})
+        assert ahead.status_code == 422 and "still to come" in ahead.text
+    jobs = await eventually(lambda: export_jobs(settings), lambda j: len(j) == 12, timeout_s=30,
+                            what="the backfilled runs")
+    backfilled = [j for j in jobs if j.triggered_by == "manual"]
+    assert sorted(j.world_due_at for j in backfilled) == [DAWN + n * HOUR for n in range(3)]
 
 
 async def test_a_kill_9_mid_advance_loses_and_doubles_no_world_fire(
