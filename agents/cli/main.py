@@ -282,6 +282,10 @@ def _schedules_request(args: argparse.Namespace) -> tuple[str, str, dict[str, An
     schedule_id = getattr(args, "schedule_id", None)
     path = "/schedules" if schedule_id is None else f"/schedules/{quote(schedule_id, safe='')}"
     action = args.schedules_command
+    if action == "defer-effect":
+        # the source's queueDeferredEffect: the effect's one-off schedule, at a wall or world time
+        return "PUT", f"/effects/{quote(args.effect_id, safe='')}", {"json": {
+            "execute_at": args.at, "clock": "world" if args.world else "wall"}}
     if action == "list":
         return "GET", path, {}
     if action == "get":
@@ -416,6 +420,11 @@ def _schedules_parser(sub: Any) -> None:
     preview = actions.add_parser("next", help="the next fire times, in the schedule's zone")
     preview.add_argument("schedule_id")
     preview.add_argument("--count", type=int, default=5)
+    defer = actions.add_parser("defer-effect", help="execute a deferred effect at a wall time "
+                               "or, with --world, at a world time of your clock")
+    defer.add_argument("effect_id")
+    defer.add_argument("--at", required=True, help="when: ISO 8601, e.g. 1492-10-12T09:00:00Z")
+    defer.add_argument("--world", action="store_true", help="--at is a world time")
     runs = actions.add_parser("runs", help="recent runs and their outcome")
     runs.add_argument("schedule_id")
     runs.add_argument("--limit", type=int, default=20)

@@ -5,6 +5,7 @@ saying the world time it was due at; a redelivered advance fires nothing again."
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,6 +14,7 @@ from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.streams import topics
 from cronbus.streams.events import WorldTimeAdvanced
 from cronbus.streams.jobs import Job
+from tests.integration.cli import run_cronbus
 from tests.integration.kafka import eventually, read_topic
 
 DAWN = datetime(1492, 10, 12, 6, tzinfo=UTC)
@@ -40,7 +42,7 @@ def due_times(jobs: list[Job], schedule_id: str) -> list[datetime]:
 
 
 async def test_world_clock_schedules_fire_as_the_campaigns_clock_passes_them(
-    stack, api, settings, start_worker
+    stack, api, settings, start_worker, cronbus_env
 ):
     world = stack.world
     httpx.post(f"{world.control_url}/seed", timeout=10, json={
@@ -70,6 +72,9 @@ async def test_world_clock_schedules_fire_as_the_campaigns_clock_passes_them(
                                                       "clock": "world"})
         assert queued.status_code == 201, queued.text
         assert queued.json()["id"] == "effect.fx2" and queued.json()["job_type"] == "deferred-effect"
+        by_cli = run_cronbus(cronbus_env, "schedules", "--url", worker.base_url, "--token",
+                             "tok-c1", "defer-effect", "fx9", "--at", DAWN.isoformat(), "--world")
+        assert by_cli.returncode == 0 and json.loads(by_cli.stdout)["clock"] == "world", by_cli.stderr
         unsaid = await http.put("/effects/fx3", json={"at": "soon"})
         assert unsaid.status_code == 422
         assert {p["field"] for p in unsaid.json()["problems"]} == {"at", "execute_at"}
