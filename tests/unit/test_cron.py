@@ -6,6 +6,8 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from cronbus.agents.schedules.cron import fire_times, next_fire, preview
 from cronbus.streams.schedules import Schedule
 
@@ -146,3 +148,95 @@ def test_new_york_change_days_hourly_runs_23_and_25_times_and_a_daily_0130_once(
         assert len(fires_between(hourly, start, end)) == hours
         assert len(fires_between(daily, start, end)) == 1
 
+
+# -- the ticker's stepwise fires against Debian's rule applied directly, minute by minute --
+
+ONE_MINUTE = timedelta(minutes=1)
+DST_ZONES = ("Europe/Berlin", "America/New_York", "Australia/Sydney", "Australia/Lord_Howe",
+             "Pacific/Chatham", "America/Santiago", "America/Havana")
+# inside gaps and repeats: Berlin, New York and Sydney at 02:00/03:00, Lord Howe's half hour
+# (01:30-02:30), Chatham's 02:45/03:45, Santiago's and Havana's at midnight
+PARTICULAR = ("30 2 * * *", "0,30 2 * * *", "0,15,30,45 2 * * *", "0,30 2,3 * * *", "59 1 * * *",
+              "15 2 * * *", "45 2 * * *", "0 0 * * *", "30 23 * * *")
+FOLLOWING_THE_CLOCK = ("*/15 * * * *", "0 * * * *", "30 * * * *", "*/30 * * * *", "* 2 * * *",
+                       "*/15 2 * * *", "* 0 * * *")
+
+
+def transitions(zone: ZoneInfo, year: int) -> list[datetime]:
+    """The instants the zone's offset changes in the year: days scanned, then bisected."""
+    found = []
+    day = utc(year, 1, 1)
+    while day.year == year:
+        low, high = day, day + timedelta(days=1)
+        if low.astimezone(zone).utcoffset() != high.astimezone(zone).utcoffset():
+            while high - low > ONE_MINUTE:
+                middle = low + (high - low) // ONE_MINUTE // 2 * ONE_MINUTE  # whole minutes
+                if middle.astimezone(zone).utcoffset() == low.astimezone(zone).utcoffset():
+                    low = middle
+                else:
+                    high = middle
+            found.append(high)
+        day += timedelta(days=1)
+    return found
+
+
+def field_values(field: str, size: int) -> set[int]:
+    """A minute or hour field's values: ``*``, ``*/n``, ``a``, ``a-b`` and lists of them."""
+    values: set[int] = set()
+    for part in field.split(","):
+        span, _, step = part.partition("/")
+        first, _, last = span.partition("-")
+        low, high = (0, size - 1) if span == "*" else (int(first), int(last or first))
+        values.update(range(low, high + 1, int(step or 1)))
+    return values
+
+
+def debian_fires(pattern: str, walls: list[tuple[datetime, datetime]]) -> list[datetime]:
+    """Debian's rule over ``walls`` (every real minute in order, with its wall time): a job
+    whose minute or hour field begins with ``*`` runs at every instant whose wall time matches;
+    any other runs a wall time at its first occurrence, and once at a spring-forward's instant
+    if any matching wall time fell in its gap."""
+    minute_field, hour_field = pattern.split()[:2]
+    minutes, hours = field_values(minute_field, 60), field_values(hour_field, 24)
+    follows_clock = "*" in (minute_field[0], hour_field[0])
+
+    def matches(wall: datetime) -> bool:
+        return wall.minute in minutes and wall.hour in hours
+
+    fires: list[datetime] = []
+    seen: set[datetime] = set()
+    previous = walls[0][1] - ONE_MINUTE
+    for moment, wall in walls:
+        skipped = itertools.takewhile(lambda w, wall=wall: w < wall,
+                                      (previous + k * ONE_MINUTE for k in itertools.count(1)))
+        runs = (follows_clock and matches(wall)) or (not follows_clock and (
+            (matches(wall) and wall not in seen) or any(matches(w) for w in skipped)))
+        if runs:
+            fires.append(moment)
+        seen.add(wall)
+        previous = wall
+    return fires
+
+
+def stepwise_fires(schedule: Schedule, start: datetime, end: datetime) -> list[datetime]:
+    """What the ticker fires: each next fire asked for on its own, after the previous one."""
+    fires: list[datetime] = []
+    moment = start - timedelta(seconds=1)
+    while (moment := next_fire(schedule, moment)) is not None and moment < end:  # type: ignore[assignment]
+        fires.append(moment)
+    return fires
+
+
+@pytest.mark.parametrize("zone_name", DST_ZONES)
+def test_the_tickers_stepwise_fires_are_debians_rule_over_every_real_minute(zone_name: str) -> None:
+    zone = ZoneInfo(zone_name)
+    changes = [t for year in (2026, 2027) for t in transitions(zone, year)]
+    assert len(changes) == 4, changes
+    for change in changes:
+        start, end = change - timedelta(hours=12), change + timedelta(hours=12)
+        minutes = [start + k * ONE_MINUTE for k in range((end - start) // ONE_MINUTE)]
+        walls = [(m, m.astimezone(zone).replace(tzinfo=None)) for m in minutes]
+        for pattern in (*PARTICULAR, *FOLLOWING_THE_CLOCK):
+            stepped = stepwise_fires(a_schedule(cron=pattern, timezone=zone_name), start, end)
+            assert stepped == debian_fires(pattern, walls), (zone_name, pattern, change)
+            assert all(a < b for a, b in itertools.pairwise(stepped))
