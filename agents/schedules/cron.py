@@ -2,14 +2,28 @@
 
 croniter is iterated on *naive wall-clock* times (croniter 5 shifts or skips hours when it
 iterates aware times across a DST change); each wall time is then mapped to instants by
-cronbus's own rule:
+Debian cron's daylight-saving rule (cron(8) on Debian), so a job behaves as it would in the
+crontab its user knows:
 
-- a wall time the clock skips (spring forward) fires as if the clock had not jumped, one gap
-  later in wall time: 02:30 Europe/Berlin on the last Sunday of March fires at 03:30 CEST;
-- a wall time the clock shows twice (fall back) fires at its first occurrence only, unless the
-  pattern's hour field is a wildcard (``*``, ``*/2``): then it fires at both, so an hourly job
-  runs every real hour and a daily 02:30 job runs once;
-- two wall times that map to the same instant fire once (fire times strictly increase).
+- a job at *particular times* (neither its minute nor its hour field begins with ``*``:
+  ``30 2 * * *``, ``0,30 1-3 * * *``, ``@daily``) runs a wall time the clock skips (spring
+  forward) once, right after the change: at the transition instant, the first minute that
+  exists. All the skipped times of one gap are that one run: Debian runs one per skipped
+  minute, back to back as it catches up, but fire times are instants and strictly increase,
+  so cronbus runs them once. A wall time the clock shows twice (fall back) runs at its first
+  occurrence only;
+- a job whose minute or hour field begins with ``*`` (``*/15 * * * *``, ``0 * * * *``,
+  ``* 2 * * *``, ``@hourly``) follows the clock: it runs at every real instant whose wall time
+  matches, so a skipped wall time does not run and a repeated one runs in both passes;
+- wall times that land on one instant are one run (a skipped 02:30 and a real 03:00 at a
+  02:00 -> 03:00 change: the skipped time's run lands on the first minute that exists).
+
+cronbus's earlier rule fired a skipped time one gap later in wall time, so a skipped 02:59
+became 03:59 and merged with the real 03:59: a run was lost. Under this rule skipped times
+share only the transition instant: with each other, and with a real time shown at it.
+
+The walk assumes changes shorter than 3 hours: every daylight-saving change (the largest is
+2 hours, Antarctica/Troll), and Debian's own bound for this rule.
 
 Every fire time is an aware UTC datetime, whole milliseconds.
 """
@@ -28,8 +42,9 @@ from cronbus.streams.schedules import Schedule, cron_fields
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
-# the largest DST shift of any zone is 2 h (Antarctica/Troll); look back further near a change
-DST_LOOKBACK = timedelta(hours=3)
+ONE_SECOND = timedelta(seconds=1)
+# longer than any DST change (see the docstring): a repeat's second pass starts within it
+LONGEST_SHIFT = timedelta(hours=3)
 
 
 def fire_times(schedule: Schedule, after: datetime) -> Iterator[datetime]:
@@ -92,40 +107,64 @@ def next_cron(expression: str, zone_name: str, after: datetime) -> datetime:
 
 @lru_cache(maxsize=65_536)
 def _next_cron(expression: str, zone_name: str, after: datetime) -> datetime:
-    return next(_cron_walk(expression, ZoneInfo(zone_name), after))
-
-
-def _cron_walk(expression: str, zone: ZoneInfo, after: datetime) -> Iterator[datetime]:
     fields = cron_fields(expression)
-    wildcard_hour = fields[1].startswith("*")
-    wall = after.astimezone(zone).replace(tzinfo=None)
-    offset = after.astimezone(zone).utcoffset()
-    if any((after + shift).astimezone(zone).utcoffset() != offset
-           for shift in (-DST_LOOKBACK, DST_LOOKBACK)):
-        # near a change, start the walk earlier: a skipped or repeated hour's wall times may
-        # fire after `after` (a repeated hour's second pass comes after the first is done)
-        wall -= DST_LOOKBACK
-    walls = croniter(" ".join(fields), wall)
-    second_fold: list[datetime] = []  # a repeated hour's second occurrences, due after its first
-    last = after
+    pattern = " ".join(fields)
+    follows_clock = fields[0].startswith("*") or fields[1].startswith("*")
+    zone = ZoneInfo(zone_name)
+    local = after.astimezone(zone)
+    wall = local.replace(tzinfo=None)
+    # past `after`'s wall time, the first instant after `after` a wall time runs at never
+    # decreases along the walk, so the first one met is the next fire...
+    best = next(instant for later in _walls(pattern, wall)
+                for instant in _instants(later, zone, follows_clock) if instant > after)
+    if follows_clock and local.fold == 0 and local.replace(fold=1).utcoffset() != local.utcoffset():
+        # ...but when `after` is in the first pass of a repeat, a wall time already passed in it
+        # runs again in the second pass, which starts at the change
+        change = _transition(zone, after, after + LONGEST_SHIFT)
+        repeated = next(_walls(pattern, change.astimezone(zone).replace(tzinfo=None) - ONE_SECOND))
+        if repeated <= wall:
+            best = min(best, repeated.replace(tzinfo=zone, fold=1).astimezone(UTC))
+    return best
+
+
+def _walls(pattern: str, after: datetime) -> Iterator[datetime]:
+    """The pattern's naive wall times strictly after ``after``'s."""
+    walls = croniter(pattern, after)
     while True:
-        naive: datetime = walls.get_next(datetime)
-        first = naive.replace(tzinfo=zone, fold=0)
-        second = naive.replace(tzinfo=zone, fold=1)
-        repeated = first.utcoffset() > second.utcoffset()  # type: ignore[operator]
-        if not repeated:
-            for instant in second_fold:
-                if instant > last:
-                    yield instant
-                    last = instant
-            second_fold.clear()
-        # fold=0 of a skipped wall time is the instant it would have been without the jump
-        instant = first.astimezone(UTC)
-        if instant > last:
-            yield instant
-            last = instant
-        if repeated and wildcard_hour:
-            second_fold.append(second.astimezone(UTC))
+        yield walls.get_next(datetime)
+
+
+def _instants(wall: datetime, zone: ZoneInfo, follows_clock: bool) -> tuple[datetime, ...]:
+    """The instants one matching wall time runs at, by the rule in the module's docstring."""
+    first = wall.replace(tzinfo=zone, fold=0)
+    second = wall.replace(tzinfo=zone, fold=1)
+    first_offset, second_offset = first.utcoffset(), second.utcoffset()
+    assert first_offset is not None and second_offset is not None
+    if first_offset == second_offset:
+        return (first.astimezone(UTC),)
+    if first_offset > second_offset:  # shown twice; fold=0 is the first pass
+        if follows_clock:
+            return first.astimezone(UTC), second.astimezone(UTC)
+        return (first.astimezone(UTC),)
+    if follows_clock:  # skipped: no real instant shows it
+        return ()
+    # fold=1 of a skipped wall time reads it with the new offset (an instant before the
+    # change), fold=0 with the old one (after it): the change lies between
+    return (_transition(zone, second.astimezone(UTC), first.astimezone(UTC)),)
+
+
+def _transition(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
+    """The first whole second in (``before``, ``after``] showing ``after``'s offset: the
+    instant of the one change between them (bisection, at most 14 steps for 3 hours)."""
+    offset = after.astimezone(zone).utcoffset()
+    low, high = int(before.timestamp()), int(after.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, zone).utcoffset() == offset:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
 
 
 def _to_ms(moment: datetime) -> datetime:

@@ -97,11 +97,11 @@ def test_pause_and_resume_start_afresh_and_are_idempotent():
 def test_next_runs_are_in_the_schedules_zone_across_spring_forward():
     preview = next_runs(berlin_daily(), NOW, 3)
     assert [n["at"] for n in preview["next"]] == [
-        "2026-03-29T03:30:00+02:00",  # 02:30 does not exist on the change day: one gap later
+        "2026-03-29T03:00:00+02:00",  # 02:30 does not exist on the change day: right after it
         "2026-03-30T02:30:00+02:00",
         "2026-03-31T02:30:00+02:00",
     ]
-    assert preview["next"][0]["utc"] == "2026-03-29T01:30:00+00:00"
+    assert preview["next"][0]["utc"] == "2026-03-29T01:00:00+00:00"
 
 
 def test_a_paused_schedule_previews_nothing():
