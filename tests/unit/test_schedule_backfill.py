@@ -85,7 +85,7 @@ def test_fire_times_come_from_the_schedule_s_zone_across_daylight_saving():
     assert times(daily, datetime(2026, 3, 28, tzinfo=UTC), datetime(2026, 3, 30, tzinfo=UTC),
                  now=datetime(2026, 4, 1, tzinfo=UTC)) == [
         datetime(2026, 3, 28, 1, 30, tzinfo=UTC),  # 02:30 CET
-        datetime(2026, 3, 29, 1, 30, tzinfo=UTC),  # 02:30 does not exist: 03:30 CEST
+        datetime(2026, 3, 29, 1, 0, tzinfo=UTC),  # 02:30 does not exist: at the change, 03:00 CEST
     ]
 
 
