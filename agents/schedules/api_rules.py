@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -152,15 +152,17 @@ def manual_tick(schedule: Schedule, now: datetime, key: str | None) -> CronTick:
     """A run started by hand: a cron tick for now, with an id of its own. The same idempotency
     key gives the same tick, so a retried request runs the job once."""
     trigger_key = f"key:{key}" if key is not None else f"at:{now.astimezone(UTC).isoformat()}"
+    return run_by_hand(schedule, manual_tick_id(schedule.key, trigger_key), fire_at=now, now=now)
+
+
+def run_by_hand(schedule: Schedule, tick_id: str, *, fire_at: datetime, now: datetime,
+                clock: Literal["wall", "world"] = "wall") -> CronTick:
+    """A tick sent by the API, not the ticker: a manual run that stands for ``fire_at`` (a
+    time of ``clock``)."""
     return CronTick(
-        event_id=manual_tick_id(schedule.key, trigger_key),
-        tenant_id=schedule.tenant_id,
-        occurred_at=now,
-        schedule_id=schedule.id,
-        job_type=schedule.job_type,
-        fire_at=now,
-        payload=schedule.payload,
-        trigger="manual",
+        event_id=tick_id, tenant_id=schedule.tenant_id, occurred_at=now,
+        schedule_id=schedule.id, job_type=schedule.job_type, fire_at=fire_at,
+        payload=schedule.payload, trigger="manual", clock=clock,
     )
 
 
@@ -260,17 +262,9 @@ def backfill_tick_id(key: bytes, fire_at: datetime) -> str:
 def backfill_tick(schedule: Schedule, fire_at: datetime, now: datetime) -> CronTick:
     """The tick of one backfilled fire time: a manual run (its job id comes from this tick's
     own id, see ``tick_ref``) that stands for ``fire_at`` (the job's ``scheduled_at``)."""
-    return CronTick(
-        event_id=backfill_tick_id(schedule.key, fire_at),
-        tenant_id=schedule.tenant_id,
-        occurred_at=now,
-        schedule_id=schedule.id,
-        job_type=schedule.job_type,
-        fire_at=fire_at,
-        payload=schedule.payload,
-        trigger="manual",
-        clock=schedule.clock,  # a world-clock schedule's fire_at is a world time
-    )
+    # a world-clock schedule's fire times are world times
+    return run_by_hand(schedule, backfill_tick_id(schedule.key, fire_at), fire_at=fire_at,
+                       now=now, clock=schedule.clock)
 
 
 def backfill_run(tick: CronTick, emitted_at: float) -> FiredRun:
