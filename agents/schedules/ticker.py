@@ -12,6 +12,11 @@ has them, and only then saves the fire states in Redis. A handover waits for the
 progress, so the next owner goes on from saved states. A kill -9 between the append and the
 save makes the next owner fire those ticks again under the same ids: the job they become has
 the same id too, and the processor acknowledges a completed job id without calling again.
+
+A world-clock schedule is fired by the ticker owning its *tenant's* partition of ``schedules``
+(its home), whichever partition its own key is on: so one ticker fires all of a tenant's world
+schedules, in world-time order. Every ticker follows the world schedules of every partition
+(there are few), and keeps their fire states in their home partition's hash.
 """
 
 from __future__ import annotations
@@ -139,6 +144,11 @@ class Ticker(mode.Service):
         self._clock_feed: AIOKafkaConsumer | None = None
         self.world_times: dict[str, datetime] = {}
         self._world_due: set[str] = set()  # tenants whose world schedules need a look
+        # every partition's world-clock schedules, followed; placed on the ticker of their home
+        self._world_feed: AIOKafkaConsumer | None = None
+        self.world_defs: dict[bytes, Schedule] = {}
+        self._world_changed: set[bytes] = set()
+        self._schedule_partitions = settings.partitions
 
     def state_key(self, partition: int) -> str:
         """The Redis hash of one partition's fire states (field: schedule key)."""
@@ -181,6 +191,7 @@ class Ticker(mode.Service):
         await self._consumer.start()
         self._clock_feed = connect.reader(brokers, self.clock_log, fetch_max_wait_ms=100)
         await self._clock_feed.start()
+        await self._start_world_feed(brokers)
         self._loop_task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
@@ -189,7 +200,8 @@ class Ticker(mode.Service):
             await self._loop_task
         if self._recording is not None:
             await self._recording
-        for part in (self._consumer, self._producer, self._reader, self._clock_feed):
+        for part in (self._consumer, self._producer, self._reader, self._clock_feed,
+                     self._world_feed):
             if part is not None:
                 await part.stop()
 
@@ -217,6 +229,7 @@ class Ticker(mode.Service):
                         if tp in owned and self.book.owns(tp.partition):
                             await self._apply(tp.partition, records)
                     await self._fire_due()
+                    await self._follow_world_schedules()
                     await self._follow_clocks()
                     await self._fire_world()
                 except Exception as exc:
@@ -244,11 +257,16 @@ class Ticker(mode.Service):
         self._next_offset[partition] = records[-1].offset + 1
         for record in records:
             schedule = self._decode(record)
-            if schedule is not None:
+            if schedule is not None and schedule.clock == "world":
+                # placed at its tenant's home by the world feed; a wall definition before goes
+                entry = self.book.entries.get(schedule.key)
+                if entry is not None and entry.schedule.clock == "wall":
+                    self.book.remove(schedule.key)
+                    removed.append(schedule.key)
+            elif schedule is not None:
                 self.book.put(partition, schedule, None, now)
-                if schedule.clock == "world":  # a world time already passed fires at once
-                    self._world_due.add(schedule.tenant_id)
             elif (record.value is None and record.key is not None
+                  and record.key not in self.world_defs
                   and self.book.remove(record.key) is not None):
                 removed.append(record.key)  # a tombstone for a key never written: nothing
         if removed:  # its fire state goes with it: the same id later is a new schedule
@@ -279,6 +297,72 @@ class Ticker(mode.Service):
         # history is not on the firing path: the next step need not wait for it
         self._recording = asyncio.ensure_future(self._record_runs(ticks))
 
+    def _home(self, schedule: Schedule) -> int:
+        """The partition of ``schedules`` whose ticker fires a world schedule: its tenant's."""
+        return partition_of(tenant_key(schedule.tenant_id), self._schedule_partitions)
+
+    async def _start_world_feed(self, brokers: list[str]) -> None:
+        """Read every partition's world schedules to their end, then follow them from there."""
+        assert self._producer is not None
+        self._world_feed = connect.reader(brokers, fetch_max_wait_ms=100)
+        await self._world_feed.start()
+        parts = sorted(await self._producer.partitions_for(topics.SCHEDULES))
+        self._schedule_partitions = len(parts)
+        tps = [TopicPartition(topics.SCHEDULES, p) for p in parts]
+        self._world_feed.assign(tps)
+        await self._world_feed.seek_to_beginning(*tps)
+        async for records in connect.to_end(self._world_feed, tps):
+            self._learn_world(records)
+
+    def _learn_world(self, records: Iterable[ConsumerRecord]) -> None:
+        """Keep the world schedules among ``records`` (a cheap look first: most are wall)."""
+        for record in records:
+            if record.key is None:
+                continue
+            if record.value is not None and b'"clock":"world"' in record.value:
+                schedule = self._decode(record)
+                if schedule is not None and schedule.clock == "world":
+                    self.world_defs[record.key] = schedule
+                    self._world_changed.add(record.key)
+                    continue
+            if self.world_defs.pop(record.key, None) is not None:  # removed, or wall now
+                self._world_changed.add(record.key)
+
+    async def _follow_world_schedules(self, *, to_end: bool = False) -> None:
+        """Place the world schedules that changed on the ticker of their home partition
+        (``to_end``: every one written so far, not only those fetched already)."""
+        assert self._world_feed is not None
+        if to_end:
+            async for records in connect.to_end(self._world_feed, self._world_feed.assignment()):
+                self._learn_world(records)
+        else:
+            for records in (await self._world_feed.getmany(timeout_ms=0)).values():
+                self._learn_world(records)
+        if not self._world_changed:
+            return
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        changed, self._world_changed = self._world_changed, set()
+        gone: dict[int, list[bytes]] = defaultdict(list)
+        for key in changed:
+            schedule = self.world_defs.get(key)
+            entry = self.book.entries.get(key)
+            if schedule is None:  # removed, or a wall schedule now: its world state goes
+                if entry is not None and entry.schedule.clock == "world":
+                    self.book.remove(key)
+                    gone[entry.partition].append(key)
+                continue
+            home = self._home(schedule)  # the key names the tenant: the home never moves
+            if not self.book.owns(home):
+                continue
+            stored = None
+            if key not in self.book.entries:  # new here: its state, if it fired before
+                raw = await self.redis.hget(self.state_key(home), key)
+                stored = FireState.decode(raw) if raw else None
+            self.book.put(home, schedule, stored, now)
+            self._world_due.add(schedule.tenant_id)  # a world time already passed fires at once
+        for partition, keys in gone.items():
+            await self.redis.hdel(self.state_key(partition), *keys)
+
     async def _follow_clocks(self) -> None:
         """Read what the world clocks' changelog has new; a moved clock's tenant is due."""
         assert self._clock_feed is not None
@@ -297,6 +381,11 @@ class Ticker(mode.Service):
         """Fire the world-clock schedules of tenants whose clock moved (or whose world schedules
         changed): every fire time the clock passed, per misfire policy, one tenant's ticks in
         world-time order; then their states are saved, as the wall clock's are."""
+        if not self._world_due:
+            return
+        # a schedule written before the clock moved is on the broker before the clock's record:
+        # read them all first, so none of them fires later, out of world-time order
+        await self._follow_world_schedules(to_end=True)
         due = {t: self.world_times[t] for t in self._world_due & self.book.world_tenants()
                if t in self.world_times}
         if not due:
@@ -456,18 +545,24 @@ class Ticker(mode.Service):
             raw_states = await self.redis.hgetall(self.state_key(partition))
             self.book.own(partition)  # all of it read: from here on nothing awaits until seek
             for key, schedule in latest.items():
-                if schedule is not None:
+                if schedule is not None and schedule.clock == "wall":
                     raw = raw_states.get(key)
                     self.book.put(partition, schedule, FireState.decode(raw) if raw else None, now)
-                    if schedule.clock == "world":
-                        self._world_due.add(schedule.tenant_id)
+                    loaded += 1
+            # the world schedules whose tenants live here, with their states from this hash
+            for key, schedule in self.world_defs.items():
+                if self._home(schedule) == partition:
+                    raw = raw_states.get(key)
+                    self.book.put(partition, schedule, FireState.decode(raw) if raw else None, now)
+                    self._world_due.add(schedule.tenant_id)
                     loaded += 1
             tp = TopicPartition(topics.SCHEDULES, partition)
             self._next_offset[partition] = records[-1].offset + 1 if records else 0
             if tp in self.assignment:
                 self._consumer.seek(tp, self._next_offset[partition])
             self._pending.discard(partition)
-            gone = [key for key in raw_states if latest.get(key) is None]
+            gone = [key for key in raw_states
+                    if latest.get(key) is None and key not in self.world_defs]
             if gone:  # states of schedules removed while no ticker owned them
                 await self.redis.hdel(self.state_key(partition), *gone)
         # what was just loaded lives as long as the partition: keep it out of the collector's

@@ -153,3 +153,31 @@ async def test_a_kill_9_mid_advance_loses_and_doubles_no_world_fire(
     assert len(applied) == 500 and set(applied.values()) == {1}, "each once, none lost"
     jobs = await export_jobs(settings)
     assert sorted({j.world_due_at for j in jobs}) == [DAWN + n * HOUR for n in range(500)]
+
+
+async def test_two_tickers_fire_one_tenants_world_schedules_in_world_time_order(
+    stack, settings, start_worker
+):
+    """A tenant's world schedules sit on many partitions of `schedules` (their keys differ);
+    the ticker owning the tenant's partition fires all of them, so its ticks come in order."""
+    tickers = dict(broker_session_timeout_s="3", broker_rebalance_timeout_s="3")
+    front = start_worker("front", roles=("ingest", "api"), web_api_tokens=TOKENS)
+    start_worker("ticker-1", roles=("ticker",), **tickers)
+    start_worker("ticker-2", roles=("ticker",), **tickers)
+    due = [DAWN + timedelta(minutes=7 * n) for n in range(12)]
+    async with httpx.AsyncClient(base_url=front.base_url, headers=C1, timeout=10) as http:
+        for n in (5, 0, 11, 3, 8, 1, 10, 6, 2, 9, 4, 7):  # ids on many partitions, out of order
+            created = await http.post("/schedules", json={
+                "id": f"effect-{n}", "clock": "world", "run_at": due[n].isoformat(),
+                "job_type": "export"})
+            assert created.status_code == 201, created.text
+    await advance(settings, "dusk", DAWN + 2 * HOUR)
+
+    async def ticks() -> list[datetime]:
+        records = await read_topic(settings.broker_url, topics.CRON_TICKS, timeout_s=3,
+                                   idle_s=0.5)
+        return [datetime.fromisoformat(json.loads(r.value)["fire_at"]) for r in records
+                if json.loads(r.value)["tenant_id"] == "c1"]
+
+    fired = await eventually(ticks, lambda t: len(t) == 12, timeout_s=60, what="twelve ticks")
+    assert fired == due, "in world-time order, from one ticker"
