@@ -214,10 +214,6 @@ def _timing_problems(s: Schedule) -> list[FieldProblem]:
         if s.every_ms is not None and s.start_at is None:
             problems.append(FieldProblem(
                 "start_at", "a world-clock interval is anchored at a world time: give start_at"))
-        if s.overlap == "buffer_one":
-            problems.append(FieldProblem(
-                "overlap", "a world-clock schedule allows or skips an overlapping run "
-                "(buffer_one waits on the wall clock)"))
     return problems
 
 

@@ -159,12 +159,13 @@ def plan_world(schedule: Schedule, state: FireState, world_now: datetime, *,
         if moment > world_now:
             break
         latest = moment
-    if latest is None:
+    if latest is None and state.buffered is None:
         return Plan([], 0, 0, replace(state, since=max(state.since, world_now)), None)
     # revision_at is a wall time: a world schedule's on-time window is measured in world time
     timeless = schedule.model_copy(update={"revision_at": None})
-    outcome = plan(timeless, state, world_now, grace=world_now - latest,
+    outcome = plan(timeless, state, world_now, grace=world_now - (latest or world_now),
                    previous_active=previous_active, poll=timedelta(0))
+    # a fire buffered behind a running one is looked at again by the ticker on the wall clock
     return replace(outcome, wake_at=None)
 
 

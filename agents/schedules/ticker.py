@@ -144,6 +144,8 @@ class Ticker(mode.Service):
         self._clock_feed: AIOKafkaConsumer | None = None
         self.world_times: dict[str, datetime] = {}
         self._world_due: set[str] = set()  # tenants whose world schedules need a look
+        self._world_waiting: set[str] = set()  # tenants with a fire buffered behind a run
+        self._world_polled_at = 0.0
         # every partition's world-clock schedules, followed; placed on the ticker of their home
         self._world_feed: AIOKafkaConsumer | None = None
         self.world_defs: dict[bytes, Schedule] = {}
@@ -381,6 +383,10 @@ class Ticker(mode.Service):
         """Fire the world-clock schedules of tenants whose clock moved (or whose world schedules
         changed): every fire time the clock passed, per misfire policy, one tenant's ticks in
         world-time order; then their states are saved, as the wall clock's are."""
+        if self._world_waiting and self.clock() - self._world_polled_at >= OVERLAP_POLL.seconds:
+            # a buffered fire waits for the previous run to finish: looked at every second
+            self._world_polled_at = self.clock()
+            self._world_due |= self._world_waiting
         if not self._world_due:
             return
         # a schedule written before the clock moved is on the broker before the clock's record:
@@ -421,6 +427,9 @@ class Ticker(mode.Service):
             if outcome.state != entry.state:
                 self._unsaved[entry.partition][entry.schedule.key] = outcome.state.encode()
             self.book.settle(entry, outcome)
+        self._world_waiting = {entry.schedule.tenant_id for entry, outcome in plans
+                               if outcome.state.buffered is not None} | (
+            self._world_waiting - set(due))
         await self._save()
         if ticks:
             if self._recording is not None:

@@ -51,8 +51,6 @@ def problem_fields(body: dict) -> list[str]:
     ({"job_type": "Laundry Day"}, "job_type"),
     ({"clock": "world"}, "cron"),  # a world-clock schedule has no cron
     ({"clock": "world", "cron": None, "every_ms": 60_000}, "start_at"),  # its anchor
-    ({"clock": "world", "cron": None, "run_at": "1492-10-12T06:00:00Z", "overlap": "buffer_one"},
-     "overlap"),
     ({"clock": "moon"}, "clock"),
     ({"tenant_id": "other"}, "tenant_id"),
     ({"id": "has space"}, "id"),

@@ -252,3 +252,15 @@ def test_a_jump_of_the_world_clock_follows_the_misfire_policy(misfire, fires):
     paused = plan_world(world_schedule(enabled=False), state, dawn + timedelta(hours=9),
                         previous_active=False)
     assert paused.fires == [] and paused.state.since == dawn + timedelta(hours=9)
+
+
+def test_a_world_fire_behind_a_running_one_waits_buffered_then_runs():
+    dawn = datetime(1492, 10, 12, 6, tzinfo=UTC)
+    schedule = world_schedule(overlap="buffer_one")
+    ran = FireState(revision=None, since=dawn, fired=1, last_fire=dawn)
+    waiting = plan_world(schedule, ran, dawn + timedelta(hours=1, minutes=5), previous_active=True)
+    assert waiting.fires == [] and waiting.state.buffered == dawn + timedelta(hours=1)
+    # the clock has not moved; the previous run finished: the buffered fire runs now
+    done = plan_world(schedule, waiting.state, dawn + timedelta(hours=1, minutes=5),
+                      previous_active=False)
+    assert done.fires == [dawn + timedelta(hours=1)] and done.state.buffered is None
