@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import mode
 import redis.asyncio as aioredis
@@ -285,23 +286,39 @@ class Ticker(mode.Service):
         except BaseException:
             self.book.retry(entries, now + timedelta(seconds=1))  # nothing was fired
             raise
-        # the ticks are on the broker: this worker goes on from the new states even if saving
-        # them fails now (they are saved with the next step's); only its successor would fire
-        # these ticks again, under the same ids
         self._count(plans, ticks)
+        await self._settle(plans, ticks)
+
+    async def _settle(self, plans: list[tuple[Entry, Plan]], ticks: list[tuple[Tick, str]]
+                      ) -> None:
+        """The plans' ticks are on the broker: this worker goes on from the new states even if
+        saving them fails now (they are saved with the next step's); only its successor would
+        fire these ticks again, under the same ids. Then their run history, off the firing
+        path."""
         for entry, outcome in plans:
             if outcome.state != entry.state:
                 self._unsaved[entry.partition][entry.schedule.key] = outcome.state.encode()
             self.book.settle(entry, outcome)
         await self._save()
+        if not ticks:
+            return
         if self._recording is not None:  # one batch of run history at a time
             await self._recording
         # history is not on the firing path: the next step need not wait for it
         self._recording = asyncio.ensure_future(self._record_runs(ticks))
 
-    def _home(self, schedule: Schedule) -> int:
-        """The partition of ``schedules`` whose ticker fires a world schedule: its tenant's."""
-        return partition_of(tenant_key(schedule.tenant_id), self._schedule_partitions)
+    async def _send_tick(self, tick: Tick, tick_id_: str) -> asyncio.Future[Any]:
+        """Queue one tick on its tenant's partition of cron-ticks; the future says when the
+        broker has it."""
+        assert self._producer is not None
+        key = tenant_key(tick.schedule.tenant_id)
+        return await self._producer.send(  # type: ignore[no-any-return]
+            topics.CRON_TICKS, key=key, value=tick.value(tick_id_),
+            partition=partition_of(key, self._tick_partitions))
+
+    def _home(self, tenant_id: str) -> int:
+        """The partition of ``schedules`` whose ticker fires a tenant's world schedules."""
+        return partition_of(tenant_key(tenant_id), self._schedule_partitions)
 
     async def _start_world_feed(self, brokers: list[str]) -> None:
         """Read every partition's world schedules to their end, then follow them from there."""
@@ -353,7 +370,7 @@ class Ticker(mode.Service):
                     self.book.remove(key)
                     gone[entry.partition].append(key)
                 continue
-            home = self._home(schedule)  # the key names the tenant: the home never moves
+            home = self._home(schedule.tenant_id)  # the key names the tenant: it never moves
             if not self.book.owns(home):
                 continue
             stored = None
@@ -387,54 +404,43 @@ class Ticker(mode.Service):
             # a buffered fire waits for the previous run to finish: looked at every second
             self._world_polled_at = self.clock()
             self._world_due |= self._world_waiting
+        # only the tenants whose world schedules this ticker fires (their home is here)
+        self._world_due = {t for t in self._world_due if self.book.owns(self._home(t))}
         if not self._world_due:
             return
         # a schedule written before the clock moved is on the broker before the clock's record:
         # read them all first, so none of them fires later, out of world-time order
         await self._follow_world_schedules(to_end=True)
-        due = {t: self.world_times[t] for t in self._world_due & self.book.world_tenants()
-               if t in self.world_times}
+        due = {t: (self.world_times[t], self.book.world_entries(t))
+               for t in self._world_due & self.book.world_tenants() if t in self.world_times}
         if not due:
             self._world_due.clear()
             return
-        assert self._producer is not None
         fired_at = datetime.fromtimestamp(self.clock(), UTC)
-        entries = [e for tenant in due for e in self.book.world_entries(tenant)]
-        active = await self._previous_active(entries, None)
+        active = await self._previous_active([e for _, mine in due.values() for e in mine], None)
         plans: list[tuple[Entry, Plan]] = []
         ticks: list[tuple[Tick, str]] = []
         sends = []
-        for tenant, world_now in due.items():
-            mine = [(entry, plan_world(entry.schedule, entry.state, world_now,
-                                       previous_active=entry.schedule.key in active))
-                    for entry in self.book.world_entries(tenant)]
-            plans += mine
-            for fire_at, entry in sorted(((at, entry) for entry, p in mine for at in p.fires),
+        for world_now, entries in due.values():
+            planned = [(entry, plan_world(entry.schedule, entry.state, world_now,
+                                          previous_active=entry.schedule.key in active))
+                       for entry in entries]
+            plans += planned
+            for fire_at, entry in sorted(((at, e) for e, p in planned for at in p.fires),
                                          key=lambda fire: fire[0]):
                 tick = Tick(entry.schedule, fire_at, fired_at)
                 ticks.append((tick, tick.id))
-                key = tenant_key(tenant)
-                sends.append(await self._producer.send(
-                    topics.CRON_TICKS, key=key, value=tick.value(tick.id),
-                    partition=partition_of(key, self._tick_partitions)))
+                sends.append(await self._send_tick(tick, tick.id))
         if sends:
             await asyncio.gather(*sends)
         self._world_due.clear()  # their ticks are on the broker
         self._count(plans, [])  # misfires and overlaps (a world fire's lag is no wall lag)
         for tick, _ in ticks:
             self.metrics.schedule_fires.labels(tick.schedule.job_type).inc()
-        for entry, outcome in plans:
-            if outcome.state != entry.state:
-                self._unsaved[entry.partition][entry.schedule.key] = outcome.state.encode()
-            self.book.settle(entry, outcome)
         self._world_waiting = {entry.schedule.tenant_id for entry, outcome in plans
                                if outcome.state.buffered is not None} | (
             self._world_waiting - set(due))
-        await self._save()
-        if ticks:
-            if self._recording is not None:
-                await self._recording
-            self._recording = asyncio.ensure_future(self._record_runs(ticks))
+        await self._settle(plans, ticks)
 
     async def _plan_and_send(self, entries: list[Entry], active: set[bytes], now: datetime
                              ) -> tuple[list[tuple[Entry, Plan]], list[tuple[Tick, str]]]:
@@ -453,10 +459,7 @@ class Ticker(mode.Service):
                 tick = Tick(schedule, fire_at)
                 tick_id_ = tick.id
                 ticks.append((tick, tick_id_))
-                key = tenant_key(schedule.tenant_id)
-                sends.append(await self._producer.send(
-                    topics.CRON_TICKS, key=key, value=tick.value(tick_id_),
-                    partition=partition_of(key, self._tick_partitions)))
+                sends.append(await self._send_tick(tick, tick_id_))
             if n % SEND_SLICE == 0:
                 await asyncio.sleep(0)  # the producer sends nothing while this loop runs
         if sends:
@@ -560,7 +563,7 @@ class Ticker(mode.Service):
                     loaded += 1
             # the world schedules whose tenants live here, with their states from this hash
             for key, schedule in self.world_defs.items():
-                if self._home(schedule) == partition:
+                if self._home(schedule.tenant_id) == partition:
                     raw = raw_states.get(key)
                     self.book.put(partition, schedule, FireState.decode(raw) if raw else None, now)
                     self._world_due.add(schedule.tenant_id)
