@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import mode
@@ -332,35 +332,40 @@ class Ingest(mode.Service):
             raise
 
     async def _restore(self, partitions: Iterable[int]) -> None:
-        assert self._reader is not None
         started = time.monotonic()
-        by_partition = await self._reader.read(self.changelog, partitions)
-        for partition, records in by_partition.items():
+        partitions = list(partitions)
+        for partition in partitions:
             self.book.own(partition)
-            for record in records:
-                try:
-                    windows = (decode_windows(json.loads(record.value), self.policies)
-                               if record.value else None)
-                    self.book.restore(partition, record.key.decode(), windows)
-                except Exception as exc:  # not written by ingest: it cannot hold a window
-                    log.warning("%s[%s]@%s is not a debounce window record, ignored: %s: %s",
-                                record.topic, record.partition, record.offset,
-                                type(exc).__name__, str(exc)[:200])
-        clock_records = await self._reader.read(self.clock_log, partitions)
-        for partition, records in clock_records.items():
-            self.clocks.own(partition)
-            for record in records:
-                try:
-                    self.clocks.restore(partition, WorldClock.decode(record.value))
-                except Exception as exc:  # not written by ingest: it holds no clock
-                    log.warning("%s[%s]@%s is not a world clock record, ignored: %s: %s",
-                                record.topic, record.partition, record.offset,
-                                type(exc).__name__, str(exc)[:200])
+
+        def window(partition: int, record: ConsumerRecord) -> None:
+            windows = (decode_windows(json.loads(record.value), self.policies)
+                       if record.value else None)
+            self.book.restore(partition, record.key.decode(), windows)
+
+        def clock(partition: int, record: ConsumerRecord) -> None:
+            self.clocks.restore(partition, WorldClock.decode(record.value))
+
+        read = (await self._read_changelog(self.changelog, partitions, "debounce window", window)
+                + await self._read_changelog(self.clock_log, partitions, "world clock", clock))
         self.metrics.world_clocks.set(self.clocks.count())
         log.info("restored the debounce windows and world clocks of partitions %s from %d "
-                 "record(s) in %.2fs", sorted(by_partition),
-                 sum(map(len, (*by_partition.values(), *clock_records.values()))),
-                 time.monotonic() - started)
+                 "record(s) in %.2fs", sorted(partitions), read, time.monotonic() - started)
+
+    async def _read_changelog(self, topic: str, partitions: list[int], what: str,
+                              restore: Callable[[int, ConsumerRecord], None]) -> int:
+        """Restore every record of ``topic``'s ``partitions``; one that holds no ``what`` (not
+        written by ingest) is logged and skipped. Returns how many records were read."""
+        assert self._reader is not None
+        by_partition = await self._reader.read(topic, partitions)
+        for partition, records in by_partition.items():
+            for record in records:
+                try:
+                    restore(partition, record)
+                except Exception as exc:  # not written by ingest: it holds none
+                    log.warning("%s[%s]@%s is not a %s record, ignored: %s: %s", record.topic,
+                                record.partition, record.offset, what, type(exc).__name__,
+                                str(exc)[:200])
+        return sum(map(len, by_partition.values()))
 
     # one record ------------------------------------------------------------------------------
 

@@ -30,9 +30,6 @@ class ClockBook:
         self._clocks: dict[int, dict[str, WorldClock]] = {}
         self._changed: dict[int, dict[str, WorldClock]] = {}
 
-    def own(self, partition: int) -> None:
-        self._clocks.setdefault(partition, {})
-
     def forget(self, partition: int) -> None:
         self._clocks.pop(partition, None)
         self._changed.pop(partition, None)
