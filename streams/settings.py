@@ -75,6 +75,29 @@ URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
 DEFAULT_SERVICE = "api"
 
 
+# a downstream service's breaker, the same whether set per service (CRONBUS_SERVICES__<NAME>__...)
+# or, for the api service, at the top level (CRONBUS_BREAKER_...)
+BreakerFailMax = Annotated[int, Field(
+    default=5, ge=1, le=1000,
+    description="consecutive failures that open the circuit, a whole number 1..1000")]
+BreakerResetTimeout = Annotated[float, Field(
+    default=30.0, gt=0, le=3600, description="seconds an open circuit waits before a probe")]
+# a rate catches an API failing every other call, which never fails fail_max times in a row
+BreakerErrorRate = Annotated[float, Field(
+    default=0.5, gt=0, le=1,
+    description="the share of a worker's calls in the window failing (retryably) that opens "
+                "the circuit, a number > 0 and <= 1, e.g. 0.5")]
+BreakerMinCalls = Annotated[int, Field(
+    default=10, ge=1, le=100_000,
+    description="calls a worker made in the window before the error rate may open the "
+                "circuit, a whole number 1..100000")]
+# 30 s: reached by min_calls at one call every 3 s, and a service failing half its calls trips
+# within one window; as long as the reset timeout, so one window spans one cycle
+BreakerWindow = Annotated[float, Field(
+    default=30.0, gt=0, le=3600,
+    description="seconds of recent calls the error rate is taken over, > 0 and <= 3600")]
+
+
 class ServiceSettings(BaseModel):
     """One downstream service (``CRONBUS_SERVICES__<NAME>__URL`` and its neighbours)."""
 
@@ -84,19 +107,11 @@ class ServiceSettings(BaseModel):
                      description="its GraphQL endpoint or REST base, e.g. https://world/graphql")
     token: SecretStr | None = Field(default=None, description="a bearer token (optional)")
     timeout_s: float = Field(default=10.0, gt=0, le=300, description="seconds, > 0 and <= 300")
-    breaker_fail_max: int = Field(default=5, ge=1, le=1000,
-                                  description="consecutive failures that open its circuit")
-    breaker_reset_timeout_s: float = Field(default=30.0, gt=0, le=3600,
-                                           description="seconds an open circuit waits")
-    breaker_error_rate: float = Field(
-        default=0.5, gt=0, le=1,
-        description="the share of calls in the window failing that opens its circuit, > 0 and <= 1")
-    breaker_min_calls: int = Field(
-        default=10, ge=1, le=100_000,
-        description="calls in the window before its error rate may open it, 1..100000")
-    breaker_window_s: float = Field(
-        default=30.0, gt=0, le=3600,
-        description="seconds of recent calls its error rate is taken over, > 0 and <= 3600")
+    breaker_fail_max: BreakerFailMax
+    breaker_reset_timeout_s: BreakerResetTimeout
+    breaker_error_rate: BreakerErrorRate
+    breaker_min_calls: BreakerMinCalls
+    breaker_window_s: BreakerWindow
 
 
 class Settings(BaseSettings):
@@ -229,30 +244,12 @@ class Settings(BaseSettings):
         description="the longest wait a 429's Retry-After (or a retry record's due time) may "
                     "ask for, in seconds 0..86400; a longer one is cut to this",
     )
-    breaker_fail_max: int = Field(
-        default=5, ge=1, le=1000,
-        description="consecutive failures that open the circuit, a whole number 1..1000",
-    )
-    breaker_reset_timeout_s: float = Field(
-        default=30.0, gt=0, le=3600, description="seconds an open circuit waits before a probe"
-    )
-    # a rate catches an API failing every other call, which never fails fail_max times in a row
-    breaker_error_rate: float = Field(
-        default=0.5, gt=0, le=1,
-        description="the share of a worker's calls in the window failing (retryably) that opens "
-                    "the circuit, a number > 0 and <= 1, e.g. 0.5",
-    )
-    breaker_min_calls: int = Field(
-        default=10, ge=1, le=100_000,
-        description="calls a worker made in the window before the error rate may open the "
-                    "circuit, a whole number 1..100000",
-    )
-    # 30 s: reached by min_calls at one call every 3 s, and a service failing half its calls
-    # trips within one window; as long as the reset timeout, so one window spans one cycle
-    breaker_window_s: float = Field(
-        default=30.0, gt=0, le=3600,
-        description="seconds of recent calls the error rate is taken over, > 0 and <= 3600",
-    )
+    # the api service's breaker (every other service's is under CRONBUS_SERVICES__<NAME>__)
+    breaker_fail_max: BreakerFailMax
+    breaker_reset_timeout_s: BreakerResetTimeout
+    breaker_error_rate: BreakerErrorRate
+    breaker_min_calls: BreakerMinCalls
+    breaker_window_s: BreakerWindow
     job_modules: Annotated[list[str], NoDecode] = Field(
         default=["cronbus.families"],
         description=(
