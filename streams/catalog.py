@@ -61,7 +61,7 @@ class PayloadError(ValueError):
                          + "; ".join(f"{name}: {problem}" for name, problem in problems))
 
 
-def _always(_: Any) -> bool:
+def _any_answer(_: Any) -> bool:
     return True
 
 
@@ -71,7 +71,7 @@ class GraphQLCall:
 
     operation: str
     variables: Callable[[Job], dict[str, Any]]
-    succeeded: Callable[[dict[str, Any]], bool] = _always
+    succeeded: Callable[[dict[str, Any]], bool] = _any_answer
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class RestCall:
     method: str
     path: Callable[[Job], str]
     body: Callable[[Job], Any] = lambda job: None
-    succeeded: Callable[[Any], bool] = _always
+    succeeded: Callable[[Any], bool] = _any_answer
 
 
 @dataclass(frozen=True)
