@@ -41,6 +41,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from cronbus.agents.worker.build import build_worker
+    from cronbus.agents.worker.preflight import check_outside_world
 
     roles = args.role or list(DEFAULT_ROLES)
     if args.job_types is not None:
@@ -48,6 +49,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     if settings.event_loop == "uvloop":
         _use_uvloop()
+    check_outside_world(settings, roles)
     app = build_worker(settings, roles)
     # on SIGTERM each role drains in its on_stop: the processors let started jobs finish within
     # CRONBUS_SHUTDOWN_GRACE_S and hand the rest back uncommitted (Faust's own consumer carries
@@ -113,6 +115,7 @@ def _errors(exc: ValidationError) -> str:
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from cronbus.clients import reach
     from cronbus.clients.kafka.publisher import EventPublisher
 
     catalog = load_catalog(settings)
@@ -137,6 +140,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     bar = ProgressBar(len(events), "publish") if show else None
 
     async def send() -> None:
+        await reach.broker(settings.broker_url)
         async with EventPublisher(settings.broker_url) as publisher:
             for done, event in enumerate(events, 1):
                 await publisher.publish(event)
@@ -636,6 +640,22 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+# what each command needs to answer before it starts (publish checks its input first, then the
+# broker; a worker checks what its roles need)
+REACHES = {cmd_job_status: ("redis",), cmd_clock_get: ("redis",),
+           cmd_job_queues: ("broker", "redis"), cmd_job_retry_failed: ("broker",),
+           cmd_dlq_list: ("broker",), cmd_dlq_replay: ("broker",)}
+
+
+async def _reach(settings: Settings, needs: Sequence[str]) -> None:
+    from cronbus.clients import reach
+
+    if "broker" in needs:
+        await reach.broker(settings.broker_url)
+    if "redis" in needs:
+        await reach.redis(settings.redis_url)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -644,11 +664,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cronbus: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    from aiokafka.errors import KafkaConnectionError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from cronbus.clients.reach import Unreachable
+
     try:
+        asyncio.run(_reach(settings, REACHES.get(args.run, ())))
         return int(args.run(args, settings))
     except SettingsError as exc:
         print(f"cronbus: {exc}", file=sys.stderr)
         return 2
+    except (Unreachable, KafkaConnectionError, RedisConnectionError) as exc:
+        # the last two: a command that met an outage after its start, named as well
+        if isinstance(exc, KafkaConnectionError):
+            exc = Unreachable(Settings.env_name("broker_url"), ",".join(settings.broker_url), str(exc))
+        elif isinstance(exc, RedisConnectionError):
+            exc = Unreachable(Settings.env_name("redis_url"), settings.redis_url, str(exc))
+        print(f"cronbus: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
 
 
 if __name__ == "__main__":
