@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from cronbus.agents.worker.logs import configure_logging
 from cronbus.agents.worker.roles import DEFAULT_ROLES, ROLES
 from cronbus.streams import headers, topics
-from cronbus.streams.catalog import Catalog, UnknownJobType, load_catalog
+from cronbus.streams.catalog import Catalog, PayloadError, UnknownJobType, load_catalog
 from cronbus.streams.events import CronTick, DomainEvent
 from cronbus.streams.settings import Settings, SettingsError, load_settings
 
@@ -72,10 +72,20 @@ def _field(pair: str) -> tuple[str, Any]:
         return name, raw
 
 
+class BadEvent(ValueError):
+    """An event ``cronbus publish`` refuses; ``problems`` name every field that is wrong."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
 def build_event(catalog: Catalog, event_type: str, tenant: str | None,
                 fields: dict[str, Any]) -> DomainEvent:
-    """An event of ``event_type``; event_id and occurred_at are filled in when not given. A cron
-    tick's job type must be declared and its payload fit (ValueError naming the field)."""
+    """An event of ``event_type``; event_id and occurred_at are filled in when not given. Every
+    problem is named at once (:class:`BadEvent`): a field the event type has not (here it is
+    a typo: ingest ignores fields it does not read, so a producer may add some), a missing or
+    malformed one, and for a cron tick an undeclared job type or a payload not fitting it."""
     model = catalog.models.get(event_type)
     if model is None:
         raise ValueError(f"no event type {event_type!r}; known: "
@@ -83,35 +93,60 @@ def build_event(catalog: Catalog, event_type: str, tenant: str | None,
     data = {"event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC).isoformat(), **fields}
     if tenant is not None:
         data["tenant_id"] = tenant
-    event = model.model_validate(data)
+    problems = [f"{name}: {event_type} events have no such field (they have "
+                f"{', '.join(model.model_fields)})" for name in fields
+                if name not in model.model_fields]
+    try:
+        event = model.model_validate(data)
+    except ValidationError as exc:
+        raise BadEvent([*problems, *_problems(exc)]) from None
     if isinstance(event, CronTick):
-        catalog[event.job_type].check_payload(event.payload)  # PayloadError, UnknownJobType
+        try:
+            catalog[event.job_type].check_payload(event.payload)
+        except PayloadError as exc:
+            problems += [f"payload.{name}: {problem}" for name, problem in exc.problems]
+        except UnknownJobType as exc:
+            problems.append(f"job_type: {exc}")
+    if problems:
+        raise BadEvent(problems)
     return event
 
 
+# bad lines shown at most (the count of the rest follows)
+BAD_LINES_SHOWN = 50
+
+
 def _events_from_lines(catalog: Catalog, event_type: str, tenant: str | None,
-                       lines: Iterator[str]) -> Iterator[DomainEvent]:
+                       lines: Iterator[str]) -> list[DomainEvent]:
+    """Every event of the JSON lines, or a ValueError naming every bad line (not just the
+    first), each with all its problems."""
+    events, bad = [], []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             fields = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"line {number}: not JSON ({exc})") from None
+            bad.append(f"line {number}: not JSON ({exc})")
+            continue
         if not isinstance(fields, dict):
-            raise ValueError(f"line {number}: a JSON object is expected")
+            bad.append(f"line {number}: a JSON object is expected")
+            continue
         try:
-            yield build_event(catalog, event_type, tenant, fields)
-        except ValidationError as exc:
-            raise ValueError(f"line {number}: {_errors(exc)}") from None
-        except ValueError as exc:  # a tick's job type undeclared, or its payload not fitting
-            raise ValueError(f"line {number}: {exc}") from None
+            events.append(build_event(catalog, event_type, tenant, fields))
+        except ValueError as exc:
+            bad.append(f"line {number}: {exc}")
+    if bad:
+        shown = bad[:BAD_LINES_SHOWN]
+        if len(bad) > len(shown):
+            shown.append(f"... and {len(bad) - len(shown)} more bad line(s)")
+        raise ValueError(f"{len(bad)} bad line(s), nothing published:\n" + "\n".join(shown))
+    return events
 
 
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
-    )
+def _problems(exc: ValidationError) -> list[str]:
+    return [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()]
+
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
@@ -122,13 +157,13 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.file:
             stream = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
-            events = list(_events_from_lines(catalog, args.event_type, args.tenant, stream))
+            events = _events_from_lines(catalog, args.event_type, args.tenant, stream)
         else:
             fields = dict(args.set or [])
             events = [build_event(catalog, args.event_type, args.tenant, fields)
                       for _ in range(args.count)]
-    except ValidationError as exc:
-        print(f"cronbus publish: invalid {args.event_type} event: {_errors(exc)}", file=sys.stderr)
+    except BadEvent as exc:
+        print(f"cronbus publish: invalid {args.event_type} event: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
         print(f"cronbus publish: {exc}", file=sys.stderr)
