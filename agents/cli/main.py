@@ -431,12 +431,12 @@ def _schedules_parser(sub: Any) -> None:
     for name, text in (("get", "one schedule"), ("delete", "remove a schedule"),
                        ("pause", "stop firing until resumed"),
                        ("resume", "fire again, from now on")):
-        actions.add_parser(name, help=text).add_argument("schedule_id")
+        actions.add_parser(name, help=text).add_argument("schedule_id", help=SCHEDULE_ID)
     for name, text in (("create", "create a schedule (the same definition twice is one)"),
                        ("update", "change a schedule: --set and --file over its definition")):
         action = actions.add_parser(name, help=text)
         if name == "update":
-            action.add_argument("schedule_id")
+            action.add_argument("schedule_id", help=SCHEDULE_ID)
             action.add_argument("--replace", action="store_true",
                                 help="send the definition as it is, not merged over the stored one")
         action.add_argument("--file", help="the definition as JSON ('-' for stdin)")
@@ -444,12 +444,12 @@ def _schedules_parser(sub: Any) -> None:
                             help="a field, e.g. cron='30 2 * * *' or every_ms=60000 "
                                  "(read as JSON when it parses)")
     trigger = actions.add_parser("trigger", help="run a schedule's job now")
-    trigger.add_argument("schedule_id")
+    trigger.add_argument("schedule_id", help=SCHEDULE_ID)
     trigger.add_argument("--idempotency-key", help="the same key runs the job once")
     backfill = actions.add_parser(
         "backfill", help="run every fire time in a past range now (each once, however often "
                          "the same range is backfilled)")
-    backfill.add_argument("schedule_id")
+    backfill.add_argument("schedule_id", help=SCHEDULE_ID)
     backfill.add_argument("--from", dest="start", required=True, metavar="TIME",
                           help="the range's start, inclusive: ISO 8601 with an offset, "
                                "e.g. 2026-03-01T00:00:00Z")
@@ -457,16 +457,16 @@ def _schedules_parser(sub: Any) -> None:
                           help="the range's end, inclusive (same form)")
     backfill.add_argument("--json", action="store_true", help="the API's answer as JSON")
     preview = actions.add_parser("next", help="the next fire times, in the schedule's zone")
-    preview.add_argument("schedule_id")
-    preview.add_argument("--count", type=int, default=5)
+    preview.add_argument("schedule_id", help=SCHEDULE_ID)
+    preview.add_argument("--count", type=int, default=5, help="how many (default 5)")
     defer = actions.add_parser("defer-effect", help="execute a deferred effect at a wall time "
                                "or, with --world, at a world time of your clock")
-    defer.add_argument("effect_id")
+    defer.add_argument("effect_id", help="the effect's id (its one-off schedule's id)")
     defer.add_argument("--at", required=True, help="when: ISO 8601, e.g. 1492-10-12T09:00:00Z")
     defer.add_argument("--world", action="store_true", help="--at is a world time")
     runs = actions.add_parser("runs", help="recent runs and their outcome")
-    runs.add_argument("schedule_id")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("schedule_id", help=SCHEDULE_ID)
+    runs.add_argument("--limit", type=int, default=20, help="how many, newest first (default 20)")
 
 
 # --- dead letters ---------------------------------------------------------------------------
@@ -585,11 +585,28 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- main -----------------------------------------------------------------------------------
 
+DESCRIPTION = ("cronbus: an event-driven job scheduler on Kafka. Run workers, publish events, "
+               "and look after jobs, schedules, world clocks and dead letters.")
+SCHEDULE_ID = "the schedule's id (`cronbus schedules list` shows them)"
+
+
+def _describe_commands(parser: argparse.ArgumentParser) -> None:
+    """A command's help line is its description too, unless it has one of its own."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, command in action.choices.items():
+                command.description = command.description or helps.get(name)
+                _describe_commands(command)
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="cronbus", description=__doc__)
+    root = argparse.ArgumentParser(prog="cronbus", description=DESCRIPTION)
     sub = root.add_subparsers(dest="command", required=True)
 
-    worker = sub.add_parser("worker", help="run a worker (ingest and processor unless --role is given)")
+    default_roles = f"{', '.join(DEFAULT_ROLES[:-1])} and {DEFAULT_ROLES[-1]}"
+    worker = sub.add_parser("worker", help=f"run a worker ({default_roles} unless --role is "
+                            "given)")
     worker.add_argument("--role", action="append", choices=ROLES,
                         help="a role to run; repeat for several (bridge: Redis pub/sub to Kafka)")
     worker.add_argument("--job-types", metavar="TYPE,TYPE",
@@ -614,13 +631,13 @@ def parser() -> argparse.ArgumentParser:
     clocks_sub = clocks.add_subparsers(dest="clocks_command", required=True)
     clock_get = clocks_sub.add_parser("get", help="a tenant's world time, as its "
                                       "world-time-advanced events moved it")
-    clock_get.add_argument("tenant")
+    clock_get.add_argument("tenant", help="the tenant (campaign) id")
     clock_get.set_defaults(run=cmd_clock_get)
 
     jobs = sub.add_parser("jobs", help="job status, queues, retrying failed jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     status = jobs_sub.add_parser("status", help="a job's state, attempts and last error")
-    status.add_argument("job_id")
+    status.add_argument("job_id", help="the job's id, e.g. from `cronbus schedules runs`")
     status.set_defaults(run=cmd_job_status)
     queues = jobs_sub.add_parser("queues", help="per job topic: waiting (consumer lag), active, "
                                  "completed, failed (attempts), dead-lettered")
@@ -668,10 +685,11 @@ def parser() -> argparse.ArgumentParser:
         one.set_defaults(run=run)
 
     demo = sub.add_parser("demo", help="start the dev stack and a worker, and publish bursts")
-    demo.add_argument("--tenants", type=int, default=5)
+    demo.add_argument("--tenants", type=int, default=5, help="tenants to publish for (default 5)")
     demo.add_argument("--burst", type=int, default=40, help="events per burst")
     demo.add_argument("--every", type=float, default=10.0, help="seconds between bursts")
     demo.set_defaults(run=cmd_demo)
+    _describe_commands(root)
     return root
 
 
