@@ -45,6 +45,14 @@ class ServiceGate:
         """A call was refused or tripped the breaker: shut until its reset timeout has passed."""
         self._shut_until(self._reopen_at())
 
+    async def sync(self) -> None:
+        """Share the breaker's state with the other workers (when its storage is shared), then
+        :meth:`poll` it."""
+        sync = getattr(self.breaker._state_storage, "sync", None)
+        if sync is not None:
+            await sync()
+        self.poll()
+
     def poll(self) -> None:
         """Shut the gate if the shared breaker was opened elsewhere (another worker)."""
         if self.is_open and self.breaker_open():
