@@ -105,7 +105,7 @@ async def send_email(job: Job, ctx: JobContext) -> None:
             "subject": text.subject, "body": text.body,
         })
     except PermanentError as exc:
-        if exc.status == 403:  # the service's refusal of this address, named as such
+        if exc.status == 403 and "blacklisted" in str(exc):  # the service's refusal, named
             raise Blacklisted(f"{email.to} is on the email blacklist: {exc}",
                               service=exc.service, status=exc.status) from None
         raise
@@ -126,7 +126,7 @@ async def send_push(job: Job, ctx: JobContext) -> None:
             "language": push.language, "title": title, "body": body,
         })
     except PermanentError as exc:
-        if exc.status == 403:
+        if exc.status == 403 and "opted_out" in str(exc):
             raise OptedOut(f"user {push.user_id} opted out of push: {exc}",
                            service=exc.service, status=exc.status) from None
         raise
