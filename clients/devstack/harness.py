@@ -8,6 +8,7 @@ answers, otherwise one is started here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -20,7 +21,7 @@ import httpx
 from cronbus.clients.devstack.broker import EmbeddedBroker
 from cronbus.clients.devstack.dev_api import DevApi
 from cronbus.clients.devstack.notification_api import NotificationApi
-from cronbus.clients.devstack.processes import ManagedProcess, free_port
+from cronbus.clients.devstack.processes import ManagedProcess, free_port, port_open
 from cronbus.clients.devstack.redis_server import RedisServer
 from cronbus.clients.devstack.world_api import WorldApi
 from cronbus.streams.settings import ENV_PREFIX, Settings
@@ -28,6 +29,7 @@ from cronbus.streams.settings import ENV_PREFIX, Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_REDIS_URL = Settings.model_fields["redis_url"].default
+API_START_TIMEOUT_S = 20.0
 
 
 class DevStack:
@@ -58,12 +60,13 @@ class DevStack:
             if self.broker is not None:
                 self.broker.start()
             self.redis.start()
-            if self.api is not None:
-                self.api.start()
-            if self.world is not None:
-                self.world.start()
-            if self.notifications is not None:
-                self.notifications.start()
+            # the development APIs start side by side (each takes a second or two to import)
+            apis = [api for api in (self.api, self.world, self.notifications) if api is not None]
+            for api in apis:
+                api.process.start()
+            for api in apis:
+                api.process.wait_until(functools.partial(port_open, api.host, api.port),
+                                       API_START_TIMEOUT_S, "listening")
         except BaseException:
             self.stop()
             raise
