@@ -82,6 +82,12 @@ class Metrics:
             "cronbus_jobs_dead_lettered", "Jobs sent to their dead-letter topic", ["job_type"],
             registry=r,
         )
+        self.jobs_rate_limited = Counter(
+            "cronbus_jobs_rate_limited",
+            "Jobs delayed because their type's rate limit had no room for their key (no tenant "
+            "or key label: each delay is counted, the job waits without an attempt)",
+            ["job_type"], registry=r,
+        )
         self.dead_letters_replayed = Counter(
             "cronbus_dead_letters_replayed",
             "Dead letters this worker sent back to their job topic (POST /queues/<type>/retry-failed)",
@@ -206,6 +212,7 @@ class Metrics:
             for kind in FAILURE_KINDS:
                 self.jobs_failed.labels(job_type, kind)
             self.jobs_retried.labels(job_type)
+            self.jobs_rate_limited.labels(job_type)
             self.jobs_dead_lettered.labels(job_type)
             self.dead_letters_replayed.labels(job_type)
             self.jobs_in_flight.labels(job_type)

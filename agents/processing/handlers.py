@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from cronbus.agents.processing.schedule_keeper import Changes, ScheduleKeeper
-from cronbus.clients.http.downstream import DownstreamClient, DownstreamError, RetryableError
+from cronbus.clients.http.downstream import (
+    DownstreamClient,
+    DownstreamError,
+    PermanentError,
+    RetryableError,
+)
 from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.streams.catalog import Catalog
 from cronbus.streams.jobs import Job, job_id_for
@@ -35,6 +40,11 @@ T = TypeVar("T")
 
 Handler = Callable[[Job, "JobContext"], Awaitable[None]]
 EmitJob = Callable[[Job], Awaitable[None]]
+
+
+# what a handler raises, or catches, to say a call failed for good (dead-lettered at once)
+__all__ = ["DownstreamError", "EmitJob", "Handler", "HandlerFailed", "HandlerServices",
+           "JobContext", "PermanentError", "RetryableError", "StepStore", "failed_in"]
 
 
 class HandlerFailed(RetryableError):

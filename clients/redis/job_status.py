@@ -12,6 +12,9 @@ redelivered and enters again under the same id).
 A job run by a handler keeps its finished steps beside its status (``<ns>:steps:<job id>``, a
 hash: step -> its JSON result, same TTL), so a retry resumes after the last finished step, and
 its progress in the status hash (``progress``, JSON).
+
+A job waiting for its rate-limit window has ``due_at`` (when the window has room) and
+``waiting_for`` (the limit) in its hash, written by :mod:`cronbus.clients.redis.rate_limits`.
 """
 
 from __future__ import annotations
@@ -188,7 +191,7 @@ class JobStatusStore:
         record["attempts"] = int(record.get("attempts", 0))
         if "progress" in record:
             record["progress"] = json.loads(record["progress"])
-        for stamp in ("started_at", "updated_at", "finished_at"):
+        for stamp in ("started_at", "updated_at", "finished_at", "due_at"):
             if stamp in record:
                 record[stamp] = float(record[stamp])
         return record
