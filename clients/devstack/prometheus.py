@@ -48,6 +48,8 @@ class PrometheusServer:
                                    for target, role in roles.items()],
             }],
         }
+        # one pool of keep-alive connections for the queries (safe to share between threads)
+        self._http = httpx.Client(timeout=10.0)
         self.config_path = self.dir / "prometheus.yml"
         self.config_path.write_text(json.dumps(config, indent=2))
         self.process = ManagedProcess("prometheus", [
@@ -75,10 +77,11 @@ class PrometheusServer:
 
     def stop(self) -> None:
         self.process.stop()
+        self._http.close()
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """The instant vector (or scalar, as one sample) ``promql`` evaluates to now."""
-        response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10.0)
+        response = self._http.get(f"{self.url}/api/v1/query", params={"query": promql})
         body = response.json()
         if body.get("status") != "success":
             raise ValueError(f"Prometheus rejected {promql!r}: {body.get('errorType')}: {body.get('error')}")
