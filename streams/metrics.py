@@ -2,7 +2,8 @@
 
 Every name the dashboards use is declared here, including those of parts that emit later,
 and every bounded label set is created at zero up front: a panel then shows 0, not nothing,
-and ``rate()`` sees the first increment. Labels are bounded: topics, partitions, job types,
+and ``rate()`` sees the first increment. The Redis bridge's are the exception: registered only
+where the bridge runs (:attr:`Metrics.bridge`). Labels are bounded: topics, partitions, job types,
 reasons, outcomes, status classes; never a tenant.
 """
 
