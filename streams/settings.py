@@ -52,7 +52,7 @@ def _comma_list(value: Any) -> list[str]:
 
 _TENANT = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 # never echoed in an error message
-SECRET_FIELDS = frozenset({"api_token", "web_api_tokens"})
+SECRET_FIELDS = frozenset({"api_token", "web_api_tokens", "payment_webhook_secrets"})
 
 
 def parse_token_tenants(text: str) -> dict[str, str]:
@@ -180,6 +180,19 @@ class Settings(BaseSettings):
             "__BREAKER_FAIL_MAX, __BREAKER_RESET_TIMEOUT_S, __BREAKER_ERROR_RATE, "
             "__BREAKER_MIN_CALLS, __BREAKER_WINDOW_S; the service 'api' is CRONBUS_API_URL"
         ),
+    )
+    payment_webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "each payment provider's webhook signing secret, as JSON "
+            '{"stripe": "whsec_..."} or one variable per provider, '
+            "CRONBUS_PAYMENT_WEBHOOK_SECRETS__STRIPE=whsec_...; two secrets of one provider "
+            "(while rotating) are separated by a space"
+        ),
+    )
+    payment_webhook_tolerance_s: float = Field(
+        default=300.0, ge=1, le=86400,
+        description="seconds a webhook's signature timestamp may be from its receipt, 1..86400",
     )
 
     # --- the app
