@@ -19,6 +19,7 @@ from cronbus.families.billing_rules import (
     verify_signature,
 )
 from cronbus.streams.schedules import parse_schedule
+from cronbus.streams.settings import load_settings
 from tests.seeds import SEEDS
 
 TODAY = date(2026, 12, 1)
@@ -134,8 +135,20 @@ def test_a_webhook_events_id_is_the_providers():
               "provider_event_id": "evt_1", "body": BODY, "received_at": "2026-12-01T00:00:00Z"}
     event = PaymentWebhookReceived.model_validate(fields)
     assert event.event_id == "stripe:evt_1" and event.body == BODY  # the body is not stripped
-    with pytest.raises(ValueError, match="event_id must be <provider>:<provider_event_id>"):
-        PaymentWebhookReceived.model_validate({**fields, "event_id": "mine"})
+    # a producer's own id (the CLI fills in a random one) gives way to the provider's
+    assert PaymentWebhookReceived.model_validate(
+        {**fields, "event_id": "random-uuid"}).event_id == "stripe:evt_1"
+
+
+def test_webhook_secrets_come_from_json_or_one_variable_per_provider(monkeypatch):
+    monkeypatch.setenv("CRONBUS_PAYMENT_WEBHOOK_SECRETS", '{"stripe": "whsec_a whsec_b"}')
+    assert load_settings().payment_webhook_secrets["stripe"].get_secret_value().split() == [
+        "whsec_a", "whsec_b"]
+    monkeypatch.delenv("CRONBUS_PAYMENT_WEBHOOK_SECRETS")
+    monkeypatch.setenv("CRONBUS_PAYMENT_WEBHOOK_SECRETS__PAYFAST", "pf_secret")
+    secrets = load_settings().payment_webhook_secrets
+    assert {name: s.get_secret_value() for name, s in secrets.items()} == {"payfast": "pf_secret"}
+    assert "pf_secret" not in repr(secrets)
 
 
 def test_the_billing_month_is_the_month_it_runs_in_the_tenants_zone():
