@@ -37,7 +37,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from cronbus.agents.processing.handlers import JobContext, JobRejected
 from cronbus.families import billing_rules as rules
 from cronbus.streams import topics
-from cronbus.streams.catalog import EventType, JobType, always, by_field
+from cronbus.streams.catalog import EventType, Handler, JobType, always, by_field
 from cronbus.streams.events import TENANT_ID_PATTERN, DomainEvent, Identifier, InvoiceDue
 from cronbus.streams.jobs import Job
 
@@ -436,7 +436,8 @@ async def apply_payment_webhook(job: Job, ctx: JobContext) -> None:
                        status=(recorded["invoice"] or {}).get("status"))
 
 
-def _billing(name: str, handler: Any, payload: type[BaseModel], **options: Any) -> JobType:
+def _billing(name: str, handler: Handler, payload: type[BaseModel], **options: Any) -> JobType:
+    """One of the seed's job types: its retries and backoff (1, 2, 4 s)."""
     return JobType(name, handler=handler, payload=payload, retries=BILLING_RETRIES,
                    backoff_s=BILLING_BACKOFF_S, **options)
 
