@@ -358,8 +358,8 @@ async def _each_tenant(ctx: JobContext) -> None:
                                   {"after": after}))["tenants"]
         for tenant in page["nodes"]:
             if not TENANT_ID.match(tenant["id"]) or tenant["id"] == ctx.settings.system_tenant:
-                log.warning("billing tenant id %r is no tenant id (%s): no schedules kept",
-                            tenant["id"], TENANT_ID.pattern)
+                log.warning("billing tenant id %r is no tenant id (%s) or is the system "
+                            "tenant: no schedules kept", tenant["id"], TENANT_ID.pattern)
                 continue
             await ctx.emit("billing-schedules", {}, ref=f"tenant:{tenant['id']}",
                            tenant_id=tenant["id"])
