@@ -54,7 +54,7 @@ def _comma_list(value: Any) -> list[str]:
 
 _TENANT = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 # never echoed in an error message
-SECRET_FIELDS = frozenset({"api_token", "web_api_tokens"})
+SECRET_FIELDS = frozenset({"api_token", "web_api_tokens", "payment_webhook_secrets"})
 
 
 def parse_token_tenants(text: str) -> dict[str, str]:
@@ -182,6 +182,19 @@ class Settings(BaseSettings):
             "__BREAKER_FAIL_MAX, __BREAKER_RESET_TIMEOUT_S, __BREAKER_ERROR_RATE, "
             "__BREAKER_MIN_CALLS, __BREAKER_WINDOW_S; the service 'api' is CRONBUS_API_URL"
         ),
+    )
+    payment_webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "each payment provider's webhook signing secret, as JSON "
+            '{"stripe": "whsec_..."} or one variable per provider, '
+            "CRONBUS_PAYMENT_WEBHOOK_SECRETS__STRIPE=whsec_...; two secrets of one provider "
+            "(while rotating) are separated by a space"
+        ),
+    )
+    payment_webhook_tolerance_s: float = Field(
+        default=300.0, ge=1, le=86400,
+        description="seconds a webhook's signature timestamp may be from its receipt, 1..86400",
     )
 
     # --- the app
@@ -514,11 +527,11 @@ def known_variables() -> frozenset[str]:
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """The ``CRONBUS_*`` variables that are no setting (a service's own, under
-    ``CRONBUS_SERVICES__<NAME>__``, are checked by the service's model)."""
+    """The ``CRONBUS_*`` variables that are no setting. A nested one (``CRONBUS_SERVICES__WORLD__URL``,
+    ``CRONBUS_PAYMENT_WEBHOOK_SECRETS__STRIPE``) is known by its setting and checked by its model."""
     known = known_variables()
     return sorted(name for name in environ if name.startswith(ENV_PREFIX)
-                  and name not in known and not name.startswith(f"{ENV_PREFIX}SERVICES__"))
+                  and name not in known and name.split("__", 1)[0] not in known)
 
 
 def _describe_unknown(name: str) -> str:

@@ -12,6 +12,7 @@ WORLD_TIME_ADVANCED: Final = "world-time-advanced"
 ENTITY_MODIFIED: Final = "entity-modified"
 INVOICE_DUE: Final = "invoice-due"
 EXPORT_REQUESTED: Final = "export-requested"
+PAYMENT_WEBHOOK_RECEIVED: Final = "payment-webhook-received"  # the billing family's
 
 # time
 CRON_TICKS: Final = "cron-ticks"

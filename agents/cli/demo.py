@@ -174,6 +174,8 @@ def run_demo(*, tenants: int, burst: int, every_s: float) -> int:
             Settings.env_name("app_id"): f"demo-{run}",
             Settings.env_name("redis_namespace"): namespace,
             Settings.env_name("debounce_window_s"): DEMO_WINDOW_S,
+            # the development API has no billing schema: the billing tenants' keeper stays off
+            Settings.env_name("builtin_schedules_off"): "billing-schedules",
             Settings.env_name("data_dir"): str(log_dir / "data"),
         }
         os.environ.update(env)

@@ -12,8 +12,9 @@ finished is kept with the job's status: run again (a retry, a redelivery after k
 rebalance), the handler gets the kept result and nothing is called twice. So a step's name must
 say what it does to what (``expire:<event id>``), never a counter of attempts.
 
-A :class:`DownstreamError` a handler lets through is classified as for single calls; any other
-exception is a retryable :class:`HandlerFailed` naming it, never a crashed worker.
+A :class:`DownstreamError` a handler lets through is classified as for single calls (a
+:class:`JobRejected` is permanent); any other exception is a retryable :class:`HandlerFailed`
+naming it, never a crashed worker.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ __all__ = ["DownstreamError", "EmitJob", "Handler", "HandlerFailed", "HandlerSer
 
 class HandlerFailed(RetryableError):
     """A handler raised something other than a downstream error (the exception is named)."""
+
+
+class JobRejected(PermanentError):
+    """A handler's verdict that its job can never succeed as it is (input only the handler can
+    judge: a bad signature, say): dead-lettered at once, never retried, the error type named
+    by its subclass (``BadSignature``). Raise it before any call the job must not make."""
 
 
 class StepStore(Protocol):
