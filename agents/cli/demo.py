@@ -33,7 +33,7 @@ def _say(kind: str, text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')}  {kind:<8} {text}", flush=True)
 
 
-async def _publish_bursts(brokers: list[str], tenants: list[str], burst: int, every_s: float) -> None:
+async def _publish_bursts(brokers: connect.Brokers, tenants: list[str], burst: int, every_s: float) -> None:
     async with EventPublisher(brokers) as publisher:
         while True:
             counts = dict.fromkeys(tenants, 0)
@@ -52,7 +52,7 @@ async def _publish_bursts(brokers: list[str], tenants: list[str], burst: int, ev
             await asyncio.sleep(every_s)
 
 
-async def _watch_topics(brokers: list[str]) -> None:
+async def _watch_topics(brokers: connect.Brokers) -> None:
     consumer = connect.reader(brokers, topics.INVOICE_DUE,
                               topics.job_topic("invoice-generation"), from_start=False)
     await consumer.start()
@@ -90,9 +90,9 @@ async def _watch_api(control_url: str) -> None:
 async def _live(settings: Settings, control_url: str, tenants: list[str], burst: int,
                 every_s: float) -> None:
     tasks = [
-        asyncio.create_task(_watch_topics(settings.broker_url)),
+        asyncio.create_task(_watch_topics(settings.kafka)),
         asyncio.create_task(_watch_api(control_url)),
-        asyncio.create_task(_publish_bursts(settings.broker_url, tenants, burst, every_s)),
+        asyncio.create_task(_publish_bursts(settings.kafka, tenants, burst, every_s)),
     ]
     try:
         await asyncio.gather(*tasks)

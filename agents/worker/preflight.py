@@ -24,8 +24,11 @@ def service_setting(name: str) -> str:
 
 async def outside_world_answers(settings: Settings, roles: Sequence[str]) -> None:
     """Raises :class:`reach.Unreachable` for the broker or Redis; warns for a silent service."""
-    await reach.broker(settings.broker_url)
-    await reach.redis(settings.redis_url)
+    await reach.broker(settings.kafka)
+    await reach.redis(settings.redis_url, options=settings.redis_options())
+    if "bridge" in roles and settings.bridge_redis_url:
+        await reach.redis(settings.bridge_redis_url, setting="bridge_redis_url",
+                          options=settings.redis_options(settings.bridge_redis_url))
     if "processor" not in roles:
         return
     try:

@@ -21,16 +21,19 @@ def broker_binary() -> str:
 class EmbeddedBroker:
     """A Kafka-protocol broker on a free port. Every start is empty: data lives with the process."""
 
-    def __init__(self, log_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, log_dir: Path, host: str = "127.0.0.1", port: int | None = None, *,
+                 advertised_port: int | None = None, authentication: bool = False) -> None:
+        """``advertised_port``: the port clients are told to use (a TLS front's);
+        ``authentication``: SASL required (Tansu's ``--authentication``)."""
         self.host = host
         self.port = port or free_port(host)
         url = f"tcp://{host}:{self.port}"
-        self.process = ManagedProcess(
-            "broker",
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            log_path=log_dir / "broker.log",
-        )
+        advertised = f"tcp://{host}:{advertised_port or self.port}"
+        argv = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
+                advertised, "--storage-engine", "memory://tansu/"]
+        if authentication:
+            argv.append("--authentication")
+        self.process = ManagedProcess("broker", argv, log_path=log_dir / "broker.log")
 
     @property
     def url(self) -> str:

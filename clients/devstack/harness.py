@@ -20,6 +20,7 @@ from cronbus.clients.devstack.broker import EmbeddedBroker
 from cronbus.clients.devstack.dev_api import DevApi
 from cronbus.clients.devstack.processes import ManagedProcess, free_port
 from cronbus.clients.devstack.redis_server import RedisServer
+from cronbus.clients.devstack.tls import TestCertificates, TlsFront
 from cronbus.clients.devstack.world_api import WorldApi
 from cronbus.streams.settings import ENV_PREFIX, Settings
 
@@ -31,10 +32,23 @@ DEFAULT_REDIS_URL = Settings.model_fields["redis_url"].default
 class DevStack:
     """Starts what cronbus talks to and stops all of it, in reverse order, by pid."""
 
-    def __init__(self, log_dir: Path | None = None, *, with_api: bool = True) -> None:
+    def __init__(self, log_dir: Path | None = None, *, with_api: bool = True,
+                 broker_tls: TestCertificates | None = None, broker_client_cert: bool = False,
+                 broker_authentication: bool = False) -> None:
+        """``broker_tls``: the broker only behind TLS with these certificates (and, with
+        ``broker_client_cert``, only for clients with a certificate of their CA);
+        ``broker_authentication``: SASL required (Tansu's ``--authentication``)."""
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cronbus-stack-"))
         self.external_broker = os.environ.get(Settings.env_name("broker_url"))
-        self.broker = None if self.external_broker else EmbeddedBroker(self.log_dir)
+        self.broker_tls = broker_tls
+        self.broker_client_cert = broker_client_cert
+        self.tls_front: TlsFront | None = None
+        front_port = free_port() if broker_tls is not None else None
+        self.broker = None if self.external_broker else EmbeddedBroker(
+            self.log_dir, advertised_port=front_port, authentication=broker_authentication)
+        if broker_tls is not None and self.broker is not None:
+            self.tls_front = TlsFront(self.broker.port, broker_tls, self.log_dir, port=front_port,
+                                      require_client_cert=broker_client_cert)
         self.redis = RedisServer(
             os.environ.get(Settings.env_name("redis_url"), DEFAULT_REDIS_URL), self.log_dir
         )
@@ -44,6 +58,8 @@ class DevStack:
 
     @property
     def broker_url(self) -> str:
+        if self.tls_front is not None:
+            return f"kafka://127.0.0.1:{self.tls_front.port}"
         if self.broker is not None:
             return self.broker.url
         assert self.external_broker is not None
@@ -53,6 +69,8 @@ class DevStack:
         try:
             if self.broker is not None:
                 self.broker.start()
+            if self.tls_front is not None:
+                self.tls_front.start()
             self.redis.start()
             if self.api is not None:
                 self.api.start()
@@ -66,7 +84,7 @@ class DevStack:
         return self
 
     def stop(self) -> None:
-        for part in (self.world, self.api, self.redis, self.broker):
+        for part in (self.world, self.api, self.redis, self.tls_front, self.broker):
             if part is not None:
                 part.stop()
 
@@ -76,6 +94,12 @@ class DevStack:
             Settings.env_name("broker_url"): self.broker_url,
             Settings.env_name("redis_url"): self.redis.url,
         }
+        if self.tls_front is not None and self.broker_tls is not None:
+            env[Settings.env_name("kafka_security_protocol")] = "SSL"
+            env[Settings.env_name("kafka_ssl_ca_file")] = str(self.broker_tls.ca)
+            if self.broker_client_cert:
+                env[Settings.env_name("kafka_ssl_cert_file")] = str(self.broker_tls.client_cert)
+                env[Settings.env_name("kafka_ssl_key_file")] = str(self.broker_tls.client_key)
         if self.api is not None:
             env[Settings.env_name("api_url")] = self.api.url
         if self.world is not None:
