@@ -131,14 +131,13 @@ def handshake_failure(access: KafkaAccess, address: str, exc: Exception,
     name = Settings.env_name
     protocol = access.security_protocol
     if isinstance(exc, ssl.SSLCertVerificationError):
+        why = getattr(exc, "verify_message", None) or exc
         if "hostname" in str(exc).lower() or "ip address mismatch" in str(exc).lower():
             return Unreachable(name("kafka_ssl_check_hostname"), "",
-                               f"the certificate of {address} does not name that host "
-                               f"({exc.verify_message})")
+                               f"the certificate of {address} does not name that host ({why})")
         ca = access.tls.ca_file or "the system's CAs"
         return Unreachable(name("kafka_ssl_ca_file"), "",
-                           f"the certificate of {address} is not trusted by {ca} "
-                           f"({exc.verify_message})")
+                           f"the certificate of {address} is not trusted by {ca} ({why})")
     if isinstance(exc, ssl.SSLError):
         return Unreachable(_PROTOCOL, protocol, f"the TLS handshake with {address} failed "
                            f"({exc.reason or exc}): is it a TLS listener?")
@@ -183,7 +182,10 @@ async def redis(url: str, *, setting: str = "redis_url", timeout_s: float = 3.0,
     try:
         await client.ping()
     except redis_errors.AuthenticationError as exc:
-        raise Unreachable(name, url, f"Redis refused the credentials in the URL ({exc})") from None
+        cause = (f"Redis refused the credentials in the URL ({exc})" if urlsplit(url).password
+                 else "Redis wants a password: put it in the URL, redis://user:password@host "
+                      "or redis://:password@host")
+        raise Unreachable(name, url, cause) from None
     except redis_errors.RedisError as exc:
         cause = f"answers, but not as Redis will serve us ({type(exc).__name__}: {exc})"
         text = str(exc)
@@ -192,9 +194,12 @@ async def redis(url: str, *, setting: str = "redis_url", timeout_s: float = 3.0,
             cause = f"its certificate is not trusted (set {ca} to its CA): {text}"
         elif url.lower().startswith("rediss://") and isinstance(
                 exc, (redis_errors.TimeoutError, redis_errors.ConnectionError)):
-            cause = f"no TLS answer ({text}): is it a TLS port? (redis:// is plain)"
+            cert = Settings.env_name("redis_ssl_cert_file")
+            cause = (f"the TLS connection failed ({text}): is it a TLS port (redis:// is plain), "
+                     f"and does it want a client certificate ({cert})?")
         elif "NOAUTH" in text or "Authentication required" in text:
-            cause = f"Redis wants a password: put it in the URL, redis://user:password@host ({text})"
+            cause = ("Redis wants a password: put it in the URL, redis://user:password@host "
+                     "or redis://:password@host")
         raise Unreachable(name, url, cause) from None
     finally:
         await client.aclose()

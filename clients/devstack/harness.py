@@ -20,7 +20,7 @@ from cronbus.clients.devstack.broker import EmbeddedBroker
 from cronbus.clients.devstack.dev_api import DevApi
 from cronbus.clients.devstack.processes import ManagedProcess, free_port
 from cronbus.clients.devstack.redis_server import RedisServer
-from cronbus.clients.devstack.tls import TestCertificates, TlsFront
+from cronbus.clients.devstack.tls import CertificateFiles, TlsFront
 from cronbus.clients.devstack.world_api import WorldApi
 from cronbus.streams.settings import ENV_PREFIX, Settings
 
@@ -33,7 +33,7 @@ class DevStack:
     """Starts what cronbus talks to and stops all of it, in reverse order, by pid."""
 
     def __init__(self, log_dir: Path | None = None, *, with_api: bool = True,
-                 broker_tls: TestCertificates | None = None, broker_client_cert: bool = False,
+                 broker_tls: CertificateFiles | None = None, broker_client_cert: bool = False,
                  broker_authentication: bool = False) -> None:
         """``broker_tls``: the broker only behind TLS with these certificates (and, with
         ``broker_client_cert``, only for clients with a certificate of their CA);

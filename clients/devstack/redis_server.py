@@ -94,7 +94,7 @@ class SecuredRedisServer:
                      "--tls-key-file", tls.key, "--tls-ca-cert-file", tls.ca]
         if acl_user is not None:  # an ACL user with every key and command: AUTH user password
             user, secret = acl_user
-            argv += ["--user", f"{user} on >{secret} ~* &* +@all"]
+            argv += ["--user", user, "on", f">{secret}", "~*", "&*", "+@all"]
         self.process = ManagedProcess(name, argv, log_path=log_dir / f"{name}.log")
 
     def url(self, user: str | None = None, password: str | None = None, db: int = 0) -> str:
@@ -123,6 +123,12 @@ class SecuredRedisServer:
 
     def stop(self) -> None:
         self.process.stop()
+
+    def __enter__(self) -> SecuredRedisServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
 class TlsServerFiles(NamedTuple):

@@ -24,7 +24,7 @@ from cronbus.clients.devstack.processes import ManagedProcess, StartupError, fre
 
 
 @dataclass(frozen=True)
-class TestCertificates:
+class CertificateFiles:
     """PEM files: ``ca`` signed ``server`` (for 127.0.0.1 and localhost) and ``client``."""
 
     ca: Path
@@ -61,12 +61,12 @@ def _signed(directory: Path, name: str, ca: tuple[Path, Path], extensions: str) 
     return cert, key
 
 
-def make_certificates(directory: Path) -> TestCertificates:
+def make_certificates(directory: Path) -> CertificateFiles:
     """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
     ca = make_ca(directory)
     server = _signed(directory, "server", ca, "subjectAltName=IP:127.0.0.1,DNS:localhost")
     client = _signed(directory, "client", ca, "extendedKeyUsage=clientAuth")
-    return TestCertificates(ca[0], *server, *client)
+    return CertificateFiles(ca[0], *server, *client)
 
 
 # --- the front ---------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ class TlsFront:
     """``python -m cronbus.clients.devstack.tls`` in a child process: TLS on a free port in
     front of a plain TCP port."""
 
-    def __init__(self, upstream_port: int, certificates: TestCertificates, log_dir: Path, *,
+    def __init__(self, upstream_port: int, certificates: CertificateFiles, log_dir: Path, *,
                  require_client_cert: bool = False, port: int | None = None) -> None:
         self.port = port or free_port()
         argv = [sys.executable, "-m", "cronbus.clients.devstack.tls", "--listen", str(self.port),
