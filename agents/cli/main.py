@@ -38,9 +38,6 @@ def _use_uvloop() -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    import faust
-
-    from cronbus.agents.worker.build import build_worker
     from cronbus.agents.worker.preflight import check_outside_world
 
     roles = args.role or list(DEFAULT_ROLES)
@@ -50,6 +47,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.event_loop == "uvloop":
         _use_uvloop()
     check_outside_world(settings, roles)
+    # imported once the outside world answers: a wrong setting is named without Faust's import
+    import faust
+
+    from cronbus.agents.worker.build import build_worker
+
     app = build_worker(settings, roles)
     # on SIGTERM each role drains in its on_stop: the processors let started jobs finish within
     # CRONBUS_SHUTDOWN_GRACE_S and hand the rest back uncommitted (Faust's own consumer carries

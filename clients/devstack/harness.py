@@ -20,6 +20,7 @@ from cronbus.clients.devstack.broker import EmbeddedBroker
 from cronbus.clients.devstack.dev_api import DevApi
 from cronbus.clients.devstack.processes import ManagedProcess, free_port
 from cronbus.clients.devstack.redis_server import RedisServer
+from cronbus.clients.devstack.s3_server import S3Server
 from cronbus.clients.devstack.tls import CertificateFiles, TlsFront
 from cronbus.clients.devstack.world_api import WorldApi
 from cronbus.streams.settings import ENV_PREFIX, Settings
@@ -34,18 +35,21 @@ class DevStack:
 
     def __init__(self, log_dir: Path | None = None, *, with_api: bool = True,
                  broker_tls: CertificateFiles | None = None, broker_client_cert: bool = False,
-                 broker_authentication: bool = False) -> None:
+                 broker_authentication: bool = False, broker_on_s3: bool = False) -> None:
         """``broker_tls``: the broker only behind TLS with these certificates (and, with
         ``broker_client_cert``, only for clients with a certificate of their CA);
-        ``broker_authentication``: SASL required (Tansu's ``--authentication``)."""
+        ``broker_authentication``: SASL required (Tansu's ``--authentication``);
+        ``broker_on_s3``: the broker stores on a local S3 server (a restart keeps its topics)."""
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cronbus-stack-"))
         self.external_broker = os.environ.get(Settings.env_name("broker_url"))
         self.broker_tls = broker_tls
         self.broker_client_cert = broker_client_cert
         self.tls_front: TlsFront | None = None
         front_port = free_port() if broker_tls is not None else None
+        self.s3 = S3Server(self.log_dir) if broker_on_s3 and not self.external_broker else None
         self.broker = None if self.external_broker else EmbeddedBroker(
-            self.log_dir, advertised_port=front_port, authentication=broker_authentication)
+            self.log_dir, advertised_port=front_port, authentication=broker_authentication,
+            s3=self.s3)
         if broker_tls is not None and self.broker is not None:
             self.tls_front = TlsFront(self.broker.port, broker_tls, self.log_dir, port=front_port,
                                       require_client_cert=broker_client_cert)
@@ -67,6 +71,8 @@ class DevStack:
 
     def start(self) -> DevStack:
         try:
+            if self.s3 is not None:
+                self.s3.start()
             if self.broker is not None:
                 self.broker.start()
             if self.tls_front is not None:
@@ -84,7 +90,7 @@ class DevStack:
         return self
 
     def stop(self) -> None:
-        for part in (self.world, self.api, self.redis, self.tls_front, self.broker):
+        for part in (self.world, self.api, self.redis, self.tls_front, self.broker, self.s3):
             if part is not None:
                 part.stop()
 
