@@ -92,23 +92,8 @@ def test_a_job_runs_over_mutual_tls_kafka_and_redis_as_an_acl_user_over_tls(
 
             # the job's status is in the TLS Redis, read back by the CLI as the ACL user
             status = eventually_sync(lambda: _status(env, calls[0]["job_id"]))
-            assert status["state"] == "completed", status
+            assert status and status["state"] == "completed", status
 
-            # the wrong password over TLS, the password alone (no ACL user), no client
-            # certificate: each named
-            line = refused({**env, "CRONBUS_REDIS_URL": redis.url("cronbus", "wrong-s3cret")},
-                           "jobs", "status", "j1", setting="CRONBUS_REDIS_URL=rediss://***@")
-            assert "refused the credentials" in line
-            assert run_cronbus({**env, "CRONBUS_REDIS_URL": redis.url()},
-                               "jobs", "status", "j1").returncode == 1  # requirepass: no such job
-            no_cert = {k: v for k, v in env.items() if not k.startswith("CRONBUS_REDIS_SSL_C")}
-            no_cert.pop("CRONBUS_REDIS_SSL_KEY_FILE")
-            refused({**no_cert, "CRONBUS_REDIS_SSL_CA_FILE": str(certificates.ca)},
-                    "jobs", "status", "j1", setting="CRONBUS_REDIS_URL=rediss://***@")
-            other_ca, _ = make_ca(tmp_path / "other", "another CA")
-            line = refused({**env, "CRONBUS_REDIS_SSL_CA_FILE": str(other_ca)},
-                           "jobs", "status", "j1", setting="CRONBUS_REDIS_URL=rediss://***@")
-            assert "CRONBUS_REDIS_SSL_CA_FILE" in line
             line = refused({**env, "CRONBUS_REDIS_URL": redis.url("cronbus", "wrong-s3cret")},
                            "worker", "--role", "ingest", setting="CRONBUS_REDIS_URL=rediss://***@")
             assert "refused the credentials" in line
@@ -189,3 +174,30 @@ def test_redis_with_a_password_refuses_a_wrong_one_named_for_commands_and_worker
         no_password = {**env, "CRONBUS_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
         line = refused(no_password, "jobs", "status", "j1", setting="CRONBUS_REDIS_URL=")
         assert "wants a password" in line
+
+
+def test_a_tls_redis_refuses_a_wrong_password_an_untrusted_ca_or_no_client_certificate(
+        tmp_path, certificates):
+    tls = TlsServerFiles(str(certificates.server_cert), str(certificates.server_key),
+                         str(certificates.ca))
+    with SecuredRedisServer(tmp_path, password="requirepass-s3cret",
+                            acl_user=("cronbus", "acl-s3cret"), tls=tls).start() as redis:
+        env = {"CRONBUS_REDIS_URL": redis.url("cronbus", "acl-s3cret"),
+               "CRONBUS_REDIS_SSL_CA_FILE": str(certificates.ca),
+               "CRONBUS_REDIS_SSL_CERT_FILE": str(certificates.client_cert),
+               "CRONBUS_REDIS_SSL_KEY_FILE": str(certificates.client_key)}
+        setting = f"CRONBUS_REDIS_URL=rediss://***@127.0.0.1:{redis.port}/0: "
+        for url in (redis.url("cronbus", "acl-s3cret"), redis.url()):  # ACL user; requirepass
+            assert run_cronbus({**env, "CRONBUS_REDIS_URL": url},
+                               "jobs", "status", "j1").returncode == 1  # in, and no such job
+        line = refused({**env, "CRONBUS_REDIS_URL": redis.url("cronbus", "wrong-s3cret")},
+                       "jobs", "status", "j1", setting=setting)
+        assert "refused the credentials" in line
+        other_ca, _ = make_ca(tmp_path / "other", "another CA")
+        line = refused({**env, "CRONBUS_REDIS_SSL_CA_FILE": str(other_ca)},
+                       "jobs", "status", "j1", setting=setting)
+        assert "CRONBUS_REDIS_SSL_CA_FILE" in line
+        no_cert = {k: v for k, v in env.items() if k not in (
+            "CRONBUS_REDIS_SSL_CERT_FILE", "CRONBUS_REDIS_SSL_KEY_FILE")}
+        line = refused(no_cert, "jobs", "status", "j1", setting=setting)
+        assert "CRONBUS_REDIS_SSL_CERT_FILE" in line
