@@ -27,6 +27,21 @@ class TlsFiles(BaseModel):
     key_password: SecretStr | None = None
     check_hostname: bool = True
 
+    def unloadable(self) -> dict[str, str]:
+        """The files (``ca_file``, ``cert_file``) that cannot be loaded as PEM, and why."""
+        problems = {}
+        if self.ca_file:
+            try:
+                ssl.create_default_context(cafile=self.ca_file)
+            except (ssl.SSLError, OSError) as exc:
+                problems["ca_file"] = str(exc)
+        if self.cert_file:
+            try:
+                self.context()
+            except (ssl.SSLError, OSError) as exc:
+                problems.setdefault("cert_file", str(exc))
+        return problems
+
     def context(self) -> ssl.SSLContext:
         """A client-side TLS context (reads the files: call it when a client is made)."""
         context = ssl.create_default_context(cafile=self.ca_file)

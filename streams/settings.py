@@ -494,6 +494,11 @@ class Settings(BaseSettings):
             if getattr(self, f"{prefix}_key_file") and not getattr(self, f"{prefix}_cert_file"):
                 problems.append(f"{self.env_name(prefix + '_key_file')} is set without "
                                 f"{self.env_name(prefix + '_cert_file')}")
+        if not problems:  # files that are there but are no PEM CA, certificate or key
+            for prefix, tls in (("kafka_ssl", self.kafka.tls), ("redis_ssl", self.redis_tls)):
+                for part, why in tls.unloadable().items():
+                    problems.append(f"{self.env_name(f'{prefix}_{part}')} cannot be loaded "
+                                    f"({why})")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -114,3 +114,15 @@ def test_a_failed_handshake_names_the_setting_to_fix(failure, starts):
     said = str(reach.handshake_failure(SCRAM, "b:9093", failure, 5.0))
     assert said.startswith(starts), said
     assert "pa55-s3cret" not in said
+
+
+def test_a_file_that_is_no_pem_is_named_at_start(monkeypatch, tmp_path):
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(SettingsError) as raised:
+        settings_from(monkeypatch, {"CRONBUS_KAFKA_SECURITY_PROTOCOL": "SSL",
+                                    "CRONBUS_KAFKA_SSL_CA_FILE": str(garbage),
+                                    "CRONBUS_REDIS_SSL_CERT_FILE": str(garbage)})
+    said = str(raised.value)
+    assert "CRONBUS_KAFKA_SSL_CA_FILE cannot be loaded" in said
+    assert "CRONBUS_REDIS_SSL_CERT_FILE cannot be loaded" in said
