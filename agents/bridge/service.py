@@ -46,13 +46,14 @@ class RedisBridge(mode.Service):
         self.bridge_metrics = metrics.bridge  # registered here: only a bridge's worker has them
         self.models = models  # the catalog's model of each event topic
         self.max_bytes = settings.event_max_bytes
-        self.brokers = settings.broker_url
+        self.brokers = settings.kafka
         self._producer: AIOKafkaProducer | None = None
         self._keeper: RecordKeeper | None = None
         self.listener = PubSubListener(
             settings.bridge_redis, settings.bridge_patterns,
             on_state=self._state_changed, on_reconnect=self.bridge_metrics.reconnects.inc,
             delay=reconnect_delay,
+            connection_options=settings.redis_options(settings.bridge_redis),
         )
 
     # what every role tells the worker: no partitions, no lag, no record held back

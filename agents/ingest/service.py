@@ -183,7 +183,7 @@ class Ingest(mode.Service):
 
     async def on_start(self) -> None:
         await self.topic_maker.ensure(self.catalog.topics(self.settings.app_id))
-        brokers = self.settings.broker_url
+        brokers = self.settings.kafka
         self._producer = connect.producer(brokers)
         await self._producer.start()
         self._keeper = RecordKeeper(self._producer, self.metrics)

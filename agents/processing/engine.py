@@ -95,7 +95,7 @@ class JobTopicConsumer:
         self.max_buffered = max_buffered
         self.ordered = processor.spec.ordered
         self.consumer = kafka_connect.group_consumer(
-            settings.broker_url, group_id=self.group, topics=processor.topics(),
+            settings.kafka, group_id=self.group, topics=processor.topics(),
             listener=_Rebalance(self), client_id=f"{self.group}-consumer",
             session_timeout_s=settings.broker_session_timeout_s,
             rebalance_timeout_s=settings.broker_rebalance_timeout_s,
@@ -297,7 +297,7 @@ class RecordSender:
         self.keeper: RecordKeeper | None = None
 
     async def start(self) -> None:
-        self.producer = kafka_connect.producer(self.settings.broker_url)
+        self.producer = kafka_connect.producer(self.settings.kafka)
         await self.producer.start()
         self.keeper = RecordKeeper(self.producer, self.metrics)
 

@@ -77,11 +77,12 @@ class Resources:
         # a call waits for a free connection instead of failing: hundreds of jobs' steps and
         # status writes may ask at once (redis-py's own pool refuses past 100)
         redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S))
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S,
+            **settings.redis_options()))
         return cls(
             settings=settings, catalog=catalog, app=app, metrics=metrics, redis=redis,
             alerts=Alerts(settings, metrics),
-            topic_maker=TopicMaker(settings.broker_url, partitions=settings.partitions,
+            topic_maker=TopicMaker(settings.kafka, partitions=settings.partitions,
                                    replication=settings.replication_factor,
                                    compacted=topics.compacted(settings.app_id)),
             status=JobStatusStore(redis, namespace=settings.redis_namespace,
