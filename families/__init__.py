@@ -1,9 +1,9 @@
 """cronbus's own job families, the default catalog (``CRONBUS_JOB_MODULES=cronbus.families``),
 declared exactly as a user's module declares its job types: the world-time scheduler's family
 (:mod:`.world`), billing and compliance (:mod:`.billing`) and data exports and retention
-(:mod:`.data`)."""
+(:mod:`.data`), and the delivery of outcome notifications (:mod:`.outcomes`)."""
 
-from cronbus.families import billing, data, world
+from cronbus.families import billing, data, outcomes, world
 
-JOB_TYPES = [*world.JOB_TYPES, *billing.JOB_TYPES, *data.JOB_TYPES]
+JOB_TYPES = [*world.JOB_TYPES, *billing.JOB_TYPES, *data.JOB_TYPES, *outcomes.JOB_TYPES]
 EVENT_TYPES = [*world.EVENT_TYPES, *billing.EVENT_TYPES, *data.EVENT_TYPES]

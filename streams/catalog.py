@@ -23,6 +23,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ValidationError
 
@@ -95,6 +96,8 @@ class JobType:
     - ``retries`` / ``backoff_s``: None takes ``CRONBUS_MAX_RETRIES`` / ``CRONBUS_RETRY_BACKOFF_S``.
     - ``ordered``: one tenant's jobs of this type run one at a time in record order (a failing
       job retries in place and holds the tenant's later jobs back).
+    - ``schedule_timezone``: the time zone of its schedules when a request names none (an IANA
+      name; None: UTC).
     """
 
     name: str
@@ -107,6 +110,7 @@ class JobType:
     backoff_s: float | None = None
     ordered: bool = False
     about: str = ""
+    schedule_timezone: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -128,6 +132,13 @@ class JobType:
             raise CatalogError(f"job type {self.name}: retries must be >= 0, got {self.retries}")
         if self.backoff_s is not None and self.backoff_s < 0:
             raise CatalogError(f"job type {self.name}: backoff_s must be >= 0")
+        if self.schedule_timezone is not None:
+            try:
+                ZoneInfo(self.schedule_timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise CatalogError(f"job type {self.name}: schedule_timezone "
+                                   f"{self.schedule_timezone!r} is no IANA time zone, e.g. "
+                                   f"Europe/Berlin") from None
 
     def check_payload(self, payload: Mapping[str, Any]) -> BaseModel | Mapping[str, Any]:
         """The payload as its model, or as given when the type declares none. Keys the model

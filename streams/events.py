@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from cronbus.streams import topics
+from cronbus.streams.outcomes import Notify
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
@@ -76,6 +77,7 @@ class CronTick(DomainEvent):
     trigger: Literal["schedule", "manual"] = "schedule"
     # "world": fire_at is the tenant's world time it was due at; occurred_at the wall time it fired
     clock: Literal["wall", "world"] = "wall"
+    notify: Notify | None = None  # the schedule's: who to tell of its job's outcome
 
 
 class InvalidReason(StrEnum):

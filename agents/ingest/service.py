@@ -115,6 +115,7 @@ def immediate_job(event: DomainEvent, job_type: str, now: float) -> Job:
             scheduled_at=event.occurred_at if world else event.fire_at,
             world_due_at=event.fire_at if world else None,
             payload={"schedule_id": event.schedule_id, **event.payload},
+            notify=event.notify,
         )
     fields = event.model_dump(mode="json", exclude={"event_id", "tenant_id", "occurred_at", "type"})
     return Job(

@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from cronbus.agents.processing.schedule_keeper import Changes, ScheduleKeeper
-from cronbus.clients.http.downstream import DownstreamClient, DownstreamError, RetryableError
+from cronbus.clients.http.downstream import (
+    DownstreamClient,
+    DownstreamError,
+    PermanentError,
+    RetryableError,
+)
 from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.streams.catalog import Catalog
 from cronbus.streams.jobs import Job, job_id_for
@@ -41,6 +46,16 @@ class HandlerFailed(RetryableError):
     """A handler raised something other than a downstream error (the exception is named)."""
 
 
+class JobCannotSucceed(PermanentError):
+    """A handler's judgement that its job cannot succeed however often it is tried (an
+    export the API reports failed): dead-lettered at once, the message as its error."""
+
+
+class TryAgainLater(RetryableError):
+    """A handler's judgement that its job is not done yet (an export still running): retried
+    after the backoff, its finished steps kept."""
+
+
 class StepStore(Protocol):
     """Where a job's finished steps are kept (:class:`cronbus.clients.redis.job_status.JobStatusStore`)."""
 
@@ -51,6 +66,8 @@ class StepStore(Protocol):
     async def forget_steps(self, job_id: str) -> None: ...
 
     async def set_progress(self, job_id: str, progress: dict[str, Any]) -> None: ...
+
+    async def set_result(self, job_id: str, result: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -197,6 +214,12 @@ class JobContext:
     async def progress(self, **fields: Any) -> None:
         """Record how far the job is (shown with its status), e.g. ``done=40, total=250``."""
         await self._steps.set_progress(self.job.job_id, fields)
+
+    async def result(self, **fields: Any) -> None:
+        """Keep what the job produced with its status (JSON values), e.g. ``export_id="e-1"``:
+        shown by ``cronbus jobs status``, a schedule's runs and outcome notifications. Fields
+        given in several calls (or attempts) add up; a field given again is replaced."""
+        await self._steps.set_result(self.job.job_id, fields)
 
 
 def failed_in(exc: BaseException, *, service: str) -> HandlerFailed:
