@@ -30,6 +30,9 @@ class DomainEvent(BaseModel):
     event_id: Identifier
     tenant_id: TenantId
     occurred_at: AwareDatetime
+    # who to tell of the outcome of the job it starts (a job of its own: an immediate job type;
+    # a debounced window's job covers many events and carries none)
+    notify: Notify | None = None
 
 
 class WorldTimeAdvanced(DomainEvent):
@@ -77,7 +80,7 @@ class CronTick(DomainEvent):
     trigger: Literal["schedule", "manual"] = "schedule"
     # "world": fire_at is the tenant's world time it was due at; occurred_at the wall time it fired
     clock: Literal["wall", "world"] = "wall"
-    notify: Notify | None = None  # the schedule's: who to tell of its job's outcome
+    # notify (of DomainEvent): the schedule's, who to tell of its job's outcome
 
 
 class InvalidReason(StrEnum):
@@ -159,4 +162,5 @@ def topic_of(event: DomainEvent) -> str:
 
 
 def encode_event(event: DomainEvent) -> bytes:
-    return event.model_dump_json().encode()
+    # an event without notify is written as before notify existed
+    return event.model_dump_json(exclude={"notify"} if event.notify is None else None).encode()

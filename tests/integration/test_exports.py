@@ -13,6 +13,7 @@ import pytest
 
 from cronbus.clients.devstack.webhook_receiver import WebhookReceiver
 from cronbus.streams.outcomes import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from tests.integration.cli import run_cronbus
 from tests.integration.kafka import eventually
 
 ACME = {"Authorization": "Bearer tok-acme"}
@@ -37,7 +38,7 @@ def export_schedule(schedule_id: str, hook: str, on: list[str]) -> dict:
 
 
 async def test_an_export_schedule_runs_reports_its_export_and_notifies_each_outcome_once(
-    stack, api, settings, start_worker, receiver
+    stack, api, settings, cronbus_env, start_worker, receiver
 ):
     exports_url = f"{api.control_url}/exports"
     worker = start_worker(roles=("ingest", "processor", "api"), web_api_tokens="tok-acme:acme",
@@ -96,6 +97,11 @@ async def test_an_export_schedule_runs_reports_its_export_and_notifies_each_outc
         assert done["result"]["export_id"] == export_id and export["status"] == "completed"
         assert export["starts"] == 1 and export["config"] == {**DATEV, "account_length": 4}
         assert export["jobId"] == run["job_id"] and export["scheduleId"] == "datev"
+        shown_status = run_cronbus(cronbus_env, "jobs", "status", run["job_id"])
+        assert shown_status.returncode == 0, shown_status.stderr
+        status = json.loads(shown_status.stdout)
+        assert status["result"] == {"export_id": export_id, "export_type": "DATEV",
+                                    "file_name": f"{export_id}.datev.zip"}
         view = (await http.get("/schedules/datev", headers=ACME)).json()
         assert view["last_status"] == "completed" and view["next_run_at"] == shown["next_run_at"]
         assert abs(time.time() - _timestamp(view["last_run_at"])) < 30

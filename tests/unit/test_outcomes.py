@@ -188,3 +188,19 @@ def test_a_job_without_notify_is_written_as_before_and_one_with_it_round_trips()
     assert "notify" not in json.loads(job(None).encode())
     asked = job(Notify(email="ops@example.com"))
     assert Job.decode(asked.encode()) == asked
+
+
+def test_an_events_notify_goes_to_the_job_it_starts_not_into_its_payload():
+    from cronbus.streams.events import encode_event
+    from cronbus.streams.topics import EXPORT_REQUESTED
+
+    raw = json.dumps({"event_id": "e1", "tenant_id": "acme", "occurred_at": NOW.isoformat(),
+                      "export_id": "x", "notify": {"webhook_url": HOOK}}).encode()
+    event = parse_event(EXPORT_REQUESTED, raw, max_bytes=100_000, models=MODELS)
+    started = immediate_job(event, "export", 0.0)  # type: ignore[arg-type]
+    assert started.notify == Notify(webhook_url=HOOK) and "notify" not in started.payload
+    bad = raw.replace(b"https://", b"ftp://")
+    rejected = parse_event(EXPORT_REQUESTED, bad, max_bytes=100_000, models=MODELS)
+    assert "notify.webhook_url" in rejected.detail  # type: ignore[union-attr]
+    plain = event.model_copy(update={"notify": None})  # type: ignore[union-attr]
+    assert "notify" not in json.loads(encode_event(plain))
