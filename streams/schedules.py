@@ -116,9 +116,14 @@ def tenant_of_key(key: bytes) -> str:
 
 
 def cron_fields(expression: str) -> list[str]:
-    """A cron pattern's fields: minute hour day month weekday [second]; macros expanded."""
-    text = CRON_MACROS.get(expression.strip().lower(), expression)
-    return text.split()
+    """A cron pattern's fields in croniter's order: minute hour day month weekday [second];
+    macros expanded. Six fields are written seconds first, as BullMQ's cron-parser and Quartz
+    read them (``*/5 * * * * *`` is every 5 seconds); croniter reads its seconds field last,
+    so the first field moves to the end."""
+    fields = CRON_MACROS.get(expression.strip().lower(), expression).split()
+    if len(fields) == 6:
+        return [*fields[1:], fields[0]]
+    return fields
 
 
 @lru_cache(maxsize=4096)  # croniter's check costs ~65 µs; a loaded topic repeats few patterns
@@ -199,8 +204,9 @@ def _timing_problems(s: Schedule) -> list[FieldProblem]:
         ))
     if s.cron is not None and not is_cron_pattern(s.cron):
         problems.append(FieldProblem(
-            "cron", f"{s.cron!r} is not a cron pattern: minute hour day month weekday "
-            "[second], e.g. '30 2 * * *', or @hourly/@daily/@weekly/@monthly/@yearly"
+            "cron", f"{s.cron!r} is not a cron pattern: [second] minute hour day month weekday, "
+            "e.g. '30 2 * * *', '*/5 * * * * *' (every 5 seconds), or "
+            "@hourly/@daily/@weekly/@monthly/@yearly"
         ))
     try:
         ZoneInfo(s.timezone)

@@ -6,9 +6,11 @@ message names the variable and the form it expects.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -483,16 +485,18 @@ def _describe_service_part(service: str, part: str, reason: str, value: Any) -> 
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings from the environment (and ``overrides``), or raise :class:`SettingsError`."""
+    """Read the settings from the environment (and ``overrides``), or raise :class:`SettingsError`
+    naming every problem at once: each malformed or missing setting, and each ``CRONBUS_*``
+    variable that is no setting (a typo such as ``CRONBUS_PARTITION`` would change nothing)."""
     for former, field in RENAMED.items():
         if former in os.environ and Settings.env_name(field) not in os.environ:
             log.warning("%s is deprecated: it is %s now (read from the old name until then)",
                         former, Settings.env_name(field))
             overrides.setdefault(field, os.environ[former])
+    problems = [_describe_unknown(name) for name in unknown_variables(os.environ)]
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        problems = []
         for error in exc.errors():
             loc = [str(part) for part in error["loc"]]
             field = loc[0] if loc else "?"
@@ -502,4 +506,29 @@ def load_settings(**overrides: Any) -> Settings:
                 continue
             shown = None if field in SECRET_FIELDS else error.get("input")
             problems.append(_describe(field, f"is invalid ({reason})", shown))
-        raise SettingsError("; ".join(problems)) from None
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return settings
+
+
+# read by the command line, not the worker (`cronbus schedules`)
+CLI_VARIABLES = frozenset({f"{ENV_PREFIX}SCHEDULES_URL", f"{ENV_PREFIX}SCHEDULES_TOKEN"})
+
+
+def known_variables() -> frozenset[str]:
+    return frozenset({*(Settings.env_name(f) for f in Settings.model_fields), *RENAMED,
+                      *CLI_VARIABLES})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """The ``CRONBUS_*`` variables that are no setting (a service's own, under
+    ``CRONBUS_SERVICES__<NAME>__``, are checked by the service's model)."""
+    known = known_variables()
+    return sorted(name for name in environ if name.startswith(ENV_PREFIX)
+                  and name not in known and not name.startswith(f"{ENV_PREFIX}SERVICES__"))
+
+
+def _describe_unknown(name: str) -> str:
+    close = difflib.get_close_matches(name, sorted(known_variables()), n=1, cutoff=0.75)
+    hint = f" (did you mean {close[0]}?)" if close else " (the README lists every setting)"
+    return f"{name} is no cronbus setting{hint}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -15,12 +16,15 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
+import redis as redis_sync
 
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.publisher import EventPublisher
+from cronbus.clients.reach import masked
 from cronbus.streams import topics
 from cronbus.streams.events import InvoiceDue
 from cronbus.streams.jobs import Job
@@ -30,6 +34,7 @@ DEMO_WINDOW_S = "2"
 
 
 def _say(kind: str, text: str) -> None:
+    """Every line on screen, the demo's own included, in one format: time, kind, text."""
     print(f"{time.strftime('%H:%M:%S')}  {kind:<8} {text}", flush=True)
 
 
@@ -52,81 +57,139 @@ async def _publish_bursts(brokers: list[str], tenants: list[str], burst: int, ev
             await asyncio.sleep(every_s)
 
 
-async def _watch_topics(brokers: list[str]) -> None:
-    consumer = connect.reader(brokers, topics.INVOICE_DUE,
-                              topics.job_topic("invoice-generation"), from_start=False)
-    await consumer.start()
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=300)
-            arrived: dict[str, int] = {}
-            for record in (r for part in batch.values() for r in part):
-                if record.topic == topics.INVOICE_DUE:
-                    tenant = (record.key or b"?").decode()
-                    arrived[tenant] = arrived.get(tenant, 0) + 1
-                    continue
-                job = Job.decode(record.value)
-                covered = job.covers.count if job.covers else 0
-                _say("job", f"{job.job_id} for {job.tenant_id}: debounced {covered} event(s)")
-            if arrived:
-                _say("arrived", ", ".join(f"{t}: {n}" for t, n in sorted(arrived.items())))
-    finally:
-        await consumer.stop()
+class Watcher:
+    """Shows events arriving, the jobs they became and the API calls those jobs made, in that
+    order: a call is shown only after its job (or, for a job the watcher does not follow, such
+    as a built-in schedule's, after a second, labelled by its tenant)."""
 
+    def __init__(self, brokers: list[str], control_url: str, system_tenant: str) -> None:
+        self.brokers = brokers
+        self.control_url = control_url
+        self.system_tenant = system_tenant
+        self.ready = asyncio.Event()  # set once the watcher reads from the end: publish then
+        self._jobs_shown: set[str] = set()
+        self._waiting: list[tuple[float, dict[str, Any]]] = []
 
-async def _watch_api(control_url: str) -> None:
-    seen = 0
-    async with httpx.AsyncClient(timeout=5) as client:
-        while True:
-            calls = (await client.get(f"{control_url}/requests")).json()
-            for call in calls[seen:]:
+    async def run(self) -> None:
+        consumer = connect.reader(self.brokers, topics.INVOICE_DUE,
+                                  topics.job_topic("invoice-generation"), from_start=False)
+        await consumer.start()
+        try:
+            while not consumer.assignment():
+                await asyncio.sleep(0.05)
+            for tp in consumer.assignment():  # a position now, so no event of a burst is missed
+                await consumer.position(tp)
+            self.ready.set()
+            async with httpx.AsyncClient(timeout=5) as api:
+                seen = 0
+                while True:
+                    self._show_records(await consumer.getmany(timeout_ms=300))
+                    calls = (await api.get(f"{self.control_url}/requests")).json()
+                    self._waiting += [(time.monotonic(), call) for call in calls[seen:]]
+                    seen = len(calls)
+                    self._show_calls()
+        finally:
+            await consumer.stop()
+
+    def _show_records(self, batch: dict[Any, list[Any]]) -> None:
+        arrived: dict[str, int] = {}
+        jobs = []
+        for record in (r for part in batch.values() for r in part):
+            if record.topic == topics.INVOICE_DUE:
+                tenant = (record.key or b"?").decode()
+                arrived[tenant] = arrived.get(tenant, 0) + 1
+            else:
+                jobs.append(Job.decode(record.value))
+        if arrived:
+            _say("arrived", ", ".join(f"{t}: {n}" for t, n in sorted(arrived.items())))
+        for job in jobs:
+            covered = job.covers.count if job.covers else 0
+            _say("job", f"{job.job_id} for {job.tenant_id}: debounced {covered} event(s)")
+            self._jobs_shown.add(job.job_id)
+
+    def _show_calls(self) -> None:
+        now, still = time.monotonic(), []
+        for seen_at, call in self._waiting:
+            job_id = call["idempotency_key"].split(":", 1)[0]
+            if job_id in self._jobs_shown or now - seen_at > 1.0:
                 verdict = "applied" if call["applied"] else "duplicate, not applied"
-                _say("api", f"{call['operation']} for {call['tenant_id']} "
+                whose = ("a built-in schedule's run" if call["tenant_id"] == self.system_tenant
+                         else call["tenant_id"])
+                _say("api", f"{call['operation']} for {whose} "
                             f"(Idempotency-Key {call['idempotency_key']}): {verdict}")
-            seen = len(calls)
-            await asyncio.sleep(0.3)
+            else:
+                still.append((seen_at, call))
+        self._waiting = still
 
 
 async def _live(settings: Settings, control_url: str, tenants: list[str], burst: int,
                 every_s: float) -> None:
-    tasks = [
-        asyncio.create_task(_watch_topics(settings.broker_url)),
-        asyncio.create_task(_watch_api(control_url)),
-        asyncio.create_task(_publish_bursts(settings.broker_url, tenants, burst, every_s)),
-    ]
+    watcher = Watcher(settings.broker_url, control_url, settings.system_tenant)
+    tasks = [asyncio.create_task(watcher.run())]
     try:
+        await asyncio.wait_for(watcher.ready.wait(), 30)
+        tasks.append(asyncio.create_task(
+            _publish_bursts(settings.broker_url, tenants, burst, every_s)))
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
 
 
+# what the demo leaves in Redis expires this long after it stops
+LEFT_KEYS_TTL_S = 3600
+
+
+def _expire_left_keys(redis_url: str, namespace: str) -> int:
+    """Give every key of the demo's namespace that would live for ever an expiry; their count."""
+    client = redis_sync.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        left = 0
+        for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+            left += 1
+            if client.ttl(key) == -1:
+                client.expire(key, LEFT_KEYS_TTL_S)
+        return left
+    finally:
+        client.close()
+
+
 def run_demo(*, tenants: int, burst: int, every_s: float) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="cronbus-demo-"))
     stack = DevStack(log_dir)
     worker: WorkerProcess | None = None
+    run = uuid.uuid4().hex[:6]
+    namespace = f"cronbus-demo-{run}"
+    # the screen is the demo's lines only, in one format: the harness says nothing but warnings
+    logging.getLogger("cronbus.clients.devstack").setLevel(logging.WARNING)
     # Ctrl-C and SIGTERM both end the demo through KeyboardInterrupt, so cleanup runs once
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        print(f"cronbus demo: starting the broker, Redis and the development API (logs: {log_dir})")
+        _say("demo", f"starting the broker, Redis and the development API (logs: {log_dir})")
         stack.start()
+        _say("demo", f"broker {stack.broker_url}, development API "
+                     f"{stack.api.url if stack.api else '-'}")
         env = {
             **stack.env(),
-            Settings.env_name("app_id"): f"demo-{uuid.uuid4().hex[:6]}",
+            Settings.env_name("app_id"): f"demo-{run}",
+            Settings.env_name("redis_namespace"): namespace,
             Settings.env_name("debounce_window_s"): DEMO_WINDOW_S,
             Settings.env_name("data_dir"): str(log_dir / "data"),
         }
         os.environ.update(env)
         settings = load_settings()
-        print("cronbus demo: starting a worker (about 10 s)")
+        _say("demo", f"Redis: {masked(stack.redis.url)}, keys under {namespace}:* (they expire "
+                     f"{LEFT_KEYS_TTL_S // 60} minutes after the demo stops)")
+        _say("demo", "starting a worker (about 10 s)")
         worker = WorkerProcess("worker", env, log_dir).start()
         assert stack.api is not None
-        print(f"cronbus demo: ready. Debounce window {DEMO_WINDOW_S}s, metrics at "
-              f"{worker.base_url}/metrics. Ctrl-C stops everything.\n")
+        _say("demo", f"ready. Debounce window {DEMO_WINDOW_S}s, metrics at "
+                     f"{worker.base_url}/metrics. Ctrl-C stops everything.")
         asyncio.run(_live(settings, stack.api.control_url,
                           [f"tenant-{chr(97 + n)}" for n in range(tenants)], burst, every_s))
     except KeyboardInterrupt:
-        print("\ncronbus demo: stopping")
+        print()
+        _say("demo", "stopping")
     except Exception as exc:  # show the cause, then clean up
         print(f"cronbus demo failed: {exc}", file=sys.stderr)
         return 1
@@ -134,5 +197,10 @@ def run_demo(*, tenants: int, burst: int, every_s: float) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             if worker is not None:
                 worker.stop()
+            if stack.redis.url:
+                with contextlib.suppress(Exception):
+                    left = _expire_left_keys(stack.redis.url, namespace)
+                    _say("demo", f"{left} key(s) left under {namespace}: expire within "
+                                 f"{LEFT_KEYS_TTL_S // 60} minutes")
             stack.stop()
     return 0

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from cronbus.agents.worker.logs import configure_logging
 from cronbus.agents.worker.roles import DEFAULT_ROLES, ROLES
 from cronbus.streams import headers, topics
-from cronbus.streams.catalog import Catalog, UnknownJobType, load_catalog
+from cronbus.streams.catalog import Catalog, PayloadError, UnknownJobType, load_catalog
 from cronbus.streams.events import CronTick, DomainEvent
 from cronbus.streams.settings import Settings, SettingsError, load_settings
 
@@ -41,6 +41,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from cronbus.agents.worker.build import build_worker
+    from cronbus.agents.worker.preflight import check_outside_world
 
     roles = args.role or list(DEFAULT_ROLES)
     if args.job_types is not None:
@@ -48,6 +49,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     if settings.event_loop == "uvloop":
         _use_uvloop()
+    check_outside_world(settings, roles)
     app = build_worker(settings, roles)
     # on SIGTERM each role drains in its on_stop: the processors let started jobs finish within
     # CRONBUS_SHUTDOWN_GRACE_S and hand the rest back uncommitted (Faust's own consumer carries
@@ -70,10 +72,20 @@ def _field(pair: str) -> tuple[str, Any]:
         return name, raw
 
 
+class BadEvent(ValueError):
+    """An event ``cronbus publish`` refuses; ``problems`` name every field that is wrong."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
 def build_event(catalog: Catalog, event_type: str, tenant: str | None,
                 fields: dict[str, Any]) -> DomainEvent:
-    """An event of ``event_type``; event_id and occurred_at are filled in when not given. A cron
-    tick's job type must be declared and its payload fit (ValueError naming the field)."""
+    """An event of ``event_type``; event_id and occurred_at are filled in when not given. Every
+    problem is named at once (:class:`BadEvent`): a field the event type has not (here it is
+    a typo: ingest ignores fields it does not read, so a producer may add some), a missing or
+    malformed one, and for a cron tick an undeclared job type or a payload not fitting it."""
     model = catalog.models.get(event_type)
     if model is None:
         raise ValueError(f"no event type {event_type!r}; known: "
@@ -81,51 +93,77 @@ def build_event(catalog: Catalog, event_type: str, tenant: str | None,
     data = {"event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC).isoformat(), **fields}
     if tenant is not None:
         data["tenant_id"] = tenant
-    event = model.model_validate(data)
+    problems = [f"{name}: {event_type} events have no such field (they have "
+                f"{', '.join(model.model_fields)})" for name in fields
+                if name not in model.model_fields]
+    try:
+        event = model.model_validate(data)
+    except ValidationError as exc:
+        raise BadEvent([*problems, *_problems(exc)]) from None
     if isinstance(event, CronTick):
-        catalog[event.job_type].check_payload(event.payload)  # PayloadError, UnknownJobType
+        try:
+            catalog[event.job_type].check_payload(event.payload)
+        except PayloadError as exc:
+            problems += [f"payload.{name}: {problem}" for name, problem in exc.problems]
+        except UnknownJobType as exc:
+            problems.append(f"job_type: {exc}")
+    if problems:
+        raise BadEvent(problems)
     return event
 
 
+# bad lines shown at most (the count of the rest follows)
+BAD_LINES_SHOWN = 50
+
+
 def _events_from_lines(catalog: Catalog, event_type: str, tenant: str | None,
-                       lines: Iterator[str]) -> Iterator[DomainEvent]:
+                       lines: Iterator[str]) -> list[DomainEvent]:
+    """Every event of the JSON lines, or a ValueError naming every bad line (not just the
+    first), each with all its problems."""
+    events, bad = [], []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             fields = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"line {number}: not JSON ({exc})") from None
+            bad.append(f"line {number}: not JSON ({exc})")
+            continue
         if not isinstance(fields, dict):
-            raise ValueError(f"line {number}: a JSON object is expected")
+            bad.append(f"line {number}: a JSON object is expected")
+            continue
         try:
-            yield build_event(catalog, event_type, tenant, fields)
-        except ValidationError as exc:
-            raise ValueError(f"line {number}: {_errors(exc)}") from None
-        except ValueError as exc:  # a tick's job type undeclared, or its payload not fitting
-            raise ValueError(f"line {number}: {exc}") from None
+            events.append(build_event(catalog, event_type, tenant, fields))
+        except ValueError as exc:
+            bad.append(f"line {number}: {exc}")
+    if bad:
+        shown = bad[:BAD_LINES_SHOWN]
+        if len(bad) > len(shown):
+            shown.append(f"... and {len(bad) - len(shown)} more bad line(s)")
+        raise ValueError(f"{len(bad)} bad line(s), nothing published:\n" + "\n".join(shown))
+    return events
 
 
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
-    )
+def _problems(exc: ValidationError) -> list[str]:
+    return [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()]
+
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from cronbus.clients import reach
     from cronbus.clients.kafka.publisher import EventPublisher
 
     catalog = load_catalog(settings)
     try:
         if args.file:
             stream = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
-            events = list(_events_from_lines(catalog, args.event_type, args.tenant, stream))
+            events = _events_from_lines(catalog, args.event_type, args.tenant, stream)
         else:
             fields = dict(args.set or [])
             events = [build_event(catalog, args.event_type, args.tenant, fields)
                       for _ in range(args.count)]
-    except ValidationError as exc:
-        print(f"cronbus publish: invalid {args.event_type} event: {_errors(exc)}", file=sys.stderr)
+    except BadEvent as exc:
+        print(f"cronbus publish: invalid {args.event_type} event: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
         print(f"cronbus publish: {exc}", file=sys.stderr)
@@ -137,6 +175,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     bar = ProgressBar(len(events), "publish") if show else None
 
     async def send() -> None:
+        await reach.broker(settings.broker_url)
         async with EventPublisher(settings.broker_url) as publisher:
             for done, event in enumerate(events, 1):
                 await publisher.publish(event)
@@ -393,12 +432,12 @@ def _schedules_parser(sub: Any) -> None:
     for name, text in (("get", "one schedule"), ("delete", "remove a schedule"),
                        ("pause", "stop firing until resumed"),
                        ("resume", "fire again, from now on")):
-        actions.add_parser(name, help=text).add_argument("schedule_id")
+        actions.add_parser(name, help=text).add_argument("schedule_id", help=SCHEDULE_ID)
     for name, text in (("create", "create a schedule (the same definition twice is one)"),
                        ("update", "change a schedule: --set and --file over its definition")):
         action = actions.add_parser(name, help=text)
         if name == "update":
-            action.add_argument("schedule_id")
+            action.add_argument("schedule_id", help=SCHEDULE_ID)
             action.add_argument("--replace", action="store_true",
                                 help="send the definition as it is, not merged over the stored one")
         action.add_argument("--file", help="the definition as JSON ('-' for stdin)")
@@ -406,12 +445,12 @@ def _schedules_parser(sub: Any) -> None:
                             help="a field, e.g. cron='30 2 * * *' or every_ms=60000 "
                                  "(read as JSON when it parses)")
     trigger = actions.add_parser("trigger", help="run a schedule's job now")
-    trigger.add_argument("schedule_id")
+    trigger.add_argument("schedule_id", help=SCHEDULE_ID)
     trigger.add_argument("--idempotency-key", help="the same key runs the job once")
     backfill = actions.add_parser(
         "backfill", help="run every fire time in a past range now (each once, however often "
                          "the same range is backfilled)")
-    backfill.add_argument("schedule_id")
+    backfill.add_argument("schedule_id", help=SCHEDULE_ID)
     backfill.add_argument("--from", dest="start", required=True, metavar="TIME",
                           help="the range's start, inclusive: ISO 8601 with an offset, "
                                "e.g. 2026-03-01T00:00:00Z")
@@ -419,16 +458,16 @@ def _schedules_parser(sub: Any) -> None:
                           help="the range's end, inclusive (same form)")
     backfill.add_argument("--json", action="store_true", help="the API's answer as JSON")
     preview = actions.add_parser("next", help="the next fire times, in the schedule's zone")
-    preview.add_argument("schedule_id")
-    preview.add_argument("--count", type=int, default=5)
+    preview.add_argument("schedule_id", help=SCHEDULE_ID)
+    preview.add_argument("--count", type=int, default=5, help="how many (default 5)")
     defer = actions.add_parser("defer-effect", help="execute a deferred effect at a wall time "
                                "or, with --world, at a world time of your clock")
-    defer.add_argument("effect_id")
+    defer.add_argument("effect_id", help="the effect's id (its one-off schedule's id)")
     defer.add_argument("--at", required=True, help="when: ISO 8601, e.g. 1492-10-12T09:00:00Z")
     defer.add_argument("--world", action="store_true", help="--at is a world time")
     runs = actions.add_parser("runs", help="recent runs and their outcome")
-    runs.add_argument("schedule_id")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("schedule_id", help=SCHEDULE_ID)
+    runs.add_argument("--limit", type=int, default=20, help="how many, newest first (default 20)")
 
 
 # --- dead letters ---------------------------------------------------------------------------
@@ -547,11 +586,28 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- main -----------------------------------------------------------------------------------
 
+DESCRIPTION = ("cronbus: an event-driven job scheduler on Kafka. Run workers, publish events, "
+               "and look after jobs, schedules, world clocks and dead letters.")
+SCHEDULE_ID = "the schedule's id (`cronbus schedules list` shows them)"
+
+
+def _describe_commands(parser: argparse.ArgumentParser) -> None:
+    """A command's help line is its description too, unless it has one of its own."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, command in action.choices.items():
+                command.description = command.description or helps.get(name)
+                _describe_commands(command)
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="cronbus", description=__doc__)
+    root = argparse.ArgumentParser(prog="cronbus", description=DESCRIPTION)
     sub = root.add_subparsers(dest="command", required=True)
 
-    worker = sub.add_parser("worker", help="run a worker (ingest and processor unless --role is given)")
+    default_roles = f"{', '.join(DEFAULT_ROLES[:-1])} and {DEFAULT_ROLES[-1]}"
+    worker = sub.add_parser("worker", help=f"run a worker ({default_roles} unless --role is "
+                            "given)")
     worker.add_argument("--role", action="append", choices=ROLES,
                         help="a role to run; repeat for several (bridge: Redis pub/sub to Kafka)")
     worker.add_argument("--job-types", metavar="TYPE,TYPE",
@@ -576,13 +632,13 @@ def parser() -> argparse.ArgumentParser:
     clocks_sub = clocks.add_subparsers(dest="clocks_command", required=True)
     clock_get = clocks_sub.add_parser("get", help="a tenant's world time, as its "
                                       "world-time-advanced events moved it")
-    clock_get.add_argument("tenant")
+    clock_get.add_argument("tenant", help="the tenant (campaign) id")
     clock_get.set_defaults(run=cmd_clock_get)
 
     jobs = sub.add_parser("jobs", help="job status, queues, retrying failed jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     status = jobs_sub.add_parser("status", help="a job's state, attempts and last error")
-    status.add_argument("job_id")
+    status.add_argument("job_id", help="the job's id, e.g. from `cronbus schedules runs`")
     status.set_defaults(run=cmd_job_status)
     queues = jobs_sub.add_parser("queues", help="per job topic: waiting (consumer lag), active, "
                                  "completed, failed (attempts), dead-lettered")
@@ -630,11 +686,28 @@ def parser() -> argparse.ArgumentParser:
         one.set_defaults(run=run)
 
     demo = sub.add_parser("demo", help="start the dev stack and a worker, and publish bursts")
-    demo.add_argument("--tenants", type=int, default=5)
+    demo.add_argument("--tenants", type=int, default=5, help="tenants to publish for (default 5)")
     demo.add_argument("--burst", type=int, default=40, help="events per burst")
     demo.add_argument("--every", type=float, default=10.0, help="seconds between bursts")
     demo.set_defaults(run=cmd_demo)
+    _describe_commands(root)
     return root
+
+
+# what each command needs to answer before it starts (publish checks its input first, then the
+# broker; a worker checks what its roles need)
+REACHES = {cmd_job_status: ("redis",), cmd_clock_get: ("redis",),
+           cmd_job_queues: ("broker", "redis"), cmd_job_retry_failed: ("broker",),
+           cmd_dlq_list: ("broker",), cmd_dlq_replay: ("broker",)}
+
+
+async def _reach(settings: Settings, needs: Sequence[str]) -> None:
+    from cronbus.clients import reach
+
+    if "broker" in needs:
+        await reach.broker(settings.broker_url)
+    if "redis" in needs:
+        await reach.redis(settings.redis_url)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -645,11 +718,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cronbus: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    from aiokafka.errors import KafkaConnectionError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from cronbus.clients.reach import Unreachable
+
     try:
+        asyncio.run(_reach(settings, REACHES.get(args.run, ())))
         return int(args.run(args, settings))
     except SettingsError as exc:
         print(f"cronbus: {exc}", file=sys.stderr)
         return 2
+    except (Unreachable, KafkaConnectionError, RedisConnectionError) as exc:
+        # the last two: a command that met an outage after its start, named as well
+        if isinstance(exc, KafkaConnectionError):
+            exc = Unreachable(Settings.env_name("broker_url"), ",".join(settings.broker_url), str(exc))
+        elif isinstance(exc, RedisConnectionError):
+            exc = Unreachable(Settings.env_name("redis_url"), settings.redis_url, str(exc))
+        print(f"cronbus: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 INFRA_ERRORS = (redis.exceptions.RedisError, KafkaError, KeepFailed, OSError, TimeoutError)
 # tries after which a record failing for any other reason is dead-lettered as InternalError
 DEFECT_TRIES = 5
+# how often each breaker's state is shared with the other workers
+BREAKER_SYNC_S = 0.25
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -370,12 +372,13 @@ class JobEngine(mode.Service):
                 await consumer.commit()
 
     async def _watch_breakers(self) -> None:
-        """Notice a circuit opened by another worker (the state is shared in Redis)."""
+        """Share each breaker's state with the other workers through Redis, and notice a
+        circuit opened by another (never in a call's path: a slow Redis delays only this)."""
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(BREAKER_SYNC_S)
             for gate in self.gates.values():
                 try:
-                    gate.poll()
+                    await gate.sync()
                 except Exception as exc:
                     log.debug("breaker state of %s unknown: %s", gate.service, exc)
 

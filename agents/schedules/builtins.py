@@ -8,8 +8,9 @@ They belong to the system tenant (``CRONBUS_SYSTEM_TENANT``, default ``system``)
 job for the whole installation, and the downstream API does the work for every tenant.
 Their ids are ``builtin.<name>``.
 
-Payment records are never deleted automatically: there is no retention schedule for them, by
-design (they are financial records with their own legal retention), and none may be added here.
+Payment records and user accounts are never deleted automatically: there is no retention
+schedule for them, by design (financial records have their own legal retention, seven years;
+an account goes when its user asks), and none may be added here (the payload model refuses).
 """
 
 from __future__ import annotations
@@ -35,17 +36,29 @@ class Builtin:
     every_ms: int | None = None
     payload: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     about: str = ""
-
-
-def _retention(dataset: str, days: int) -> Mapping[str, Any]:
-    # retention-cleanup's payload model refuses financial records (cronbus.families.data)
-    return MappingProxyType({"dataset": dataset, "older_than_days": days})
+    timezone: str = "UTC"
 
 
 FIVE_MINUTES_MS = 5 * 60 * 1000
+# the source's scheduled tasks run in Eastern time (its "EST"): Toronto's zone, EST and EDT
+EASTERN = "America/Toronto"
 
-# name, job type, when (cron in UTC, or every_ms), payload. Retention periods other than chat's
-# 90 days are cronbus's defaults (the source designs name only the times); each is in the payload.
+
+def _retention(dataset: str, keep_for: str, *, keep_unread: bool = False,
+               notice_days: int | None = None) -> Mapping[str, Any]:
+    # retention-cleanup's payload model refuses financial records (cronbus.families.data)
+    return MappingProxyType({"dataset": dataset, "keep_for": keep_for,
+                             **({"keep_unread": True} if keep_unread else {}),
+                             **({"notice_days": notice_days} if notice_days else {})})
+
+
+def _task(name: str, cron: str, about: str) -> Builtin:
+    return Builtin(name, "scheduled-task", cron=cron, payload=MappingProxyType({"task": name}),
+                   about=about, timezone=EASTERN)
+
+
+# name, job type, when (cron in the row's zone, UTC unless said, or every_ms), payload.
+# The retention rows are the background-jobs source's retention table, period for period.
 BUILTINS: tuple[Builtin, ...] = (
     Builtin("event-expiration", "event-expiration", every_ms=FIVE_MINUTES_MS,
             about="expire events past their end plus the grace period (grace_period_s)"),
@@ -53,17 +66,42 @@ BUILTINS: tuple[Builtin, ...] = (
             about="every campaign's settlement growth schedules kept in step, hourly"),
     Builtin("structure-maintenance", "structure-maintenance", cron="0 * * * *",
             about="every campaign's structure schedules kept in step, hourly"),
+    # retention (UTC)
     Builtin("chat-retention", "retention-cleanup", cron="0 2 * * *",
-            payload=_retention("chat-messages", 90), about="chat older than 90 days, daily 02:00"),
-    Builtin("session-cleanup", "retention-cleanup", cron="0 3 * * *",
-            payload=_retention("sessions", 30), about="expired sessions, daily 03:00"),
+            payload=_retention("chat-messages", "90d", keep_unread=True),
+            about="read chat messages older than 90 days (unread kept), daily 02:00 UTC"),
     Builtin("audit-log-retention", "retention-cleanup", cron="0 1 * * 0",
-            payload=_retention("audit-logs", 365), about="audit logs, weekly on Sunday 01:00"),
+            payload=_retention("audit-logs", "1y"),
+            about="audit logs older than 1 year, Sundays 01:00 UTC"),
+    Builtin("session-cleanup", "retention-cleanup", cron="0 3 * * *",
+            payload=_retention("sessions", "7d"),
+            about="sessions older than 7 days, daily 03:00 UTC"),
     Builtin("notification-cleanup", "retention-cleanup", cron="0 4 * * *",
-            payload=_retention("notifications", 30), about="notifications, daily 04:00"),
+            payload=_retention("notifications", "90d", keep_unread=True),
+            about="read notifications older than 90 days (unread kept), daily 04:00 UTC"),
+    Builtin("inactive-account-cleanup", "retention-cleanup", cron="0 0 1 * *",
+            payload=_retention("inactive-accounts", "2y", notice_days=30),
+            about="accounts inactive 2 years, told 30 days before, monthly on the 1st 00:00 UTC"),
     Builtin("temp-file-cleanup", "retention-cleanup", cron="0 5 * * *",
-            payload=_retention("temp-files", 1), about="temporary files, daily 05:00"),
-    # payment records: none, ever (see the module's docstring)
+            payload=_retention("temp-files", "24h"),
+            about="temporary files older than 24 hours, daily 05:00 UTC"),
+    # payment records and user accounts: none, ever (see the module's docstring)
+    # daily tasks (Eastern)
+    _task("daily-statistics", "30 0 * * *", "daily statistics, 00:30 Eastern"),
+    _task("backup-verification", "0 1 * * *", "backup verification, daily 01:00 Eastern"),
+    _task("log-cleanup", "0 2 * * *", "log cleanup, daily 02:00 Eastern"),
+    _task("email-digest", "0 6 * * *", "email digest preparation, daily 06:00 Eastern"),
+    # weekly tasks, Sundays (Eastern)
+    _task("database-maintenance", "0 3 * * 0", "database maintenance, Sundays 03:00 Eastern"),
+    _task("inactive-account-review", "0 4 * * 0",
+          "inactive account review, Sundays 04:00 Eastern"),
+    _task("performance-report", "0 5 * * 0", "performance report, Sundays 05:00 Eastern"),
+    _task("security-audit", "0 6 * * 0", "security audit, Sundays 06:00 Eastern"),
+    # monthly tasks, on the 1st (Eastern)
+    _task("data-cleanup", "0 2 1 * *", "comprehensive data cleanup, the 1st 02:00 Eastern"),
+    _task("subscription-renewal", "0 6 1 * *", "subscription renewals, the 1st 06:00 Eastern"),
+    _task("analytics-report", "0 8 1 * *", "analytics report, the 1st 08:00 Eastern"),
+    _task("certificate-check", "0 10 1 * *", "security certificate check, the 1st 10:00 Eastern"),
 )
 NAMES = tuple(b.name for b in BUILTINS)
 
@@ -93,7 +131,7 @@ def builtin_schedule(builtin: Builtin, settings: Settings, now: datetime) -> Sch
         "job_type": builtin.job_type,
         "payload": {"builtin": builtin.name, **payload},
         **({"cron": builtin.cron} if builtin.cron else {"every_ms": builtin.every_ms}),
-        "timezone": "UTC",
+        "timezone": builtin.timezone,
         "misfire": "run_once",  # after downtime: one catch-up run, not a burst
         "overlap": "skip",  # never two of the same cleanup at once
         "revision_at": now.isoformat(),

@@ -12,7 +12,6 @@ from typing import Protocol
 import faust
 import httpx
 import mode
-import redis as redis_sync
 import redis.asyncio as aioredis
 from aiokafka import TopicPartition
 
@@ -103,12 +102,9 @@ class Resources:
             return client
         settings = self.settings
         config = settings.service(service)
-        # the breaker's state is shared by every worker through Redis (pybreaker's storage)
+        # the breaker's state is shared by every worker through Redis, synced by the engine
         storage = SharedBreakerStorage(
-            redis_sync.Redis.from_url(settings.redis_url, socket_timeout=2,
-                                      socket_connect_timeout=2),
-            namespace=f"{settings.redis_namespace}:breaker:{service}",
-        )
+            self.redis, namespace=f"{settings.redis_namespace}:breaker:{service}")
         breaker = make_breaker(
             service, fail_max=config.breaker_fail_max,
             reset_timeout_s=config.breaker_reset_timeout_s, metrics=self.metrics,

@@ -16,7 +16,11 @@ class EventPublisher:
         self._producer = connect.producer(brokers)
 
     async def __aenter__(self) -> EventPublisher:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()  # a producer never started is still closed, quietly
+            raise
         return self
 
     async def __aexit__(

@@ -67,6 +67,13 @@ def alerts(resources: Resources) -> str:
     return line.split()[-1]
 
 
+async def share(*workers: Resources) -> None:
+    """What a worker's engine does every 0.25 s: share each breaker's state through Redis."""
+    for resources in workers:
+        for client in resources.downstream.values():
+            await client.breaker._state_storage.sync()
+
+
 async def close(*workers: Resources) -> None:
     for resources in workers:
         for client in resources.downstream.values():
@@ -94,10 +101,9 @@ async def test_every_other_call_failing_opens_the_circuit_for_every_worker(parts
         assert breaker_gauge(one) == "2.0" and alerts(one) == "1.0"
         assert HealthCheck._breaker(first.breaker).status == "degraded"
 
-        # refused while open, by this worker and by the other, once it has read the shared
-        # state again (SharedBreakerStorage reads it at most every 0.25 s)
+        # refused while open, by this worker and by the other, once they shared the state
         assert [await call(first, n) for n in range(11, 16)] == ["CircuitOpen"] * 5
-        await asyncio.sleep(0.5)
+        await share(one, other)
         assert await call(second, 16) == CircuitOpen.__name__
         assert breaker_gauge(other) == "2.0"
         assert await call(first, 17) == CircuitOpen.__name__
@@ -110,6 +116,7 @@ async def test_every_other_call_failing_opens_the_circuit_for_every_worker(parts
         await eventually(lambda: call(first, next(probe)), lambda got: got == "ok",
                          timeout_s=10, what="the half-open probe to succeed")
         assert str(first.breaker.current_state) == "closed" and breaker_gauge(one) == "0.0"
+        await share(one, other)
         await eventually(lambda: call(second, next(probe)), lambda got: got == "ok",
                          timeout_s=5, what="the other worker to call again")
         # the window started afresh on closing: the probe and two failures are 3 calls, below
@@ -136,3 +143,50 @@ async def test_failures_below_the_rate_with_plenty_of_successes_leave_it_closed(
         assert HealthCheck._breaker(client.breaker).status == "up"
     finally:
         await close(one)
+
+
+class SlowProxy:
+    """A TCP proxy in front of Redis answering ``delay_s`` late: a Redis that is slow."""
+
+    def __init__(self, upstream_port: int, delay_s: float) -> None:
+        self.upstream_port = upstream_port
+        self.delay_s = delay_s
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float) -> None:
+            while data := await src.read(65536):
+                await asyncio.sleep(delay)
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, 0.0), pipe(up_reader, writer, self.delay_s),
+                             return_exceptions=True)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def test_a_slow_redis_delays_the_sharing_never_a_call(parts):
+    redis_url, dev_api = parts
+    proxy = SlowProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]), delay_s=1.5)
+    one = worker(await proxy.start(), dev_api, f"slow-{uuid.uuid4().hex[:8]}")
+    try:
+        client = one.downstream_client()
+        sharing = asyncio.create_task(share(one))  # waits 1.5 s on every Redis answer
+        ended = [await call(client, n) for n in range(20)]
+        assert ended == ["ok"] * 20 and not sharing.done(), \
+            "twenty calls finished while one sharing of the breaker still waited on Redis"
+        await sharing
+        assert len(Api(dev_api.control_url).applied()) == 20
+    finally:
+        await close(one)
+        await proxy.stop()

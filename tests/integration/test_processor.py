@@ -119,6 +119,13 @@ async def test_retries_at_one_two_four_seconds_then_a_dead_letter_and_a_400_at_o
     assert found[rejected.job_id]["state"] == "dead_lettered"
 
 
+def failed_calls(metrics_text: str) -> float:
+    """Downstream calls that got no answer, as the worker counts them."""
+    [line] = [line for line in metrics_text.splitlines() if line.startswith(
+        'cronbus_downstream_request_seconds_count{service="api",status_class="error"}')]
+    return float(line.split()[-1])
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -137,10 +144,14 @@ async def test_an_outage_opens_the_breaker_and_pauses_consumption_without_dead_l
                      lambda text: 'cronbus_breaker_state{service="api"} 2.0' in text,
                      timeout_s=30, what="the breaker open")
     cpu_before, started = cpu_seconds(worker.process.pid), time.monotonic()
+    calls_before = failed_calls(worker.metrics_text())
     await publish(settings.broker_url, jobs[30:])
     time.sleep(10)  # the outage goes on: the worker must wait, not spin
     cpu_used = cpu_seconds(worker.process.pid) - cpu_before
     assert cpu_used < 0.5 * (time.monotonic() - started), f"{cpu_used:.1f}s of CPU while paused"
+    # each reset window (2 s) lets one waiting job probe, not all thirty
+    probes = failed_calls(worker.metrics_text()) - calls_before
+    assert 1 <= probes <= (time.monotonic() - started) / 2 + 1, f"{probes} calls in the outage"
     log = worker.process.log_path.read_text()
     assert "pausing consumption" in log
 

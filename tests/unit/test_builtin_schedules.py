@@ -37,15 +37,69 @@ def test_every_builtin_fires_when_the_source_designs_say():
                                                     datetime(2026, 11, 29, 1, tzinfo=UTC)]
     assert first["builtin.notification-cleanup"][0] == datetime(2026, 11, 22, 4, tzinfo=UTC)
     assert first["builtin.temp-file-cleanup"][0] == datetime(2026, 11, 22, 5, tzinfo=UTC)
-    assert table["builtin.chat-retention"][0].payload["older_than_days"] == 90
+    assert first["builtin.inactive-account-cleanup"][0] == datetime(2026, 12, 1, tzinfo=UTC)
     assert all(s.tenant_id == "system" and s.enabled and not off for s, off in table.values())
 
 
-def test_payment_records_are_never_cleaned_up():
+# the background-jobs source's retention table, row for row: (dataset, period, keep unread,
+# notice days, when in UTC)
+RETENTION_TABLE = {
+    "chat-messages": ("90d", True, None, "0 2 * * *"),
+    "audit-logs": ("1y", False, None, "0 1 * * 0"),
+    "sessions": ("7d", False, None, "0 3 * * *"),
+    "notifications": ("90d", True, None, "0 4 * * *"),
+    "inactive-accounts": ("2y", False, 30, "0 0 1 * *"),
+    "temp-files": ("24h", False, None, "0 5 * * *"),
+}
+
+
+def test_retention_is_the_source_table_exactly():
+    cleanups = {s.payload["dataset"]: s for s, _ in by_id().values()
+                if s.job_type == "retention-cleanup"}
+    assert {dataset: (s.payload["keep_for"], s.payload.get("keep_unread", False),
+                      s.payload.get("notice_days"), s.cron) for dataset, s in cleanups.items()
+            } == RETENTION_TABLE
+    assert all(s.timezone == "UTC" for s in cleanups.values())
+
+
+def test_daily_weekly_and_monthly_tasks_run_in_eastern_time_through_dst():
+    table = by_id()
+    tasks = {sid.removeprefix("builtin."): s for sid, (s, _) in table.items()
+             if s.job_type == "scheduled-task"}
+    assert {name: s.payload["task"] for name, s in tasks.items()} == {n: n for n in tasks}
+    assert len(tasks) == 12 and all(s.timezone == "America/Toronto" for s in tasks.values())
+    # November: EST, UTC-5
+    assert preview(tasks["daily-statistics"], NOW, 1) == [datetime(2026, 11, 22, 5, 30, tzinfo=UTC)]
+    assert preview(tasks["email-digest"], NOW, 1) == [datetime(2026, 11, 22, 11, tzinfo=UTC)]
+    assert preview(tasks["database-maintenance"], NOW, 1) == [datetime(2026, 11, 22, 8, tzinfo=UTC)]
+    assert preview(tasks["security-audit"], NOW, 1) == [datetime(2026, 11, 22, 11, tzinfo=UTC)]
+    assert preview(tasks["data-cleanup"], NOW, 1) == [datetime(2026, 12, 1, 7, tzinfo=UTC)]
+    assert preview(tasks["certificate-check"], NOW, 1) == [datetime(2026, 12, 1, 15, tzinfo=UTC)]
+    # July: EDT, UTC-4
+    summer = datetime(2026, 7, 1, tzinfo=UTC)
+    assert preview(tasks["daily-statistics"], summer, 1) == [datetime(2026, 7, 1, 4, 30, tzinfo=UTC)]
+    assert preview(tasks["subscription-renewal"], summer, 1) == [datetime(2026, 7, 1, 10, tzinfo=UTC)]
+
+
+def test_payment_records_and_user_accounts_are_never_cleaned_up():
     datasets = {s.payload.get("dataset") for s, _ in by_id().values()}
     assert not datasets & NEVER_AUTO_DELETED
     with pytest.raises(PayloadError, match="payments are never deleted automatically"):
         SEEDS["retention-cleanup"].check_payload({"dataset": "payments", "older_than_days": 3650})
+    with pytest.raises(PayloadError, match="user-accounts are never deleted automatically"):
+        SEEDS["retention-cleanup"].check_payload({"dataset": "user-accounts", "keep_for": "2y"})
+
+
+@pytest.mark.parametrize("payload", [
+    {"dataset": "sessions"},
+    {"dataset": "sessions", "keep_for": "7d", "older_than_days": 7},
+    {"dataset": "sessions", "keep_for": "7 days"},
+    {"dataset": "sessions", "keep_for": "0d"},
+])
+def test_a_retention_period_is_given_once_and_in_units(payload):
+    with pytest.raises(PayloadError) as raised:
+        SEEDS["retention-cleanup"].check_payload(payload)
+    assert raised.value.problems[0][0] in ("keep_for", "(payload)")
 
 
 def test_a_catalog_without_a_builtins_job_type_goes_without_that_builtin():

@@ -172,6 +172,5 @@ def test_a_bad_cron_tick_line_of_a_file_is_named_with_its_line():
     lines = ['{"schedule_id": "s", "job_type": "export", "fire_at": "2026-12-01T00:00:00Z"}',
              '{"schedule_id": "s", "job_type": "sars-deadline", "fire_at": "2026-12-01T00:00:00Z",'
              ' "payload": {"submission_type": "VAT999", "days_until_deadline": 3}}']
-    with pytest.raises(ValueError, match="line 2: the payload does not fit sars-deadline: "
-                                         "submission_type: Input should be"):
-        list(_events_from_lines(SEEDS, "cron-ticks", "acme", iter(lines)))
+    with pytest.raises(ValueError, match=r"line 2: payload\.submission_type: Input should be"):
+        _events_from_lines(SEEDS, "cron-ticks", "acme", iter(lines))

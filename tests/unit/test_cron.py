@@ -60,9 +60,9 @@ def test_all_skipped_times_of_one_gap_are_one_run_and_a_real_0300_is_that_same_r
 
 
 def test_a_seconds_field_keeps_the_minute_and_hour_fields_deciding_the_rule():
-    particular = a_schedule(cron="30 2 * * * 0,30", timezone="Europe/Berlin")
+    particular = a_schedule(cron="0,30 30 2 * * *", timezone="Europe/Berlin")
     assert fires_between(particular, utc(2026, 3, 29, 0), utc(2026, 3, 29, 2)) == [utc(2026, 3, 29, 1)]
-    following = a_schedule(cron="* 2 * * * 0,30", timezone="Europe/Berlin")
+    following = a_schedule(cron="0,30 * 2 * * *", timezone="Europe/Berlin")
     assert fires_between(following, utc(2026, 3, 29, 0), utc(2026, 3, 29, 2)) == []
 
 
@@ -109,9 +109,18 @@ def test_a_wildcard_minute_follows_the_clock_no_run_in_the_gap_both_passes_of_th
     assert len(fires_between(every_minute, utc(2026, 10, 24, 12), utc(2026, 10, 25, 12))) == 120
 
 
-def test_cron_seconds_field_and_macros():
-    assert preview(a_schedule(cron="* * * * * 15"), utc(2026, 1, 1), 2) == [
+def test_six_fields_read_seconds_first_as_bullmq_and_quartz_do():
+    assert preview(a_schedule(cron="15 * * * * *"), utc(2026, 1, 1), 2) == [
         utc(2026, 1, 1, 0, 0, 15), utc(2026, 1, 1, 0, 1, 15)]
+    assert preview(a_schedule(cron="*/5 * * * * *"), utc(2026, 1, 1), 3) == [
+        utc(2026, 1, 1, 0, 0, 5), utc(2026, 1, 1, 0, 0, 10), utc(2026, 1, 1, 0, 0, 15)]
+    assert preview(a_schedule(cron="0 */5 * * * *"), utc(2026, 1, 1), 2) == [
+        utc(2026, 1, 1, 0, 5), utc(2026, 1, 1, 0, 10)]
+    assert preview(a_schedule(cron="30 0 9 * * 1-5"), utc(2026, 1, 1), 1) == [
+        utc(2026, 1, 1, 9, 0, 30)]  # a Thursday
+
+
+def test_cron_macros():
     assert next_fire(a_schedule(cron="@hourly"), utc(2026, 1, 1, 0, 1)) == utc(2026, 1, 1, 1)
 
 

@@ -144,3 +144,22 @@ def test_a_bad_breaker_rate_setting_of_a_service_is_named_by_its_variable(monkey
     message = str(caught.value)
     assert message.startswith(f"CRONBUS_SERVICES__WORLD__{part}={value!r} is invalid")
     assert expected in message
+
+
+def test_every_unknown_cronbus_variable_is_named_with_the_closest_setting(monkeypatch):
+    monkeypatch.setenv("CRONBUS_PARTITION", "4")
+    monkeypatch.setenv("CRONBUS_ZZZ", "1")
+    monkeypatch.setenv("CRONBUS_MAX_RETRIES", "many")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    said = str(raised.value)
+    assert "CRONBUS_PARTITION is no cronbus setting (did you mean CRONBUS_PARTITIONS?)" in said
+    assert "CRONBUS_ZZZ is no cronbus setting (the README lists every setting)" in said
+    assert "CRONBUS_MAX_RETRIES='many' is invalid" in said  # with the rest, at once
+
+
+def test_the_command_lines_own_and_services_variables_are_known(monkeypatch):
+    monkeypatch.setenv("CRONBUS_SCHEDULES_TOKEN", "t")
+    monkeypatch.setenv("CRONBUS_SCHEDULES_URL", "http://x")
+    monkeypatch.setenv("CRONBUS_SERVICES__WORLD__URL", "http://world/graphql")
+    assert load_settings().service("world").url == "http://world/graphql"

@@ -197,7 +197,7 @@ def test_a_tick_is_a_valid_cron_ticks_record_and_its_run_names_the_job_ingest_ma
 
 @pytest.mark.parametrize("timing", [
     {"every_ms": 1000}, {"every_ms": 60_000, "start_at": T0 + timedelta(milliseconds=7919)},
-    {"cron": "* * * * * 17"}, {"cron": "*/5 * * * *", "timezone": "Europe/Berlin"},
+    {"cron": "17 * * * * *"}, {"cron": "*/5 * * * *", "timezone": "Europe/Berlin"},
     {"every_ms": None, "run_at": T0 + timedelta(seconds=3)},
 ])
 def test_the_common_case_shortcut_decides_exactly_what_the_full_rules_decide(timing, monkeypatch):

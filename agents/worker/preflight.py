@@ -1,0 +1,52 @@
+"""Before a worker starts: the broker and Redis answer, or the worker does not start (one line
+naming the setting, exit 4, instead of Faust's traceback); a downstream service that does not
+answer yet is said once, and the worker starts anyway (its jobs wait behind its breaker)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from cronbus.clients import reach
+from cronbus.streams.catalog import CatalogError, load_catalog
+from cronbus.streams.settings import DEFAULT_SERVICE, Settings
+
+log = logging.getLogger(__name__)
+
+
+def service_setting(name: str) -> str:
+    """The variable a service's URL is read from."""
+    if name == DEFAULT_SERVICE:
+        return Settings.env_name("api_url")
+    return f"{Settings.env_name('services')}__{name.upper()}__URL"
+
+
+async def outside_world_answers(settings: Settings, roles: Sequence[str]) -> None:
+    """Raises :class:`reach.Unreachable` for the broker or Redis; warns for a silent service."""
+    await reach.broker(settings.broker_url)
+    await reach.redis(settings.redis_url)
+    if "processor" not in roles:
+        return
+    try:
+        wanted = load_catalog(settings).pick(settings.job_types)
+    except CatalogError:
+        return  # named when the worker is built
+    services = sorted({t.service for t in wanted})
+    for outcome in await asyncio.gather(
+            *(reach.tcp(service_setting(n), settings.service(n).url, default_port=80)
+              for n in services), return_exceptions=True):
+        if isinstance(outcome, reach.Unreachable):
+            log.warning("%s; its jobs wait behind its breaker until it answers", outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+
+
+def check_outside_world(settings: Settings, roles: Sequence[str]) -> None:
+    """:func:`outside_world_answers` on a loop of its own, closed after (the worker's loop is
+    Faust's to make)."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(outside_world_answers(settings, roles))
+    finally:
+        loop.close()
