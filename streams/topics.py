@@ -41,6 +41,12 @@ def retry_topic(of_job_topic: str, delay_s: float) -> str:
     return f"{of_job_topic}.retry.{delay_s:g}s"
 
 
+def rate_limited_topic(of_job_topic: str) -> str:
+    """Where a job over its type's rate limit waits for its window, on the retry path, e.g.
+    ``jobs.email.retry.rate-limited`` (its due time and unchanged attempts in headers)."""
+    return f"{of_job_topic}.retry.rate-limited"
+
+
 def dead_letter_topic(of_job_topic: str) -> str:
     return f"{of_job_topic}{DEAD_LETTER_SUFFIX}"
 

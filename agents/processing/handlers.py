@@ -42,6 +42,11 @@ Handler = Callable[[Job, "JobContext"], Awaitable[None]]
 EmitJob = Callable[[Job], Awaitable[None]]
 
 
+# what a handler raises, or catches, to say a call failed for good (dead-lettered at once)
+__all__ = ["DownstreamError", "EmitJob", "Handler", "HandlerFailed", "HandlerServices",
+           "JobContext", "PermanentError", "RetryableError", "StepStore", "failed_in"]
+
+
 class HandlerFailed(RetryableError):
     """A handler raised something other than a downstream error (the exception is named)."""
 

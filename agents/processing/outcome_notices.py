@@ -52,9 +52,14 @@ def email_variables(said: Mapping[str, Any]) -> dict[str, str | int | float | bo
     variables: dict[str, str | int | float | bool] = {
         name: value for name, value in said.items()
         if name != "result" and isinstance(value, _SCALARS)}
-    for name, value in (said.get("result") or {}).items():
-        if isinstance(value, _SCALARS):
-            variables[f"result_{name}"] = value
+    result = {name: value for name, value in (said.get("result") or {}).items()
+              if isinstance(value, _SCALARS)}
+    for name, value in result.items():
+        variables[f"result_{name}"] = value
+    # what the job-outcome template says: "<job> <outcome>. <detail>"
+    variables["job"] = f"{said['job_type']} job {said['job_id']}"
+    variables["detail"] = (said.get("error") or "") if said["outcome"] == "failed" else ", ".join(
+        f"{name}: {value}" for name, value in result.items())
     return variables
 
 

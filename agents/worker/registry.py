@@ -29,6 +29,7 @@ from cronbus.clients.redis.breaker_storage import SharedBreakerStorage
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.kept_schedules import KeptSchedules
 from cronbus.clients.redis.query_cache import QueryCache
+from cronbus.clients.redis.rate_limits import RateLimitWindows
 from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams import topics
 from cronbus.streams.catalog import Catalog, load_catalog
@@ -142,7 +143,9 @@ def _processor(r: Resources) -> mode.Service:
                         metrics=r.metrics, alerts=r.alerts, topic_maker=r.topic_maker,
                         catalog=r.catalog,
                         kept=KeptSchedules(r.redis, namespace=r.settings.redis_namespace),
-                        cache=r.query_cache)
+                        cache=r.query_cache,
+                        rate_limits=RateLimitWindows(r.redis, namespace=r.settings.redis_namespace,
+                                                     status_ttl_s=r.settings.job_status_ttl_s))
 
 
 def _ticker(r: Resources) -> mode.Service:

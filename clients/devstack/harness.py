@@ -1,4 +1,5 @@
-"""The development stack: broker, Redis and the development API, on free ports.
+"""The development stack: broker, Redis and the development APIs (the default ``api``, the world
+API, the notification API), on free ports.
 
 Tests and ``make run`` use the same stack. ``CRONBUS_BROKER_URL`` pointing at a real
 Kafka cluster skips the embedded broker; Redis at ``CRONBUS_REDIS_URL`` is used when it
@@ -7,6 +8,7 @@ answers, otherwise one is started here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -18,7 +20,8 @@ import httpx
 
 from cronbus.clients.devstack.broker import EmbeddedBroker
 from cronbus.clients.devstack.dev_api import DevApi
-from cronbus.clients.devstack.processes import ManagedProcess, free_port
+from cronbus.clients.devstack.notification_api import NotificationApi
+from cronbus.clients.devstack.processes import ManagedProcess, free_port, port_open
 from cronbus.clients.devstack.redis_server import RedisServer
 from cronbus.clients.devstack.world_api import WorldApi
 from cronbus.streams.settings import ENV_PREFIX, Settings
@@ -26,6 +29,7 @@ from cronbus.streams.settings import ENV_PREFIX, Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_REDIS_URL = Settings.model_fields["redis_url"].default
+API_START_TIMEOUT_S = 20.0
 
 
 class DevStack:
@@ -41,6 +45,8 @@ class DevStack:
         self.api = DevApi(self.log_dir) if with_api else None
         # the world-time family's service (CRONBUS_SERVICES__WORLD__URL)
         self.world = WorldApi(self.log_dir) if with_api else None
+        # the notification family's service (CRONBUS_SERVICES__NOTIFICATIONS__URL)
+        self.notifications = NotificationApi(self.log_dir) if with_api else None
 
     @property
     def broker_url(self) -> str:
@@ -54,10 +60,13 @@ class DevStack:
             if self.broker is not None:
                 self.broker.start()
             self.redis.start()
-            if self.api is not None:
-                self.api.start()
-            if self.world is not None:
-                self.world.start()
+            # the development APIs start side by side (each takes a second or two to import)
+            apis = [api for api in (self.api, self.world, self.notifications) if api is not None]
+            for api in apis:
+                api.process.start()
+            for api in apis:
+                api.process.wait_until(functools.partial(port_open, api.host, api.port),
+                                       API_START_TIMEOUT_S, "listening")
         except BaseException:
             self.stop()
             raise
@@ -66,7 +75,7 @@ class DevStack:
         return self
 
     def stop(self) -> None:
-        for part in (self.world, self.api, self.redis, self.broker):
+        for part in (self.notifications, self.world, self.api, self.redis, self.broker):
             if part is not None:
                 part.stop()
 
@@ -80,6 +89,8 @@ class DevStack:
             env[Settings.env_name("api_url")] = self.api.url
         if self.world is not None:
             env[f"{ENV_PREFIX}SERVICES__WORLD__URL"] = self.world.url
+        if self.notifications is not None:
+            env[f"{ENV_PREFIX}SERVICES__NOTIFICATIONS__URL"] = self.notifications.url
         return env
 
     def __enter__(self) -> DevStack:

@@ -14,6 +14,9 @@ hash: step -> its JSON result, same TTL), so a retry resumes after the last fini
 its progress in the status hash (``progress``, JSON), and what it produced (``ctx.result``: one
 field ``result:<name>`` each, JSON, so results given in several calls add up), read back as
 ``result``.
+
+A job waiting for its rate-limit window has ``due_at`` (when the window has room) and
+``waiting_for`` (the limit) in its hash, written by :mod:`cronbus.clients.redis.rate_limits`.
 """
 
 from __future__ import annotations
@@ -218,7 +221,7 @@ def _status_record(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     record["attempts"] = int(record.get("attempts", 0))
     if "progress" in record:
         record["progress"] = json.loads(record["progress"])
-    for stamp in ("started_at", "updated_at", "finished_at"):
+    for stamp in ("started_at", "updated_at", "finished_at", "due_at"):
         if stamp in record:
             record[stamp] = float(record[stamp])
     return record

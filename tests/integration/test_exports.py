@@ -64,7 +64,7 @@ async def test_an_export_schedule_runs_reports_its_export_and_notifies_each_outc
              "notify.webhook_url"),
             ({**export_schedule("bad", hook, ["started"])}, "notify.on.0"),
             ({**export_schedule("bad", hook, ["completed"]),
-              "notify": {"email": "ops@example.com"}}, "notify.email"),
+              "notify": {"email": "ops at example.com"}}, "notify.email"),
         ):
             refused = await http.post("/schedules", json=body, headers=ACME)
             assert refused.status_code == 422, refused.text

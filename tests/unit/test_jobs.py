@@ -59,11 +59,12 @@ def test_every_seed_job_type_calls_downstream():
 
     for name, job_type in SEEDS.job_types.items():
         assert job_type.name == name
-        if job_type.handler is not None:  # several steps (tests/integration/test_world_jobs.py,
-            # test_exports.py: exports on the development API, notices to their own URLs)
+        if job_type.handler is not None:  # several steps (tests/integration/test_world_jobs.py),
+            # one send to the notification service (tests/integration/test_notifications.py),
+            # exports on the development API and notices to their own URLs (test_exports.py)
             assert job_type.call is None
-            assert job_type.service == ("world" if name not in ("export", "outcome-webhook")
-                                        else "api")
+            assert job_type.service in (("api",) if name in ("export", "outcome-webhook")
+                                        else ("world", "notifications"))
             continue
         assert isinstance(job_type.call, GraphQLCall)
         assert job_type.call.variables(a_job(type=name))["input"]["jobId"] == "j-1"

@@ -16,6 +16,7 @@ from cronbus.agents.processing.outcome_notices import notice, notification_jobs
 from cronbus.agents.schedules.api_rules import manual_tick, notify_problems, with_notify_email
 from cronbus.agents.schedules.ticker import Tick
 from cronbus.families.outcomes import notice_body, signed_headers
+from cronbus.streams.catalog import Catalog
 from cronbus.streams.events import CronTick, parse_event
 from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.outcomes import (
@@ -30,6 +31,8 @@ from cronbus.streams.topics import CRON_TICKS
 from tests.seeds import MODELS, SEEDS
 
 NOW = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
+# a deployment without the email family
+NO_EMAIL = Catalog.of([t for t in SEEDS.job_types.values() if t.name != "email"])
 HOOK = "https://hooks.example.com/cronbus"
 
 
@@ -117,8 +120,10 @@ def test_a_completed_job_asking_for_a_webhook_and_an_email_gets_one_job_each():
         "user_id": "acme", "to": "ops@example.com", "template": "job-outcome", "language": "en",
         "variables": {"job_id": "export-abc", "job_type": "export", "tenant_id": "acme",
                       "outcome": "completed", "finished_at": NOW.isoformat(),
-                      "schedule_id": "monthly", "result_export_id": "exp-7"}}
+                      "schedule_id": "monthly", "result_export_id": "exp-7",
+                      "job": "export job export-abc", "detail": "export_id: exp-7"}}
     assert all(isinstance(v, str | int | float | bool) for v in email.payload["variables"].values())
+    SEEDS["email"].check_payload(email.payload)  # the email family's own payload model takes it
     # derived from the job and the outcome: a redelivery makes the very same jobs
     again = notification_jobs(asked, "completed", status, declared=declared, now=0.0)
     assert [j.job_id for j in again] == [webhook.job_id, email.job_id]
@@ -133,7 +138,7 @@ def test_no_notice_is_made_for_an_outcome_not_asked_for_or_a_channel_not_declare
     assert notification_jobs(only_failures, "completed", None, declared=SEEDS, now=0.0) == []
     assert notification_jobs(job(None), "failed", None, declared=SEEDS, now=0.0) == []
     [sent] = notification_jobs(job(Notify(webhook_url=HOOK, email="a@b.c")), "failed",
-                               {"last_error": "boom"}, declared=SEEDS, now=0.0)
+                               {"last_error": "boom"}, declared=NO_EMAIL, now=0.0)
     assert sent.type == "outcome-webhook"  # no email job type here: not sent, logged
     assert sent.payload["notice"]["error"] == "boom"
 
@@ -146,9 +151,10 @@ def test_a_notice_says_no_schedule_for_a_job_no_schedule_started():
 
 def test_the_api_refuses_a_notify_it_cannot_deliver_naming_the_field():
     both = Notify(webhook_url=HOOK, email="ops@example.com")
+    assert notify_problems(both, SEEDS, webhook_signing=True) == []
     assert [(p.field, "email" in p.message) for p in
-            notify_problems(both, SEEDS, webhook_signing=True)] == [("notify.email", True)]
-    assert [p.field for p in notify_problems(both, SEEDS, webhook_signing=False)] == [
+            notify_problems(both, NO_EMAIL, webhook_signing=True)] == [("notify.email", True)]
+    assert [p.field for p in notify_problems(both, NO_EMAIL, webhook_signing=False)] == [
         "notify.email", "notify.webhook_url"]
     off = notify_problems(Notify(webhook_url=HOOK), SEEDS, webhook_signing=False)
     assert "CRONBUS_WEBHOOK_SIGNING_KEY" in off[0].message
