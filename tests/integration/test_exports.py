@@ -38,7 +38,7 @@ def export_schedule(schedule_id: str, hook: str, on: list[str]) -> dict:
 
 
 async def test_an_export_schedule_runs_reports_its_export_and_notifies_each_outcome_once(
-    stack, api, settings, cronbus_env, start_worker, receiver
+    stack, api, notifications, settings, cronbus_env, start_worker, receiver
 ):
     exports_url = f"{api.control_url}/exports"
     worker = start_worker(roles=("ingest", "processor", "api"), web_api_tokens="tok-acme:acme",
@@ -71,12 +71,13 @@ async def test_an_export_schedule_runs_reports_its_export_and_notifies_each_outc
             assert field in [p["field"] for p in refused.json()["problems"]], refused.json()
 
         # an export schedule: Berlin's clock unless it says otherwise; nothing ran yet
-        created = await http.post("/schedules", json=export_schedule("datev", hook,
-                                                                      ["completed", "failed"]),
-                                  headers=ACME)
+        datev = export_schedule("datev", hook, ["completed", "failed"])
+        datev["payload"]["notify_email"] = "books@acme.example"  # the design's notifyEmail
+        created = await http.post("/schedules", json=datev, headers=ACME)
         assert created.status_code == 201, created.text
         shown = created.json()
         assert shown["timezone"] == "Europe/Berlin"
+        assert shown["notify"]["email"] == "books@acme.example"
         assert shown["last_run_at"] is None and shown["last_status"] is None
         assert shown["next_run_at"].endswith("T02:00:00+00:00")  # 03:00 in Berlin, in UTC
 
@@ -152,6 +153,13 @@ async def test_an_export_schedule_runs_reports_its_export_and_notifies_each_outc
             text, 'cronbus_jobs_processed_total{job_type="outcome-webhook",outcome="skipped"}')
             >= 1, timeout_s=10, what="the repeated notice skipped")
         assert len(await received()) == 3
+        # and by email, through the email family: one per outcome, the failure's error in it
+        emails = await eventually(notifications.sent, lambda sent: len(sent) >= 3, timeout_s=20,
+                                  what="three outcome emails")
+        assert {e["to"] for e in emails} == {"books@acme.example"}
+        assert sorted("failed" in e["subject"] for e in emails) == [False, False, True]
+        assert any("DATEV rejected client 55003" in e["body"] for e in emails)
+        assert len(notifications.sent()) == 3
 
 
 def _timestamp(iso: str) -> float:
