@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from cronbus.agents.processing.handlers import JobContext, JobRejected
+from cronbus.agents.processing.handlers import JobCannotSucceed, JobContext
 from cronbus.families import billing_rules as rules
 from cronbus.streams import topics
 from cronbus.streams.catalog import EventType, Handler, JobType, always, by_field
@@ -128,19 +128,19 @@ class PaymentWebhookReceived(DomainEvent):
         return {**data, "event_id": f"{data['provider']}:{data['provider_event_id']}"}
 
 
-class UnknownTenant(JobRejected):
+class UnknownTenant(JobCannotSucceed):
     """The billing API knows no such tenant."""
 
 
-class BadTenantSettings(JobRejected):
+class BadTenantSettings(JobCannotSucceed):
     """A tenant's settings cannot be scheduled (a time zone that is no IANA zone, say)."""
 
 
-class BadSignature(JobRejected):
+class BadSignature(JobCannotSucceed):
     """A webhook whose signature is missing or does not verify: never applied."""
 
 
-class BadWebhookBody(JobRejected):
+class BadWebhookBody(JobCannotSucceed):
     """A verified webhook whose body is not a payment event cronbus can read."""
 
 

@@ -24,6 +24,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ValidationError
 
@@ -133,6 +134,8 @@ class JobType:
       job retries in place and holds the tenant's later jobs back).
     - ``rate_limit``: at most so many calls per window for each value of a payload field
       (:class:`RateLimit`); a job over it is delayed, never failed.
+    - ``schedule_timezone``: the time zone of its schedules when a request names none (an IANA
+      name; None: UTC).
     """
 
     name: str
@@ -146,6 +149,7 @@ class JobType:
     ordered: bool = False
     about: str = ""
     rate_limit: RateLimit | None = None
+    schedule_timezone: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -167,6 +171,13 @@ class JobType:
             raise CatalogError(f"job type {self.name}: retries must be >= 0, got {self.retries}")
         if self.backoff_s is not None and self.backoff_s < 0:
             raise CatalogError(f"job type {self.name}: backoff_s must be >= 0")
+        if self.schedule_timezone is not None:
+            try:
+                ZoneInfo(self.schedule_timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise CatalogError(f"job type {self.name}: schedule_timezone "
+                                   f"{self.schedule_timezone!r} is no IANA time zone, e.g. "
+                                   f"Europe/Berlin") from None
         if self.rate_limit is not None:
             self._check_rate_limit(self.rate_limit)
 

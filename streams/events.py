@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from cronbus.streams import topics
+from cronbus.streams.outcomes import Notify
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
@@ -29,6 +30,9 @@ class DomainEvent(BaseModel):
     event_id: Identifier
     tenant_id: TenantId
     occurred_at: AwareDatetime
+    # who to tell of the outcome of the job it starts (a job of its own: an immediate job type;
+    # a debounced window's job covers many events and carries none)
+    notify: Notify | None = None
 
 
 class WorldTimeAdvanced(DomainEvent):
@@ -76,6 +80,7 @@ class CronTick(DomainEvent):
     trigger: Literal["schedule", "manual"] = "schedule"
     # "world": fire_at is the tenant's world time it was due at; occurred_at the wall time it fired
     clock: Literal["wall", "world"] = "wall"
+    # notify (of DomainEvent): the schedule's, who to tell of its job's outcome
 
 
 class InvalidReason(StrEnum):
@@ -157,4 +162,5 @@ def topic_of(event: DomainEvent) -> str:
 
 
 def encode_event(event: DomainEvent) -> bytes:
-    return event.model_dump_json().encode()
+    # an event without notify is written as before notify existed
+    return event.model_dump_json(exclude={"notify"} if event.notify is None else None).encode()

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from cronbus.streams.events import Identifier, JobTypeName, TenantId
+from cronbus.streams.outcomes import Notify
 
 # what made a job: events, a schedule, a person, or another job (a handler's child job)
 Trigger = Literal["cron", "event", "manual", "job"]
@@ -76,9 +77,12 @@ class Job(BaseModel):
     # a world-clock schedule's run: the tenant's world time it was due at (scheduled_at is the
     # wall time it fired)
     world_due_at: AwareDatetime | None = None
+    # who to tell of its outcome (a schedule's notify rides on its ticks into its jobs)
+    notify: Notify | None = None
 
     def encode(self) -> bytes:
-        return self.model_dump_json().encode()
+        # a job without notify is written as before it existed (older workers forbid the key)
+        return self.model_dump_json(exclude={"notify"} if self.notify is None else None).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Job:

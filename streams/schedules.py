@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from cronbus.streams.events import CronTick, InvalidReason, JobTypeName, TenantId
 from cronbus.streams.jobs import job_id_for
+from cronbus.streams.outcomes import Notify
 
 ScheduleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 Misfire = Literal["skip", "run_once", "run_all"]
@@ -62,6 +63,7 @@ class Schedule(BaseModel):
     misfire: Misfire = "run_once"
     misfire_limit: int = Field(default=10, ge=1, le=10_000)
     overlap: Overlap = "allow"
+    notify: Notify | None = None  # who to tell of each run's outcome
     revision_at: AwareDatetime | None = None
 
     @property
@@ -159,11 +161,13 @@ def decode_schedule(raw: bytes) -> Schedule:
 
 
 def schedule_from_request(
-    body: Any, *, tenant_id: str, now: datetime, schedule_id: str | None = None
+    body: Any, *, tenant_id: str, now: datetime, schedule_id: str | None = None,
+    default_timezone: str = "UTC",
 ) -> Schedule:
     """A definition sent to the API or the CLI: the tenant comes from the caller's token,
     ``delay_ms`` becomes ``run_at``, a missing id is derived from the definition (so the same
-    definition sent twice is one schedule) and a missing name is the id."""
+    definition sent twice is one schedule), a missing name is the id and a missing time zone
+    is ``default_timezone`` (its job type's, say: exports run on Berlin's clock)."""
     if not isinstance(body, dict):
         raise InvalidSchedule([FieldProblem("schedule", "a JSON object is expected")])
     data = {k: v for k, v in body.items() if k not in ("tenant_id", "revision_at")}
@@ -184,6 +188,8 @@ def schedule_from_request(
         canonical = json.dumps(data, sort_keys=True, default=str)
         data["id"] = "s-" + hashlib.sha256(f"{tenant_id}\x1f{canonical}".encode()).hexdigest()[:24]
     data.setdefault("name", data["id"])
+    if data.get("timezone") is None:
+        data["timezone"] = default_timezone
     return parse_schedule({**data, "tenant_id": tenant_id, "revision_at": now.isoformat()})
 
 

@@ -423,6 +423,13 @@ class Settings(BaseSettings):
             "a URL that alerts are POSTed to as JSON (optional), e.g. https://hooks.example.com/cronbus"
         ),
     )
+    webhook_signing_key: SecretStr | None = Field(
+        default=None, min_length=16,
+        description=(
+            "the key each tenant's webhook secret is derived from (HMAC-SHA256 of the tenant id), "
+            "at least 16 characters; unset: outcome notices by webhook are refused"
+        ),
+    )
     alert_timeout_s: float = Field(
         default=5.0, gt=0, le=60, description="seconds an alert webhook call may take, > 0 and <= 60"
     )

@@ -393,7 +393,8 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"cronbus schedules: {message}", file=sys.stderr)
                 return code
             kept = {k: v for k, v in current.body.items()
-                    if k not in ("tenant_id", "revision_at", "kind", "paused")}
+                    if k not in ("tenant_id", "revision_at", "kind", "paused", "last_run_at",
+                                 "last_status", "next_run_at")}
             options["json"] = {**kept, **options["json"]}
     except (ValueError, OSError) as exc:
         print(f"cronbus schedules: {exc}", file=sys.stderr)

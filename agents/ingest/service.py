@@ -115,13 +115,16 @@ def immediate_job(event: DomainEvent, job_type: str, now: float) -> Job:
             scheduled_at=event.occurred_at if world else event.fire_at,
             world_due_at=event.fire_at if world else None,
             payload={"schedule_id": event.schedule_id, **event.payload},
+            notify=event.notify,
         )
-    fields = event.model_dump(mode="json", exclude={"event_id", "tenant_id", "occurred_at", "type"})
+    fields = event.model_dump(mode="json", exclude={"event_id", "tenant_id", "occurred_at", "type",
+                                                    "notify"})
     return Job(
         job_id=job_id_for(event.tenant_id, job_type, f"event:{event.event_id}"),
         tenant_id=event.tenant_id, type=job_type, triggered_by="event",
         scheduled_at=datetime.fromtimestamp(now, UTC),
         payload={"event_id": event.event_id, "event_type": event.type, **fields},  # type: ignore[attr-defined]
+        notify=event.notify,
     )
 
 

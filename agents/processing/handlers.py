@@ -52,10 +52,16 @@ class HandlerFailed(RetryableError):
     """A handler raised something other than a downstream error (the exception is named)."""
 
 
-class JobRejected(PermanentError):
-    """A handler's verdict that its job can never succeed as it is (input only the handler can
-    judge: a bad signature, say): dead-lettered at once, never retried, the error type named
-    by its subclass (``BadSignature``). Raise it before any call the job must not make."""
+class JobCannotSucceed(PermanentError):
+    """A handler's judgement that its job cannot succeed however often it is tried (an export
+    the API reports failed, a webhook whose signature is bad): dead-lettered at once, never
+    retried, the message as its error and the error type its class (a subclass names the
+    reason: ``BadSignature``). Raise it before any call the job must not make."""
+
+
+class TryAgainLater(RetryableError):
+    """A handler's judgement that its job is not done yet (an export still running): retried
+    after the backoff, its finished steps kept."""
 
 
 class StepStore(Protocol):
@@ -68,6 +74,8 @@ class StepStore(Protocol):
     async def forget_steps(self, job_id: str) -> None: ...
 
     async def set_progress(self, job_id: str, progress: dict[str, Any]) -> None: ...
+
+    async def set_result(self, job_id: str, result: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -214,6 +222,12 @@ class JobContext:
     async def progress(self, **fields: Any) -> None:
         """Record how far the job is (shown with its status), e.g. ``done=40, total=250``."""
         await self._steps.set_progress(self.job.job_id, fields)
+
+    async def result(self, **fields: Any) -> None:
+        """Keep what the job produced with its status (JSON values), e.g. ``export_id="e-1"``:
+        shown by ``cronbus jobs status``, a schedule's runs and outcome notifications. Fields
+        given in several calls (or attempts) add up; a field given again is replaced."""
+        await self._steps.set_result(self.job.job_id, fields)
 
 
 def failed_in(exc: BaseException, *, service: str) -> HandlerFailed:

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from cronbus.agents.processing.alerts import Alerts
 from cronbus.agents.processing.breaker_gate import ServiceGate
 from cronbus.agents.processing.handlers import Handler, HandlerServices, JobContext, failed_in
+from cronbus.agents.processing.outcome_notices import notification_jobs
 from cronbus.agents.processing.retry_policy import (
     BadHeader,
     GiveUp,
@@ -52,6 +53,7 @@ from cronbus.streams import headers, topics
 from cronbus.streams.catalog import GraphQLCall, JobType, PayloadError
 from cronbus.streams.jobs import Job
 from cronbus.streams.metrics import Metrics
+from cronbus.streams.outcomes import NotifyOutcome
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +218,12 @@ class Processor:
             error = await self._attempt_in_a_slot(job, force=force)
             if error is _ALREADY_DONE:
                 log.debug("job %s already completed; acknowledged without a call", job.job_id)
+                # its notice may not have reached the broker before: the same id, sent once
+                await self._notify(job, "completed")
                 return self._counted(Outcome.SKIPPED)
             if error is None:
                 await self.status.finish(job.job_id, JobState.COMPLETED)
+                await self._notify(job, "completed")
                 return self._counted(Outcome.COMPLETED)
             if isinstance(error, OverRateLimit):
                 # no call was made: no attempt spent; the status already says waiting, and when
@@ -323,7 +328,25 @@ class Processor:
         await self.status.finish(job.job_id, JobState.DEAD_LETTERED, error=_describe(error))
         await self._dead_letter(record, job, type(error).__name__, str(error),
                                 attempts=past.failures, first_failure_at=past.first_failure_at)
+        await self._notify(job, "failed")
         return self._counted(Outcome.DEAD_LETTERED)
+
+    async def _notify(self, job: Job, outcome: NotifyOutcome) -> None:
+        """Emit the notification jobs of ``job``'s final outcome, after the outcome is kept: a
+        notice never holds up or changes its job. The broker refusing propagates (the record is
+        tried again and finds its job done: the same notice ids, so none is sent twice); a
+        notice that cannot be built is logged and dropped (it must never dead-letter its job)."""
+        if job.notify is None or not job.notify.wants(outcome):
+            return
+        try:
+            notices = notification_jobs(job, outcome, await self.status.get(job.job_id),
+                                        declared=self.handlers.catalog, now=time.time())
+        except ValidationError as exc:
+            log.error("job %s: its %s notice cannot be built, not sent: %s", job.job_id,
+                      outcome, exc)
+            return
+        for notice_job in notices:
+            await self.handlers.emit_job(notice_job)
 
     async def _send_to_retry(self, record: JobRecord, error: DownstreamError, past: Story,
                              decision: Retry) -> None:

@@ -33,16 +33,19 @@ from cronbus.agents.schedules.api_rules import (
     backfill_times,
     bearer_token,
     declared,
+    default_timezone,
     deferred_effect,
     distinct_runs,
     idempotency_key,
     manual_tick,
     next_runs,
+    notify_problems,
     problems_body,
     query_count,
     run_view,
     schedule_view,
     with_enabled,
+    with_notify_email,
 )
 from cronbus.clients.redis.api_tokens import TokenTenants
 from cronbus.clients.redis.job_status import JobStatusStore
@@ -50,6 +53,7 @@ from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams.catalog import Catalog
 from cronbus.streams.events import CronTick
+from cronbus.streams.outcomes import SIGNATURE_HEADER, TIMESTAMP_HEADER, tenant_secret
 from cronbus.streams.schedules import FieldProblem, InvalidSchedule, Schedule, schedule_from_request
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,7 @@ class ScheduleApi:
         ready: Callable[[], bool] = lambda: True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         backfill_max_runs: int = 1000,
+        webhook_signing_key: str | None = None,
     ) -> None:
         self.directory = directory
         self.catalog = catalog  # a schedule's job type must be declared, its payload fit
@@ -100,29 +105,42 @@ class ScheduleApi:
         self.ready = ready
         self.clock = clock
         self.backfill_max_runs = backfill_max_runs
+        # each tenant's webhook secret derives from it; None: webhook notices are refused
+        self.webhook_signing_key = webhook_signing_key
 
     # --- the operations: (tenant, request, path parameters) -> (status, body) ---------------
 
     async def list_schedules(self, tenant: str, request: Request) -> tuple[int, Any]:
-        return 200, {"schedules": [schedule_view(s) for s in self.directory.list(tenant)]}
+        return 200, {"schedules": await self._views(tenant, self.directory.list(tenant))}
 
     async def create(self, tenant: str, request: Request) -> tuple[int, Any]:
-        schedule = declared(schedule_from_request(await _body(request), tenant_id=tenant,
-                                                  now=self.clock()), self.catalog)
+        body = await _body(request)
+        schedule = self._declared(schedule_from_request(
+            body, tenant_id=tenant, now=self.clock(),
+            default_timezone=default_timezone(body, self.catalog)))
         existed = self.directory.get(tenant, schedule.id) is not None
         stored = await self.directory.upsert(schedule)
-        return (200 if existed else 201), schedule_view(stored)
+        return (200 if existed else 201), await self._view(stored)
 
     async def read(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
-        return 200, schedule_view(self._schedule(tenant, schedule_id))
+        return 200, await self._view(self._schedule(tenant, schedule_id))
 
     async def replace(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
-        schedule = declared(schedule_from_request(await _body(request), tenant_id=tenant,
-                                                  now=self.clock(), schedule_id=schedule_id),
-                            self.catalog)
+        body = await _body(request)
+        schedule = self._declared(schedule_from_request(
+            body, tenant_id=tenant, now=self.clock(), schedule_id=schedule_id,
+            default_timezone=default_timezone(body, self.catalog)))
         existed = self.directory.get(tenant, schedule_id) is not None
         stored = await self.directory.upsert(schedule)
-        return (200 if existed else 201), schedule_view(stored)
+        return (200 if existed else 201), await self._view(stored)
+
+    async def webhook_secret(self, tenant: str, request: Request) -> tuple[int, Any]:
+        """The caller's secret for verifying its webhook notices (see the README)."""
+        if self.webhook_signing_key is None:
+            raise Answer(404, {"error": "webhook notices are off here: "
+                                        "CRONBUS_WEBHOOK_SIGNING_KEY is not set"})
+        return 200, {"tenant_id": tenant, "secret": tenant_secret(self.webhook_signing_key, tenant),
+                     "signature_header": SIGNATURE_HEADER, "timestamp_header": TIMESTAMP_HEADER}
 
     async def delete(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
         if not await self.directory.remove(tenant, schedule_id):
@@ -138,7 +156,7 @@ class ScheduleApi:
 
     async def trigger(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
         # checked again: the job type's payload model may have changed since it was stored
-        schedule = declared(self._schedule(tenant, schedule_id), self.catalog)
+        schedule = self._declared(self._schedule(tenant, schedule_id))
         tick = manual_tick(schedule, self.clock(), idempotency_key(request.headers))
         await self.send_tick(tick)  # on the broker before it is in the history
         run = await self.runs.record(tick)
@@ -192,7 +210,7 @@ class ScheduleApi:
             now=self.clock()), self.catalog)
         existed = self.directory.get(tenant, schedule.id) is not None
         stored = await self.directory.upsert(schedule)
-        return (200 if existed else 201), schedule_view(stored)
+        return (200 if existed else 201), await self._view(stored)
 
     async def world_clock(self, tenant: str, request: Request, tenant_id: str) -> tuple[int, Any]:
         """The caller's own world clock; another tenant's is indistinguishable from none."""
@@ -203,6 +221,40 @@ class ScheduleApi:
         return 200, clock
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _declared(self, schedule: Schedule) -> Schedule:
+        """The schedule, if its job type, payload and notify can all be served here (its
+        payload's notify_email folded into its notify); else every problem, named."""
+        schedule = with_notify_email(declared(schedule, self.catalog))
+        problems = notify_problems(schedule.notify, self.catalog,
+                                   webhook_signing=self.webhook_signing_key is not None)
+        if problems:
+            if "notify_email" in schedule.payload:  # name the field the caller gave
+                problems = [FieldProblem("payload.notify_email", p.message)
+                            if p.field == "notify.email" else p for p in problems]
+            raise InvalidSchedule(problems)
+        return schedule
+
+    async def _view(self, schedule: Schedule) -> dict[str, Any]:
+        (view,) = await self._views(schedule.tenant_id, [schedule])
+        return view
+
+    async def _views(self, tenant: str, schedules: list[Schedule]) -> list[dict[str, Any]]:
+        """Schedules as shown, each with its newest run's outcome and its next fire time (two
+        Redis round trips for the lot, and a world clock read per world-clock schedule)."""
+        latest = await self.runs.latest(tenant, [s.id for s in schedules])
+        jobs = await self.status.get_many([run.job_id for run in latest.values()])
+        now = self.clock()
+        views = []
+        for schedule in schedules:
+            world_now = (await self._world_now(tenant, schedule)
+                         if schedule.clock == "world" else None)
+            coming = next_runs(schedule, now, 1, world_now)["next"]
+            last = latest.get(schedule.id)
+            views.append(schedule_view(
+                schedule, last_run=last, last_job=jobs.get(last.job_id) if last else None,
+                next_at=datetime.fromisoformat(coming[0]["utc"]) if coming else None))
+        return views
 
     async def _world_now(self, tenant: str, schedule: Schedule) -> datetime:
         """The tenant's world time; before its clock first moved, just before the schedule's
@@ -226,7 +278,7 @@ class ScheduleApi:
 
     async def _set_enabled(self, tenant: str, schedule_id: str, enabled: bool) -> tuple[int, Any]:
         schedule = with_enabled(self._schedule(tenant, schedule_id), enabled, self.clock())
-        return 200, schedule_view(await self.directory.upsert(schedule))
+        return 200, await self._view(await self.directory.upsert(schedule))
 
     async def answer(self, view: View, request: Request, handler: Handler,
                      **params: str) -> Response:
@@ -294,6 +346,11 @@ class ScheduleApi:
             async def put(self, request: Request, effect_id: str = "", **_: Any) -> Response:
                 return await api.answer(self, request, api.defer_effect, effect_id=effect_id)
 
+        class WebhookSecret(View):
+            async def get(self, request: Request, **_: Any) -> Response:
+                return await api.answer(self, request, api.webhook_secret)
+
+        app.page("/webhook-secret", name="webhook-secret")(WebhookSecret)
         app.page("/clocks/{tenant_id}", name="world-clock")(WorldClock)
         app.page("/effects/{effect_id}", name="deferred-effect")(DeferredEffect)
         app.page("/schedules", name="schedule-list")(Schedules)

@@ -22,6 +22,7 @@ from cronbus.agents.schedules.cron import ONE_MS, fire_times, preview
 from cronbus.streams.catalog import Catalog, PayloadError, UnknownJobType
 from cronbus.streams.events import CronTick
 from cronbus.streams.jobs import JobState
+from cronbus.streams.outcomes import EMAIL, OUTCOME_WEBHOOK, Notify
 from cronbus.streams.schedule_runs import FiredRun
 from cronbus.streams.schedules import (
     FieldProblem,
@@ -112,9 +113,85 @@ def problems_body(exc: InvalidSchedule) -> dict[str, Any]:
     return body
 
 
-def schedule_view(schedule: Schedule) -> dict[str, Any]:
+# a run's status as the scheduled exports design names it, from its job's state: a retry due is
+# still being worked on (its next attempt will come), so it is "processing", its error the last
+# attempt's; only a job given up on (dead-lettered) has "failed"
+RUN_STATUS: dict[JobState, str] = {
+    JobState.WAITING: "pending",
+    JobState.ACTIVE: "processing",
+    JobState.RETRY_DUE: "processing",
+    JobState.COMPLETED: "completed",
+    JobState.DEAD_LETTERED: "failed",
+}
+
+
+def run_status(state: JobState) -> str:
+    return RUN_STATUS[state]
+
+
+def schedule_view(schedule: Schedule, *, last_run: FiredRun | None = None,
+                  last_job: Mapping[str, Any] | None = None,
+                  next_at: datetime | None = None) -> dict[str, Any]:
+    """A schedule as the API shows it, with its newest run (``last_run_at``: when it was sent;
+    ``last_status`` its job's, as :data:`RUN_STATUS` names it) and its next fire time by its
+    rule (``next_run_at``; none while paused or when no time is left), ISO 8601 in UTC."""
+    last_status = None
+    if last_run is not None:
+        last_status = run_status(JobState.read(last_job.get("state") if last_job else None))
     return {**schedule.model_dump(mode="json"), "kind": schedule.kind,
-            "paused": not schedule.enabled}
+            "paused": not schedule.enabled,
+            "last_run_at": None if last_run is None
+            else datetime.fromtimestamp(last_run.emitted_at, UTC).isoformat(),
+            "last_status": last_status,
+            "next_run_at": None if next_at is None else next_at.astimezone(UTC).isoformat()}
+
+
+def default_timezone(body: Any, catalog: Catalog) -> str:
+    """The time zone of a requested schedule that names none: its job type's
+    (``schedule_timezone``), else UTC."""
+    job_type = body.get("job_type") if isinstance(body, dict) else None
+    spec = catalog.job_types.get(job_type) if isinstance(job_type, str) else None
+    return (spec.schedule_timezone if spec is not None else None) or "UTC"
+
+
+def with_notify_email(schedule: Schedule) -> Schedule:
+    """A payload's ``notify_email`` (the scheduled exports design's notifyEmail) as the
+    schedule's ``notify.email``, on both outcomes unless its notify says otherwise."""
+    address = schedule.payload.get("notify_email")
+    if not isinstance(address, str) or (schedule.notify and schedule.notify.email == address):
+        return schedule
+    if schedule.notify is not None and schedule.notify.email is not None:
+        raise InvalidSchedule([FieldProblem(
+            "payload.notify_email", "differs from notify.email: give one of them")])
+    kept = schedule.notify.model_dump(exclude_none=True) if schedule.notify else {}
+    try:
+        notify = Notify(**{**kept, "email": address})
+    except ValidationError:
+        raise InvalidSchedule([FieldProblem("payload.notify_email",
+                                            "an email address, e.g. ops@example.com")]) from None
+    return schedule.model_copy(update={"notify": notify})
+
+
+def notify_problems(notify: Notify | None, catalog: Catalog, *,
+                    webhook_signing: bool) -> list[FieldProblem]:
+    """What in a ``notify`` this deployment cannot deliver: an email with no ``email`` job type
+    declared, a webhook with no signing key (or no ``outcome-webhook`` job type)."""
+    problems: list[FieldProblem] = []
+    if notify is None:
+        return problems
+    if notify.email is not None and EMAIL not in catalog:
+        problems.append(FieldProblem("notify.email", f"no {EMAIL!r} job type is declared here "
+                                                     "(CRONBUS_JOB_MODULES): email notices "
+                                                     "cannot be sent"))
+    if notify.webhook_url is not None:
+        if not webhook_signing:
+            problems.append(FieldProblem("notify.webhook_url", "webhook notices are off: "
+                                         "CRONBUS_WEBHOOK_SIGNING_KEY is not set, so none "
+                                         "could be signed"))
+        elif OUTCOME_WEBHOOK not in catalog:
+            problems.append(FieldProblem("notify.webhook_url",
+                                         f"no {OUTCOME_WEBHOOK!r} job type is declared here"))
+    return problems
 
 
 def with_enabled(schedule: Schedule, enabled: bool, now: datetime) -> Schedule:
@@ -162,7 +239,7 @@ def run_by_hand(schedule: Schedule, tick_id: str, *, fire_at: datetime, now: dat
     return CronTick(
         event_id=tick_id, tenant_id=schedule.tenant_id, occurred_at=now,
         schedule_id=schedule.id, job_type=schedule.job_type, fire_at=fire_at,
-        payload=schedule.payload, trigger="manual", clock=clock,
+        payload=schedule.payload, trigger="manual", clock=clock, notify=schedule.notify,
     )
 
 
@@ -301,13 +378,19 @@ def backfill_answer(schedule: Schedule, window: BackfillRange, runs: list[FiredR
 
 def run_view(run: FiredRun, status: Mapping[str, Any] | None) -> dict[str, Any]:
     """A run with its job's state (:class:`JobState`: waiting until a processor takes its job,
-    active, retry_due, completed or dead_lettered; ``error`` says why), with the processor's
-    times."""
-    view: dict[str, Any] = {**run.as_dict(), "state": JobState.WAITING.value, "attempts": 0}
+    active, retry_due, completed or dead_lettered; ``error`` says why), its ``status``
+    (:data:`RUN_STATUS`: pending, processing, completed, failed), what its job produced
+    (``result``, e.g. an export id) and the processor's times."""
+    view: dict[str, Any] = {**run.as_dict(), "state": JobState.WAITING.value,
+                            "status": run_status(JobState.WAITING), "attempts": 0}
     if status is None:
         return view
-    view["state"] = JobState.read(status.get("state")).value
+    state = JobState.read(status.get("state"))
+    view["state"] = state.value
+    view["status"] = run_status(state)
     view["attempts"] = int(status.get("attempts", 0))
+    if status.get("result"):
+        view["result"] = status["result"]
     for stamp in ("started_at", "finished_at", "updated_at"):
         if status.get(stamp) is not None:
             view[stamp] = datetime.fromtimestamp(float(status[stamp]), UTC).isoformat()

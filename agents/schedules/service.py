@@ -80,6 +80,8 @@ class SchedulesApi(mode.Service):
             send_ticks=self.send_ticks,
             ready=self.directory.loaded.is_set,
             backfill_max_runs=settings.backfill_max_runs,
+            webhook_signing_key=settings.webhook_signing_key.get_secret_value()
+            if settings.webhook_signing_key is not None else None,
         )
         self._producer: AIOKafkaProducer | None = None
 

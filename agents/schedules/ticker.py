@@ -91,6 +91,8 @@ class Tick:
         }
         if self.fired_at is not None:
             tick.update(occurred_at=self.fired_at.isoformat(), clock="world")
+        if self.schedule.notify is not None:
+            tick["notify"] = self.schedule.notify.model_dump(exclude_none=True)
         return _COMPACT_JSON.encode(tick).encode()
 
     def run(self, tick_id_: str, emitted_at: float) -> FiredRun:

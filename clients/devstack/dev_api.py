@@ -18,6 +18,14 @@ Control endpoints (JSON):
 - ``GET  /_control/applied``   how many times each ``Idempotency-Key``'s effect was applied (a
   repeat of an applied key is answered, not applied again: exactly once is every key at 1)
 
+Accounting exports (the scheduled exports design): ``startExport(input)`` starts one (once per
+``Idempotency-Key``: a repeat answers the same ``exportId``), ``export(id)`` says how it is
+(``processing``, then ``completed`` with a ``fileName`` or ``failed`` with an ``error``).
+
+- ``POST /_control/exports``   ``{"outcome": "failed", "error": "...", "after_s": 0.5}``: how
+  exports started from now end, and after how long (default: completed at once)
+- ``GET  /_control/exports``   every export started, by id, with how often it was started
+
 Run it: ``python -m cronbus.clients.devstack.dev_api --port 8000``.
 """
 
@@ -47,6 +55,30 @@ scalar JSON
 
 type Query {
   health: String!
+  export(id: ID!): Export
+}
+
+input StartExportInput {
+  tenantId: String!
+  jobId: String!
+  exportType: String!
+  config: JSON
+  scheduleId: String
+}
+
+type ExportStarted {
+  exportId: ID!
+  status: String!
+  applied: Boolean!
+}
+
+type Export {
+  id: ID!
+  tenantId: String!
+  exportType: String!
+  status: String!
+  error: String
+  fileName: String
 }
 
 input GenerateInvoiceInput {
@@ -73,6 +105,7 @@ type JobResult {
 type Mutation {
   generateInvoice(input: GenerateInvoiceInput!): JobResult!
   runJob(input: RunJobInput!): JobResult!
+  startExport(input: StartExportInput!): ExportStarted!
 }
 """
 
@@ -134,12 +167,49 @@ class RecordedRequest:
 
 
 @dataclass
+class ExportRun:
+    """One export started through ``startExport``; it ends ``outcome`` at ``ends_at``."""
+
+    id: str
+    tenant_id: str
+    job_id: str
+    export_type: str
+    config: dict[str, Any]
+    schedule_id: str | None
+    started_at: float
+    ends_at: float
+    outcome: str
+    error: str | None
+    starts: int = 1
+
+    def view(self, now: float) -> dict[str, Any]:
+        done = now >= self.ends_at
+        status = self.outcome if done else "processing"
+        return {"id": self.id, "tenantId": self.tenant_id, "exportType": self.export_type,
+                "status": status, "error": self.error if status == "failed" else None,
+                "fileName": f"{self.id}.{self.export_type.lower()}.zip"
+                if status == "completed" else None}
+
+
+@dataclass
+class ExportOutcome:
+    """How exports started from now end (``POST /_control/exports``)."""
+
+    outcome: str = "completed"
+    error: str | None = None
+    after_s: float = 0.0
+
+
+@dataclass
 class DevApiState:
     requests: list[RecordedRequest] = field(default_factory=list)
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)
     failing: FailSwitch = field(default_factory=FailSwitch)
     delay_s: float = 0.0
     applications: dict[str, int] = field(default_factory=dict)
+    exports: dict[str, ExportRun] = field(default_factory=dict)
+    export_keys: dict[str, str] = field(default_factory=dict)  # idempotency key -> export id
+    export_outcome: ExportOutcome = field(default_factory=ExportOutcome)
 
     def record(self, request: Request, status: int, **found: Any) -> None:
         self.requests.append(RecordedRequest(
@@ -169,6 +239,33 @@ def create_dev_api() -> Starlette:
                      job_id=data["jobId"], applied=first)
         return {**state.applied[key], "applied": first}
 
+    def start_export(info: Any, data: dict[str, Any]) -> dict[str, Any]:
+        request: Request = info.context["request"]
+        key = request.headers.get("idempotency-key") or data["jobId"]
+        export_id = state.export_keys.get(key)
+        first = export_id is None
+        if export_id is None:
+            now, told = time.time(), state.export_outcome
+            export_id = f"exp-{len(state.exports) + 1}"
+            state.export_keys[key] = export_id
+            state.applications[key] = state.applications.get(key, 0) + 1
+            state.exports[export_id] = ExportRun(
+                id=export_id, tenant_id=data["tenantId"], job_id=data["jobId"],
+                export_type=data["exportType"], config=data.get("config") or {},
+                schedule_id=data.get("scheduleId"), started_at=now, ends_at=now + told.after_s,
+                outcome=told.outcome, error=told.error)
+        else:
+            state.exports[export_id].starts += 1
+        state.record(request, 200, operation="startExport", tenant_id=data["tenantId"],
+                     job_id=data["jobId"], applied=first)
+        return {"exportId": export_id, "status": "processing", "applied": first}
+
+    def read_export(_: Any, info: Any, id: str) -> dict[str, Any] | None:
+        found = state.exports.get(id)
+        return None if found is None else found.view(time.time())
+
+    query.set_field("export", read_export)
+    mutation.set_field("startExport", lambda _, info, input: start_export(info, input))
     mutation.set_field("generateInvoice", lambda _, info, input: apply(info, "generateInvoice", input))
     mutation.set_field("runJob", lambda _, info, input: apply(info, "runJob", input))
     graphql = GraphQL(make_executable_schema(SCHEMA, query, mutation, json_scalar),
@@ -198,8 +295,26 @@ def create_dev_api() -> Starlette:
         state.delay_s = float((await request.json()).get("seconds", 0))
         return JSONResponse({"delay_s": state.delay_s})
 
+    async def exports(request: Request) -> Response:
+        if request.method == "POST":
+            body = await request.json()
+            outcome = body.get("outcome", "completed")
+            if outcome not in ("completed", "failed"):
+                return JSONResponse({"error": "outcome is completed or failed"}, status_code=400)
+            state.export_outcome = ExportOutcome(outcome, body.get("error"),
+                                                 float(body.get("after_s", 0)))
+            return JSONResponse(asdict(state.export_outcome))
+        now = time.time()
+        return JSONResponse({export_id: {**run.view(now), "jobId": run.job_id,
+                                         "config": run.config, "scheduleId": run.schedule_id,
+                                         "starts": run.starts}
+                             for export_id, run in state.exports.items()})
+
     async def reset(_: Request) -> Response:
         state.delay_s = 0.0
+        state.exports.clear()
+        state.export_keys.clear()
+        state.export_outcome = ExportOutcome()
         state.requests.clear()
         state.applied.clear()
         state.applications.clear()
@@ -212,6 +327,7 @@ def create_dev_api() -> Starlette:
         Route("/_control/delay", delay, methods=["POST"]),
         Route("/_control/reset", reset, methods=["POST"]),
         Route("/_control/applied", applied),
+        Route("/_control/exports", exports, methods=["GET", "POST"]),
         Route("/graphql", AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
     ])
 

@@ -11,7 +11,9 @@ redelivered and enters again under the same id).
 
 A job run by a handler keeps its finished steps beside its status (``<ns>:steps:<job id>``, a
 hash: step -> its JSON result, same TTL), so a retry resumes after the last finished step, and
-its progress in the status hash (``progress``, JSON).
+its progress in the status hash (``progress``, JSON), and what it produced (``ctx.result``: one
+field ``result:<name>`` each, JSON, so results given in several calls add up), read back as
+``result``.
 
 A job waiting for its rate-limit window has ``due_at`` (when the window has room) and
 ``waiting_for`` (the limit) in its hash, written by :mod:`cronbus.clients.redis.rate_limits`.
@@ -93,6 +95,8 @@ COUNTED = {JobState.COMPLETED: "completed", JobState.RETRY_DUE: "failed",
 FINAL = frozenset(state for state in JobState if state.done)
 # an attempt longer than this is a worker that died in it; its job is not counted active
 ACTIVE_STALE_S = 900
+# a field of a job's status hash holding one field of its result (``ctx.result``)
+RESULT_PREFIX = "result:"
 
 
 class JobStatusStore:
@@ -182,19 +186,45 @@ class JobStatusStore:
         await self._redis.hset(self.key(job_id), "progress",
                                json.dumps(progress, separators=(",", ":")))
 
+    async def set_result(self, job_id: str, result: dict[str, Any]) -> None:
+        """Keep fields of what the job produced beside its status (same hash, same TTL)."""
+        if result:
+            await self._redis.hset(self.key(job_id), mapping={
+                f"{RESULT_PREFIX}{name}": json.dumps(value, separators=(",", ":"))
+                for name, value in result.items()})
+
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        raw = await self._redis.hgetall(self.key(job_id))
-        if not raw:
-            return None
-        record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-        record["state"] = JobState.read(record.get("state")).value  # former names too
-        record["attempts"] = int(record.get("attempts", 0))
-        if "progress" in record:
-            record["progress"] = json.loads(record["progress"])
-        for stamp in ("started_at", "updated_at", "finished_at", "due_at"):
-            if stamp in record:
-                record[stamp] = float(record[stamp])
-        return record
+        return _status_record(await self._redis.hgetall(self.key(job_id)))
+
+    async def get_many(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The status of each of these jobs that has one, in one round trip."""
+        if not job_ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.key(job_id))
+            replies = await pipe.execute()
+        found = {job_id: _status_record(raw) for job_id, raw in zip(job_ids, replies, strict=True)}
+        return {job_id: record for job_id, record in found.items() if record is not None}
+
+
+def _status_record(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
+    """A job's status hash as a record (None when there is none)."""
+    if not raw:
+        return None
+    record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    result = {name.removeprefix(RESULT_PREFIX): json.loads(record.pop(name))
+              for name in [n for n in record if n.startswith(RESULT_PREFIX)]}
+    if result:
+        record["result"] = result
+    record["state"] = JobState.read(record.get("state")).value  # former names too
+    record["attempts"] = int(record.get("attempts", 0))
+    if "progress" in record:
+        record["progress"] = json.loads(record["progress"])
+    for stamp in ("started_at", "updated_at", "finished_at", "due_at"):
+        if stamp in record:
+            record[stamp] = float(record[stamp])
+    return record
 
 
 class BatchedJobStatus:

@@ -101,6 +101,17 @@ class RunLog:
         raw = await self._redis.lrange(self.key(tenant_id, schedule_id), 0, count - 1)
         return [FiredRun.from_dict(json.loads(item)) for item in raw]
 
+    async def latest(self, tenant_id: str, schedule_ids: list[str]) -> dict[str, FiredRun]:
+        """The newest run of each of these schedules that has run, in one round trip."""
+        if not schedule_ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for schedule_id in schedule_ids:
+                pipe.lindex(self.key(tenant_id, schedule_id), 0)
+            replies = await pipe.execute()
+        return {schedule_id: FiredRun.from_dict(json.loads(raw))
+                for schedule_id, raw in zip(schedule_ids, replies, strict=True) if raw}
+
     def backfilled_key(self, tenant_id: str, schedule_id: str) -> str:
         return f"{self._namespace}:schedule-backfilled:{tenant_id}/{schedule_id}"
 
