@@ -36,9 +36,10 @@ from cronbus.streams import topics
 from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.settings import Settings, load_settings
 
-# a job type of one call (invoice-generation is a handler of several steps since the billing
-# family, and a handler's step bookkeeping is not what this measures)
-JOB_TYPE = "export"
+# a job type of one call, declared by the benchmarks' own module (bench/bench_job_types.py)
+JOB_TYPE = "bench-call"
+JOB_MODULE = "bench_job_types"
+BENCH_DIR = Path(__file__).resolve().parent
 DOWNSTREAM = "http://127.0.0.1:18080/graphql"
 
 
@@ -126,6 +127,9 @@ def run_cronbus(n: int, concurrency: int, processes: int) -> dict[str, float]:
                Settings.env_name("redis_namespace"): namespace,
                Settings.env_name("data_dir"): str(log_dir / "data"),
                Settings.env_name("job_types"): JOB_TYPE,
+               Settings.env_name("job_modules"): JOB_MODULE,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH_DIR),
+                                                           os.environ.get("PYTHONPATH")])),
                Settings.env_name("processor_concurrency"): str(max(1, concurrency // processes)),
                Settings.env_name("job_status_ttl_s"): "600",
                Settings.env_name("log_level"): "WARNING"}
