@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from cronbus.streams import topics
+from cronbus.streams.priorities import Priority
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
@@ -29,6 +30,8 @@ class DomainEvent(BaseModel):
     event_id: Identifier
     tenant_id: TenantId
     occurred_at: AwareDatetime
+    # the publisher's say: 1..10 or low/normal/high/critical; the jobs it starts run at it
+    priority: Priority | None = None
 
 
 class WorldTimeAdvanced(DomainEvent):
@@ -76,6 +79,7 @@ class CronTick(DomainEvent):
     trigger: Literal["schedule", "manual"] = "schedule"
     # "world": fire_at is the tenant's world time it was due at; occurred_at the wall time it fired
     clock: Literal["wall", "world"] = "wall"
+    # priority (DomainEvent's): the schedule's, if it has one
 
 
 class InvalidReason(StrEnum):

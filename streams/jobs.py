@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from cronbus.streams.events import Identifier, JobTypeName, TenantId
+from cronbus.streams.priorities import Priority
 
 # what made a job: events, a schedule, a person, or another job (a handler's child job)
 Trigger = Literal["cron", "event", "manual", "job"]
@@ -76,8 +77,14 @@ class Job(BaseModel):
     # a world-clock schedule's run: the tenant's world time it was due at (scheduled_at is the
     # wall time it fired)
     world_due_at: AwareDatetime | None = None
+    # 1..10 (:mod:`cronbus.streams.priorities`): its publisher's, its schedule's or its job
+    # type's default; absent on records written before priorities (they run as normal)
+    priority: Priority | None = None
 
     def encode(self) -> bytes:
+        # no priority, no key: such a record reads as before on workers that know no priority
+        if self.priority is None:
+            return self.model_dump_json(exclude={"priority"}).encode()
         return self.model_dump_json().encode()
 
     @classmethod

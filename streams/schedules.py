@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from cronbus.streams.events import CronTick, InvalidReason, JobTypeName, TenantId
 from cronbus.streams.jobs import job_id_for
+from cronbus.streams.priorities import Priority
 
 ScheduleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 Misfire = Literal["skip", "run_once", "run_all"]
@@ -62,6 +63,8 @@ class Schedule(BaseModel):
     misfire: Misfire = "run_once"
     misfire_limit: int = Field(default=10, ge=1, le=10_000)
     overlap: Overlap = "allow"
+    # its jobs' priority (1..10 or low/normal/high/critical); none: the job type's default
+    priority: Priority | None = None
     revision_at: AwareDatetime | None = None
 
     @property

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from cronbus.agents.processing.alerts import Alerts
 from cronbus.agents.processing.breaker_gate import ServiceGate
 from cronbus.agents.processing.handlers import Handler, HandlerServices, JobContext, failed_in
+from cronbus.agents.processing.priority_slots import PrioritySlots
 from cronbus.agents.processing.retry_policy import (
     BadHeader,
     GiveUp,
@@ -49,6 +50,7 @@ from cronbus.streams import headers, topics
 from cronbus.streams.catalog import GraphQLCall, JobType, PayloadError
 from cronbus.streams.jobs import Job
 from cronbus.streams.metrics import Metrics
+from cronbus.streams.priorities import Tier, tier_of
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +107,20 @@ class UnsuccessfulAnswer(PermanentError):
 
 class Processor:
     """Runs the records of one job type. ``keep`` writes a retry or dead-letter copy (and waits
-    for the ack); ``slots`` bounds the calls in flight across the worker."""
+    for the ack); ``slots`` bounds the calls in flight across the worker, high-priority jobs
+    first."""
 
     def __init__(
         self, spec: JobType, *, client: DownstreamClient,
         status: JobStatusStore | BatchedJobStatus,
         gate: ServiceGate, keep: Keep, handlers: HandlerServices,
-        slots: asyncio.Semaphore, metrics: Metrics,
+        slots: PrioritySlots, metrics: Metrics,
         alerts: Alerts | None, policy: RetryPolicy, rng: random.Random | None = None,
     ) -> None:
         self.spec = spec
         self.job_type = spec.name
-        self.topic = topics.job_topic(spec.name)
+        self.topic = topics.job_topic(spec.name)  # the normal tier; retries are named after it
+        self.tier_topics = spec.topics  # every tier's topic, most urgent first
         self.client = client
         self.status = status
         self.gate = gate
@@ -147,8 +151,24 @@ class Processor:
         self._in_flight = metrics.jobs_in_flight.labels(self.job_type)
 
     def topics(self) -> list[str]:
-        """The topics this processor consumes: the job topic and its retry tiers."""
-        return [self.topic, *self.retry_topics.values()]
+        """The topics this processor consumes: its priority tiers' and its retry topics (the
+        tiers of a job type share its retry and dead-letter topics)."""
+        return [*self.tier_topics, *self.retry_topics.values()]
+
+    def tier(self, record: JobRecord, job: Job) -> Tier:
+        """The tier a job waits for a slot in: its priority's; a record written before
+        priorities runs at its topic's tier (a retry topic's: its job type's default)."""
+        if job.priority is None:
+            return topics.tier_of_topic(record.topic) or tier_of(self.spec.default_priority,
+                                                                 ordered=self.spec.ordered)
+        return tier_of(job.priority, ordered=self.spec.ordered)
+
+    def origin(self, record: JobRecord, job: Job | None) -> str:
+        """The tier topic a record's job came from (where a replay sends it back): the record's
+        own if it is on one, else the tier of its job's priority."""
+        if record.topic in self.tier_topics or job is None:
+            return record.topic if record.topic in self.tier_topics else self.topic
+        return topics.job_topic_for(self.job_type, job.priority, ordered=self.spec.ordered)
 
     def due_at(self, record: JobRecord) -> float | None:
         """When a record of a retry topic may run (None: at once; a bad header too, so that it
@@ -176,7 +196,7 @@ class Processor:
         self._running[job.job_id] = asyncio.get_running_loop().create_future()
         try:
             force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
-            if force and record.topic == self.topic and self.spec.handler is not None:
+            if force and record.topic in self.tier_topics and self.spec.handler is not None:
                 await self.handlers.steps.forget_steps(job.job_id)  # a forced replay: every step again
             return await self._run(record, job, past, force=force)
         finally:
@@ -186,7 +206,7 @@ class Processor:
     async def _run(self, record: JobRecord, job: Job, past: Story, *, force: bool) -> Outcome:
         """Attempt the job until it has an outcome; an outage costs no attempt."""
         while True:
-            error = await self._attempt_in_a_slot(job, force=force)
+            error = await self._attempt_in_a_slot(job, self.tier(record, job), force=force)
             if error is _ALREADY_DONE:
                 log.debug("job %s already completed; acknowledged without a call", job.job_id)
                 return self._counted(Outcome.SKIPPED)
@@ -209,7 +229,7 @@ class Processor:
                 # keep the tenant's order: retry in place, holding its later jobs back
                 await asyncio.sleep(max(0.0, decision.due_at - time.time()))
                 continue
-            await self._send_to_retry(record, error, past, decision)
+            await self._send_to_retry(record, job, error, past, decision)
             return Outcome.RETRY_DUE
 
     # the steps of a run, in order -----------------------------------------------------------
@@ -217,16 +237,16 @@ class Processor:
     def _past(self, record: JobRecord, story: dict[str, str]) -> Story:
         """What the record says of the job's earlier attempts: nothing on the job topic (a
         replay from the dead letters starts afresh too), its story on a retry topic."""
-        if record.topic == self.topic:
+        if record.topic in self.tier_topics:
             return Story()
         return story_of(story, now=time.time(), longest_wait_s=self.longest_wait_s)
 
-    async def _attempt_in_a_slot(self, job: Job, *, force: bool) -> object:
+    async def _attempt_in_a_slot(self, job: Job, tier: Tier, *, force: bool) -> object:
         """Wait for the service's gate and a slot, then make one attempt: None when it
         succeeded, its :class:`DownstreamError`, or :data:`_ALREADY_DONE` for a job completed
         before (acknowledged without a call)."""
         await self.gate.wait_open()
-        async with self.slots:
+        async with self.slots.take(tier):
             if self.stopping and asyncio.current_task() not in self.busy:
                 raise HandedBack(job.job_id)
             # from its first call until its outcome is kept, a job is finished, not dropped,
@@ -267,8 +287,8 @@ class Processor:
                                 attempts=past.failures, first_failure_at=past.first_failure_at)
         return self._counted(Outcome.DEAD_LETTERED)
 
-    async def _send_to_retry(self, record: JobRecord, error: DownstreamError, past: Story,
-                             decision: Retry) -> None:
+    async def _send_to_retry(self, record: JobRecord, job: Job, error: DownstreamError,
+                             past: Story, decision: Retry) -> None:
         """The same key and value on the retry tier, the story in headers."""
         await self.keep(
             _source(record), self.retry_topics[decision.tier_delay_s], record.key,
@@ -277,7 +297,7 @@ class Processor:
                 headers.ERROR_TYPE: type(error).__name__,
                 headers.ERROR: str(error)[:1000],
                 headers.ATTEMPTS: past.failures,
-                headers.ORIGINAL_TOPIC: self.topic,
+                headers.ORIGINAL_TOPIC: self.origin(record, job),
                 headers.FIRST_FAILURE_AT: f"{past.first_failure_at:.3f}",
                 headers.LAST_FAILURE_AT: f"{time.time():.3f}",
                 headers.RETRY_AT: f"{decision.due_at:.3f}",
@@ -372,7 +392,7 @@ class Processor:
                 headers.ERROR_TYPE: error_type,
                 headers.ERROR: error[:1000],
                 headers.ATTEMPTS: attempts,
-                headers.ORIGINAL_TOPIC: self.topic,
+                headers.ORIGINAL_TOPIC: self.origin(record, job),
                 headers.FIRST_FAILURE_AT: f"{first_failure_at:.3f}",
                 headers.LAST_FAILURE_AT: f"{time.time():.3f}",
                 # the very record this copy is of (a retry tier's, perhaps)

@@ -91,6 +91,8 @@ class Tick:
         }
         if self.fired_at is not None:
             tick.update(occurred_at=self.fired_at.isoformat(), clock="world")
+        if self.schedule.priority is not None:
+            tick["priority"] = self.schedule.priority
         return _COMPACT_JSON.encode(tick).encode()
 
     def run(self, tick_id_: str, emitted_at: float) -> FiredRun:
