@@ -149,6 +149,7 @@ class Processor:
         self._retried = metrics.jobs_retried.labels(self.job_type)
         self._dead = metrics.jobs_dead_lettered.labels(self.job_type)
         self._in_flight = metrics.jobs_in_flight.labels(self.job_type)
+        self._granted = {t: metrics.job_slots_granted.labels(self.job_type, t.value) for t in Tier}
 
     def topics(self) -> list[str]:
         """The topics this processor consumes: its priority tiers' and its retry topics (the
@@ -252,6 +253,7 @@ class Processor:
             # from its first call until its outcome is kept, a job is finished, not dropped,
             # by a stopping worker (within the grace time)
             self.busy.add(asyncio.current_task())  # type: ignore[arg-type]
+            self._granted[tier].inc()
             self._in_flight.inc()
             try:
                 attempt = await self.status.begin_attempt(job, force=force)
