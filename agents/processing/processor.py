@@ -165,10 +165,15 @@ class Processor:
         return tier_of(job.priority, ordered=self.spec.ordered)
 
     def origin(self, record: JobRecord, job: Job | None) -> str:
-        """The tier topic a record's job came from (where a replay sends it back): the record's
-        own if it is on one, else the tier of its job's priority."""
-        if record.topic in self.tier_topics or job is None:
-            return record.topic if record.topic in self.tier_topics else self.topic
+        """The tier topic a record's job came from, where a replay sends it back: the record's
+        own; for a retry, the one its headers name, else the tier of its job's priority."""
+        if record.topic in self.tier_topics:
+            return record.topic
+        named = headers.decode(record.headers).get(headers.ORIGINAL_TOPIC)
+        if named is not None and named in self.tier_topics:
+            return named
+        if job is None:
+            return self.topic
         return topics.job_topic_for(self.job_type, job.priority, ordered=self.spec.ordered)
 
     def due_at(self, record: JobRecord) -> float | None:

@@ -103,3 +103,55 @@ async def test_a_cancelled_waiter_gives_up_its_place_and_no_slot_is_lost():
     assert slots.free == 0 and slots.waiting() == {H: 0, N: 0, L: 0}
     slots.release()
     assert slots.free == 1
+
+
+def _processor(ordered: bool = False):
+    from cronbus.agents.processing.processor import Processor
+    from cronbus.agents.processing.retry_policy import RetryPolicy
+    from cronbus.streams.catalog import JobType, RestCall
+    from cronbus.streams.metrics import Metrics
+
+    spec = JobType("export", call=RestCall("POST", lambda job: "/x"), ordered=ordered)
+    return Processor(spec, client=None, status=None, gate=None, keep=None,  # type: ignore[arg-type]
+                     handlers=None, slots=PrioritySlots(1), metrics=Metrics(),  # type: ignore[arg-type]
+                     alerts=None, policy=RetryPolicy())
+
+
+class _Record:
+    def __init__(self, topic: str, headers: list[tuple[str, bytes]] | None = None) -> None:
+        self.topic, self.partition, self.offset = topic, 0, 0
+        self.key, self.value, self.headers = b"acme", b"{}", headers or []
+
+
+def _job(priority: int | None):
+    from datetime import UTC, datetime
+
+    from cronbus.streams.jobs import Job
+    return Job(job_id="j", tenant_id="acme", type="export", triggered_by="manual",
+               scheduled_at=datetime.now(UTC), priority=priority)
+
+
+def test_a_processor_reads_every_tier_and_its_retry_topics():
+    assert _processor().topics()[:3] == ["jobs.export.high", "jobs.export", "jobs.export.low"]
+    assert all(".retry." in t for t in _processor().topics()[3:])
+    assert _processor(ordered=True).topics()[0] == "jobs.export"
+    assert "jobs.export.high" not in _processor(ordered=True).topics()
+
+
+def test_a_job_waits_in_its_priority_tier_and_an_old_record_in_its_topic_tier():
+    processor = _processor()
+    assert processor.tier(_Record("jobs.export"), _job(9)) is H  # copied to jobs.<type> by hand
+    assert processor.tier(_Record("jobs.export.retry.1s"), _job(2)) is L
+    assert processor.tier(_Record("jobs.export.high"), _job(None)) is H
+    assert processor.tier(_Record("jobs.export.retry.1s"), _job(None)) is N
+    assert _processor(ordered=True).tier(_Record("jobs.export"), _job(10)) is N
+
+
+def test_a_failed_job_names_the_tier_it_came_from_for_its_replay():
+    from cronbus.streams import headers
+    processor = _processor()
+    assert processor.origin(_Record("jobs.export.high"), _job(None)) == "jobs.export.high"
+    retried = _Record("jobs.export.retry.4s", [(headers.ORIGINAL_TOPIC, b"jobs.export.low")])
+    assert processor.origin(retried, _job(9)) == "jobs.export.low"  # where it first was
+    assert processor.origin(_Record("jobs.export.retry.4s"), _job(9)) == "jobs.export.high"
+    assert processor.origin(_Record("jobs.export.retry.4s"), None) == "jobs.export"
