@@ -62,16 +62,17 @@ from cronbus.streams.stalls import Stalls, pause_after
 
 log = logging.getLogger(__name__)
 
-# failures of the outside world: a record failing so is tried again for as long as it takes
-INFRA_ERRORS = (redis.exceptions.RedisError, KafkaError, KeepFailed, OSError, TimeoutError)
-# tries after which a record failing for any other reason is dead-lettered as InternalError
-DEFECT_TRIES = 5
 # a job consumer's longest wait for a fetch answer: a high-tier record published meanwhile waits
 # at most this long to be fetched (the broker answers at once when there is data)
 JOB_FETCH_MAX_WAIT_MS = 100
 # how long a read waits while a tier is full: its records are read again as soon as it has room
 FULL_TIER_WAIT_MS = 50
 FULL_TIER_WAIT_S = FULL_TIER_WAIT_MS / 1000
+
+# failures of the outside world: a record failing so is tried again for as long as it takes
+INFRA_ERRORS = (redis.exceptions.RedisError, KafkaError, KeepFailed, OSError, TimeoutError)
+# tries after which a record failing for any other reason is dead-lettered as InternalError
+DEFECT_TRIES = 5
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
