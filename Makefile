@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install lint unit test run clean bench-ingest bench-jobs bench-schedules prometheus nginx kcat
+.PHONY: install lint unit test run clean bench-ingest bench-jobs bench-priority bench-schedules prometheus nginx kcat
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,9 @@ nginx:
 
 bench-jobs: install nginx
 	$(BIN)/python bench/jobs.py --jobs $${JOBS:-20000} --concurrency $${CONCURRENCY:-50} --processes $${PROCESSES:-2} --peer-dir $${PEER_DIR:-../shared/bench}
+
+bench-priority: install nginx
+	$(BIN)/python bench/priority.py --backlog $${BACKLOG:-50000} --high $${HIGH:-100} --concurrency $${CONCURRENCY:-50} --processes $${PROCESSES:-1} --peer-dir $${PEER_DIR:-../shared/bench}
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py --events $${EVENTS:-200000} --tenants $${TENANTS:-1000}

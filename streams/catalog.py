@@ -31,6 +31,8 @@ from pydantic import BaseModel, ValidationError
 from cronbus.streams import topics
 from cronbus.streams.events import CronTick, DomainEvent
 from cronbus.streams.jobs import Job
+from cronbus.streams.priorities import DEFAULT as DEFAULT_PRIORITY
+from cronbus.streams.priorities import parse_priority
 from cronbus.streams.settings import Settings, SettingsError
 from cronbus.streams.topics import JOB_TYPE_NAME_PATTERN
 
@@ -131,7 +133,10 @@ class JobType:
       ``trailing`` (the settings' window) or ``trailing:5:60`` (at most 60 s late).
     - ``retries`` / ``backoff_s``: None takes ``CRONBUS_MAX_RETRIES`` / ``CRONBUS_RETRY_BACKOFF_S``.
     - ``ordered``: one tenant's jobs of this type run one at a time in record order (a failing
-      job retries in place and holds the tenant's later jobs back).
+      job retries in place and holds the tenant's later jobs back). An ordered type has one
+      topic and no priority tiers: a job's priority is kept but changes nothing.
+    - ``priority``: its jobs' priority when neither publisher nor schedule gives one: 1..10 or
+      low/normal/high/critical (5, normal, by default).
     - ``rate_limit``: at most so many calls per window for each value of a payload field
       (:class:`RateLimit`); a job over it is delayed, never failed.
     - ``schedule_timezone``: the time zone of its schedules when a request names none (an IANA
@@ -147,6 +152,7 @@ class JobType:
     retries: int | None = None
     backoff_s: float | None = None
     ordered: bool = False
+    priority: int | str = DEFAULT_PRIORITY
     about: str = ""
     rate_limit: RateLimit | None = None
     schedule_timezone: str | None = None
@@ -180,6 +186,13 @@ class JobType:
                                    f"Europe/Berlin") from None
         if self.rate_limit is not None:
             self._check_rate_limit(self.rate_limit)
+        try:  # kept as its number: "high" is 8
+            object.__setattr__(self, "priority", parse_priority(self.priority))
+        except ValueError as exc:
+            raise CatalogError(f"job type {self.name}: {exc}") from None
+        if self.ordered and self.priority != DEFAULT_PRIORITY:
+            raise CatalogError(f"job type {self.name}: an ordered job type has no priority tiers "
+                               f"(its tenants' jobs run in record order); leave priority out")
 
     def _check_rate_limit(self, rate_limit: object) -> None:
         if not isinstance(rate_limit, RateLimit):
@@ -192,6 +205,16 @@ class JobType:
             raise CatalogError(f"job type {self.name}: rate limit key {rate_limit.key!r} is no "
                                f"field of {self.payload.__name__} (its fields: "
                                f"{', '.join(self.payload.model_fields) or 'none'})")
+
+    @property
+    def default_priority(self) -> int:
+        assert isinstance(self.priority, int)  # parsed in __post_init__
+        return self.priority
+
+    @property
+    def topics(self) -> list[str]:
+        """Its job topics, one per priority tier, most urgent first (one if ordered)."""
+        return topics.tier_topics(self.name, ordered=self.ordered)
 
     def check_payload(self, payload: Mapping[str, Any]) -> BaseModel | Mapping[str, Any]:
         """The payload as its model, or as given when the type declares none. Keys the model
@@ -356,13 +379,20 @@ class Catalog:
         return frozenset(t for t, e in self.event_types.items() if e.drops_cached_answers)
 
     def job_topics(self) -> list[str]:
-        return [topics.job_topic(n) for n in self.names]
+        """Every job type's job topics, each of its priority tiers."""
+        return [t for n in self.names for t in self.job_types[n].topics]
+
+    def topic_for(self, job: Job) -> str:
+        """The topic ``job`` is sent to: its job type's tier of its priority."""
+        spec = self[job.type]
+        return topics.job_topic_for(job.type, job.priority, ordered=spec.ordered)
 
     def topics(self, app_id: str) -> list[str]:
         """Every topic a worker of ``app_id`` needs from its start."""
-        jobs = self.job_topics()
+        # the tiers of a job type share one dead-letter topic, named after jobs.<type>
+        dead = [topics.dead_letter_topic(topics.job_topic(n)) for n in self.names]
         return [*self.event_topics, topics.SCHEDULES, topics.EVENTS_INVALID,
-                *jobs, *(topics.dead_letter_topic(t) for t in jobs), *topics.state_topics(app_id)]
+                *self.job_topics(), *dead, *topics.state_topics(app_id)]
 
 
 def _check_started_by(job_type: JobType, event_type: EventType) -> None:
@@ -371,7 +401,7 @@ def _check_started_by(job_type: JobType, event_type: EventType) -> None:
     if job_type.payload is None:
         return
     required = {n for n, f in job_type.payload.model_fields.items() if f.is_required()}
-    given = (set(event_type.model.model_fields) | EVENT_JOB_KEYS
+    given = ((set(event_type.model.model_fields) - {"priority"}) | EVENT_JOB_KEYS
              if job_type.debounce == "immediate" else set())
     missing = sorted(required - given)
     if missing:

@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from cronbus.streams import topics
 from cronbus.streams.outcomes import Notify
+from cronbus.streams.priorities import Priority
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
@@ -33,6 +34,8 @@ class DomainEvent(BaseModel):
     # who to tell of the outcome of the job it starts (a job of its own: an immediate job type;
     # a debounced window's job covers many events and carries none)
     notify: Notify | None = None
+    # the publisher's say: 1..10 or low/normal/high/critical; the jobs it starts run at it
+    priority: Priority | None = None
 
 
 class WorldTimeAdvanced(DomainEvent):
@@ -80,7 +83,8 @@ class CronTick(DomainEvent):
     trigger: Literal["schedule", "manual"] = "schedule"
     # "world": fire_at is the tenant's world time it was due at; occurred_at the wall time it fired
     clock: Literal["wall", "world"] = "wall"
-    # notify (of DomainEvent): the schedule's, who to tell of its job's outcome
+    # notify and priority (DomainEvent's): the schedule's, who to tell of its job's outcome and
+    # the priority of its job, if it has them
 
 
 class InvalidReason(StrEnum):

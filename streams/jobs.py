@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from cronbus.streams.events import Identifier, JobTypeName, TenantId
 from cronbus.streams.outcomes import Notify
+from cronbus.streams.priorities import Priority
 
 # what made a job: events, a schedule, a person, or another job (a handler's child job)
 Trigger = Literal["cron", "event", "manual", "job"]
@@ -79,10 +80,15 @@ class Job(BaseModel):
     world_due_at: AwareDatetime | None = None
     # who to tell of its outcome (a schedule's notify rides on its ticks into its jobs)
     notify: Notify | None = None
+    # 1..10 (:mod:`cronbus.streams.priorities`): its publisher's, its schedule's or its job
+    # type's default; absent on records written before priorities (they run as normal)
+    priority: Priority | None = None
 
     def encode(self) -> bytes:
-        # a job without notify is written as before it existed (older workers forbid the key)
-        return self.model_dump_json(exclude={"notify"} if self.notify is None else None).encode()
+        # an unset notify or priority is no key: such a record reads as before on workers that
+        # know neither (older workers forbid unknown keys)
+        unset = {name for name in ("notify", "priority") if getattr(self, name) is None}
+        return self.model_dump_json(exclude=unset or None).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Job:

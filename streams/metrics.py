@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from cronbus.streams import topics
 from cronbus.streams.events import InvalidReason
+from cronbus.streams.priorities import Tier
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # how late a schedule fires, from a tick's due time until the broker has it
@@ -104,6 +105,11 @@ class Metrics:
         )
         self.jobs_in_flight = Gauge(
             "cronbus_jobs_in_flight", "Jobs being processed now", ["job_type"], registry=r
+        )
+        self.job_slots_granted = Counter(
+            "cronbus_job_slots_granted",
+            "Attempts that got one of the worker's slots, by the priority tier they waited in",
+            ["job_type", "tier"], registry=r,
         )
         # --- downstream
         self.downstream_seconds = Histogram(
@@ -205,6 +211,8 @@ class Metrics:
                 self.jobs_emitted.labels(job_type, trigger)
             for outcome in PROCESS_OUTCOMES:
                 self.jobs_processed.labels(job_type, outcome)
+            for tier in Tier:
+                self.job_slots_granted.labels(job_type, tier.value)
             for kind in FAILURE_KINDS:
                 self.jobs_failed.labels(job_type, kind)
             self.jobs_retried.labels(job_type)

@@ -22,6 +22,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from cronbus.streams.events import CronTick, InvalidReason, JobTypeName, TenantId
 from cronbus.streams.jobs import job_id_for
 from cronbus.streams.outcomes import Notify
+from cronbus.streams.priorities import Priority
 
 ScheduleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 Misfire = Literal["skip", "run_once", "run_all"]
@@ -64,6 +65,8 @@ class Schedule(BaseModel):
     misfire_limit: int = Field(default=10, ge=1, le=10_000)
     overlap: Overlap = "allow"
     notify: Notify | None = None  # who to tell of each run's outcome
+    # its jobs' priority (1..10 or low/normal/high/critical); none: the job type's default
+    priority: Priority | None = None
     revision_at: AwareDatetime | None = None
 
     @property

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from cronbus.streams.priorities import TIERS, Tier, tier_of
+
 # domain events
 WORLD_TIME_ADVANCED: Final = "world-time-advanced"
 ENTITY_MODIFIED: Final = "entity-modified"
@@ -28,8 +30,41 @@ DEAD_LETTER_SUFFIX = ".dead-letter"
 
 
 def job_topic(job_type: str) -> str:
-    """A job type's topic, ``jobs.<type>`` (the job types are declared in the catalog)."""
+    """A job type's topic, ``jobs.<type>`` (the job types are declared in the catalog): its
+    normal tier, and the one its retry and dead-letter topics are named after."""
     return f"{JOB_TOPIC_PREFIX}{job_type}"
+
+
+def tier_topic(job_type: str, tier: Tier) -> str:
+    """A job type's topic of one priority tier: ``jobs.<type>.high``, ``jobs.<type>``,
+    ``jobs.<type>.low``."""
+    base = job_topic(job_type)
+    return base if tier is Tier.NORMAL else f"{base}.{tier.value}"
+
+
+def tier_topics(job_type: str, *, ordered: bool = False) -> list[str]:
+    """Every tier topic of a job type, most urgent first (an ordered type has one)."""
+    if ordered:
+        return [job_topic(job_type)]
+    return [tier_topic(job_type, tier) for tier in TIERS]
+
+
+def job_topic_for(job_type: str, priority: int | None, *, ordered: bool = False) -> str:
+    """The topic a job of ``priority`` is sent to: the one choice of tier every emitter makes
+    (ingest, a handler's child job, a replay)."""
+    return tier_topic(job_type, tier_of(priority, ordered=ordered))
+
+
+def tier_of_topic(topic: str) -> Tier | None:
+    """The tier a job topic is of; None for a retry or dead-letter topic, or no job topic."""
+    try:
+        job_type = job_type_of(topic)
+    except ValueError:
+        return None
+    for tier in TIERS:
+        if topic == tier_topic(job_type, tier):
+            return tier
+    return None
 
 
 def processor_group(app_id: str, job_type: str) -> str:
@@ -53,7 +88,7 @@ def dead_letter_topic(of_job_topic: str) -> str:
 
 
 def job_type_of(topic: str) -> str:
-    """The job type a job topic (or its retry or dead-letter topic) belongs to."""
+    """The job type a job topic (a tier's, or its retry or dead-letter topic) belongs to."""
     name = topic.removeprefix(JOB_TOPIC_PREFIX).split(".", 1)[0]
     if not topic.startswith(JOB_TOPIC_PREFIX) or not re.match(JOB_TYPE_NAME_PATTERN, name):
         raise ValueError(f"{topic!r} is not a job topic")

@@ -484,14 +484,14 @@ def _when(text: str) -> datetime:
 
 
 def _dead_letter_topic(name: str) -> str:
-    """A job topic or its dead-letter topic, as the dead-letter topic."""
+    """A job topic (any priority tier's) or its dead-letter topic, as the dead-letter topic."""
     try:
         job_type = topics.job_type_of(name)
     except ValueError:
         job_type = None
     if job_type is not None:
         job = topics.job_topic(job_type)
-        if name in (job, topics.dead_letter_topic(job)):
+        if name in (*topics.tier_topics(job_type), topics.dead_letter_topic(job)):
             return topics.dead_letter_topic(job)
     raise argparse.ArgumentTypeError(
         f"{name!r} is not a job topic or its dead-letter topic (e.g. "

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from cronbus.streams.jobs import EventCoverage, Job, job_id_for, window_trigger_ref
+from cronbus.streams.priorities import DEFAULT as DEFAULT_PRIORITY
+from cronbus.streams.priorities import highest, job_priority
 
 Mode = Literal["leading", "trailing", "immediate"]
 # what became of an event (cronbus_debounce_events_total's outcome): exclusive, one per event
@@ -38,6 +40,7 @@ class Window:
     last_occurred_at: str
     event_ids: list[str] = field(default_factory=list)
     fired: bool = False
+    priority: int | None = None  # the highest its events gave (None: none gave one)
 
     def to_dict(self) -> dict[str, Any]:
         # by hand: dataclasses.asdict deep-copies, and ingest encodes a window per tenant per batch
@@ -45,7 +48,7 @@ class Window:
             "opened_at": self.opened_at, "last_at": self.last_at, "count": self.count,
             "first_event_id": self.first_event_id, "last_event_id": self.last_event_id,
             "first_occurred_at": self.first_occurred_at, "last_occurred_at": self.last_occurred_at,
-            "event_ids": self.event_ids, "fired": self.fired,
+            "event_ids": self.event_ids, "fired": self.fired, "priority": self.priority,
         }
 
     @classmethod
@@ -76,20 +79,23 @@ class DebouncePolicy:
             raise ValueError("max_event_ids must be >= 1")
 
     def observe(
-        self, window: Window | None, event_id: str, occurred_at: str, now: float
+        self, window: Window | None, event_id: str, occurred_at: str, now: float,
+        priority: int | None = None,
     ) -> tuple[Window, bool]:
-        """Add one event to the window; return the window and whether a job fires now."""
+        """Add one event (with the priority its publisher gave, if any) to the window; return
+        the window and whether a job fires now."""
         if window is None:
             opened = Window(
                 opened_at=now, last_at=now, count=1,
                 first_event_id=event_id, last_event_id=event_id,
                 first_occurred_at=occurred_at, last_occurred_at=occurred_at,
-                event_ids=[event_id], fired=self.mode == "leading",
+                event_ids=[event_id], fired=self.mode == "leading", priority=priority,
             )
             return opened, opened.fired
         if event_id in window.event_ids:
             # redelivered (a restart before the offset was committed): already counted
             return window, False
+        window.priority = highest(window.priority, priority)
         window.count += 1
         window.last_event_id = event_id
         window.last_occurred_at = occurred_at
@@ -124,11 +130,13 @@ class DebouncePolicy:
         return "joined" if self.mode == "trailing" else "suppressed"
 
 
-def job_for_window(tenant_id: str, job_type: str, window: Window, now: float) -> Job:
+def job_for_window(tenant_id: str, job_type: str, window: Window, now: float,
+                   default_priority: int = DEFAULT_PRIORITY) -> Job:
     """The job a window fires; its id depends only on the tenant, type and first event.
 
     A trailing window fires when it closes, covering all its events; a leading window
-    fires as it opens, covering its first event.
+    fires as it opens, covering its first event. It runs at the highest priority its events
+    gave, else at its job type's default.
     """
     return Job(
         job_id=job_id_for(tenant_id, job_type, window_trigger_ref(window.first_event_id)),
@@ -144,6 +152,7 @@ def job_for_window(tenant_id: str, job_type: str, window: Window, now: float) ->
             first_at=window.first_occurred_at,
             last_at=window.last_occurred_at,
         ),
+        priority=job_priority(window.priority, default_priority),
     )
 
 

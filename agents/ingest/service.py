@@ -66,6 +66,8 @@ from cronbus.streams.events import (
 from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.keys import partition_of, tenant_key
 from cronbus.streams.metrics import Metrics
+from cronbus.streams.priorities import DEFAULT as DEFAULT_PRIORITY
+from cronbus.streams.priorities import job_priority
 from cronbus.streams.schedules import tick_ref
 from cronbus.streams.settings import Settings, SettingsError
 from cronbus.streams.stalls import Stalls, pause_after
@@ -104,8 +106,12 @@ def policies_from(settings: Settings, catalog: Catalog) -> dict[str, DebouncePol
     }
 
 
-def immediate_job(event: DomainEvent, job_type: str, now: float) -> Job:
-    """A job of its own for one event; a cron tick's job is named by its schedule and fire time."""
+def immediate_job(event: DomainEvent, job_type: str, now: float,
+                  default_priority: int = DEFAULT_PRIORITY) -> Job:
+    """A job of its own for one event; a cron tick's job is named by its schedule and fire time.
+    It runs at the priority the event gives (a tick: its schedule's), else at its job type's
+    default."""
+    priority = job_priority(event.priority, default_priority)
     if isinstance(event, CronTick):
         world = event.clock == "world"  # due at a world time; fired at a wall time
         return Job(
@@ -115,16 +121,17 @@ def immediate_job(event: DomainEvent, job_type: str, now: float) -> Job:
             scheduled_at=event.occurred_at if world else event.fire_at,
             world_due_at=event.fire_at if world else None,
             payload={"schedule_id": event.schedule_id, **event.payload},
-            notify=event.notify,
+            notify=event.notify, priority=priority,
         )
     fields = event.model_dump(mode="json", exclude={"event_id", "tenant_id", "occurred_at", "type",
-                                                    "notify"})
+                                                    "notify", "priority"})
     return Job(
         job_id=job_id_for(event.tenant_id, job_type, f"event:{event.event_id}"),
         tenant_id=event.tenant_id, type=job_type, triggered_by="event",
         scheduled_at=datetime.fromtimestamp(now, UTC),
         payload={"event_id": event.event_id, "event_type": event.type, **fields},  # type: ignore[attr-defined]
         notify=event.notify,
+        priority=priority,
     )
 
 
@@ -402,20 +409,23 @@ class Ingest(mode.Service):
         occurred_at = parsed.occurred_at.isoformat()
         for job_type in job_types:
             policy = IMMEDIATE if immediate else self.policies.get(job_type, IMMEDIATE)
+            default = self.catalog[job_type].default_priority
             if policy.mode == "immediate":
-                await self._emit(immediate_job(parsed, job_type, now))
+                await self._emit(immediate_job(parsed, job_type, now, default))
                 self._outcomes[job_type, policy.outcome(opened=False)] += 1
                 continue
             opened, fired = self.book.observe(
-                record.partition, parsed.tenant_id, job_type, parsed.event_id, occurred_at, now)
+                record.partition, parsed.tenant_id, job_type, parsed.event_id, occurred_at, now,
+                parsed.priority)
             # each event once, here: a window's close adds nothing (the ratio stays within 0..1)
             self._outcomes[job_type, policy.outcome(opened)] += 1
             if fired is not None:  # leading: the first event fires at once
-                await self._emit(job_for_window(parsed.tenant_id, job_type, fired, now))
+                await self._emit(job_for_window(parsed.tenant_id, job_type, fired, now, default))
 
     async def _close(self, closed: Closed, now: float) -> None:
         if not closed.window.fired:
-            await self._emit(job_for_window(closed.tenant_id, closed.job_type, closed.window, now))
+            await self._emit(job_for_window(closed.tenant_id, closed.job_type, closed.window, now,
+                                            self.catalog[closed.job_type].default_priority))
 
     def _reject(self, record: ConsumerRecord, rejection: Rejection) -> None:
         """Queue the record for events.invalid (kept with the step's other sends)."""
@@ -442,7 +452,7 @@ class Ingest(mode.Service):
             for record, rejection in rejects))
 
     async def _emit(self, job: Job) -> None:
-        await self._send(topics.job_topic(job.type), tenant_key(job.tenant_id), job.encode())
+        await self._send(self.catalog.topic_for(job), tenant_key(job.tenant_id), job.encode())
         self.metrics.jobs_emitted.labels(job.type, job.triggered_by).inc()
         log.debug("job %s (%s) for tenant %s covers %d event(s)", job.job_id, job.type,
                   job.tenant_id, job.covers.count if job.covers else 1)

@@ -70,14 +70,14 @@ class WindowBook:
 
     def observe(
         self, partition: int, tenant_id: str, job_type: str, event_id: str, occurred_at: str,
-        now: float,
+        now: float, priority: int | None = None,
     ) -> tuple[bool, Window | None]:
         """Add an event to its window. Returns whether it opened the window, and the window if
         it fires a job now (leading)."""
         policy = self._policies[job_type]
         tenant = self._tenants[partition].setdefault(tenant_id, {})  # KeyError: not owned
         current = tenant.get(job_type)
-        window, fire_now = policy.observe(current, event_id, occurred_at, now)
+        window, fire_now = policy.observe(current, event_id, occurred_at, now, priority)
         tenant[job_type] = window
         if current is None:
             self._schedule(partition, tenant_id, job_type, window)

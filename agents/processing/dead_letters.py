@@ -150,7 +150,8 @@ class NotReplayable(ValueError):
 
 
 def replay_destination(letter: DeadLetter) -> str:
-    """The job topic a dead letter goes back to; only catalog job topics are accepted."""
+    """The job topic a dead letter goes back to: the one it came from, a tier of its job type
+    (``jobs.<type>``, ``.high`` or ``.low``: the tier of the job's priority); no other topic."""
     original = letter.original_topic
     try:
         job_type = topics.job_type_of(original)
@@ -159,10 +160,11 @@ def replay_destination(letter: DeadLetter) -> str:
             f"{letter.topic}[{letter.partition}]@{letter.offset}: original topic {original!r} "
             "is not a job topic"
         ) from None
-    if original != topics.job_topic(job_type):
+    tiers = topics.tier_topics(job_type)
+    if original not in tiers:
         raise NotReplayable(
             f"{letter.topic}[{letter.partition}]@{letter.offset}: original topic {original!r} "
-            f"is not {topics.job_topic(job_type)!r}"
+            f"is not a tier of {job_type} ({', '.join(tiers)})"
         )
     return original
 

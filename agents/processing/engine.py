@@ -25,7 +25,9 @@ job topics itself, one consumer group per job type (``<app id>.<job type>``), as
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -42,6 +44,7 @@ from cronbus.agents.processing.alerts import Alerts
 from cronbus.agents.processing.breaker_gate import ServiceGate
 from cronbus.agents.processing.handlers import HandlerServices
 from cronbus.agents.processing.offsets import OffsetTracker
+from cronbus.agents.processing.priority_slots import PrioritySlots
 from cronbus.agents.processing.processor import HandedBack, Processor
 from cronbus.agents.processing.retry_policy import RetryPolicy
 from cronbus.agents.processing.schedule_keeper import ScheduleKeeper
@@ -57,10 +60,18 @@ from cronbus.streams.catalog import Catalog, CatalogError
 from cronbus.streams.jobs import Job
 from cronbus.streams.keys import tenant_key
 from cronbus.streams.metrics import Metrics
+from cronbus.streams.priorities import Tier
 from cronbus.streams.settings import Settings, SettingsError
 from cronbus.streams.stalls import Stalls, pause_after
 
 log = logging.getLogger(__name__)
+
+# a job consumer's longest wait for a fetch answer: a high-tier record published meanwhile waits
+# at most this long to be fetched (the broker answers at once when there is data)
+JOB_FETCH_MAX_WAIT_MS = 100
+# how long a read waits while a tier is full: its records are read again as soon as it has room
+FULL_TIER_WAIT_MS = 50
+FULL_TIER_WAIT_S = FULL_TIER_WAIT_MS / 1000
 
 # failures of the outside world: a record failing so is tried again for as long as it takes
 INFRA_ERRORS = (redis.exceptions.RedisError, KafkaError, KeepFailed, OSError, TimeoutError)
@@ -84,7 +95,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class JobTopicConsumer:
-    """The consumer of one job type's topic and retry topics."""
+    """The consumer of one job type's topics: its priority tiers' and its retry topics.
+
+    Up to ``max_buffered`` records are taken per tier (a retry topic's count as the normal
+    tier's); a tier whose share is full is not read (``getmany`` of the other partitions only),
+    so a high-tier record is taken, and waits for a slot ahead of the normal ones, however many
+    of those are already waiting.
+    """
 
     def __init__(self, processor: Processor, gate: ServiceGate, settings: Settings,
                  *, max_buffered: int, stalls: Stalls) -> None:
@@ -99,7 +116,12 @@ class JobTopicConsumer:
             listener=_Rebalance(self), client_id=f"{self.group}-consumer",
             session_timeout_s=settings.broker_session_timeout_s,
             rebalance_timeout_s=settings.broker_rebalance_timeout_s,
+            # a high-tier record published while a fetch waits is seen at the next fetch
+            fetch_max_wait_ms=JOB_FETCH_MAX_WAIT_MS,
         )
+        self._tier_of_topic = {t: topics.tier_of_topic(t) or Tier.NORMAL
+                               for t in processor.topics()}
+        self._buffered: collections.Counter[Tier] = collections.Counter()
         self.offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
         self.joined = False
@@ -131,8 +153,10 @@ class JobTopicConsumer:
     async def _fetch(self) -> None:
         consumer = self.consumer
         paused = bool(consumer.paused())
+        tiers = set(self._tier_of_topic.values())
         while True:
-            if self._outstanding >= self.max_buffered:
+            full = {t for t in tiers if self._buffered[t] >= self.max_buffered}
+            if full == tiers:
                 # enough work taken: wait for room instead of fetching (no spinning)
                 self._room.clear()
                 with contextlib.suppress(TimeoutError):
@@ -151,9 +175,18 @@ class JobTopicConsumer:
                     paused = False
                     consumer.resume(*consumer.paused())
                     log.info("%s: consumption resumed", self.group)
-                batch = await consumer.getmany(
-                    timeout_ms=500, max_records=self.max_buffered - self._outstanding
-                )
+                room = min(self.max_buffered - self._buffered[t] for t in tiers - full)
+                if full:  # read the tiers with room only; the rest stays fetched, unread
+                    readable = [tp for tp in consumer.assignment()
+                                if self._tier_of_topic.get(tp.topic) not in full]
+                    if not readable:
+                        await asyncio.sleep(FULL_TIER_WAIT_S)
+                        continue
+                    # briefly: a full tier is read again as soon as it has room
+                    batch = await consumer.getmany(*readable, timeout_ms=FULL_TIER_WAIT_MS,
+                                                   max_records=room)
+                else:
+                    batch = await consumer.getmany(timeout_ms=500, max_records=room)
             for tp, records in batch.items():
                 for record in records:
                     self._take(tp, record)
@@ -161,6 +194,8 @@ class JobTopicConsumer:
     def _take(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         self.offsets.start(tp, record.offset)
         self._outstanding += 1
+        tier = self._tier_of_topic.get(tp.topic, Tier.NORMAL)
+        self._buffered[tier] += 1
         after = None
         if self.ordered:
             chain = (tp, record.key)
@@ -169,12 +204,13 @@ class JobTopicConsumer:
         if self.ordered:
             self._last_of_key[(tp, record.key)] = task
         self.tasks.add(task)
-        task.add_done_callback(self._finished_task)
+        task.add_done_callback(functools.partial(self._finished_task, tier))
 
-    def _finished_task(self, task: asyncio.Task[None]) -> None:
+    def _finished_task(self, tier: Tier, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self._outstanding -= 1
-        if self._outstanding < self.max_buffered:
+        self._buffered[tier] -= 1
+        if self._buffered[tier] < self.max_buffered:
             self._room.set()
 
     async def _run(self, tp: TopicPartition, record: ConsumerRecord,
@@ -290,9 +326,10 @@ class RecordSender:
     :class:`RecordKeeper` (a retry or dead letter must be on the broker before the original
     record counts as done)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, catalog: Catalog) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.catalog = catalog  # where each job goes: its type's tier of its priority
         self.producer: AIOKafkaProducer | None = None
         self.keeper: RecordKeeper | None = None
 
@@ -308,10 +345,11 @@ class RecordSender:
                                       may_drop=may_drop)
 
     async def emit_job(self, job: Job) -> None:
-        """A child job on its job topic, keyed by its tenant; waits for the broker."""
+        """A child job on its job topic (its priority's tier), keyed by its tenant; waits for
+        the broker."""
         assert self.producer is not None, "the engine has not started"
-        await self.producer.send_and_wait(topics.job_topic(job.type), key=tenant_key(job.tenant_id),
-                                          value=job.encode())
+        await self.producer.send_and_wait(self.catalog.topic_for(job),
+                                          key=tenant_key(job.tenant_id), value=job.encode())
 
     async def write_schedules(self, records: list[tuple[bytes, bytes | None]]) -> None:
         """Schedules a handler keeps, on the schedules topic; waits for the broker."""
@@ -449,7 +487,7 @@ def build_engine(
         wanted = catalog.pick(settings.job_types)
     except CatalogError as exc:
         raise SettingsError(f"{Settings.env_name('job_types')}: {exc}") from None
-    send = RecordSender(settings, metrics)
+    send = RecordSender(settings, metrics, catalog)
     batched = BatchedJobStatus(status)  # one Redis round trip for the writes of many jobs
     # one gate per service: an open circuit pauses the job types calling that service only
     gates = {
@@ -457,7 +495,7 @@ def build_engine(
                              reset_timeout_s=settings.service(service).breaker_reset_timeout_s)
         for service in sorted({t.service for t in wanted})
     }
-    slots = asyncio.Semaphore(settings.processor_concurrency)
+    slots = PrioritySlots(settings.processor_concurrency)  # high-priority jobs first
     policy = RetryPolicy(retries=settings.max_retries, backoff_s=settings.retry_backoff_s,
                          max_retry_after_s=settings.retry_after_max_s)
     handlers = HandlerServices(steps=status, emit_job=send.emit_job,

@@ -34,6 +34,7 @@ from cronbus.clients.http.downstream import (
 from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.streams.catalog import Catalog
 from cronbus.streams.jobs import Job, job_id_for
+from cronbus.streams.priorities import job_priority, parse_priority
 from cronbus.streams.schedules import parse_schedule
 from cronbus.streams.settings import Settings
 
@@ -185,18 +186,22 @@ class JobContext:
             raise next((f for f in failures if isinstance(f, DownstreamError)), failures[0])
 
     async def emit(self, job_type: str, payload: dict[str, Any], *, ref: str,
-                   tenant_id: str | None = None) -> str:
+                   tenant_id: str | None = None, priority: int | str | None = None) -> str:
         """A child job for this job's tenant (or ``tenant_id``: a system job fanning out to
         tenants); its id comes from this job and ``ref``, so emitting it again (a retry) is the
-        same job. Returns the child's id. The type must be declared and the payload fit it."""
-        self._services.catalog[job_type].check_payload(payload)
+        same job. Returns the child's id. The type must be declared and the payload fit it; it
+        runs at ``priority`` (1..10 or a name), else at its job type's default."""
+        spec = self._services.catalog[job_type]
+        spec.check_payload(payload)
+        given = None if priority is None else parse_priority(priority)
         tenant = tenant_id or self.job.tenant_id
         if tenant != self.job.tenant_id and self.job.tenant_id != self.settings.system_tenant:
             raise ValueError(f"a job of tenant {self.job.tenant_id} emits only for itself; only "
                              f"the system tenant's jobs fan out to others (asked: {tenant})")
         child = Job(job_id=job_id_for(tenant, job_type, f"{self.job.job_id}:{ref}"),
                     tenant_id=tenant, type=job_type, triggered_by="job",
-                    scheduled_at=self.job.scheduled_at, payload=payload)
+                    scheduled_at=self.job.scheduled_at, payload=payload,
+                    priority=job_priority(given, spec.default_priority))
 
         async def send() -> str:
             await self._services.emit_job(child)

@@ -29,6 +29,7 @@ from cronbus.agents.processing.alerts import Alerts
 from cronbus.agents.processing.breaker_gate import ServiceGate
 from cronbus.agents.processing.handlers import Handler, HandlerServices, JobContext, failed_in
 from cronbus.agents.processing.outcome_notices import notification_jobs
+from cronbus.agents.processing.priority_slots import PrioritySlots
 from cronbus.agents.processing.retry_policy import (
     BadHeader,
     GiveUp,
@@ -54,6 +55,7 @@ from cronbus.streams.catalog import GraphQLCall, JobType, PayloadError
 from cronbus.streams.jobs import Job
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.outcomes import NotifyOutcome
+from cronbus.streams.priorities import Tier, tier_of
 
 log = logging.getLogger(__name__)
 
@@ -120,19 +122,21 @@ class UnsuccessfulAnswer(PermanentError):
 
 class Processor:
     """Runs the records of one job type. ``keep`` writes a retry or dead-letter copy (and waits
-    for the ack); ``slots`` bounds the calls in flight across the worker."""
+    for the ack); ``slots`` bounds the calls in flight across the worker, high-priority jobs
+    first."""
 
     def __init__(
         self, spec: JobType, *, client: DownstreamClient,
         status: JobStatusStore | BatchedJobStatus,
         gate: ServiceGate, keep: Keep, handlers: HandlerServices,
-        slots: asyncio.Semaphore, metrics: Metrics,
+        slots: PrioritySlots, metrics: Metrics,
         alerts: Alerts | None, policy: RetryPolicy, rng: random.Random | None = None,
         rate_limits: RateLimitWindows | None = None,
     ) -> None:
         self.spec = spec
         self.job_type = spec.name
-        self.topic = topics.job_topic(spec.name)
+        self.topic = topics.job_topic(spec.name)  # the normal tier; retries are named after it
+        self.tier_topics = spec.topics  # every tier's topic, most urgent first
         self.client = client
         self.status = status
         self.gate = gate
@@ -172,12 +176,34 @@ class Processor:
         self._rate_limited = metrics.jobs_rate_limited.labels(self.job_type)
         self._dead = metrics.jobs_dead_lettered.labels(self.job_type)
         self._in_flight = metrics.jobs_in_flight.labels(self.job_type)
+        self._granted = {t: metrics.job_slots_granted.labels(self.job_type, t.value) for t in Tier}
 
     def topics(self) -> list[str]:
-        """The topics this processor consumes: the job topic, its retry tiers and, with a rate
-        limit, the topic where jobs wait for their window."""
+        """The topics this processor consumes: its priority tiers' and its retry topics (the
+        tiers of a job type share its retry and dead-letter topics) and, with a rate limit, the
+        topic where jobs wait for their window."""
         waiting = [self.rate_limited_topic] if self.rate_limited_topic else []
-        return [self.topic, *self.retry_topics.values(), *waiting]
+        return [*self.tier_topics, *self.retry_topics.values(), *waiting]
+
+    def tier(self, record: JobRecord, job: Job) -> Tier:
+        """The tier a job waits for a slot in: its priority's; a record written before
+        priorities runs at its topic's tier (a retry topic's: its job type's default)."""
+        if job.priority is None:
+            return topics.tier_of_topic(record.topic) or tier_of(self.spec.default_priority,
+                                                                 ordered=self.spec.ordered)
+        return tier_of(job.priority, ordered=self.spec.ordered)
+
+    def origin(self, record: JobRecord, job: Job | None) -> str:
+        """The tier topic a record's job came from, where a replay sends it back: the record's
+        own; for a retry, the one its headers name, else the tier of its job's priority."""
+        if record.topic in self.tier_topics:
+            return record.topic
+        named = headers.decode(record.headers).get(headers.ORIGINAL_TOPIC)
+        if named is not None and named in self.tier_topics:
+            return named
+        if job is None:
+            return self.topic
+        return topics.job_topic_for(self.job_type, job.priority, ordered=self.spec.ordered)
 
     def due_at(self, record: JobRecord) -> float | None:
         """When a record of a retry topic may run (None: at once; a bad header too, so that it
@@ -205,7 +231,7 @@ class Processor:
         self._running[job.job_id] = asyncio.get_running_loop().create_future()
         try:
             force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
-            if force and record.topic == self.topic and self.spec.handler is not None:
+            if force and record.topic in self.tier_topics and self.spec.handler is not None:
                 await self.handlers.steps.forget_steps(job.job_id)  # a forced replay: every step again
             return await self._run(record, job, past, force=force)
         finally:
@@ -215,7 +241,7 @@ class Processor:
     async def _run(self, record: JobRecord, job: Job, past: Story, *, force: bool) -> Outcome:
         """Attempt the job until it has an outcome; an outage costs no attempt."""
         while True:
-            error = await self._attempt_in_a_slot(job, force=force)
+            error = await self._attempt_in_a_slot(job, self.tier(record, job), force=force)
             if error is _ALREADY_DONE:
                 log.debug("job %s already completed; acknowledged without a call", job.job_id)
                 # its notice may not have reached the broker before: the same id, sent once
@@ -231,7 +257,7 @@ class Processor:
                 if self.spec.ordered:  # keep the tenant's order: wait in place, out of a slot
                     await asyncio.sleep(max(0.0, error.due_at - time.time()))
                     continue
-                await self._park(record, past, error.due_at)
+                await self._park(record, job, past, error.due_at)
                 return Outcome.RATE_LIMITED
             assert isinstance(error, DownstreamError)
             if self._is_outage(error):
@@ -249,7 +275,7 @@ class Processor:
                 # keep the tenant's order: retry in place, holding its later jobs back
                 await asyncio.sleep(max(0.0, decision.due_at - time.time()))
                 continue
-            await self._send_to_retry(record, error, past, decision)
+            await self._send_to_retry(record, job, error, past, decision)
             return Outcome.RETRY_DUE
 
     # the steps of a run, in order -----------------------------------------------------------
@@ -257,21 +283,22 @@ class Processor:
     def _past(self, record: JobRecord, story: dict[str, str]) -> Story:
         """What the record says of the job's earlier attempts: nothing on the job topic (a
         replay from the dead letters starts afresh too), its story on a retry topic."""
-        if record.topic == self.topic:
+        if record.topic in self.tier_topics:
             return Story()
         return story_of(story, now=time.time(), longest_wait_s=self.longest_wait_s)
 
-    async def _attempt_in_a_slot(self, job: Job, *, force: bool) -> object:
+    async def _attempt_in_a_slot(self, job: Job, tier: Tier, *, force: bool) -> object:
         """Wait for the service's gate and a slot, then make one attempt: None when it
         succeeded, its :class:`DownstreamError`, :data:`_ALREADY_DONE` for a job completed
         before (acknowledged without a call), or :class:`OverRateLimit` (no call either)."""
         await self.gate.wait_open()
-        async with self.slots:
+        async with self.slots.take(tier):
             if self.stopping and asyncio.current_task() not in self.busy:
                 raise HandedBack(job.job_id)
             # from its first call until its outcome is kept, a job is finished, not dropped,
             # by a stopping worker (within the grace time)
             self.busy.add(asyncio.current_task())  # type: ignore[arg-type]
+            self._granted[tier].inc()
             self._in_flight.inc()
             try:
                 claim = None
@@ -348,8 +375,8 @@ class Processor:
         for notice_job in notices:
             await self.handlers.emit_job(notice_job)
 
-    async def _send_to_retry(self, record: JobRecord, error: DownstreamError, past: Story,
-                             decision: Retry) -> None:
+    async def _send_to_retry(self, record: JobRecord, job: Job, error: DownstreamError,
+                             past: Story, decision: Retry) -> None:
         """The same key and value on the retry tier, the story in headers."""
         await self.keep(
             _source(record), self.retry_topics[decision.tier_delay_s], record.key,
@@ -358,14 +385,14 @@ class Processor:
                 headers.ERROR_TYPE: type(error).__name__,
                 headers.ERROR: str(error)[:1000],
                 headers.ATTEMPTS: past.failures,
-                headers.ORIGINAL_TOPIC: self.topic,
+                headers.ORIGINAL_TOPIC: self.origin(record, job),
                 headers.FIRST_FAILURE_AT: f"{past.first_failure_at:.3f}",
                 headers.LAST_FAILURE_AT: f"{time.time():.3f}",
                 headers.RETRY_AT: f"{decision.due_at:.3f}",
             },
         )
 
-    async def _park(self, record: JobRecord, past: Story, due_at: float) -> None:
+    async def _park(self, record: JobRecord, job: Job, past: Story, due_at: float) -> None:
         """The same key and value on the rate-limited topic, due when the window has room; the
         attempts (and any earlier failure) carried as they were."""
         assert self.rate_limit is not None and self.rate_limited_topic is not None
@@ -374,7 +401,7 @@ class Processor:
             headers.ERROR_TYPE: "OverRateLimit",
             headers.ERROR: f"over the rate limit of {self.job_type} ({rule}); due at {due_at:.3f}",
             headers.ATTEMPTS: past.failures,
-            headers.ORIGINAL_TOPIC: self.topic,
+            headers.ORIGINAL_TOPIC: self.origin(record, job),
             headers.RETRY_AT: f"{due_at:.3f}",
             headers.RATE_LIMITED: rule,
         }
@@ -476,7 +503,7 @@ class Processor:
                 headers.ERROR_TYPE: error_type,
                 headers.ERROR: error[:1000],
                 headers.ATTEMPTS: attempts,
-                headers.ORIGINAL_TOPIC: self.topic,
+                headers.ORIGINAL_TOPIC: self.origin(record, job),
                 headers.FIRST_FAILURE_AT: f"{first_failure_at:.3f}",
                 headers.LAST_FAILURE_AT: f"{time.time():.3f}",
                 # the very record this copy is of (a retry tier's, perhaps)

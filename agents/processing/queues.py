@@ -1,7 +1,8 @@
 """Queues as a BullMQ user knows them, one per job topic: waiting, active, completed, failed,
 dead-lettered; and "retry failed jobs", which is replaying the topic's dead letters.
 
-waiting is the processors' consumer-group lag on the job topic (Kafka); the rest are the
+waiting is the processors' consumer-group lag on the job topics, each priority tier's and their
+sum (Kafka); the rest are the
 counters JobStatusStore keeps in Redis as attempts end.
 """
 
@@ -16,19 +17,23 @@ from cronbus.clients.kafka.connect import Brokers
 from cronbus.clients.kafka.records import group_lag
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.streams import topics
+from cronbus.streams.priorities import TIERS
 
 
 async def queue_stats(brokers: Brokers, group_id: str, store: JobStatusStore,
                       job_types: Sequence[str]) -> list[dict[str, Any]]:
     chosen = list(job_types)
-    job_topics = [topics.job_topic(t) for t in chosen]
-    # each job type's processors consume in a group of their own (agents/processing/engine.py)
-    waiting: dict[str, int] = {}
-    for job_type, topic in zip(chosen, job_topics, strict=True):
-        waiting.update(await group_lag(brokers, topics.processor_group(group_id, job_type), [topic]))
+    # each job type's processors consume in a group of their own (agents/processing/engine.py);
+    # waiting counts every priority tier's topic (one an ordered type has not counts 0)
+    waiting: dict[str, dict[str, int]] = {}
+    for job_type in chosen:
+        tiers = {tier: topics.tier_topic(job_type, tier) for tier in TIERS}
+        lag = await group_lag(brokers, topics.processor_group(group_id, job_type),
+                              list(tiers.values()))
+        waiting[job_type] = {tier.value: lag[topic] for tier, topic in tiers.items()}
     counts = await store.queue_counts(chosen)
-    return [{"job_type": t, "topic": topic, "waiting": waiting[topic], **counts[t]}
-            for t, topic in zip(chosen, job_topics, strict=True)]
+    return [{"job_type": t, "topic": topics.job_topic(t), "waiting": sum(waiting[t].values()),
+             "waiting_by_tier": waiting[t], **counts[t]} for t in chosen]
 
 
 async def retry_failed(brokers: Brokers, job_type: str, *, tenant_id: str | None = None,

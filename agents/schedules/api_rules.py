@@ -240,6 +240,7 @@ def run_by_hand(schedule: Schedule, tick_id: str, *, fire_at: datetime, now: dat
         event_id=tick_id, tenant_id=schedule.tenant_id, occurred_at=now,
         schedule_id=schedule.id, job_type=schedule.job_type, fire_at=fire_at,
         payload=schedule.payload, trigger="manual", clock=clock, notify=schedule.notify,
+        priority=schedule.priority,
     )
 
 

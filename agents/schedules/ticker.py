@@ -93,6 +93,8 @@ class Tick:
             tick.update(occurred_at=self.fired_at.isoformat(), clock="world")
         if self.schedule.notify is not None:
             tick["notify"] = self.schedule.notify.model_dump(exclude_none=True)
+        if self.schedule.priority is not None:
+            tick["priority"] = self.schedule.priority
         return _COMPACT_JSON.encode(tick).encode()
 
     def run(self, tick_id_: str, emitted_at: float) -> FiredRun:

@@ -48,6 +48,7 @@ def group_consumer(
     listener: ConsumerRebalanceListener, session_timeout_s: float, rebalance_timeout_s: float,
     assignors: tuple[type[AbstractPartitionAssignor], ...] = (RoundRobinPartitionAssignor,),
     max_batch_bytes: int = 16 * 1024 * 1024, client_id: str | None = None,
+    fetch_max_wait_ms: int = 500,
 ) -> AIOKafkaConsumer:
     """A member of ``group_id`` reading ``topics``; offsets are committed by the caller only."""
     consumer = AIOKafkaConsumer(
@@ -60,6 +61,7 @@ def group_consumer(
         rebalance_timeout_ms=int(rebalance_timeout_s * 1000),
         max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
         fetch_max_bytes=max_batch_bytes,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         partition_assignment_strategy=assignors,
         **({"client_id": client_id} if client_id else {}),
     )

@@ -66,7 +66,8 @@ async def test_status_queues_and_retry_failed_on_the_web_api_and_the_cli(
 
     # no worker yet: all three wait
     [waiting] = cronbus_json(cronbus_env, "jobs", "queues", "--job-type", "export")
-    assert waiting == {"job_type": "export", "topic": TOPIC, "waiting": 3, "active": 0,
+    assert waiting == {"job_type": "export", "topic": TOPIC, "waiting": 3,
+                       "waiting_by_tier": {"high": 0, "normal": 3, "low": 0}, "active": 0,
                        "completed": 0, "failed": 0, "dead_lettered": 0}
 
     api.fail(400, times=1)  # the first job to be called is rejected: dead-lettered
@@ -78,6 +79,7 @@ async def test_status_queues_and_retry_failed_on_the_web_api_and_the_cli(
     done = await eventually(queue, lambda q: q["completed"] == 2 and q["waiting"] == 0,
                             timeout_s=60, what="two jobs completed and the lag committed")
     assert done | {"waiting": 0} == {"job_type": "export", "topic": TOPIC, "waiting": 0,
+                                     "waiting_by_tier": {"high": 0, "normal": 0, "low": 0},
                                      "active": 0, "completed": 2, "failed": 0, "dead_lettered": 1}
     every = httpx.get(f"{worker.base_url}/queues", timeout=10).json()["queues"]
     assert [q["job_type"] for q in every] == SEEDS.names

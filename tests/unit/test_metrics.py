@@ -6,7 +6,7 @@ from cronbus.streams.metrics import Metrics
 
 # every label any cronbus metric may carry: each has a small, fixed set of values
 BOUNDED_LABELS = {"role", "topic", "partition", "reason", "job_type", "outcome", "trigger", "kind",
-                  "service", "status_class"}
+                  "service", "status_class", "tier"}
 
 
 def collectors(metrics: Metrics) -> list[MetricWrapperBase]:

@@ -5,7 +5,6 @@ ones in tests/integration/test_exports.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 from cronbus.agents.processing.handlers import HandlerServices, JobCannotSucceed, JobContext
+from cronbus.agents.processing.priority_slots import PrioritySlots
 from cronbus.agents.processing.processor import Outcome, Processor
 from cronbus.agents.processing.retry_policy import RetryPolicy
 from cronbus.streams import topics
@@ -95,7 +95,7 @@ def processor(handler: Any, status: Status, emitted: list[Job], refusals: int = 
     client = type("Client", (), {"service": "api"})()
     return Processor(spec, client=client, status=status, gate=Gate(),  # type: ignore[arg-type]
                      keep=keep, handlers=services,  # type: ignore[arg-type]
-                     slots=asyncio.Semaphore(1), metrics=Metrics(), alerts=None,
+                     slots=PrioritySlots(1), metrics=Metrics(), alerts=None,
                      policy=RetryPolicy(retries=0))
 
 

@@ -90,13 +90,15 @@ def processor(spec: JobType, rate_limits: object | None) -> Processor:
 def test_a_rate_limited_processor_also_reads_its_waiting_topic_and_waits_up_to_a_window():
     spec = JobType("note", CALL, payload=Note, rate_limit=RateLimit(3, 7200, "user_id"))
     limited = processor(spec, rate_limits=object())
-    assert limited.topics() == ["jobs.note", "jobs.note.retry.1s", "jobs.note.retry.2s",
+    assert limited.topics() == ["jobs.note.high", "jobs.note", "jobs.note.low",
+                                "jobs.note.retry.1s", "jobs.note.retry.2s",
                                 "jobs.note.retry.rate-limited"]
     assert topics.rate_limited_topic("jobs.note") == "jobs.note.retry.rate-limited"
     assert topics.job_type_of("jobs.note.retry.rate-limited") == "note"
     assert limited.longest_wait_s == 7200
     plain = processor(JobType("note", CALL, payload=Note), rate_limits=None)
-    assert plain.topics() == ["jobs.note", "jobs.note.retry.1s", "jobs.note.retry.2s"]
+    assert plain.topics() == ["jobs.note.high", "jobs.note", "jobs.note.low",
+                              "jobs.note.retry.1s", "jobs.note.retry.2s"]
     with pytest.raises(ValueError, match="needs the rate-limit windows"):
         processor(spec, rate_limits=None)
 

@@ -1,0 +1,118 @@
+"""Which waiting job gets the next free slot: high-tier jobs first, with a share for the lower
+tiers so they never starve.
+
+A worker has ``processor_concurrency`` slots (calls in flight) shared by all its job types, and
+up to ``max_buffered`` records taken per job type and tier, waiting for a slot. Jobs wait by
+tier (:class:`cronbus.streams.priorities.Tier`); a freed slot goes to the most urgent tier that
+has a job waiting, unless a less urgent tier has been passed over ``share_every - 1`` times
+while it waited: then that tier gets it. So of every ``share_every`` grants at least one goes
+to a waiting lower-tier job, however much high-tier work keeps coming; within a tier, first
+come first served.
+
+:class:`SlotRule` is the choice (pure, no asyncio); :class:`PrioritySlots` is the semaphore
+the processors wait on, granting by the rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from cronbus.streams.priorities import TIERS, Tier
+
+# of every this many grants, one goes to a waiting lower tier (10: high work gets 90% of the
+# slots while both wait; normal work still moves at a tenth of the worker's pace)
+SHARE_EVERY = 10
+
+
+class SlotRule:
+    """Chooses the tier a free slot goes to, given how many jobs wait in each."""
+
+    def __init__(self, share_every: int = SHARE_EVERY) -> None:
+        if share_every < 2:
+            raise ValueError(f"share_every must be >= 2 (got {share_every}): 1 would be no "
+                             f"priority at all")
+        self.share_every = share_every
+        # grants that went to another tier while this one had jobs waiting
+        self.passed_over: dict[Tier, int] = dict.fromkeys(TIERS, 0)
+
+    def choose(self, waiting: Mapping[Tier, int]) -> Tier | None:
+        """The tier the next slot goes to (None: nobody waits); counts the grant."""
+        candidates = [tier for tier in TIERS if waiting.get(tier, 0) > 0]
+        if not candidates:
+            return None
+        due = [t for t in candidates[1:] if self.passed_over[t] >= self.share_every - 1]
+        # the longest passed over first; of equals, the more urgent (TIERS order, max is stable)
+        chosen = max(due, key=lambda t: self.passed_over[t]) if due else candidates[0]
+        for tier in TIERS:
+            if tier is chosen or waiting.get(tier, 0) == 0:
+                self.passed_over[tier] = 0
+            else:
+                self.passed_over[tier] += 1
+        return chosen
+
+
+class PrioritySlots:
+    """A semaphore of ``limit`` slots whose waiters are served by :class:`SlotRule`."""
+
+    def __init__(self, limit: int, rule: SlotRule | None = None) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self.limit = limit
+        self.rule = rule or SlotRule()
+        self._free = limit
+        self._waiting: dict[Tier, collections.deque[asyncio.Future[None]]] = {
+            tier: collections.deque() for tier in TIERS}
+        self.granted: collections.Counter[Tier] = collections.Counter()
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    def waiting(self) -> dict[Tier, int]:
+        return {tier: len(queue) for tier, queue in self._waiting.items()}
+
+    @asynccontextmanager
+    async def take(self, tier: Tier) -> AsyncIterator[None]:
+        """Hold a slot for the block; wait for it among the jobs of ``tier``."""
+        await self.acquire(tier)
+        try:
+            yield
+        finally:
+            self.release()
+
+    async def acquire(self, tier: Tier) -> None:
+        if self._free > 0 and not any(self._waiting.values()):
+            self._free -= 1
+            self.granted[tier] += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[tier].append(future)
+        self._grant()  # a slot may be free while others wait (none could be granted before)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted as it was cancelled: the slot goes to the next
+            elif future in self._waiting[tier]:
+                self._waiting[tier].remove(future)
+            raise
+
+    def release(self) -> None:
+        self._free += 1
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._free > 0:
+            for queue in self._waiting.values():  # cancelled, not yet woken to leave the queue
+                while queue and queue[0].done():
+                    queue.popleft()
+            tier = self.rule.choose(self.waiting())
+            if tier is None:
+                return
+            future = self._waiting[tier].popleft()
+            self._free -= 1
+            self.granted[tier] += 1
+            future.set_result(None)
