@@ -145,6 +145,10 @@ class ScheduleDirectory:
         self._consumer: AIOKafkaConsumer | None = None
         self._follow: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # key -> offset of this directory's last write of it, until the follower reads it back:
+        # an older record of that key read meanwhile is already overtaken (a PUT read after this
+        # directory's DELETE must not bring the schedule back)
+        self._written: dict[bytes, int] = {}
 
     # --- the interface -------------------------------------------------------------------
 
@@ -212,7 +216,18 @@ class ScheduleDirectory:
 
     async def _write(self, key: bytes, value: bytes | None) -> None:
         assert self._producer is not None, "ScheduleDirectory.start() first"
-        await self._producer.send_and_wait(topics.SCHEDULES, key=key, value=value)
+        sent = await self._producer.send_and_wait(topics.SCHEDULES, key=key, value=value)
+        self._written[key] = sent.offset
+
+    def _overtaken(self, record: ConsumerRecord) -> bool:
+        """True if this directory wrote the record's key after it (its own write is applied)."""
+        written = self._written.get(record.key) if record.key is not None else None
+        if written is None:
+            return False
+        if record.offset >= written:
+            del self._written[record.key]  # read back: from here the topic is the truth again
+            return record.offset == written
+        return True
 
     def _changed(self, key: bytes, schedule: Schedule | None) -> None:
         if schedule is None:
@@ -223,6 +238,8 @@ class ScheduleDirectory:
             listener(key, schedule)
 
     def _apply(self, record: ConsumerRecord) -> None:
+        if self._overtaken(record):
+            return
         key = record.key
         if key is not None and record.value is None:  # a removal, heard only if one was there
             if self.view.remove(key) is not None:

@@ -73,3 +73,25 @@ def test_a_tombstone_for_a_key_never_written_removes_nothing():
     view.apply(s.key, s.encode())
     assert view.apply(b"acme/never", None) is None
     assert view.list("acme") == [s] and view.invalid == 0
+
+
+def test_a_record_read_after_this_directorys_newer_write_of_its_key_is_overtaken():
+    from types import SimpleNamespace
+
+    from cronbus.agents.schedules.directory import ScheduleDirectory
+
+    directory = ScheduleDirectory(["127.0.0.1:9"], partitions=1)
+    nightly = schedule()
+    directory._changed(nightly.key, nightly)  # PUT at offset 7, then DELETE at offset 8
+    directory._changed(nightly.key, None)
+    directory._written[nightly.key] = 8
+
+    def record(offset: int, value: bytes | None) -> SimpleNamespace:
+        return SimpleNamespace(key=nightly.key, value=value, offset=offset)
+
+    directory._apply(record(7, nightly.encode()))  # the follower reads the PUT back late
+    assert directory.get(nightly.tenant_id, nightly.id) is None, "the DELETE stands"
+    directory._apply(record(8, None))  # its own DELETE read back: the topic is the truth again
+    assert nightly.key not in directory._written
+    directory._apply(record(9, nightly.encode()))  # a later PUT, another worker's
+    assert directory.get(nightly.tenant_id, nightly.id) == nightly
