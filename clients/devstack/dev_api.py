@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cronbus.clients.devstack.processes import ManagedProcess, free_port, port_open
+from cronbus.clients.devstack.processes import ManagedProcess, port_open
 
 SCHEMA = """
 scalar JSON
@@ -388,11 +389,20 @@ class ApiProcess:
 
     def __init__(self, log_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
-        self.port = port or free_port(host)
+        argv = [sys.executable, "-m", self.module, "--host", host]
+        self._socket: socket.socket | None = None
+        if port is None:
+            # bound here and handed to the child: a port picked free and bound later could be
+            # taken by another process meanwhile (and port_open would then see *its* server)
+            self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._socket.bind((host, 0))
+            self._socket.set_inheritable(True)
+            port = int(self._socket.getsockname()[1])
+            argv += ["--fd", str(self._socket.fileno())]
+        self.port = port
         self.process = ManagedProcess(
-            self.name,
-            [sys.executable, "-m", self.module, "--host", host, "--port", str(self.port)],
-            log_path=log_dir / f"{self.name}.log",
+            self.name, [*argv, "--port", str(self.port)], log_path=log_dir / f"{self.name}.log",
+            pass_fds=[self._socket.fileno()] if self._socket is not None else [],
         )
 
     @property
@@ -410,6 +420,9 @@ class ApiProcess:
 
     def stop(self) -> None:
         self.process.stop()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
 
 class DevApi(ApiProcess):
@@ -423,8 +436,12 @@ def serve(app: Starlette, *, description: str, port: int) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--fd", type=int, help="serve on this socket, bound by the parent")
     args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    if args.fd is not None:
+        uvicorn.run(app, fd=args.fd, log_level="warning")
+    else:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -37,12 +37,14 @@ class ManagedProcess:
     """One child process in a session of its own, logging to a file, stopped by pid."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], *, log_path: Path, env: dict[str, str] | None = None
+        self, name: str, argv: Sequence[str], *, log_path: Path, env: dict[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         self.env = env
+        self.pass_fds = tuple(pass_fds)  # e.g. a listening socket the parent bound for it
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,7 +56,7 @@ class ManagedProcess:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, start_new_session=True,
+                env=self.env, start_new_session=True, pass_fds=self.pass_fds,
             )
         log.debug("started %s (pid %s): %s", self.name, self.proc.pid, " ".join(self.argv))
         return self
