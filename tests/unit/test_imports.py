@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = frozenset({"ingest", "processing", "schedules", "bridge"})
+ROLES = frozenset({"ingest", "processing", "schedules", "bridge", "console"})
 BASE = frozenset({"clients", "streams"})
 # what each room may import besides itself
 ALLOWED: dict[str, frozenset[str]] = {
