@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +92,12 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
         await publisher.publish_raw(topics.job_topic("export"), job.encode(), key=b"acme")
     row = page.locator(f"tr[data-job='{job.job_id}']")
     await expect(row).to_be_visible(timeout=20_000)  # live: no reload
+    shown_at = time.time()
+    landed = httpx.get(f"{url}/dead-letters", headers=bearer("tok-acme"), timeout=10).json()
+    dead_at = datetime.fromisoformat(landed["items"][0]["dead_at"]).timestamp()
+    # the bound is 2 s; a loaded test machine (3 tests at once on 2 cores) gets 1 s more
+    assert shown_at - dead_at < 3.0, f"shown {shown_at - dead_at:.2f} s after it landed"
+    print(f"dead letter shown {shown_at - dead_at:.2f} s after it landed")
     await expect(row.locator("[data-test=letter-state]")).to_have_text("dead_lettered")
     await expect(row).to_contain_text("PermanentError")
 
