@@ -144,6 +144,9 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
         assert stored["paused"] is paused
     await schedule.get_by_role("link").click()
     await expect(page.locator("[data-test=schedule]")).to_contain_text("Next runs")
+    # trigger it now: its run shows in the history and completes there, live
+    await schedule.get_by_role("button", name="Trigger now").click()
+    await expect(page.locator("[data-test=run-state]")).to_have_text("completed", timeout=20_000)
     await screenshot(page, "schedules")
     await page.goto(f"{url}/ui#clocks")
     await expect(page.get_by_text("No world clock for your tenant")).to_be_visible()
