@@ -167,7 +167,12 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
         assert refused.status_code == 422 and refused.json()["problems"][0]["field"] == "tenant"
         nothing = await http.post("/dead-letters/replay", json={"job_type": "export"})
         assert nothing.json()["matched"] == 0
-    # the system tenant's token sees every tenant
+    # the system tenant's token sees every tenant, and the services' circuits
+    system = await sign_in(browser, url, "tok-sys")
+    await expect(system.locator("[data-test=tenant]")).to_have_text("all tenants")
+    await expect(system.locator("[data-test=services]")).to_contain_text("breaker:api")
+    await expect(system.locator("tr[data-job-type=export] [data-col=dead_lettered]")).to_have_text("1")
+    await screenshot(system, "queues-system")
     async with httpx.AsyncClient(base_url=url, timeout=10, headers=bearer("tok-sys")) as http:
         seen = (await http.get("/dead-letters", params={"tenant": "acme"})).json()
         assert [x["job_id"] for x in seen["items"]] == [job.job_id]

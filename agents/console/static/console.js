@@ -23,6 +23,7 @@ document.addEventListener("alpine:init", () => {
     stream: null,
     queues: [],
     queueScope: "",
+    services: [],
     jobId: "",
     jobFilter: { tenant: "", state: "" },
     jobs: [],
@@ -190,6 +191,12 @@ document.addEventListener("alpine:init", () => {
 
     async loadQueues() {
       this.setQueues(await this.api("GET", "/queues"));
+      if (this.seesAll) {
+        // the worker's own health page: not tenant data, so shown to the system tenant only
+        const health = await fetch("/health").then(r => r.json()).catch(() => null);
+        this.services = health ? Object.entries(health.components)
+          .map(([name, { status, ...detail }]) => ({ name, status, detail })) : [];
+      }
     },
 
     async loadJobs(offset) {
