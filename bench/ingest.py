@@ -23,9 +23,8 @@ import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
+from cronbus.clients.kafka import connect
 from cronbus.streams import topics
 from cronbus.streams.events import (
     DomainEvent,
@@ -37,7 +36,7 @@ from cronbus.streams.events import (
     topic_of,
 )
 from cronbus.streams.keys import tenant_key
-from cronbus.streams.settings import Settings
+from cronbus.streams.settings import Settings, load_settings
 
 # the four event topics of cronbus's own families the benchmark's mix publishes to
 EVENT_TOPICS = (topics.WORLD_TIME_ADVANCED, topics.ENTITY_MODIFIED, topics.INVOICE_DUE,
@@ -59,8 +58,8 @@ def event_for(n: int, tenants: int, now: datetime) -> DomainEvent:
     return ExportRequested(**common, export_id=f"x{n}")
 
 
-async def publish(brokers: list[str], events: int, tenants: int) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=brokers, linger_ms=20, max_batch_size=256_000)
+async def publish(brokers: connect.Brokers, events: int, tenants: int) -> float:
+    producer = connect.producer(brokers, linger_ms=20, acks=1, max_batch_size=256_000)
     await producer.start()
     started = time.perf_counter()
     try:
@@ -75,9 +74,8 @@ async def publish(brokers: list[str], events: int, tenants: int) -> float:
     return events / (time.perf_counter() - started)
 
 
-async def raw_consume(brokers: list[str], events: int) -> float:
-    consumer = AIOKafkaConsumer(*EVENT_TOPICS, bootstrap_servers=brokers, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+async def raw_consume(brokers: connect.Brokers, events: int) -> float:
+    consumer = connect.reader(brokers, *EVENT_TOPICS)
     await consumer.start()
     seen, started = 0, time.perf_counter()
     try:
@@ -109,7 +107,7 @@ def main() -> None:
         env = {**stack.env(), Settings.env_name("app_id"): f"bench-{uuid.uuid4().hex[:6]}",
                Settings.env_name("data_dir"): str(log_dir / "data"),
                Settings.env_name("log_level"): "WARNING"}
-        brokers = [stack.broker_url.removeprefix("kafka://")]
+        brokers = load_settings(broker_url=stack.broker_url).kafka  # CRONBUS_KAFKA_* too
         publish_rate = asyncio.run(publish(brokers, args.events, args.tenants))
         worker = WorkerProcess("worker", env, log_dir, roles=("ingest",)).start()
         try:

@@ -24,12 +24,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
+from cronbus.clients.kafka import connect
 from cronbus.streams import topics
 from cronbus.streams.schedules import Schedule
-from cronbus.streams.settings import Settings
+from cronbus.streams.settings import Settings, load_settings
 
 
 def schedules(n: int, now: datetime, start: datetime) -> list[Schedule]:
@@ -48,9 +47,8 @@ def schedules(n: int, now: datetime, start: datetime) -> list[Schedule]:
     return made
 
 
-async def write(brokers: list[str], items: list[Schedule]) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all", linger_ms=20,
-                                max_batch_size=512_000)
+async def write(brokers: connect.Brokers, items: list[Schedule]) -> float:
+    producer = connect.producer(brokers, linger_ms=20, max_batch_size=512_000)
     await producer.start()
     started = time.perf_counter()
     try:
@@ -61,13 +59,11 @@ async def write(brokers: list[str], items: list[Schedule]) -> float:
     return time.perf_counter() - started
 
 
-async def measure(brokers: list[str], since: float, until: float
+async def measure(brokers: connect.Brokers, since: float, until: float
                   ) -> tuple[list[float], list[float], list[float]]:
     """Lags (s) of every tick with a fire time in [since, until): stamped, and received; and
     the fire times."""
-    consumer = AIOKafkaConsumer(topics.CRON_TICKS, bootstrap_servers=brokers, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                fetch_max_wait_ms=10)
+    consumer = connect.reader(brokers, topics.CRON_TICKS, fetch_max_wait_ms=10)
     await consumer.start()
     stamped: list[float] = []
     received: list[float] = []
@@ -114,7 +110,7 @@ def main() -> None:
                Settings.env_name("data_dir"): str(log_dir / "data"),
                Settings.env_name("builtin_schedules_off"): "all",
                Settings.env_name("log_level"): "WARNING"}
-        brokers = [stack.broker_url.removeprefix("kafka://")]
+        brokers = load_settings(broker_url=stack.broker_url).kafka  # CRONBUS_KAFKA_* too
         now = datetime.now(UTC)
         # the first fires come once the worker has surely loaded everything: the figure is
         # the steady state (what a restart costs is load_s, reported beside it)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import faust
+from faust.types.auth import CredentialsT
 
 from cronbus.streams.settings import Settings
 
@@ -17,6 +18,7 @@ def create_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=settings.faust_broker,
+        broker_credentials=broker_credentials(settings),
         store="memory://",  # tables are rebuilt from their changelog topics at start
         autodiscover=False,
         topic_partitions=settings.partitions,
@@ -36,3 +38,14 @@ def create_app(settings: Settings) -> faust.App:
         # our handlers catch per record; a crash must not commit past unprocessed records
         stream_wait_empty=False,
     )
+
+
+def broker_credentials(settings: Settings) -> CredentialsT | None:
+    """Faust's own broker connection, secured as every other client (``Settings.kafka``)."""
+    kafka = settings.kafka
+    context = kafka.tls.context() if kafka.uses_tls else None
+    if kafka.uses_sasl:
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        return faust.SASLCredentials(username=kafka.sasl_username, password=password,
+                                     ssl_context=context, mechanism=kafka.sasl_mechanism)
+    return faust.SSLCredentials(context) if context is not None else None

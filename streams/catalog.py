@@ -19,6 +19,7 @@ cronbus's own families (``cronbus.families``) are the default and are declared t
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +86,41 @@ class RestCall:
     succeeded: Callable[[Any], bool] = _any_answer
 
 
+# the longest rate-limit window: a delayed job waits at most this long (a week)
+MAX_RATE_WINDOW_S = 7 * 86_400
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``limit`` calls of a job type in any ``per_s`` seconds for one value of the
+    payload field ``key`` (``user_id``: per user), per tenant, across every worker. A job over it
+    waits, costing no attempt, until the window has room: never dropped, never failed."""
+
+    limit: int
+    per_s: float
+    key: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise CatalogError(f"rate limit: limit must be a whole number >= 1, got {self.limit!r}")
+        if (isinstance(self.per_s, bool) or not isinstance(self.per_s, int | float)
+                or not math.isfinite(self.per_s) or not 0 < self.per_s <= MAX_RATE_WINDOW_S):
+            raise CatalogError(f"rate limit: per_s must be seconds > 0 and <= "
+                               f"{MAX_RATE_WINDOW_S}, got {self.per_s!r}")
+        if not isinstance(self.key, str) or not self.key.isidentifier():
+            raise CatalogError(f"rate limit: key must name a payload field, got {self.key!r}")
+
+    def describe(self) -> str:
+        """The rule as people say it, e.g. ``50 per 3600s per user_id``."""
+        return f"{self.limit} per {self.per_s:g}s per {self.key}"
+
+    def key_of(self, payload: BaseModel | Mapping[str, Any]) -> str:
+        """The value the limit is counted by, from a checked payload ('' when it holds none)."""
+        value = (payload.get(self.key) if isinstance(payload, Mapping)
+                 else getattr(payload, self.key, None))
+        return "" if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class JobType:
     """One kind of job: how it runs downstream (one ``call`` or a ``handler`` of several steps),
@@ -95,6 +131,8 @@ class JobType:
     - ``retries`` / ``backoff_s``: None takes ``CRONBUS_MAX_RETRIES`` / ``CRONBUS_RETRY_BACKOFF_S``.
     - ``ordered``: one tenant's jobs of this type run one at a time in record order (a failing
       job retries in place and holds the tenant's later jobs back).
+    - ``rate_limit``: at most so many calls per window for each value of a payload field
+      (:class:`RateLimit`); a job over it is delayed, never failed.
     """
 
     name: str
@@ -107,6 +145,7 @@ class JobType:
     backoff_s: float | None = None
     ordered: bool = False
     about: str = ""
+    rate_limit: RateLimit | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -128,6 +167,20 @@ class JobType:
             raise CatalogError(f"job type {self.name}: retries must be >= 0, got {self.retries}")
         if self.backoff_s is not None and self.backoff_s < 0:
             raise CatalogError(f"job type {self.name}: backoff_s must be >= 0")
+        if self.rate_limit is not None:
+            self._check_rate_limit(self.rate_limit)
+
+    def _check_rate_limit(self, rate_limit: object) -> None:
+        if not isinstance(rate_limit, RateLimit):
+            raise CatalogError(f"job type {self.name}: rate_limit must be a RateLimit(limit, "
+                               f"per_s, key), got {rate_limit!r}")
+        if self.payload is None:
+            raise CatalogError(f"job type {self.name}: a rate limit is counted per value of a "
+                               f"payload field ({rate_limit.key}), but it declares no payload model")
+        if rate_limit.key not in self.payload.model_fields:
+            raise CatalogError(f"job type {self.name}: rate limit key {rate_limit.key!r} is no "
+                               f"field of {self.payload.__name__} (its fields: "
+                               f"{', '.join(self.payload.model_fields) or 'none'})")
 
     def check_payload(self, payload: Mapping[str, Any]) -> BaseModel | Mapping[str, Any]:
         """The payload as its model, or as given when the type declares none. Keys the model

@@ -26,6 +26,8 @@ FIRST_FAILURE_AT = "cronbus-first-failure-at"
 LAST_FAILURE_AT = "cronbus-last-failure-at"
 # on retry topics: when the next attempt may start (epoch seconds)
 RETRY_AT = "cronbus-retry-at"
+# on the rate-limited topic: the rate limit the job waits for (e.g. "50 per 3600s per user_id")
+RATE_LIMITED = "cronbus-rate-limited"
 
 
 def encode(headers: dict[str, object]) -> list[tuple[str, bytes]]:
@@ -42,6 +44,6 @@ FORCE = "cronbus-force"
 
 # every header name cronbus writes on job, retry and dead-letter records; a replay drops them
 ERROR_HEADERS = frozenset({ERROR_TYPE, ERROR, ATTEMPTS, ORIGINAL_TOPIC, FIRST_FAILURE_AT,
-                           LAST_FAILURE_AT, RETRY_AT, REASON, NULL_VALUE, ORIGINAL_SIZE,
+                           LAST_FAILURE_AT, RETRY_AT, RATE_LIMITED, REASON, NULL_VALUE, ORIGINAL_SIZE,
                            ORIGINAL_SHA256, HEADERS_DROPPED, SOURCE_TOPIC, SOURCE_PARTITION,
                            SOURCE_OFFSET})

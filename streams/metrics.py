@@ -2,12 +2,14 @@
 
 Every name the dashboards use is declared here, including those of parts that emit later,
 and every bounded label set is created at zero up front: a panel then shows 0, not nothing,
-and ``rate()`` sees the first increment. Labels are bounded: topics, partitions, job types,
+and ``rate()`` sees the first increment. The Redis bridge's are the exception: registered only
+where the bridge runs (:attr:`Metrics.bridge`). Labels are bounded: topics, partitions, job types,
 reasons, outcomes, status classes; never a tenant.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -26,6 +28,9 @@ DEBOUNCE_OUTCOMES = ("opened", "joined", "immediate", "suppressed")
 PROCESS_OUTCOMES = ("completed", "skipped", "dead_lettered", "invalid")
 FAILURE_KINDS = ("retryable", "permanent")
 BRIDGE_OUTCOMES = ("published", "invalid")
+# the topic label of what the Redis bridge rejects or drops: a pub/sub message has no topic, and
+# its channel is no label (channels are many: a label per channel would grow without end)
+PUBSUB_TOPIC = "redis-pubsub"
 ALERT_KINDS = ("dead_letter", "breaker_open")
 # roles that consume partitions, and the tries after which a record holding one back is a stall
 CONSUMING_ROLES = ("ingest", "processor", "ticker")
@@ -53,8 +58,12 @@ class Metrics:
         )
         self.debounced = Counter(
             "cronbus_debounce_events",
-            "Valid events by what debouncing did with them: opened a window, joined one, went "
-            "through at once, or were suppressed when their window closed",
+            "Valid events routed to a job type, each counted once by what debouncing did with it: "
+            "immediate (a job of its own), opened (opened a window; its job covers it), joined "
+            "(joined a trailing window; the window's job covers it) or suppressed (arrived in a "
+            "leading window's cooldown; no job covers it). (joined+suppressed)/all is the share "
+            "of events that started no job of their own, within 0..1. Events no job type takes "
+            "count as job_type \"none\", outcome \"unrouted\"",
             ["job_type", "outcome"],
             registry=r,
         )
@@ -81,6 +90,12 @@ class Metrics:
         self.jobs_dead_lettered = Counter(
             "cronbus_jobs_dead_lettered", "Jobs sent to their dead-letter topic", ["job_type"],
             registry=r,
+        )
+        self.jobs_rate_limited = Counter(
+            "cronbus_jobs_rate_limited",
+            "Jobs delayed because their type's rate limit had no room for their key (no tenant "
+            "or key label: each delay is counted, the job waits without an attempt)",
+            ["job_type"], registry=r,
         )
         self.dead_letters_replayed = Counter(
             "cronbus_dead_letters_replayed",
@@ -163,19 +178,6 @@ class Metrics:
             buckets=FIRE_LAG_BUCKETS,
             registry=r,
         )
-        # --- Redis bridge
-        self.bridge_messages = Counter(
-            "cronbus_bridge_messages",
-            "Redis pub/sub messages the bridge handled: published to Kafka or invalid",
-            ["outcome"],
-            registry=r,
-        )
-        self.bridge_reconnects = Counter(
-            "cronbus_bridge_reconnects", "Reconnect attempts after the bridge lost Redis", registry=r
-        )
-        self.bridge_connected = Gauge(
-            "cronbus_bridge_connected", "1 while the bridge is subscribed on Redis, else 0", registry=r
-        )
         # --- alerts
         self.alerts = Counter(
             "cronbus_alerts", "Alerts raised: a job dead-lettered, a breaker opened", ["kind"],
@@ -206,6 +208,7 @@ class Metrics:
             for kind in FAILURE_KINDS:
                 self.jobs_failed.labels(job_type, kind)
             self.jobs_retried.labels(job_type)
+            self.jobs_rate_limited.labels(job_type)
             self.jobs_dead_lettered.labels(job_type)
             self.dead_letters_replayed.labels(job_type)
             self.jobs_in_flight.labels(job_type)
@@ -213,10 +216,19 @@ class Metrics:
             self.schedule_misfires.labels(job_type)
             self.schedule_overlaps.labels(job_type)
             self.schedule_fire_lag.labels(job_type)
-        for outcome in BRIDGE_OUTCOMES:
-            self.bridge_messages.labels(outcome)
         for kind in ALERT_KINDS:
             self.alerts.labels(kind)
+
+    @functools.cached_property
+    def bridge(self) -> BridgeMetrics:
+        """The Redis bridge's metrics, registered on first use: only a worker that runs the
+        bridge exports ``cronbus_bridge_*`` (on any other, a ``cronbus_bridge_connected 0``
+        would keep the bridge-down alert firing). Its rejections count in
+        ``cronbus_events_invalid_total{topic="redis-pubsub"}``, created at zero here too."""
+        for reason in InvalidReason:
+            self.events_invalid.labels(PUBSUB_TOPIC, reason.value)
+            self.records_dropped.labels(PUBSUB_TOPIC, reason.value)
+        return BridgeMetrics(self.registry)
 
     def downstream_service(self, service: str) -> None:
         """Create a downstream service's latency series at zero, so its first calls are a rate."""
@@ -225,3 +237,25 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class BridgeMetrics:
+    """The Redis bridge's own metrics (:attr:`Metrics.bridge`), on the worker's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.messages = Counter(
+            "cronbus_bridge_messages",
+            "Redis pub/sub messages the bridge handled: published to Kafka or invalid (kept in "
+            "events.invalid and counted in cronbus_events_invalid_total{topic=\"redis-pubsub\"})",
+            ["outcome"],
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "cronbus_bridge_reconnects", "Reconnect attempts after the bridge lost Redis", registry=r
+        )
+        self.connected = Gauge(
+            "cronbus_bridge_connected", "1 while the bridge is subscribed on Redis, else 0", registry=r
+        )
+        for outcome in BRIDGE_OUTCOMES:
+            self.messages.labels(outcome)

@@ -13,9 +13,24 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cronbus.streams.security import (
+    KafkaAccess,
+    SaslMechanism,
+    SecurityProtocol,
+    TlsFiles,
+    redis_options,
+)
 from cronbus.streams.topics import JOB_TYPE_NAME_PATTERN
 
 ENV_PREFIX = "CRONBUS_"
@@ -54,7 +69,9 @@ def _comma_list(value: Any) -> list[str]:
 
 _TENANT = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 # never echoed in an error message
-SECRET_FIELDS = frozenset({"api_token", "web_api_tokens"})
+SECRET_FIELDS = frozenset({"api_token", "web_api_tokens", "payment_webhook_secrets",
+                           "kafka_sasl_password", "kafka_ssl_key_password",
+                           "redis_ssl_key_password"})
 
 
 def parse_token_tenants(text: str) -> dict[str, str]:
@@ -129,6 +146,50 @@ class Settings(BaseSettings):
         default=["127.0.0.1:9092"],
         description="comma-separated Kafka bootstrap servers, e.g. kafka://127.0.0.1:9092,k2:9092",
     )
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="how Kafka clients connect: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or "
+                    "SASL_SSL (SASL over TLS, e.g. Confluent Cloud, MSK)",
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        default="PLAIN",
+        description="the SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="the SASL user name (with SASL_PLAINTEXT or SASL_SSL)")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="the SASL password (with SASL_PLAINTEXT or SASL_SSL)")
+    kafka_ssl_ca_file: str | None = Field(
+        default=None,
+        description="a PEM file of the CA(s) to trust for the brokers' certificates "
+                    "(default: the system's), e.g. /etc/cronbus/kafka-ca.pem",
+    )
+    kafka_ssl_cert_file: str | None = Field(
+        default=None, description="a PEM client certificate for mutual TLS (optional)")
+    kafka_ssl_key_file: str | None = Field(
+        default=None,
+        description="the PEM private key of CRONBUS_KAFKA_SSL_CERT_FILE (default: in that file)")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="the password of an encrypted client key (optional)")
+    kafka_ssl_check_hostname: bool = Field(
+        default=True,
+        description="whether a broker's certificate must name the host connected to, "
+                    "true or false")
+    redis_ssl_ca_file: str | None = Field(
+        default=None,
+        description="a PEM file of the CA(s) to trust for a rediss:// server's certificate "
+                    "(default: the system's), e.g. /etc/cronbus/redis-ca.pem",
+    )
+    redis_ssl_cert_file: str | None = Field(
+        default=None, description="a PEM client certificate for a rediss:// server (optional)")
+    redis_ssl_key_file: str | None = Field(
+        default=None,
+        description="the PEM private key of CRONBUS_REDIS_SSL_CERT_FILE (default: in that file)")
+    redis_ssl_key_password: SecretStr | None = Field(
+        default=None, description="the password of an encrypted client key (optional)")
+    redis_ssl_check_hostname: bool = Field(
+        default=True,
+        description="whether a rediss:// server's certificate must name its host, true or false")
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         pattern=r"^rediss?://",
@@ -182,6 +243,19 @@ class Settings(BaseSettings):
             "__BREAKER_FAIL_MAX, __BREAKER_RESET_TIMEOUT_S, __BREAKER_ERROR_RATE, "
             "__BREAKER_MIN_CALLS, __BREAKER_WINDOW_S; the service 'api' is CRONBUS_API_URL"
         ),
+    )
+    payment_webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "each payment provider's webhook signing secret, as JSON "
+            '{"stripe": "whsec_..."} or one variable per provider, '
+            "CRONBUS_PAYMENT_WEBHOOK_SECRETS__STRIPE=whsec_...; two secrets of one provider "
+            "(while rotating) are separated by a space"
+        ),
+    )
+    payment_webhook_tolerance_s: float = Field(
+        default=300.0, ge=1, le=86400,
+        description="seconds a webhook's signature timestamp may be from its receipt, 1..86400",
     )
 
     # --- the app
@@ -404,6 +478,70 @@ class Settings(BaseSettings):
             parse_token_tenants(value.get_secret_value())
         return value
 
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        """Settings that cannot work together are named before anything connects."""
+        protocol = self.kafka_security_protocol
+        problems = []
+        if protocol.startswith("SASL_"):
+            missing = [f for f in ("kafka_sasl_username", "kafka_sasl_password")
+                       if getattr(self, f) is None]
+            if missing:
+                problems.append(f"{' and '.join(map(self.env_name, missing))} must be set with "
+                                f"CRONBUS_KAFKA_SECURITY_PROTOCOL={protocol}")
+        elif self.kafka_sasl_username or self.kafka_sasl_password:
+            problems.append(f"CRONBUS_KAFKA_SASL_USERNAME/PASSWORD are set, but "
+                            f"CRONBUS_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
+                            f"(SASL_PLAINTEXT or SASL_SSL does)")
+        if protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            tls_set = [self.env_name(f) for f in ("kafka_ssl_ca_file", "kafka_ssl_cert_file",
+                                                 "kafka_ssl_key_file") if getattr(self, f)]
+            if tls_set:
+                problems.append(f"{', '.join(tls_set)} set, but CRONBUS_KAFKA_SECURITY_PROTOCOL="
+                                f"{protocol} does not use TLS (SSL or SASL_SSL does)")
+        for prefix in ("kafka_ssl", "redis_ssl"):
+            for part in ("ca_file", "cert_file", "key_file"):
+                field = f"{prefix}_{part}"
+                path = getattr(self, field)
+                if path and not os.access(path, os.R_OK):
+                    problems.append(f"{self.env_name(field)}={path!r}: no readable file there")
+            if getattr(self, f"{prefix}_key_file") and not getattr(self, f"{prefix}_cert_file"):
+                problems.append(f"{self.env_name(prefix + '_key_file')} is set without "
+                                f"{self.env_name(prefix + '_cert_file')}")
+        if not problems:  # files that are there but are no PEM CA, certificate or key
+            for prefix, tls in (("kafka_ssl", self.kafka.tls), ("redis_ssl", self.redis_tls)):
+                for part, why in tls.unloadable().items():
+                    problems.append(f"{self.env_name(f'{prefix}_{part}')} cannot be loaded "
+                                    f"({why})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def kafka(self) -> KafkaAccess:
+        """The brokers and how to reach them: what every Kafka client is made with."""
+        return KafkaAccess(
+            servers=tuple(self.broker_url), security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism, sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            tls=TlsFiles(ca_file=self.kafka_ssl_ca_file, cert_file=self.kafka_ssl_cert_file,
+                         key_file=self.kafka_ssl_key_file,
+                         key_password=self.kafka_ssl_key_password,
+                         check_hostname=self.kafka_ssl_check_hostname))
+
+    def redis_options(self, url: str | None = None) -> dict[str, Any]:
+        """redis-py ``from_url`` options for ``url`` (default CRONBUS_REDIS_URL): the TLS files
+        when it is rediss://."""
+        return redis_options(url or self.redis_url, self.redis_tls)
+
+    @property
+    def redis_tls(self) -> TlsFiles:
+        """The TLS files of every rediss:// connection (cronbus's Redis and the bridge's)."""
+        return TlsFiles(ca_file=self.redis_ssl_ca_file, cert_file=self.redis_ssl_cert_file,
+                        key_file=self.redis_ssl_key_file,
+                        key_password=self.redis_ssl_key_password,
+                        check_hostname=self.redis_ssl_check_hostname)
+
     def service(self, name: str) -> ServiceSettings:
         """A downstream service's settings; ``api`` (unless declared under services) is
         CRONBUS_API_URL with its token, timeout and breaker settings. Raises
@@ -432,7 +570,8 @@ class Settings(BaseSettings):
             return {}
         return parse_token_tenants(self.web_api_tokens.get_secret_value())
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "kafka_security_protocol", "kafka_sasl_mechanism",
+                     mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
@@ -494,6 +633,9 @@ def load_settings(**overrides: Any) -> Settings:
             loc = [str(part) for part in error["loc"]]
             field = loc[0] if loc else "?"
             reason = error["msg"].removeprefix("Value error, ")
+            if not loc:  # settings that cannot work together: the message names them
+                problems.append(reason)
+                continue
             if field == "services" and len(loc) == 3:  # one service's part: name the variable
                 problems.append(_describe_service_part(loc[1], loc[2], reason, error.get("input")))
                 continue
@@ -514,11 +656,11 @@ def known_variables() -> frozenset[str]:
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """The ``CRONBUS_*`` variables that are no setting (a service's own, under
-    ``CRONBUS_SERVICES__<NAME>__``, are checked by the service's model)."""
+    """The ``CRONBUS_*`` variables that are no setting. A nested one (``CRONBUS_SERVICES__WORLD__URL``,
+    ``CRONBUS_PAYMENT_WEBHOOK_SECRETS__STRIPE``) is known by its setting and checked by its model."""
     known = known_variables()
     return sorted(name for name in environ if name.startswith(ENV_PREFIX)
-                  and name not in known and not name.startswith(f"{ENV_PREFIX}SERVICES__"))
+                  and name not in known and name.split("__", 1)[0] not in known)
 
 
 def _describe_unknown(name: str) -> str:

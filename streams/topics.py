@@ -12,6 +12,7 @@ WORLD_TIME_ADVANCED: Final = "world-time-advanced"
 ENTITY_MODIFIED: Final = "entity-modified"
 INVOICE_DUE: Final = "invoice-due"
 EXPORT_REQUESTED: Final = "export-requested"
+PAYMENT_WEBHOOK_RECEIVED: Final = "payment-webhook-received"  # the billing family's
 
 # time
 CRON_TICKS: Final = "cron-ticks"
@@ -39,6 +40,12 @@ def processor_group(app_id: str, job_type: str) -> str:
 def retry_topic(of_job_topic: str, delay_s: float) -> str:
     """The retry tier of a job topic, e.g. ``jobs.export.retry.4s``."""
     return f"{of_job_topic}.retry.{delay_s:g}s"
+
+
+def rate_limited_topic(of_job_topic: str) -> str:
+    """Where a job over its type's rate limit waits for its window, on the retry path, e.g.
+    ``jobs.email.retry.rate-limited`` (its due time and unchanged attempts in headers)."""
+    return f"{of_job_topic}.retry.rate-limited"
 
 
 def dead_letter_topic(of_job_topic: str) -> str:

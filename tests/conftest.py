@@ -59,6 +59,38 @@ def api(stack: DevStack) -> Api:
     return Api(stack.api.control_url)
 
 
+class Notifications:
+    """The development notification API's control endpoints."""
+
+    def __init__(self, control_url: str) -> None:
+        self.control_url = control_url
+
+    def sent(self) -> list[dict]:
+        """Every send applied: kind, to whom, template, language, subject and body."""
+        return httpx.get(f"{self.control_url}/sent", timeout=5).json()
+
+    def applied(self) -> dict[str, int]:
+        """Idempotency-Key -> how many times it was applied (exactly once: 1)."""
+        return httpx.get(f"{self.control_url}/applied", timeout=5).json()
+
+    def refused(self) -> list[dict]:
+        return httpx.get(f"{self.control_url}/refused", timeout=5).json()
+
+    def blacklist(self, *addresses: str) -> None:
+        httpx.post(f"{self.control_url}/blacklist", json={"addresses": list(addresses)},
+                   timeout=5).raise_for_status()
+
+    def opt_out(self, *users: str) -> None:
+        httpx.post(f"{self.control_url}/opt-outs", json={"users": list(users)},
+                   timeout=5).raise_for_status()
+
+
+@pytest.fixture
+def notifications(stack: DevStack) -> Notifications:
+    assert stack.notifications is not None
+    return Notifications(stack.notifications.control_url)
+
+
 @pytest.fixture
 def cronbus_env(stack: DevStack, tmp_path: Path) -> dict[str, str]:
     """Settings for this test's workers: its own app id and Redis namespace."""

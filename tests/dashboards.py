@@ -15,6 +15,8 @@ DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 # time range of a few hours: the load of the test stays in the window while it is evaluated)
 BUILTINS = {"$__rate_interval": "5m", "$__interval": "15s", "$__range": "1h"}
 METRIC_NAME = re.compile(r"\bcronbus_[a-z_]+\b")
+# a metric's selector in a query: its name and its {matchers}, if any
+SELECTOR = re.compile(r"\b(cronbus_[a-z_]+|up)(\{[^}]*\})?(?=[\[\s)]|$)")
 
 
 @dataclass(frozen=True)

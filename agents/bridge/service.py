@@ -25,7 +25,7 @@ from cronbus.clients.redis.pubsub import PubSubListener, State
 from cronbus.streams import headers, topics
 from cronbus.streams.events import DomainEvent, InvalidReason, Rejection
 from cronbus.streams.keys import tenant_key
-from cronbus.streams.metrics import Metrics
+from cronbus.streams.metrics import PUBSUB_TOPIC, Metrics
 from cronbus.streams.settings import Settings
 from cronbus.streams.stalls import Stalls
 
@@ -33,8 +33,7 @@ log = logging.getLogger(__name__)
 
 NO_POSITION = "-"  # pub/sub messages have no partition or offset
 # where a metric names the topic a record came from, a pub/sub message's is this one value
-# (channels are many: a label per channel would grow without end)
-PUBSUB = "redis-pubsub"
+PUBSUB = PUBSUB_TOPIC
 
 
 class RedisBridge(mode.Service):
@@ -44,15 +43,17 @@ class RedisBridge(mode.Service):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.metrics = metrics
+        self.bridge_metrics = metrics.bridge  # registered here: only a bridge's worker has them
         self.models = models  # the catalog's model of each event topic
         self.max_bytes = settings.event_max_bytes
-        self.brokers = settings.broker_url
+        self.brokers = settings.kafka
         self._producer: AIOKafkaProducer | None = None
         self._keeper: RecordKeeper | None = None
         self.listener = PubSubListener(
             settings.bridge_redis, settings.bridge_patterns,
-            on_state=self._state_changed, on_reconnect=metrics.bridge_reconnects.inc,
+            on_state=self._state_changed, on_reconnect=self.bridge_metrics.reconnects.inc,
             delay=reconnect_delay,
+            connection_options=settings.redis_options(settings.bridge_redis),
         )
 
     # what every role tells the worker: no partitions, no lag, no record held back
@@ -74,7 +75,7 @@ class RedisBridge(mode.Service):
         }
 
     def _state_changed(self, state: State) -> None:
-        self.metrics.bridge_connected.set(1 if state == "subscribed" else 0)
+        self.bridge_metrics.connected.set(1 if state == "subscribed" else 0)
 
     async def on_start(self) -> None:
         self._producer = connect.producer(self.brokers)
@@ -117,10 +118,12 @@ class RedisBridge(mode.Service):
         delivery = await self._producer.send(event.topic, key=tenant_key(event.tenant_id),
                                              value=event.value)
         await delivery
-        self.metrics.bridge_messages.labels("published").inc()
+        self.bridge_metrics.messages.labels("published").inc()
         log.debug("bridged %s event for tenant %s", event.topic, event.tenant_id)
 
     async def _reject(self, channel: str, data: bytes, rejection: Rejection) -> None:
+        # counted like every other rejection (ingest's), by topic (the one pub/sub value) and reason
+        self.metrics.events_invalid.labels(PUBSUB, str(rejection.reason)).inc()
         log.warning("invalid message on Redis channel %s: %s (%s)", channel, rejection.reason,
                     rejection.detail)
         assert self._keeper is not None, "the bridge has not started"
@@ -136,5 +139,5 @@ class RedisBridge(mode.Service):
             },
         )
         if kept is not Kept.DROPPED:
-            self.metrics.bridge_messages.labels("invalid").inc()
+            self.bridge_metrics.messages.labels("invalid").inc()
 

@@ -38,7 +38,7 @@ def _say(kind: str, text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')}  {kind:<8} {text}", flush=True)
 
 
-async def _publish_bursts(brokers: list[str], tenants: list[str], burst: int, every_s: float) -> None:
+async def _publish_bursts(brokers: connect.Brokers, tenants: list[str], burst: int, every_s: float) -> None:
     async with EventPublisher(brokers) as publisher:
         while True:
             counts = dict.fromkeys(tenants, 0)
@@ -62,7 +62,7 @@ class Watcher:
     order: a call is shown only after its job (or, for a job the watcher does not follow, such
     as a built-in schedule's, after a second, labelled by its tenant)."""
 
-    def __init__(self, brokers: list[str], control_url: str, system_tenant: str) -> None:
+    def __init__(self, brokers: connect.Brokers, control_url: str, system_tenant: str) -> None:
         self.brokers = brokers
         self.control_url = control_url
         self.system_tenant = system_tenant
@@ -124,12 +124,12 @@ class Watcher:
 
 async def _live(settings: Settings, control_url: str, tenants: list[str], burst: int,
                 every_s: float) -> None:
-    watcher = Watcher(settings.broker_url, control_url, settings.system_tenant)
+    watcher = Watcher(settings.kafka, control_url, settings.system_tenant)
     tasks = [asyncio.create_task(watcher.run())]
     try:
         await asyncio.wait_for(watcher.ready.wait(), 30)
         tasks.append(asyncio.create_task(
-            _publish_bursts(settings.broker_url, tenants, burst, every_s)))
+            _publish_bursts(settings.kafka, tenants, burst, every_s)))
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:
@@ -174,6 +174,8 @@ def run_demo(*, tenants: int, burst: int, every_s: float) -> int:
             Settings.env_name("app_id"): f"demo-{run}",
             Settings.env_name("redis_namespace"): namespace,
             Settings.env_name("debounce_window_s"): DEMO_WINDOW_S,
+            # the development API has no billing schema: the billing tenants' keeper stays off
+            Settings.env_name("builtin_schedules_off"): "billing-schedules",
             Settings.env_name("data_dir"): str(log_dir / "data"),
         }
         os.environ.update(env)

@@ -38,9 +38,6 @@ def _use_uvloop() -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    import faust
-
-    from cronbus.agents.worker.build import build_worker
     from cronbus.agents.worker.preflight import check_outside_world
 
     roles = args.role or list(DEFAULT_ROLES)
@@ -50,6 +47,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.event_loop == "uvloop":
         _use_uvloop()
     check_outside_world(settings, roles)
+    # imported once the outside world answers: a wrong setting is named without Faust's import
+    import faust
+
+    from cronbus.agents.worker.build import build_worker
+
     app = build_worker(settings, roles)
     # on SIGTERM each role drains in its on_stop: the processors let started jobs finish within
     # CRONBUS_SHUTDOWN_GRACE_S and hand the rest back uncommitted (Faust's own consumer carries
@@ -175,8 +177,8 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     bar = ProgressBar(len(events), "publish") if show else None
 
     async def send() -> None:
-        await reach.broker(settings.broker_url)
-        async with EventPublisher(settings.broker_url) as publisher:
+        await reach.broker(settings.kafka)
+        async with EventPublisher(settings.kafka) as publisher:
             for done, event in enumerate(events, 1):
                 await publisher.publish(event)
                 if bar:
@@ -207,7 +209,7 @@ def cmd_clock_get(args: argparse.Namespace, settings: Settings) -> int:
     from cronbus.clients.redis.world_clocks import WorldClockView
 
     async def read() -> dict[str, Any] | None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
         try:
             return await WorldClockView(client, namespace=settings.redis_namespace).get(args.tenant)
         finally:
@@ -228,7 +230,7 @@ def cmd_job_status(args: argparse.Namespace, settings: Settings) -> int:
     from cronbus.clients.redis.job_status import JobStatusStore
 
     async def read() -> dict[str, Any] | None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
         try:
             store = JobStatusStore(client, namespace=settings.redis_namespace,
                                    ttl_s=settings.job_status_ttl_s)
@@ -253,11 +255,11 @@ def cmd_job_queues(args: argparse.Namespace, settings: Settings) -> int:
     chosen = _job_types(settings, args.job_type)
 
     async def read() -> list[dict[str, Any]]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
         try:
             store = JobStatusStore(client, namespace=settings.redis_namespace,
                                    ttl_s=settings.job_status_ttl_s)
-            return await queue_stats(settings.broker_url, settings.app_id, store, chosen)
+            return await queue_stats(settings.kafka, settings.app_id, store, chosen)
         finally:
             await client.aclose()
 
@@ -277,7 +279,7 @@ def cmd_job_retry_failed(args: argparse.Namespace, settings: Settings) -> int:
     from cronbus.agents.processing.queues import retry_failed
 
     [job_type] = _job_types(settings, [args.job_type])
-    result = asyncio.run(retry_failed(settings.broker_url, job_type,
+    result = asyncio.run(retry_failed(settings.kafka, job_type,
                                       tenant_id=args.tenant, dry_run=args.dry_run))
     if args.json:
         print(json.dumps({"job_type": args.job_type, "dry_run": args.dry_run, **result.as_dict()},
@@ -530,7 +532,7 @@ def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"cronbus dlq list: {exc}", file=sys.stderr)
         return 2
-    letters = asyncio.run(find_dead_letters(settings.broker_url, chosen, rule))
+    letters = asyncio.run(find_dead_letters(settings.kafka, chosen, rule))
     if args.json:
         print(json.dumps([letter.as_dict() for letter in letters], indent=2))
     else:
@@ -550,10 +552,10 @@ def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     async def run() -> tuple[Any, list[Any]]:
-        letters = await find_dead_letters(settings.broker_url, chosen, rule)
+        letters = await find_dead_letters(settings.kafka, chosen, rule)
         show = args.progress if args.progress is not None else sys.stderr.isatty()
         bar = ProgressBar(len(letters), "replay") if show and not args.dry_run else None
-        result = await replay(settings.broker_url, letters, force=args.force,
+        result = await replay(settings.kafka, letters, force=args.force,
                               dry_run=args.dry_run, on_sent=bar.update if bar else None)
         if bar is not None:
             bar.close()
@@ -704,9 +706,9 @@ async def _reach(settings: Settings, needs: Sequence[str]) -> None:
     from cronbus.clients import reach
 
     if "broker" in needs:
-        await reach.broker(settings.broker_url)
+        await reach.broker(settings.kafka)
     if "redis" in needs:
-        await reach.redis(settings.redis_url)
+        await reach.redis(settings.redis_url, options=settings.redis_options())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

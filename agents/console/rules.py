@@ -207,11 +207,11 @@ def letter_ref(raw: Any) -> tuple[str, int, int]:
 
 def job_view(record: Mapping[str, Any]) -> dict[str, Any]:
     """A job's status as the console shows it, with its timeline (UTC ISO times, in order)."""
-    view = {k: v for k, v in record.items() if not k.endswith("_at")}
+    view = dict(record)
     timeline = []
     for stamp, label in (("started_at", "attempt started"), ("updated_at", "last change"),
-                         ("finished_at", "finished")):
-        if record.get(stamp) is not None:
+                         ("finished_at", "finished"), ("due_at", "due (rate limit)")):
+        if isinstance(record.get(stamp), int | float):
             at = datetime.fromtimestamp(float(record[stamp]), UTC).isoformat()
             view[stamp] = at
             timeline.append({"at": at, "what": label})

@@ -21,6 +21,8 @@ from typing import Any, Literal
 from cronbus.streams.jobs import EventCoverage, Job, job_id_for, window_trigger_ref
 
 Mode = Literal["leading", "trailing", "immediate"]
+# what became of an event (cronbus_debounce_events_total's outcome): exclusive, one per event
+Outcome = Literal["immediate", "opened", "joined", "suppressed"]
 
 
 @dataclass(slots=True)
@@ -110,9 +112,16 @@ class DebouncePolicy:
     def is_closed(self, window: Window, now: float) -> bool:
         return now >= self.closes_at(window)
 
-    def suppressed(self, window: Window) -> int:
-        """How many events of this window did not (and will not) start a job of their own."""
-        return window.count - 1
+    def outcome(self, opened: bool) -> Outcome:
+        """What debouncing does with one event, counted once as ingest sees it: ``immediate``
+        (a job of its own), ``opened`` (it opened a window: the window's job covers it),
+        ``joined`` (it joined a trailing window: the job at its close covers it) or
+        ``suppressed`` (it came in a leading window's cooldown: no job covers it)."""
+        if self.mode == "immediate":
+            return "immediate"
+        if opened:
+            return "opened"
+        return "joined" if self.mode == "trailing" else "suppressed"
 
 
 def job_for_window(tenant_id: str, job_type: str, window: Window, now: float) -> Job:

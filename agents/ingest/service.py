@@ -183,7 +183,7 @@ class Ingest(mode.Service):
 
     async def on_start(self) -> None:
         await self.topic_maker.ensure(self.catalog.topics(self.settings.app_id))
-        brokers = self.settings.broker_url
+        brokers = self.settings.kafka
         self._producer = connect.producer(brokers)
         await self._producer.start()
         self._keeper = RecordKeeper(self._producer, self.metrics)
@@ -401,19 +401,18 @@ class Ingest(mode.Service):
             policy = IMMEDIATE if immediate else self.policies.get(job_type, IMMEDIATE)
             if policy.mode == "immediate":
                 await self._emit(immediate_job(parsed, job_type, now))
-                self._outcomes[job_type, "immediate"] += 1
+                self._outcomes[job_type, policy.outcome(opened=False)] += 1
                 continue
             opened, fired = self.book.observe(
                 record.partition, parsed.tenant_id, job_type, parsed.event_id, occurred_at, now)
-            self._outcomes[job_type, "opened" if opened else "joined"] += 1
+            # each event once, here: a window's close adds nothing (the ratio stays within 0..1)
+            self._outcomes[job_type, policy.outcome(opened)] += 1
             if fired is not None:  # leading: the first event fires at once
                 await self._emit(job_for_window(parsed.tenant_id, job_type, fired, now))
 
     async def _close(self, closed: Closed, now: float) -> None:
-        policy = self.policies[closed.job_type]
         if not closed.window.fired:
             await self._emit(job_for_window(closed.tenant_id, closed.job_type, closed.window, now))
-        self._outcomes[closed.job_type, "suppressed"] += policy.suppressed(closed.window)
 
     def _reject(self, record: ConsumerRecord, rejection: Rejection) -> None:
         """Queue the record for events.invalid (kept with the step's other sends)."""

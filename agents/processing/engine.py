@@ -10,7 +10,10 @@ job topics itself, one consumer group per job type (``<app id>.<job type>``), as
   are in flight across the worker;
 - offsets are committed every ``processor_commit_interval_s``, only up to the contiguous
   prefix of finished records of each partition (:mod:`cronbus.agents.processing.offsets`);
-- records of a retry topic wait until their due time (a header) without taking a slot;
+- records of a retry topic wait until their due time (a header) without taking a slot; those
+  of the rate-limited topic (jobs waiting for their rate-limit window, up to a whole window)
+  do not count against the fetch buffer while they wait either, so jobs waiting for one key's
+  window never stop the fetching of other keys' jobs;
 - while the circuit of a job type's service is open its consumer is paused (``pause()``),
   nothing is fetched, nothing is spent; it resumes when the gate opens;
 - a record whose processing fails (Redis or the broker away) is tried again after a growing
@@ -48,6 +51,7 @@ from cronbus.clients.kafka.keeper import KeepFailed, Kept, RecordKeeper, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobStatusStore
 from cronbus.clients.redis.kept_schedules import KeptSchedules
 from cronbus.clients.redis.query_cache import QueryCache
+from cronbus.clients.redis.rate_limits import RateLimitWindows
 from cronbus.streams import topics
 from cronbus.streams.catalog import Catalog, CatalogError
 from cronbus.streams.jobs import Job
@@ -91,7 +95,7 @@ class JobTopicConsumer:
         self.max_buffered = max_buffered
         self.ordered = processor.spec.ordered
         self.consumer = kafka_connect.group_consumer(
-            settings.broker_url, group_id=self.group, topics=processor.topics(),
+            settings.kafka, group_id=self.group, topics=processor.topics(),
             listener=_Rebalance(self), client_id=f"{self.group}-consumer",
             session_timeout_s=settings.broker_session_timeout_s,
             rebalance_timeout_s=settings.broker_rebalance_timeout_s,
@@ -180,7 +184,10 @@ class JobTopicConsumer:
         if tp.topic != self.processor.topic:
             due = self.processor.due_at(record)
             if due is not None and due > time.time():
-                await asyncio.sleep(due - time.time())
+                if tp.topic == self.processor.rate_limited_topic:
+                    await self._wait_aside(due)
+                else:
+                    await asyncio.sleep(due - time.time())
         while True:
             try:
                 await self.processor.process(record)
@@ -197,6 +204,18 @@ class JobTopicConsumer:
         self.offsets.finish(tp, record.offset)
         if self.ordered and self._last_of_key.get((tp, record.key)) is asyncio.current_task():
             del self._last_of_key[(tp, record.key)]
+
+    async def _wait_aside(self, due: float) -> None:
+        """Wait until ``due`` without holding a place of the fetch buffer: a job waiting for its
+        rate-limit window may wait an hour, and many of them must not stop other keys' jobs
+        from being fetched."""
+        self._outstanding -= 1
+        if self._outstanding < self.max_buffered:
+            self._room.set()
+        try:
+            await asyncio.sleep(max(0.0, due - time.time()))
+        finally:
+            self._outstanding += 1
 
     async def _failed(self, tp: TopicPartition, record: ConsumerRecord, exc: Exception) -> bool:
         """Count a failed try of ``record``; True to try it again (after a pause), False once it
@@ -278,7 +297,7 @@ class RecordSender:
         self.keeper: RecordKeeper | None = None
 
     async def start(self) -> None:
-        self.producer = kafka_connect.producer(self.settings.broker_url)
+        self.producer = kafka_connect.producer(self.settings.kafka)
         await self.producer.start()
         self.keeper = RecordKeeper(self.producer, self.metrics)
 
@@ -421,9 +440,11 @@ def build_engine(
     settings: Settings, *, clients: Callable[[str], DownstreamClient], status: JobStatusStore,
     metrics: Metrics, alerts: Alerts | None, topic_maker: kafka_connect.TopicMaker,
     catalog: Catalog, kept: KeptSchedules, cache: QueryCache | None = None,
+    rate_limits: RateLimitWindows | None = None,
 ) -> JobEngine:
     """The engine for the job types in ``CRONBUS_JOB_TYPES`` (all the catalog's when empty);
-    ``clients`` gives each service's client (a service without settings stops start-up, named)."""
+    ``clients`` gives each service's client (a service without settings stops start-up, named);
+    ``rate_limits`` keeps the windows of the job types that declare a rate limit."""
     try:
         wanted = catalog.pick(settings.job_types)
     except CatalogError as exc:
@@ -445,7 +466,7 @@ def build_engine(
     processors = [
         Processor(t, client=clients(t.service), status=batched, gate=gates[t.service],
                   keep=send.keep, handlers=handlers, slots=slots, metrics=metrics, alerts=alerts,
-                  policy=policy, rng=random.Random())
+                  policy=policy, rng=random.Random(), rate_limits=rate_limits)
         for t in wanted
     ]
     return JobEngine(settings, processors, gates, sender=send, topic_maker=topic_maker,

@@ -12,8 +12,9 @@ finished is kept with the job's status: run again (a retry, a redelivery after k
 rebalance), the handler gets the kept result and nothing is called twice. So a step's name must
 say what it does to what (``expire:<event id>``), never a counter of attempts.
 
-A :class:`DownstreamError` a handler lets through is classified as for single calls; any other
-exception is a retryable :class:`HandlerFailed` naming it, never a crashed worker.
+A :class:`DownstreamError` a handler lets through is classified as for single calls (a
+:class:`JobRejected` is permanent); any other exception is a retryable :class:`HandlerFailed`
+naming it, never a crashed worker.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from cronbus.agents.processing.schedule_keeper import Changes, ScheduleKeeper
-from cronbus.clients.http.downstream import DownstreamClient, DownstreamError, RetryableError
+from cronbus.clients.http.downstream import (
+    DownstreamClient,
+    DownstreamError,
+    PermanentError,
+    RetryableError,
+)
 from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.streams.catalog import Catalog
 from cronbus.streams.jobs import Job, job_id_for
@@ -37,8 +43,19 @@ Handler = Callable[[Job, "JobContext"], Awaitable[None]]
 EmitJob = Callable[[Job], Awaitable[None]]
 
 
+# what a handler raises, or catches, to say a call failed for good (dead-lettered at once)
+__all__ = ["DownstreamError", "EmitJob", "Handler", "HandlerFailed", "HandlerServices",
+           "JobContext", "PermanentError", "RetryableError", "StepStore", "failed_in"]
+
+
 class HandlerFailed(RetryableError):
     """A handler raised something other than a downstream error (the exception is named)."""
+
+
+class JobRejected(PermanentError):
+    """A handler's verdict that its job can never succeed as it is (input only the handler can
+    judge: a bad signature, say): dead-lettered at once, never retried, the error type named
+    by its subclass (``BadSignature``). Raise it before any call the job must not make."""
 
 
 class StepStore(Protocol):

@@ -4,6 +4,8 @@ its outcome: completed, retried through a retry topic, or dead-lettered.
 The record's key and value are never changed: a retry or a dead letter is the same bytes on
 another topic, its story (attempts, error, first and last failure) in headers. An open
 circuit is not the job's fault: the job waits at its service's gate, spending no attempt.
+Nor is a full rate-limit window: a job over its type's limit for its key is parked on the
+rate-limited retry topic until the window has room, its attempts unchanged.
 
 Whatever a record holds, it is decided: a value that is no job of this type (a tombstone,
 too large, not JSON) or headers cronbus could not have written (``cronbus-attempts: abc``) is
@@ -45,6 +47,7 @@ from cronbus.clients.http.downstream import (
 )
 from cronbus.clients.kafka.keeper import CARRIED_HEADERS_MAX_BYTES, KEEP_MAX_BYTES, Kept, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobState, JobStatusStore
+from cronbus.clients.redis.rate_limits import Claim, RateLimitWindows
 from cronbus.streams import headers, topics
 from cronbus.streams.catalog import GraphQLCall, JobType, PayloadError
 from cronbus.streams.jobs import Job
@@ -85,10 +88,20 @@ class Outcome(StrEnum):
     RETRY_DUE = "retry_due"  # failed; on a retry topic for its next attempt
     DEAD_LETTERED = "dead_lettered"  # given up: on the dead-letter topic
     INVALID = "invalid"  # no job of this type (or unprocessable): dead-lettered at once
+    # over its rate limit: on the rate-limited topic until its window has room (counted by
+    # cronbus_jobs_rate_limited_total, not as processed: it is not done)
+    RATE_LIMITED = "rate_limited"
 
 
 # an attempt's answer when the job had completed before
 _ALREADY_DONE = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class OverRateLimit:
+    """An attempt's answer when the job's rate-limit window had no room: no call was made."""
+
+    due_at: float  # when the window has room (epoch seconds)
 
 
 class InvalidJob(Exception):
@@ -113,6 +126,7 @@ class Processor:
         gate: ServiceGate, keep: Keep, handlers: HandlerServices,
         slots: asyncio.Semaphore, metrics: Metrics,
         alerts: Alerts | None, policy: RetryPolicy, rng: random.Random | None = None,
+        rate_limits: RateLimitWindows | None = None,
     ) -> None:
         self.spec = spec
         self.job_type = spec.name
@@ -129,7 +143,16 @@ class Processor:
             retries=policy.retries if spec.retries is None else spec.retries,
             backoff_s=policy.backoff_s if spec.backoff_s is None else spec.backoff_s,
         )
-        self.longest_wait_s = longest_wait_s(self.policy)
+        self.rate_limit = spec.rate_limit
+        if self.rate_limit is not None and rate_limits is None:
+            raise ValueError(f"job type {spec.name} has a rate limit: its processor needs the "
+                             f"rate-limit windows")
+        self.rate_limits = rate_limits
+        # a job parked for its rate limit may wait a whole window
+        self.longest_wait_s = max(longest_wait_s(self.policy),
+                                  self.rate_limit.per_s if self.rate_limit else 0.0)
+        self.rate_limited_topic = (topics.rate_limited_topic(self.topic)
+                                   if self.rate_limit is not None else None)
         self.rng = rng or random.Random()
         self.retry_topics = {d: topics.retry_topic(self.topic, d) for d in self.policy.tier_delays()}
         self.dead_letter_topic = topics.dead_letter_topic(self.topic)
@@ -139,16 +162,20 @@ class Processor:
         self.busy: set[asyncio.Task[Any]] = set()
         # metric children looked up once: labels() costs more than inc()
         self._outcomes = {o: metrics.jobs_processed.labels(self.job_type, o) for o in Outcome
-                          if o is not Outcome.RETRY_DUE}  # a retry is counted as retried
+                          if o not in (Outcome.RETRY_DUE, Outcome.RATE_LIMITED)}
+        # a retry is counted as retried, a delay as rate limited
         self._failed = {k: metrics.jobs_failed.labels(self.job_type, k)
                         for k in ("retryable", "permanent")}
         self._retried = metrics.jobs_retried.labels(self.job_type)
+        self._rate_limited = metrics.jobs_rate_limited.labels(self.job_type)
         self._dead = metrics.jobs_dead_lettered.labels(self.job_type)
         self._in_flight = metrics.jobs_in_flight.labels(self.job_type)
 
     def topics(self) -> list[str]:
-        """The topics this processor consumes: the job topic and its retry tiers."""
-        return [self.topic, *self.retry_topics.values()]
+        """The topics this processor consumes: the job topic, its retry tiers and, with a rate
+        limit, the topic where jobs wait for their window."""
+        waiting = [self.rate_limited_topic] if self.rate_limited_topic else []
+        return [self.topic, *self.retry_topics.values(), *waiting]
 
     def due_at(self, record: JobRecord) -> float | None:
         """When a record of a retry topic may run (None: at once; a bad header too, so that it
@@ -193,6 +220,14 @@ class Processor:
             if error is None:
                 await self.status.finish(job.job_id, JobState.COMPLETED)
                 return self._counted(Outcome.COMPLETED)
+            if isinstance(error, OverRateLimit):
+                # no call was made: no attempt spent; the status already says waiting, and when
+                self._rate_limited.inc()
+                if self.spec.ordered:  # keep the tenant's order: wait in place, out of a slot
+                    await asyncio.sleep(max(0.0, error.due_at - time.time()))
+                    continue
+                await self._park(record, past, error.due_at)
+                return Outcome.RATE_LIMITED
             assert isinstance(error, DownstreamError)
             if self._is_outage(error):
                 await self._wait_out(job, error)
@@ -223,8 +258,8 @@ class Processor:
 
     async def _attempt_in_a_slot(self, job: Job, *, force: bool) -> object:
         """Wait for the service's gate and a slot, then make one attempt: None when it
-        succeeded, its :class:`DownstreamError`, or :data:`_ALREADY_DONE` for a job completed
-        before (acknowledged without a call)."""
+        succeeded, its :class:`DownstreamError`, :data:`_ALREADY_DONE` for a job completed
+        before (acknowledged without a call), or :class:`OverRateLimit` (no call either)."""
         await self.gate.wait_open()
         async with self.slots:
             if self.stopping and asyncio.current_task() not in self.busy:
@@ -234,12 +269,35 @@ class Processor:
             self.busy.add(asyncio.current_task())  # type: ignore[arg-type]
             self._in_flight.inc()
             try:
+                claim = None
+                if self.rate_limit is not None:
+                    # a place in the window is taken right before the call, and kept even if
+                    # the call fails (the message may have gone out)
+                    claim = await self._claim(job, force=force)
+                    if claim.done_before:
+                        return _ALREADY_DONE
+                    if not claim.granted:
+                        return OverRateLimit(due_at=time.time() + claim.wait_s)
                 attempt = await self.status.begin_attempt(job, force=force)
                 if attempt == 0:
+                    if claim is not None:  # completed meanwhile elsewhere: no call, no place
+                        assert self.rate_limits is not None
+                        await self.rate_limits.give_back(claim)
                     return _ALREADY_DONE
                 return await self._attempt(job, attempt)
             finally:
                 self._in_flight.dec()
+
+    async def _claim(self, job: Job, *, force: bool) -> Claim:
+        limit, windows = self.rate_limit, self.rate_limits
+        assert limit is not None and windows is not None
+        store = self.status.store if isinstance(self.status, BatchedJobStatus) else self.status
+        return await windows.claim(
+            job_type=self.job_type, tenant_id=job.tenant_id,
+            key_value=limit.key_of(self.spec.check_payload(job.payload)),
+            limit=limit.limit, per_s=limit.per_s, job_id=job.job_id,
+            status_key=store.key(job.job_id), force=force,
+            reason=f"rate limit: {limit.describe()}")
 
     def _is_outage(self, error: DownstreamError) -> bool:
         """The service's circuit is open: the outage's fault, not the job's."""
@@ -283,6 +341,29 @@ class Processor:
                 headers.RETRY_AT: f"{decision.due_at:.3f}",
             },
         )
+
+    async def _park(self, record: JobRecord, past: Story, due_at: float) -> None:
+        """The same key and value on the rate-limited topic, due when the window has room; the
+        attempts (and any earlier failure) carried as they were."""
+        assert self.rate_limit is not None and self.rate_limited_topic is not None
+        rule = self.rate_limit.describe()
+        story: dict[str, object] = {
+            headers.ERROR_TYPE: "OverRateLimit",
+            headers.ERROR: f"over the rate limit of {self.job_type} ({rule}); due at {due_at:.3f}",
+            headers.ATTEMPTS: past.failures,
+            headers.ORIGINAL_TOPIC: self.topic,
+            headers.RETRY_AT: f"{due_at:.3f}",
+            headers.RATE_LIMITED: rule,
+        }
+        if past.failures:
+            story[headers.FIRST_FAILURE_AT] = f"{past.first_failure_at:.3f}"
+            last = headers.decode(record.headers).get(headers.LAST_FAILURE_AT)
+            if last:
+                story[headers.LAST_FAILURE_AT] = last
+        log.debug("%s over its rate limit (%s): due in %.1fs", self.job_type, rule,
+                  due_at - time.time())
+        await self.keep(_source(record), self.rate_limited_topic, record.key, record.value,
+                        carried=_carried(record), may_drop=False, story=story)
 
     def _counted(self, outcome: Outcome) -> Outcome:
         self._outcomes[outcome].inc()

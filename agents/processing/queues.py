@@ -12,12 +12,13 @@ from typing import Any
 
 from cronbus.agents.processing.dead_letters import DeadLetterFilter
 from cronbus.agents.processing.replay import ReplayResult, dead_letter_topics, find_dead_letters, replay
+from cronbus.clients.kafka.connect import Brokers
 from cronbus.clients.kafka.records import group_lag
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.streams import topics
 
 
-async def queue_stats(brokers: Sequence[str], group_id: str, store: JobStatusStore,
+async def queue_stats(brokers: Brokers, group_id: str, store: JobStatusStore,
                       job_types: Sequence[str]) -> list[dict[str, Any]]:
     chosen = list(job_types)
     job_topics = [topics.job_topic(t) for t in chosen]
@@ -30,7 +31,7 @@ async def queue_stats(brokers: Sequence[str], group_id: str, store: JobStatusSto
             for t, topic in zip(chosen, job_topics, strict=True)]
 
 
-async def retry_failed(brokers: Sequence[str], job_type: str, *, tenant_id: str | None = None,
+async def retry_failed(brokers: Brokers, job_type: str, *, tenant_id: str | None = None,
                        dry_run: bool = False, force: bool = False) -> ReplayResult:
     """Replay the dead letters of one job type (one tenant's, when given) to its job topic."""
     letters = await find_dead_letters(brokers, dead_letter_topics([job_type]),

@@ -19,6 +19,7 @@ from cronbus.agents.processing.dead_letters import (
     replay_destination,
     replay_headers,
 )
+from cronbus.clients.kafka.connect import Brokers
 from cronbus.clients.kafka.records import Outgoing, read_to_end, send_records
 from cronbus.streams import topics
 
@@ -30,7 +31,7 @@ def dead_letter_topics(job_types: Iterable[str]) -> list[str]:
     return [topics.dead_letter_topic(topics.job_topic(t)) for t in job_types]
 
 
-async def find_dead_letters(brokers: Sequence[str], topic_names: Iterable[str],
+async def find_dead_letters(brokers: Brokers, topic_names: Iterable[str],
                             rule: DeadLetterFilter) -> list[DeadLetter]:
     found: list[DeadLetter] = []
     for topic in topic_names:
@@ -72,7 +73,7 @@ def plan_replay(letters: Iterable[DeadLetter], *, force: bool = False
     return outgoing, result
 
 
-async def replay(brokers: Sequence[str], letters: Sequence[DeadLetter], *, force: bool = False,
+async def replay(brokers: Brokers, letters: Sequence[DeadLetter], *, force: bool = False,
                  dry_run: bool = False, on_sent: Callable[[int], None] | None = None
                  ) -> ReplayResult:
     outgoing, result = plan_replay(letters, force=force)

@@ -62,6 +62,8 @@ def _task(name: str, cron: str, about: str) -> Builtin:
 BUILTINS: tuple[Builtin, ...] = (
     Builtin("event-expiration", "event-expiration", every_ms=FIVE_MINUTES_MS,
             about="expire events past their end plus the grace period (grace_period_s)"),
+    Builtin("billing-schedules", "billing-schedules", cron="0 * * * *",
+            about="every billing tenant's schedules kept in step with its zone and times, hourly"),
     Builtin("settlement-growth", "settlement-growth", cron="0 * * * *",
             about="every campaign's settlement growth schedules kept in step, hourly"),
     Builtin("structure-maintenance", "structure-maintenance", cron="0 * * * *",

@@ -11,7 +11,7 @@ about 200k/s and the load is bounded by parsing (see README, "Schedules").
 
 The interface the REST API and the CLI use::
 
-    directory = ScheduleDirectory(settings.broker_url, partitions=settings.partitions)
+    directory = ScheduleDirectory(settings.kafka, partitions=settings.partitions)
     await directory.start()            # returns once the whole topic is loaded
     saved = await directory.upsert(schedule)   # no record if nothing changed
     removed = await directory.remove(tenant, id)
@@ -122,7 +122,7 @@ class ScheduleView:
         return self._by_key.values()
 
 
-async def ensure_schedules_topic(brokers: list[str], partitions: int, replication: int = 1) -> None:
+async def ensure_schedules_topic(brokers: connect.Brokers, partitions: int, replication: int = 1) -> None:
     """Create the compacted ``schedules`` topic unless it exists."""
     await connect.TopicMaker(brokers, partitions=partitions, replication=replication,
                              compacted=topics.COMPACTED).ensure([topics.SCHEDULES])
@@ -132,7 +132,7 @@ class ScheduleDirectory:
     """Reads and writes schedules. ``get``/``list`` answer from the local view, which follows
     the topic; an upsert or remove made here is in the view when the call returns."""
 
-    def __init__(self, brokers: list[str], *, partitions: int, replication: int = 1,
+    def __init__(self, brokers: connect.Brokers, *, partitions: int, replication: int = 1,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.brokers = brokers
         self.partitions = partitions

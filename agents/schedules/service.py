@@ -46,7 +46,7 @@ async def upsert_builtins(directory: ScheduleDirectory, settings: Settings, cata
 async def builtins_up_to_date(settings: Settings, catalog: Catalog) -> None:
     """Bring the built-ins up to date once (the ticker's, always, before it takes partitions
     on: the role that fires them): load the directory, reconcile, let the directory go."""
-    directory = ScheduleDirectory(settings.broker_url, partitions=settings.partitions,
+    directory = ScheduleDirectory(settings.kafka, partitions=settings.partitions,
                                   replication=settings.replication_factor)
     await directory.start()
     try:
@@ -66,7 +66,7 @@ class SchedulesApi(mode.Service):
                  status: JobStatusStore, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
-        self.directory = ScheduleDirectory(settings.broker_url, partitions=settings.partitions,
+        self.directory = ScheduleDirectory(settings.kafka, partitions=settings.partitions,
                                            replication=settings.replication_factor)
         self.api = ScheduleApi(
             self.directory, catalog,
@@ -94,7 +94,7 @@ class SchedulesApi(mode.Service):
         self.api.register(app)
 
     async def on_start(self) -> None:
-        self._producer = connect.producer(self.settings.broker_url, linger_ms=0)
+        self._producer = connect.producer(self.settings.kafka, linger_ms=0)
         await self._producer.start()
         await self.directory.start()
 

@@ -175,7 +175,7 @@ class Ticker(mode.Service):
     async def on_start(self) -> None:
         if self.before_start is not None:
             await self.before_start()
-        brokers = self.settings.broker_url
+        brokers = self.settings.kafka
         # cron-ticks and schedules (compacted) among them
         await self.topic_maker.ensure([topics.SCHEDULES, topics.CRON_TICKS, self.clock_log])
         self._producer = connect.producer(brokers)
@@ -320,7 +320,7 @@ class Ticker(mode.Service):
         """The partition of ``schedules`` whose ticker fires a tenant's world schedules."""
         return partition_of(tenant_key(tenant_id), self._schedule_partitions)
 
-    async def _start_world_feed(self, brokers: list[str]) -> None:
+    async def _start_world_feed(self, brokers: connect.Brokers) -> None:
         """Read every partition's world schedules to their end, then follow them from there."""
         assert self._producer is not None
         self._world_feed = connect.reader(brokers, fetch_max_wait_ms=100)

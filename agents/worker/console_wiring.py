@@ -27,7 +27,7 @@ class DeadLetterShelf:
 
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
-        self.brokers = resources.settings.broker_url
+        self.brokers = resources.settings.kafka  # servers, SASL and TLS
 
     async def find(self, query: LetterQuery) -> list[DeadLetter]:
         rule = DeadLetterFilter(tenant_id=query.tenant_id, error_type=query.error_type,
@@ -69,7 +69,7 @@ def console_api(app: faust.App, resources: Resources) -> ConsoleApi:
     settings = resources.settings
 
     async def stats(job_types: Sequence[str]) -> list[dict[str, Any]]:
-        return await queue_stats(settings.broker_url, settings.app_id, resources.status, job_types)
+        return await queue_stats(settings.kafka, settings.app_id, resources.status, job_types)
 
     api = ConsoleApi(
         tokens=TokenTenants(resources.redis, namespace=settings.redis_namespace,

@@ -1,6 +1,7 @@
 """Before a worker starts: the broker and Redis answer, or the worker does not start (one line
-naming the setting, exit 4, instead of Faust's traceback); a downstream service that does not
-answer yet is said once, and the worker starts anyway (its jobs wait behind its breaker)."""
+naming the setting, exit 4, instead of Faust's traceback); a downstream service, or the
+bridge's own Redis, that does not answer yet is said once, and the worker starts anyway (its
+jobs wait behind its breaker; the bridge is unready until its Redis answers)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,14 @@ def service_setting(name: str) -> str:
 
 async def outside_world_answers(settings: Settings, roles: Sequence[str]) -> None:
     """Raises :class:`reach.Unreachable` for the broker or Redis; warns for a silent service."""
-    await reach.broker(settings.broker_url)
-    await reach.redis(settings.redis_url)
+    await reach.broker(settings.kafka)
+    await reach.redis(settings.redis_url, options=settings.redis_options())
+    if "bridge" in roles and settings.bridge_redis_url:
+        try:  # the bridge's own Redis: only the bridge waits for it (unready until it answers)
+            await reach.redis(settings.bridge_redis_url, setting="bridge_redis_url",
+                              options=settings.redis_options(settings.bridge_redis_url))
+        except reach.Unreachable as exc:
+            log.warning("%s; the bridge waits for it, the other roles start", exc)
     if "processor" not in roles:
         return
     try:

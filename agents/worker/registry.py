@@ -29,6 +29,7 @@ from cronbus.clients.redis.breaker_storage import SharedBreakerStorage
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.kept_schedules import KeptSchedules
 from cronbus.clients.redis.query_cache import QueryCache
+from cronbus.clients.redis.rate_limits import RateLimitWindows
 from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams import topics
 from cronbus.streams.catalog import Catalog, load_catalog
@@ -76,11 +77,12 @@ class Resources:
         # a call waits for a free connection instead of failing: hundreds of jobs' steps and
         # status writes may ask at once (redis-py's own pool refuses past 100)
         redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S))
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S,
+            **settings.redis_options()))
         return cls(
             settings=settings, catalog=catalog, app=app, metrics=metrics, redis=redis,
             alerts=Alerts(settings, metrics),
-            topic_maker=TopicMaker(settings.broker_url, partitions=settings.partitions,
+            topic_maker=TopicMaker(settings.kafka, partitions=settings.partitions,
                                    replication=settings.replication_factor,
                                    compacted=topics.compacted(settings.app_id)),
             status=JobStatusStore(redis, namespace=settings.redis_namespace,
@@ -142,7 +144,9 @@ def _processor(r: Resources) -> mode.Service:
                         metrics=r.metrics, alerts=r.alerts, topic_maker=r.topic_maker,
                         catalog=r.catalog,
                         kept=KeptSchedules(r.redis, namespace=r.settings.redis_namespace),
-                        cache=r.query_cache)
+                        cache=r.query_cache,
+                        rate_limits=RateLimitWindows(r.redis, namespace=r.settings.redis_namespace,
+                                                     status_ttl_s=r.settings.job_status_ttl_s))
 
 
 def _ticker(r: Resources) -> mode.Service:

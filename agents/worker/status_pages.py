@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def register_status_pages(app: faust.App, settings: Settings, catalog: Catalog,
                           store: JobStatusStore, metrics: Metrics,
                           console: ConsoleApi | None = None) -> None:
-    brokers = settings.broker_url
+    brokers = settings.kafka
 
     class JobPage(View):
         async def get(self, request: Request, job_id: str) -> Response:

@@ -1,4 +1,5 @@
-"""The development stack: broker, Redis and the development API, on free ports.
+"""The development stack: broker, Redis and the development APIs (the default ``api``, the world
+API, the notification API), on free ports.
 
 Tests and ``make run`` use the same stack. ``CRONBUS_BROKER_URL`` pointing at a real
 Kafka cluster skips the embedded broker; Redis at ``CRONBUS_REDIS_URL`` is used when it
@@ -7,6 +8,7 @@ answers, otherwise one is started here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -18,32 +20,56 @@ import httpx
 
 from cronbus.clients.devstack.broker import EmbeddedBroker
 from cronbus.clients.devstack.dev_api import DevApi
-from cronbus.clients.devstack.processes import ManagedProcess, free_port
+from cronbus.clients.devstack.notification_api import NotificationApi
+from cronbus.clients.devstack.processes import ManagedProcess, free_port, port_open
 from cronbus.clients.devstack.redis_server import RedisServer
+from cronbus.clients.devstack.s3_server import S3Server
+from cronbus.clients.devstack.tls import CertificateFiles, TlsFront
 from cronbus.clients.devstack.world_api import WorldApi
 from cronbus.streams.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REDIS_URL = Settings.model_fields["redis_url"].default
+API_START_TIMEOUT_S = 20.0
 
 
 class DevStack:
     """Starts what cronbus talks to and stops all of it, in reverse order, by pid."""
 
-    def __init__(self, log_dir: Path | None = None, *, with_api: bool = True) -> None:
+    def __init__(self, log_dir: Path | None = None, *, with_api: bool = True,
+                 broker_tls: CertificateFiles | None = None, broker_client_cert: bool = False,
+                 broker_authentication: bool = False, broker_on_s3: bool = False) -> None:
+        """``broker_tls``: the broker only behind TLS with these certificates (and, with
+        ``broker_client_cert``, only for clients with a certificate of their CA);
+        ``broker_authentication``: SASL required (Tansu's ``--authentication``);
+        ``broker_on_s3``: the broker stores on a local S3 server (a restart keeps its topics)."""
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cronbus-stack-"))
         self.external_broker = os.environ.get(Settings.env_name("broker_url"))
-        self.broker = None if self.external_broker else EmbeddedBroker(self.log_dir)
+        self.broker_tls = broker_tls
+        self.broker_client_cert = broker_client_cert
+        self.tls_front: TlsFront | None = None
+        front_port = free_port() if broker_tls is not None else None
+        self.s3 = S3Server(self.log_dir) if broker_on_s3 and not self.external_broker else None
+        self.broker = None if self.external_broker else EmbeddedBroker(
+            self.log_dir, advertised_port=front_port, authentication=broker_authentication,
+            s3=self.s3)
+        if broker_tls is not None and self.broker is not None:
+            self.tls_front = TlsFront(self.broker.port, broker_tls, self.log_dir, port=front_port,
+                                      require_client_cert=broker_client_cert)
         self.redis = RedisServer(
             os.environ.get(Settings.env_name("redis_url"), DEFAULT_REDIS_URL), self.log_dir
         )
         self.api = DevApi(self.log_dir) if with_api else None
         # the world-time family's service (CRONBUS_SERVICES__WORLD__URL)
         self.world = WorldApi(self.log_dir) if with_api else None
+        # the notification family's service (CRONBUS_SERVICES__NOTIFICATIONS__URL)
+        self.notifications = NotificationApi(self.log_dir) if with_api else None
 
     @property
     def broker_url(self) -> str:
+        if self.tls_front is not None:
+            return f"kafka://127.0.0.1:{self.tls_front.port}"
         if self.broker is not None:
             return self.broker.url
         assert self.external_broker is not None
@@ -51,13 +77,20 @@ class DevStack:
 
     def start(self) -> DevStack:
         try:
+            if self.s3 is not None:
+                self.s3.start()
             if self.broker is not None:
                 self.broker.start()
+            if self.tls_front is not None:
+                self.tls_front.start()
             self.redis.start()
-            if self.api is not None:
-                self.api.start()
-            if self.world is not None:
-                self.world.start()
+            # the development APIs start side by side (each takes a second or two to import)
+            apis = [api for api in (self.api, self.world, self.notifications) if api is not None]
+            for api in apis:
+                api.process.start()
+            for api in apis:
+                api.process.wait_until(functools.partial(port_open, api.host, api.port),
+                                       API_START_TIMEOUT_S, "listening")
         except BaseException:
             self.stop()
             raise
@@ -66,7 +99,8 @@ class DevStack:
         return self
 
     def stop(self) -> None:
-        for part in (self.world, self.api, self.redis, self.broker):
+        for part in (self.notifications, self.world, self.api, self.redis, self.tls_front,
+                     self.broker, self.s3):
             if part is not None:
                 part.stop()
 
@@ -76,10 +110,18 @@ class DevStack:
             Settings.env_name("broker_url"): self.broker_url,
             Settings.env_name("redis_url"): self.redis.url,
         }
+        if self.tls_front is not None and self.broker_tls is not None:
+            env[Settings.env_name("kafka_security_protocol")] = "SSL"
+            env[Settings.env_name("kafka_ssl_ca_file")] = str(self.broker_tls.ca)
+            if self.broker_client_cert:
+                env[Settings.env_name("kafka_ssl_cert_file")] = str(self.broker_tls.client_cert)
+                env[Settings.env_name("kafka_ssl_key_file")] = str(self.broker_tls.client_key)
         if self.api is not None:
             env[Settings.env_name("api_url")] = self.api.url
         if self.world is not None:
             env[f"{ENV_PREFIX}SERVICES__WORLD__URL"] = self.world.url
+        if self.notifications is not None:
+            env[f"{ENV_PREFIX}SERVICES__NOTIFICATIONS__URL"] = self.notifications.url
         return env
 
     def __enter__(self) -> DevStack:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,14 @@ def prometheus_binary() -> str:
 
 
 class PrometheusServer:
-    """``prometheus`` on 127.0.0.1 and a free port, scraping ``targets`` as job ``cronbus``."""
+    """``prometheus`` on 127.0.0.1 and a free port, scraping ``targets`` as job ``cronbus``.
 
-    def __init__(self, targets: Sequence[str], log_dir: Path, *, scrape_interval_s: float = 1.0,
-                 rule_files: Sequence[Path] = ()) -> None:
+    Each target gets a ``role`` label as grafana/prometheus.yml gives it (there: the compose
+    service's name): ``test``, or the role a mapping of target to role names."""
+
+    def __init__(self, targets: Sequence[str] | Mapping[str, str], log_dir: Path, *,
+                 scrape_interval_s: float = 1.0, rule_files: Sequence[Path] = ()) -> None:
+        roles = dict(targets) if isinstance(targets, Mapping) else dict.fromkeys(targets, "test")
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="prometheus-", dir=log_dir))
         # JSON is YAML: no YAML writer needed
@@ -40,9 +44,12 @@ class PrometheusServer:
             "rule_files": [str(p.resolve()) for p in rule_files],
             "scrape_configs": [{
                 "job_name": "cronbus", "metrics_path": "/metrics",
-                "static_configs": [{"targets": list(targets), "labels": {"role": "test"}}],
+                "static_configs": [{"targets": [target], "labels": {"role": role}}
+                                   for target, role in roles.items()],
             }],
         }
+        # one pool of keep-alive connections for the queries (safe to share between threads)
+        self._http = httpx.Client(timeout=10.0)
         self.config_path = self.dir / "prometheus.yml"
         self.config_path.write_text(json.dumps(config, indent=2))
         self.process = ManagedProcess("prometheus", [
@@ -70,10 +77,11 @@ class PrometheusServer:
 
     def stop(self) -> None:
         self.process.stop()
+        self._http.close()
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """The instant vector (or scalar, as one sample) ``promql`` evaluates to now."""
-        response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10.0)
+        response = self._http.get(f"{self.url}/api/v1/query", params={"query": promql})
         body = response.json()
         if body.get("status") != "success":
             raise ValueError(f"Prometheus rejected {promql!r}: {body.get('errorType')}: {body.get('error')}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 
@@ -68,3 +69,72 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+
+class SecuredRedisServer:
+    """A redis-server of its own that wants a password (``requirepass``), knows an ACL user
+    and, given certificates, listens with TLS only (a ``--tls-port``; the plain port is off).
+
+    ``url(user, password)`` is the URL a client uses (``rediss://`` with TLS)."""
+
+    def __init__(self, log_dir: Path, *, password: str, acl_user: tuple[str, str] | None = None,
+                 tls: TlsServerFiles | None = None, name: str = "secured-redis") -> None:
+        binary = redis_server_binary()
+        if binary is None:
+            raise StartupError("no redis-server binary (apt-get install redis-server)")
+        self.port = free_port()
+        self.password = password
+        self.tls = tls
+        argv = [binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(log_dir), "--requirepass", password]
+        if tls is None:
+            argv += ["--port", str(self.port)]
+        else:  # clients must show a certificate of the same CA (tls-auth-clients yes, default)
+            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", tls.cert,
+                     "--tls-key-file", tls.key, "--tls-ca-cert-file", tls.ca]
+        if acl_user is not None:  # an ACL user with every key and command: AUTH user password
+            user, secret = acl_user
+            argv += ["--user", user, "on", f">{secret}", "~*", "&*", "+@all"]
+        self.process = ManagedProcess(name, argv, log_path=log_dir / f"{name}.log")
+
+    def url(self, user: str | None = None, password: str | None = None, db: int = 0) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        secret = self.password if password is None else password
+        return f"{scheme}://{user or ''}:{secret}@127.0.0.1:{self.port}/{db}"
+
+    def _answers(self) -> bool:
+        options: dict[str, object] = {}
+        if self.tls is not None:
+            options = {"ssl_ca_certs": self.tls.ca, "ssl_certfile": self.tls.cert,
+                       "ssl_keyfile": self.tls.key}
+        client = redis.Redis.from_url(self.url(), socket_connect_timeout=0.5, socket_timeout=0.5,
+                                      **options)
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    def start(self, timeout_s: float = 10.0) -> SecuredRedisServer:
+        self.process.start()
+        self.process.wait_until(self._answers, timeout_s, "answering PING")
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def __enter__(self) -> SecuredRedisServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+class TlsServerFiles(NamedTuple):
+    """PEM paths: the server's certificate and key, and the CA its clients' certificates
+    (and its own) come from."""
+
+    cert: str
+    key: str
+    ca: str

@@ -1,6 +1,8 @@
 """Every Kafka client cronbus makes is built here, with raw aiokafka, so that their options (and
 the connection's) are set in one place: producers, consumers in a group, readers without one,
-the admin client; topics are ensured here, and a partition is read to its end here.
+the admin client; topics are ensured here, and a partition is read to its end here. Each is
+given the brokers as a :class:`KafkaAccess` (``Settings.kafka``: servers, SASL and TLS), so a
+secured cluster reaches every client; a plain ``host:port`` list means PLAINTEXT (tests, benches).
 
 Faust's per-record stream path costs about 200 µs a record on these machines; the roles read
 batches with ``getmany`` and own their commits instead (see the README's "Ingest" section).
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -19,22 +22,25 @@ from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
+from cronbus.streams.security import KafkaAccess
+
 log = logging.getLogger(__name__)
 
-Brokers = Sequence[str]
+Brokers = KafkaAccess | Sequence[str]
 # a partition's fetch: more than a kept copy (1 MB) or a 1 MiB event with room to spare
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 
 
-def producer(brokers: Brokers, *, linger_ms: int = 5, client_id: str | None = None
-             ) -> AIOKafkaProducer:
+def producer(brokers: Brokers, *, linger_ms: int = 5, client_id: str | None = None,
+             **tuning: Any) -> AIOKafkaProducer:
     """A producer whose records are on every in-sync replica before the send completes:
-    a record we commit past must be on the broker, not in a leader's memory only."""
-    return AIOKafkaProducer(
-        bootstrap_servers=list(brokers), acks="all", linger_ms=linger_ms,
-        max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
-        **({"client_id": client_id} if client_id else {}),
-    )
+    a record we commit past must be on the broker, not in a leader's memory only.
+    ``tuning``: other aiokafka producer options, over these (the benches' own batching)."""
+    options: dict[str, Any] = {
+        "acks": "all", "linger_ms": linger_ms, "max_batch_size": 512 * 1024,
+        "max_request_size": 4 * 1024 * 1024, **({"client_id": client_id} if client_id else {}),
+    }
+    return AIOKafkaProducer(**_options(brokers), **{**options, **tuning})
 
 
 def group_consumer(
@@ -45,7 +51,7 @@ def group_consumer(
 ) -> AIOKafkaConsumer:
     """A member of ``group_id`` reading ``topics``; offsets are committed by the caller only."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=list(brokers),
+        **_options(brokers),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -66,14 +72,27 @@ def reader(brokers: Brokers, *topics: str, from_start: bool = True,
     """A consumer in no group: it commits nothing and moves nobody's offsets. Given ``topics``,
     it reads all their partitions; else the caller assigns partitions."""
     return AIOKafkaConsumer(
-        *topics, bootstrap_servers=list(brokers), group_id=None, enable_auto_commit=False,
+        *topics, **_options(brokers), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest" if from_start else "latest",
         max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES, fetch_max_wait_ms=fetch_max_wait_ms,
     )
 
 
 def admin(brokers: Brokers) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(bootstrap_servers=list(brokers))
+    return AIOKafkaAdminClient(**_options(brokers))
+
+
+def access(brokers: Brokers) -> KafkaAccess:
+    """``brokers`` as a :class:`KafkaAccess` (a plain list: PLAINTEXT)."""
+    return brokers if isinstance(brokers, KafkaAccess) else KafkaAccess(servers=tuple(brokers))
+
+
+def servers(brokers: Brokers) -> list[str]:
+    return list(access(brokers).servers)
+
+
+def _options(brokers: Brokers) -> dict[str, Any]:
+    return access(brokers).aiokafka_options()
 
 
 # --- topics ------------------------------------------------------------------------------------

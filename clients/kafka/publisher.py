@@ -12,7 +12,7 @@ from cronbus.streams.keys import tenant_key
 class EventPublisher:
     """An aiokafka producer that sends validated events to their topic, keyed by tenant."""
 
-    def __init__(self, brokers: list[str]) -> None:
+    def __init__(self, brokers: connect.Brokers) -> None:
         self._producer = connect.producer(brokers)
 
     async def __aenter__(self) -> EventPublisher:

@@ -18,7 +18,7 @@ from cronbus.clients.kafka import connect
 log = logging.getLogger(__name__)
 
 
-async def read_to_end(brokers: Sequence[str], topic: str) -> AsyncIterator[ConsumerRecord]:
+async def read_to_end(brokers: connect.Brokers, topic: str) -> AsyncIterator[ConsumerRecord]:
     """Every record of ``topic`` from its beginning to its end; none if the topic does not
     exist."""
     consumer = connect.reader(brokers)
@@ -44,7 +44,7 @@ Outgoing = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 Sent = Callable[[int], None]
 
 
-async def send_records(brokers: Sequence[str], records: Iterable[Outgoing], *,
+async def send_records(brokers: connect.Brokers, records: Iterable[Outgoing], *,
                        on_sent: Sent | None = None, window: int = 500) -> int:
     """Send each record as given and wait for every delivery (acks=all). ``on_sent`` hears the
     running count. Returns how many were sent."""
@@ -73,7 +73,7 @@ async def _settle(inflight: list[asyncio.Future], done: int, on_sent: Sent | Non
     return len(inflight)
 
 
-async def group_lag(brokers: Sequence[str], group_id: str, topic_names: Sequence[str]
+async def group_lag(brokers: connect.Brokers, group_id: str, topic_names: Sequence[str]
                     ) -> dict[str, int]:
     """Per topic: records the consumer group has not committed yet (end offset minus committed
     offset, or minus the beginning where it committed nothing). A topic that does not exist

@@ -13,6 +13,9 @@ A job run by a handler keeps its finished steps beside its status (``<ns>:steps:
 hash: step -> its JSON result, same TTL), so a retry resumes after the last finished step, and
 its progress in the status hash (``progress``, JSON).
 
+A job waiting for its rate-limit window has ``due_at`` (when the window has room) and
+``waiting_for`` (the limit) in its hash, written by :mod:`cronbus.clients.redis.rate_limits`.
+
 For the console, the same writes keep each tenant's recent job ids (``<ns>:jobs-of:<tenant>``,
 and ``<ns>:jobs-all`` of every tenant; sorted sets scored by the last change, the newest
 ``JOB_INDEX_MAX`` kept) and each tenant's counters (``<ns>:queue-of:<tenant>``, a hash:
@@ -211,7 +214,7 @@ class JobStatusStore:
         record["attempts"] = int(record.get("attempts", 0))
         if "progress" in record:
             record["progress"] = json.loads(record["progress"])
-        for stamp in ("started_at", "updated_at", "finished_at"):
+        for stamp in ("started_at", "updated_at", "finished_at", "due_at"):
             if stamp in record:
                 record[stamp] = float(record[stamp])
         return record

@@ -1,7 +1,8 @@
 """A Redis pub/sub listener that survives Redis going away: PSUBSCRIBE, and again after every loss.
 
 The connection comes from ``Redis.from_url``, so AUTH (``redis://:password@host``, or
-``redis://user:password@host``) and TLS (``rediss://``) are the URL's business.
+``redis://user:password@host``) and TLS (``rediss://``) are the URL's business, with the TLS
+files given as ``connection_options`` (``Settings.redis_options``).
 
 redis-py's own reconnect-and-resubscribe is switched off (no retries on the client): this
 class owns the loop, so every loss is counted, logged and backed off the same way.
@@ -16,8 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Literal
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -46,11 +47,13 @@ class PubSubListener:
         ping_interval_s: float = 1.0, reply_timeout_s: float = 3.0, connect_timeout_s: float = 5.0,
         on_state: Callable[[State], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
+        connection_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not patterns:
             raise ValueError("no pattern to subscribe to")
         self.url = url
         self.patterns = list(patterns)
+        self._connection_options = dict(connection_options or {})
         self._delay = delay
         self._ping_interval_s = ping_interval_s
         self._reply_timeout_s = reply_timeout_s
@@ -72,6 +75,7 @@ class PubSubListener:
             self.url,
             socket_connect_timeout=self._connect_timeout_s,
             retry=Retry(NoBackoff(), 0),  # see the module docstring: the loop here reconnects
+            **self._connection_options,
         )
 
     async def messages(self) -> AsyncIterator[tuple[str, bytes]]:

@@ -16,6 +16,7 @@ from aiokafka import ConsumerRecord
 
 from cronbus.streams import headers, topics
 from cronbus.streams.events import EntityModified, WorldTimeAdvanced
+from cronbus.streams.metrics import PUBSUB_TOPIC
 from tests.integration.kafka import read_topic
 from tests.integration.own_redis import OwnRedis
 
@@ -117,6 +118,10 @@ async def test_malformed_messages_go_to_events_invalid_and_the_bridge_goes_on(
     assert record.key == campaign.encode()
     assert metric(worker, 'cronbus_bridge_messages_total{outcome="invalid"}') == 3
     assert metric(worker, 'cronbus_bridge_messages_total{outcome="published"}') == 1
+    # counted like every other rejection: by topic (the one pub/sub value) and reason
+    for _, reason in bad.values():
+        assert metric(worker, f'cronbus_events_invalid_total{{reason="{reason}",'
+                              f'topic="{PUBSUB_TOPIC}"}}') == 1
 
     # a message too large for any broker (2 MB) is kept as its first bytes, size and digest
     huge = b"x" * 2_000_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import UTC, date, datetime
 
@@ -24,8 +25,15 @@ async def jobs_on(settings, job_type: str) -> list[tuple[float, Job]]:
     return [(r.timestamp / 1000, Job.decode(r.value)) for r in records]
 
 
+def debounce_outcomes(worker, job_type: str) -> dict[str, float]:
+    """cronbus_debounce_events_total of one job type, by outcome, as the worker exports it."""
+    pattern = rf'^cronbus_debounce_events_total\{{job_type="{job_type}",outcome="(\w+)"\}} (\S+)$'
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(pattern, worker.metrics_text(), re.MULTILINE)}
+
+
 async def test_leading_fires_at_once_and_suppresses_the_cooldown(settings, start_worker):
-    start_worker(debounce_policies="export=leading:4")
+    worker = start_worker(debounce_policies="export=leading:4")
     async with EventPublisher(settings.broker_url) as publisher:
         sent_at = time.time()
         for n in range(5):
@@ -41,10 +49,13 @@ async def test_leading_fires_at_once_and_suppresses_the_cooldown(settings, start
     jobs = await jobs_on(settings, "export")
     assert [job.covers.first_event_id for _, job in jobs] == ["x0", "x-late"]
     assert jobs[0][0] - sent_at < 2.0, "a leading job fires at once, not after the window"
+    # each event counted once: two opened a window (and fired), four came in the cooldown
+    assert debounce_outcomes(worker, "export") == {
+        "opened": 2, "joined": 0, "immediate": 0, "suppressed": 4}
 
 
 async def test_trailing_with_max_wait_fires_while_events_keep_coming(settings, start_worker):
-    start_worker(debounce_policies="invoice-generation=trailing:1.5:4")
+    worker = start_worker(debounce_policies="invoice-generation=trailing:1.5:4")
     async with EventPublisher(settings.broker_url) as publisher:
         first_at = time.time()
         for n in range(16):  # an event every 0.5 s for 8 s: never quiet for 1.5 s
@@ -59,6 +70,9 @@ async def test_trailing_with_max_wait_fires_while_events_keep_coming(settings, s
     assert first.covers.first_event_id == "busy-0"
     covered = [job.covers.count for _, job in jobs]
     assert sum(covered) == 16, "every event is covered by exactly one job"
+    # each event counted once: one opened each job's window, the others joined one
+    assert debounce_outcomes(worker, "invoice-generation") == {
+        "opened": len(jobs), "joined": 16 - len(jobs), "immediate": 0, "suppressed": 0}
 
 
 async def test_a_cron_tick_becomes_its_job_at_once(settings, start_worker):

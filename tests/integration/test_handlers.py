@@ -123,8 +123,9 @@ async def test_each_job_type_calls_the_service_it_names(settings, api, tmp_path)
                               topic_maker=resources.topic_maker, catalog=catalog,
                               kept=KeptSchedules(resources.redis,
                                                  namespace=settings.redis_namespace))
+        # started by events: invoice-generation's one call (a scheduled one reads the tenant)
         jobs = [Job(job_id=job_id_for("acme", job_type, "two-services"), tenant_id="acme",
-                    type=job_type, triggered_by="manual", scheduled_at=datetime.now(UTC))
+                    type=job_type, triggered_by="event", scheduled_at=datetime.now(UTC))
                 for job_type in ("export", "invoice-generation")]
         await engine.start()
         try:

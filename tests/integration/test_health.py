@@ -29,14 +29,17 @@ async def test_health_names_each_component_and_turns_503_when_kafka_is_gone(stac
     assert healthy.status_code == 200 and body["status"] == "healthy", body
     parts = body["components"]
     # each downstream service the worker calls has its check and its breaker: api (the default,
-    # CRONBUS_API_URL) and world (the world-time jobs', CRONBUS_SERVICES__WORLD__URL)
+    # CRONBUS_API_URL), world (the world-time jobs', CRONBUS_SERVICES__WORLD__URL) and
+    # notifications (email and push, CRONBUS_SERVICES__NOTIFICATIONS__URL)
     assert set(parts) == {"kafka", "redis", "progress", "downstream:api", "breaker:api",
-                          "downstream:world", "breaker:world"}
+                          "downstream:world", "breaker:world", "downstream:notifications",
+                          "breaker:notifications"}
     assert parts["progress"] == {"status": "up", "latency_ms": None}
-    for name in ("kafka", "redis", "downstream:api", "downstream:world"):
+    for name in ("kafka", "redis", "downstream:api", "downstream:world",
+                 "downstream:notifications"):
         assert parts[name]["status"] == "up"
         assert parts[name]["latency_ms"] >= 0
-    for service in ("api", "world"):
+    for service in ("api", "world", "notifications"):
         assert parts[f"breaker:{service}"] | {"failures": 0} == {
             "status": "up", "latency_ms": None, "state": "closed", "failures": 0}
 

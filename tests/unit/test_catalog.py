@@ -128,7 +128,8 @@ def test_a_payload_gets_its_model_and_every_wrong_field_is_named():
     ("invoice-generation", {"billing_month": "2026-13"}, "billing_month"),
     ("payment-reminder", {"reminder_type": "rude"}, "reminder_type"),
     ("sars-deadline", {"submission_type": "VAT999", "days_until_deadline": 3}, "submission_type"),
-    ("sars-deadline", {"submission_type": "VAT201"}, "days_until_deadline"),
+    ("sars-deadline", {"submission_type": "VAT201", "days_until_deadline": -1},
+     "days_until_deadline"),
     ("retention-cleanup", {"dataset": "payments", "older_than_days": 30}, "dataset"),
     ("deferred-effect", {"effect_id": ""}, "effect_id"),
 ])

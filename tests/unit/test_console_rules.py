@@ -117,6 +117,9 @@ def test_a_jobs_view_has_utc_times_and_a_timeline_in_order():
     assert [t["what"] for t in view["timeline"]] == ["attempt started", "last change", "finished"]
     assert view["progress"] == {"token": REDACTED, "n": 1}
     assert job_view({"job_id": "j", "state": "waiting"})["timeline"] == []
+    waiting = job_view({"job_id": "j", "state": "waiting", "due_at": 60.0, "waiting_for": "50/h"})
+    assert waiting["due_at"] == "1970-01-01T00:01:00+00:00" and waiting["waiting_for"] == "50/h"
+    assert waiting["timeline"] == [{"at": "1970-01-01T00:01:00+00:00", "what": "due (rate limit)"}]
 
 
 def test_a_server_sent_event_is_one_json_line():

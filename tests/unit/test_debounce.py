@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
-from cronbus.agents.ingest.debounce import DebouncePolicy, Window, job_for_window
+from cronbus.agents.ingest.debounce import IMMEDIATE, DebouncePolicy, Window, job_for_window
+from cronbus.agents.ingest.window_book import WindowBook
 from cronbus.streams.jobs import job_id_for, window_trigger_ref
 
 AT = "2026-11-23T10:00:00+00:00"
@@ -40,7 +43,6 @@ def test_leading_fires_the_first_event_and_suppresses_the_cooldown():
     window, fired = feed(policy, [10, 11, 14.9])
     assert fired == [10]
     assert window.fired and window.count == 3
-    assert policy.suppressed(window) == 2
     assert policy.closes_at(window) == 15  # from the first event, not the last
     assert window.event_ids == ["e0"]
 
@@ -86,3 +88,41 @@ def test_a_redelivered_event_is_not_counted_twice():
     window, _ = feed(policy, [0, 1])
     window, fired = policy.observe(window, "e1", AT, 2)
     assert not fired and window.count == 2 and window.last_at == 1
+
+
+def test_each_event_has_one_outcome_by_its_policy_and_whether_it_opened_a_window():
+    assert IMMEDIATE.outcome(opened=False) == "immediate"
+    trailing, leading = DebouncePolicy("trailing", window_s=5), DebouncePolicy("leading", window_s=5)
+    assert (trailing.outcome(opened=True), trailing.outcome(opened=False)) == ("opened", "joined")
+    assert (leading.outcome(opened=True), leading.outcome(opened=False)) == ("opened", "suppressed")
+
+
+@pytest.mark.parametrize("policy", [
+    DebouncePolicy("trailing", window_s=5), DebouncePolicy("trailing", window_s=5, max_wait_s=8),
+    DebouncePolicy("leading", window_s=5), IMMEDIATE,
+])
+def test_every_event_counts_once_and_the_suppression_ratio_stays_within_0_and_1(policy):
+    """As ingest counts: an outcome per event seen, nothing added when a window closes."""
+    book = WindowBook({"t": policy})
+    book.own(0)
+    outcomes: Counter[str] = Counter()
+    jobs = 0
+    arrivals = [n * 0.7 for n in range(40)]  # a burst longer than any window, two tenants
+    for n, now in enumerate(arrivals):
+        jobs += len(book.close_due(now)) if policy.mode == "trailing" else 0
+        tenant = f"tenant-{n % 2}"
+        if policy.mode == "immediate":
+            outcomes[policy.outcome(opened=False)] += 1
+            jobs += 1
+            continue
+        opened, fired = book.observe(0, tenant, "t", f"e{n}", AT, now)
+        outcomes[policy.outcome(opened)] += 1
+        jobs += fired is not None
+    jobs += len(book.close_due(arrivals[-1] + 60)) if policy.mode == "trailing" else 0
+
+    assert sum(outcomes.values()) == len(arrivals)  # exclusive: one outcome per event
+    assert jobs == outcomes["opened"] + outcomes["immediate"]  # a job per window or event
+    ratio = (outcomes["joined"] + outcomes["suppressed"]) / sum(outcomes.values())
+    assert 0 <= ratio <= 1
+    if policy.mode != "immediate":
+        assert ratio > 0.5  # the burst is mostly folded into few jobs

@@ -10,7 +10,9 @@ BOUNDED_LABELS = {"role", "topic", "partition", "reason", "job_type", "outcome",
 
 
 def collectors(metrics: Metrics) -> list[MetricWrapperBase]:
-    return [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
+    """Every metric, the bridge's (registered where the bridge runs) included."""
+    found = [*vars(metrics).values(), *vars(metrics.bridge).values()]
+    return [v for v in found if isinstance(v, MetricWrapperBase)]
 
 
 def test_every_label_is_a_bounded_one_and_none_is_a_tenant():
