@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install lint unit test run clean bench-ingest bench-jobs bench-priority bench-schedules prometheus nginx kcat
+.PHONY: install lint unit test run clean bench-ingest bench-jobs bench-priority bench-schedules prometheus nginx kcat chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,14 @@ kcat:
 	  { $(call apt_install,kcat); } \
 	  || echo "apt-get could not install kcat; its test is skipped" >&2; }
 
-test: lint prometheus kcat
+# Debian's chromium for the console's browser tests (Playwright drives it: no `playwright install`)
+chromium:
+	@command -v chromium >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "no chromium and no apt-get: install chromium yourself" >&2; exit 0; }; \
+	  { $(call apt_install,chromium); } \
+	  || echo "apt-get could not install chromium; the console's browser test will fail" >&2; }
+
+test: lint prometheus kcat chromium
 	$(BIN)/python -m pytest -n 3 --dist worksteal
 
 run: install

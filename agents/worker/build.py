@@ -12,6 +12,7 @@ from aiokafka import TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from cronbus.agents.bridge.service import RedisBridge
+from cronbus.agents.worker.console_wiring import console_api
 from cronbus.agents.worker.health import HealthCheck
 from cronbus.agents.worker.registry import ROLE_FACTORIES, Resources, Role
 from cronbus.agents.worker.roles import DEFAULT_ROLES, ROLES
@@ -66,7 +67,10 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
                          stalls=[role.stalls for role in running if role.stalls is not None])
     app.add_dependency(OutsideWorld(resources, health))
     _register_pages(app, resources, health, running)
-    register_status_pages(app, settings, resources.catalog, resources.status, resources.metrics)
+    # the console rides on the api role: its page and the REST endpoints it uses
+    console = console_api(app, resources) if "api" in roles else None
+    register_status_pages(app, settings, resources.catalog, resources.status, resources.metrics,
+                          console=console)
     return app
 
 

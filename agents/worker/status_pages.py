@@ -6,6 +6,9 @@
 - ``GET  /queues/{job_type}``               one of them (404 names the known job types)
 - ``POST /queues/{job_type}/retry-failed``  replay its dead letters; JSON body, all optional:
                                             ``{"tenant_id": "acme", "dry_run": false}``
+
+On a worker running the api role, ``GET /jobs/{job_id}`` and ``GET /queues`` sent with a bearer
+token answer as the console's API does (agents/console/api.py): the token's tenant only.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from cronbus.agents.console.api import ConsoleApi
 from cronbus.agents.processing.queues import queue_stats, retry_failed
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.streams.catalog import Catalog, UnknownJobType
@@ -27,11 +31,15 @@ log = logging.getLogger(__name__)
 
 
 def register_status_pages(app: faust.App, settings: Settings, catalog: Catalog,
-                          store: JobStatusStore, metrics: Metrics) -> None:
+                          store: JobStatusStore, metrics: Metrics,
+                          console: ConsoleApi | None = None) -> None:
     brokers = settings.kafka
 
     class JobPage(View):
         async def get(self, request: Request, job_id: str) -> Response:
+            if console is not None and "Authorization" in request.headers:
+                # the console's way: the caller's tenant only (401 without a valid token)
+                return await console.answer(self, request, console.job, job_id=job_id)
             record = await store.get(job_id)
             if record is None:
                 return self.json({"error": f"no status for job {job_id!r}"}, status=404)
@@ -39,6 +47,8 @@ def register_status_pages(app: faust.App, settings: Settings, catalog: Catalog,
 
     class QueuesPage(View):
         async def get(self, request: Request) -> Response:
+            if console is not None and "Authorization" in request.headers:
+                return await console.answer(self, request, console.queues)
             return self.json({"queues": await queue_stats(brokers, settings.app_id, store,
                                                               catalog.names)})
 

@@ -17,6 +17,12 @@ field ``result:<name>`` each, JSON, so results given in several calls add up), r
 
 A job waiting for its rate-limit window has ``due_at`` (when the window has room) and
 ``waiting_for`` (the limit) in its hash, written by :mod:`cronbus.clients.redis.rate_limits`.
+
+For the console, the same writes keep each tenant's recent job ids (``<ns>:jobs-of:<tenant>``,
+and ``<ns>:jobs-all`` of every tenant; sorted sets scored by the last change, the newest
+``JOB_INDEX_MAX`` kept) and each tenant's counters (``<ns>:queue-of:<tenant>``, a hash:
+``<type>|completed``, ``<type>|failed``, ``<type>|dead_lettered``); read by
+:mod:`cronbus.clients.redis.job_index`.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from cronbus.streams.jobs import Job, JobState
 
 __all__ = ["BatchedJobStatus", "JobState", "JobStatusStore"]
 
+
+# the most recent jobs the console lists per tenant (and of all tenants): its index is bounded
+JOB_INDEX_MAX = 10_000
 
 # Begins and ends many attempts in one round trip, begins first. A begin, unless the job already
 # completed (and is not forced), counts the attempt and marks the job active; it answers the
@@ -68,6 +77,12 @@ for i = 4, 3 + begins do
                'started_at', stamp, 'updated_at', stamp)
     redis.call('EXPIRE', key, ttl)
     redis.call('ZADD', ns .. ':active:' .. job_type, stamp, id)
+    -- the console's job lists (clients/redis/job_index.py): by last change, bounded
+    for _, index in ipairs({ns .. ':jobs-of:' .. tenant, ns .. ':jobs-all'}) do
+      redis.call('ZADD', index, stamp, id)
+      redis.call('ZREMRANGEBYRANK', index, 0, -JOB_INDEX_MAX - 1)
+      redis.call('EXPIRE', index, ttl)
+    end
   end
 end
 for i = 4 + begins, #ARGV, 2 do
@@ -84,9 +99,17 @@ for i = 4 + begins, #ARGV, 2 do
     redis.call('ZREM', ns .. ':active:' .. job_type, id)
     if counter ~= '' then redis.call('HINCRBY', ns .. ':queue:' .. job_type, counter, 1) end
   end
+  local tenant = redis.call('HGET', key, 'tenant_id')
+  if tenant then
+    redis.call('ZADD', ns .. ':jobs-of:' .. tenant, stamp, id)
+    redis.call('ZADD', ns .. ':jobs-all', stamp, id)
+    if job_type and counter ~= '' then
+      redis.call('HINCRBY', ns .. ':queue-of:' .. tenant, job_type .. '|' .. counter, 1)
+    end
+  end
 end
 return attempts
-"""
+""".replace("JOB_INDEX_MAX", str(JOB_INDEX_MAX))
 
 # the counter an attempt's end adds to, by the state it ends in
 COUNTED = {JobState.COMPLETED: "completed", JobState.RETRY_DUE: "failed",

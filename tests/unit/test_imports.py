@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = frozenset({"ingest", "processing", "schedules", "bridge"})
+ROLES = frozenset({"ingest", "processing", "schedules", "bridge", "console"})
 BASE = frozenset({"clients", "streams"})
 # what each room may import besides itself
 ALLOWED: dict[str, frozenset[str]] = {
@@ -116,7 +116,7 @@ def test_the_check_names_each_import_that_goes_the_wrong_way(tmp_path):
         "agents/schedules/ticker.py:1 imports cronbus.clients.devstack: production code never "
         "imports the development stack",
         "agents/worker/build.py:2 imports cronbus.agents.cli.main: worker may import only "
-        "bridge, clients, ingest, processing, schedules, streams, worker",
+        "bridge, clients, console, ingest, processing, schedules, streams, worker",
         "agents/worker/registry.py:1 imports cronbus.families: the job families are loaded by "
         "name, never imported",
         "clients/http/downstream.py:1 imports agents.processing: import it as "

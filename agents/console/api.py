@@ -1,0 +1,290 @@
+"""The console's REST endpoints and its page, on the api role's web server.
+
+Every endpoint takes the caller's tenant from its bearer token (the same tokens as the schedules
+API) and shows only that tenant's data; the system tenant's token sees every tenant. The page at
+``/ui`` reads and changes data only through these endpoints and the schedules API, sending the
+token in the ``Authorization`` header (never a cookie: nothing to forge across sites).
+
+- ``GET  /jobs?tenant=&state=&offset=&limit=``  recent jobs, newest change first
+- ``GET  /jobs/{job_id}`` and ``GET /queues`` with a token (see agents/worker/status_pages.py)
+- ``GET  /dead-letters?job_type=&tenant=&error_type=&since=&until=&offset=&limit=``
+- ``POST /dead-letters/replay``  ``{"letter": "<topic>/<partition>/<offset>"}`` or a filter;
+  ``dry_run`` counts, ``force`` runs completed jobs again
+- ``GET  /events/stream``  server-sent events: ``jobs`` (states that changed), ``queues``
+  (counts), ``dead-letters`` (a dead letter landed)
+- ``GET  /ui`` (and ``/ui/static/<file>``)  the page
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from typing import Any, Protocol
+
+import faust
+from aiohttp import web as aioweb
+from faust.web import Request, Response, View
+
+from cronbus.agents.console.rules import (
+    BadQuery,
+    LetterQuery,
+    Viewer,
+    bearer_token,
+    job_state,
+    job_view,
+    letter_query,
+    page_of,
+    paged,
+    record_value,
+    replay_ask,
+    sse,
+)
+from cronbus.clients.redis.api_tokens import TokenTenants
+from cronbus.clients.redis.job_index import JobIndex
+from cronbus.clients.redis.job_status import JobStatusStore
+
+log = logging.getLogger(__name__)
+
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html",
+                ".md": "text/plain"}
+# how often a live stream looks for changes; a stream ends after STREAM_S (the page reconnects)
+TICK_S, STREAM_S = 1.0, 300.0
+
+
+class Letter(Protocol):
+    """A dead letter (cronbus.agents.processing.dead_letters.DeadLetter)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    meta: dict[str, str]
+
+    @property
+    def tenant_id(self) -> str | None: ...
+
+    @property
+    def job_id(self) -> str | None: ...
+
+    def as_dict(self) -> dict[str, object]: ...
+
+
+class LetterShelf(Protocol):
+    """The dead-letter topics, as the worker wires them (agents/worker/console_wiring.py)."""
+
+    async def find(self, query: LetterQuery) -> Sequence[Letter]: ...
+
+    async def replay(self, letters: Sequence[Letter], *, force: bool, dry_run: bool
+                     ) -> dict[str, Any]: ...
+
+
+QueueStats = Callable[[Sequence[str]], Awaitable[list[dict[str, Any]]]]
+
+
+class Answer(Exception):
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        super().__init__(body.get("error", status))
+        self.status, self.body, self.headers = status, body, headers
+
+
+class ConsoleApi:
+    def __init__(self, *, tokens: TokenTenants, system_tenant: str, job_types: Sequence[str],
+                 status: JobStatusStore, index: JobIndex, letters: LetterShelf,
+                 queue_stats: QueueStats, stopping: Callable[[], bool] = lambda: False) -> None:
+        self.tokens = tokens
+        self.system_tenant = system_tenant
+        self.job_types = list(job_types)
+        self.status = status
+        self.index = index
+        self.letters = letters
+        self.queue_stats = queue_stats
+        self.stopping = stopping
+
+    # --- the operations: (viewer, request, path parameters) -> (status, body) ----------------
+
+    async def jobs(self, viewer: Viewer, request: Request) -> tuple[int, Any]:
+        page = page_of(request.query)
+        scope = viewer.scope(request.query.get("tenant"))
+        items, next_offset = await self.index.page(scope, state=job_state(request.query),
+                                                   offset=page.offset, limit=page.limit)
+        return 200, {"items": [job_view(i) for i in items], "offset": page.offset,
+                     "limit": page.limit, "next_offset": next_offset}
+
+    async def job(self, viewer: Viewer, request: Request, job_id: str) -> tuple[int, Any]:
+        record = await self.status.get(job_id)
+        if record is None or not viewer.may_see(record.get("tenant_id")):
+            raise Answer(404, {"error": f"no status for job {job_id!r}"})
+        return 200, job_view({"job_id": job_id, **record})
+
+    async def queues(self, viewer: Viewer, request: Request) -> tuple[int, Any]:
+        if viewer.sees_all:
+            return 200, {"queues": await self.queue_stats(self.job_types), "scope": "all"}
+        counts = await self.index.tenant_counts(viewer.tenant_id, self.job_types)
+        # waiting (consumer lag) and active are kept per job type only, not per tenant
+        return 200, {"scope": viewer.tenant_id, "queues": [
+            {"job_type": t, "waiting": None, "active": None, **counts[t]} for t in self.job_types]}
+
+    async def dead_letters(self, viewer: Viewer, request: Request) -> tuple[int, Any]:
+        page = page_of(request.query)
+        query = letter_query(request.query, viewer, self.job_types)
+        letters = [x for x in await self.letters.find(query) if viewer.may_see(x.tenant_id)]
+        letters.reverse()  # newest first within each topic read
+        shown = paged(letters, page)
+        shown["items"] = [await self._letter_view(x) for x in shown["items"]]
+        return 200, shown
+
+    async def replay(self, viewer: Viewer, request: Request) -> tuple[int, Any]:
+        ask = replay_ask(await _json(request), viewer, self.job_types)
+        letters = [x for x in await self.letters.find(ask.query) if viewer.may_see(x.tenant_id)]
+        if ask.letter is not None:
+            letters = [x for x in letters if (x.topic, x.partition, x.offset) == ask.letter]
+            if not letters:
+                raise Answer(404, {"error": f"no dead letter {'/'.join(map(str, ask.letter))}"})
+        result = await self.letters.replay(letters, force=ask.force, dry_run=ask.dry_run)
+        log.info("console: %s replay of %d dead letter(s) by tenant %s",
+                 "dry-run" if ask.dry_run else "a", len(letters), viewer.tenant_id)
+        return 200, {"dry_run": ask.dry_run, "force": ask.force, **result}
+
+    async def _letter_view(self, letter: Letter) -> dict[str, Any]:
+        job = await self.status.get(letter.job_id) if letter.job_id else None
+        return {**letter.as_dict(), "ref": f"{letter.topic}/{letter.partition}/{letter.offset}",
+                "headers": {k: v for k, v in letter.meta.items() if "token" not in k.lower()},
+                "record": record_value(letter.value),
+                "job_state": job["state"] if job else None}
+
+    # --- the live stream ----------------------------------------------------------------------
+
+    async def stream(self, viewer: Viewer, request: Request) -> aioweb.StreamResponse:
+        answer = aioweb.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no"})
+        await answer.prepare(request)  # type: ignore[arg-type]
+        scope = None if viewer.sees_all else viewer.tenant_id
+        since = time.time()
+        counts: dict[str, dict[str, int]] | None = None
+        ends = time.monotonic() + STREAM_S
+        try:
+            await answer.write(b": cronbus console stream\n\n")
+            while not self.stopping() and time.monotonic() < ends:
+                changed = await self.index.changed_since(scope, since)
+                if changed:
+                    since = max(float(j.get("updated_at") or since) for j in changed)
+                    await answer.write(sse("jobs", [job_view(j) for j in changed]))
+                now_counts = await self._counts(viewer)
+                if now_counts != counts:
+                    await answer.write(sse("queues", now_counts))
+                    if counts is not None and _dead(now_counts) > _dead(counts):
+                        await answer.write(sse("dead-letters", {"dead_lettered": _dead(now_counts)}))
+                    counts = now_counts
+                await asyncio.sleep(TICK_S)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass  # the page went away
+        return answer
+
+    async def _counts(self, viewer: Viewer) -> dict[str, dict[str, int]]:
+        if viewer.sees_all:
+            return await self.status.queue_counts(self.job_types)
+        return await self.index.tenant_counts(viewer.tenant_id, self.job_types)
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    async def viewer(self, request: Request) -> Viewer:
+        token = bearer_token(request.headers.get("Authorization"))
+        tenant = await self.tokens.tenant(token) if token is not None else None
+        if tenant is None:
+            raise Answer(401, {"error": "a valid bearer token is required "
+                                        "(Authorization: Bearer <token>)"},
+                         {"WWW-Authenticate": 'Bearer realm="cronbus"'})
+        return Viewer(tenant, self.system_tenant)
+
+    async def answer(self, view: View, request: Request,
+                     handler: Callable[..., Awaitable[tuple[int, Any]]], **params: str) -> Response:
+        try:
+            status, body = await handler(await self.viewer(request), request, **params)
+        except Answer as answer:
+            return view.json(answer.body, status=answer.status, headers=answer.headers)
+        except BadQuery as exc:
+            return view.json(exc.body(), status=422)
+        except Exception:
+            log.exception("console API: %s %s failed", request.method, request.path)
+            return view.json({"error": "internal error; see the worker log"}, status=500)
+        return view.json(body, status=status)
+
+    def register(self, app: faust.App) -> None:
+        api = self
+        files = _static_files()
+
+        class Jobs(View):
+            async def get(self, request: Request, **_: Any) -> Response:
+                return await api.answer(self, request, api.jobs)
+
+        class DeadLetters(View):
+            async def get(self, request: Request, **_: Any) -> Response:
+                return await api.answer(self, request, api.dead_letters)
+
+        class Replay(View):
+            async def post(self, request: Request, **_: Any) -> Response:
+                return await api.answer(self, request, api.replay)
+
+        class Events(View):
+            async def get(self, request: Request, **_: Any) -> Any:
+                try:
+                    viewer = await api.viewer(request)
+                except Answer as answer:
+                    return self.json(answer.body, status=answer.status, headers=answer.headers)
+                return await api.stream(viewer, request)
+
+        class Page(View):
+            async def get(self, request: Request, **_: Any) -> Response:
+                return self.bytes(files["index.html"], content_type="text/html",
+                                  headers=_PAGE_HEADERS)
+
+        class Static(View):
+            async def get(self, request: Request, name: str = "", **_: Any) -> Response:
+                body = files.get(name)
+                if body is None or name == "index.html":
+                    return self.json({"error": f"no file {name!r}"}, status=404)
+                kind = STATIC_TYPES.get(name[name.rfind("."):], "application/octet-stream")
+                return self.bytes(body, content_type=kind, headers=_PAGE_HEADERS)
+
+        app.page("/jobs", name="console-jobs")(Jobs)
+        app.page("/dead-letters", name="console-dead-letters")(DeadLetters)
+        app.page("/dead-letters/replay", name="console-replay")(Replay)
+        app.page("/events/stream", name="console-events")(Events)
+        app.page("/ui", name="console")(Page)
+        app.page("/ui/static/{name}", name="console-static")(Static)
+
+
+# the page runs only its own files (no inline script, nothing from elsewhere); Alpine.js
+# evaluates its attribute expressions, hence 'unsafe-eval'
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-eval'; "
+                               "style-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _static_files() -> dict[str, bytes]:
+    """The page's files, read once when the routes are registered."""
+    folder = resources.files("cronbus.agents.console") / "static"
+    return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()}
+
+
+def _dead(counts: dict[str, dict[str, int]]) -> int:
+    return sum(c.get("dead_lettered", 0) for c in counts.values())
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.read()  # type: ignore[attr-defined]
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadQuery("body", f"not JSON: {exc}") from None

@@ -1,0 +1,324 @@
+// The cronbus console: every read and change through the REST API, the bearer token from this
+// tab's sessionStorage in the Authorization header; live changes from /events/stream (read
+// with fetch, which can send that header; EventSource cannot). Alpine's x-text writes text,
+// never HTML, so a tenant's data shows as it is.
+"use strict";
+
+const TOKEN_KEY = "cronbus.token";
+
+document.addEventListener("alpine:init", () => {
+  window.Alpine.data("console", () => ({
+    pages: ["queues", "jobs", "schedules", "clocks", "dead-letters"],
+    titles: { queues: "Queues", jobs: "Jobs", schedules: "Schedules", clocks: "World clocks",
+              "dead-letters": "Dead letters" },
+    states: ["waiting", "active", "retry_due", "completed", "dead_lettered"],
+    page: "queues",
+    token: sessionStorage.getItem(TOKEN_KEY) || "",
+    tokenInput: "",
+    tenant: "",
+    seesAll: false,
+    error: "",
+    notice: "",
+    live: false,
+    stream: null,
+    queues: [],
+    queueScope: "",
+    services: [],
+    jobId: "",
+    jobFilter: { tenant: "", state: "" },
+    jobs: [],
+    jobOffset: 0,
+    jobNext: null,
+    job: null,
+    schedules: [],
+    scheduleOffset: 0,
+    schedule: null,
+    runs: [],
+    nextRuns: [],
+    deleting: null,
+    backfillFrom: "",
+    backfillTo: "",
+    clock: null,
+    clockProblem: "",
+    worldFires: [],
+    letterFilter: { job_type: "", tenant: "", error_type: "", since: "", until: "" },
+    letters: [],
+    letterOffset: 0,
+    letterNext: null,
+    letterTotal: 0,
+    letter: null,
+    force: false,
+    dryRun: null,
+
+    init() {
+      window.addEventListener("hashchange", () => this.open());
+      if (this.token) this.start();
+    },
+
+    async login() {
+      this.token = this.tokenInput.trim();
+      this.tokenInput = "";
+      sessionStorage.setItem(TOKEN_KEY, this.token);
+      await this.start();
+    },
+
+    logout() {
+      sessionStorage.removeItem(TOKEN_KEY);
+      this.token = "";
+      this.tenant = "";
+      if (this.stream) this.stream.abort();
+    },
+
+    async start() {
+      try {
+        const queues = await this.api("GET", "/queues");
+        this.seesAll = queues.scope === "all";
+        this.tenant = this.seesAll ? "all tenants" : queues.scope;
+        this.setQueues(queues);
+      } catch (e) { return; }
+      this.listen();
+      this.open();
+    },
+
+    open() {
+      const wanted = (location.hash || "#queues").slice(1);
+      this.page = this.pages.includes(wanted) ? wanted : "queues";
+      this.error = "";
+      this.notice = "";
+      ({ queues: () => this.loadQueues(), jobs: () => this.jobs.length || this.job || this.loadJobs(0),
+         schedules: () => this.loadSchedules(), clocks: () => this.loadClocks(),
+         "dead-letters": () => this.loadLetters(0) })[this.page]();
+    },
+
+    // --- the REST API ---------------------------------------------------------------------
+    async api(method, path, body) {
+      const headers = { Authorization: "Bearer " + this.token };
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      let answer;
+      try {
+        answer = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      } catch (e) {
+        this.error = "The worker did not answer: " + e.message;
+        throw e;
+      }
+      if (answer.status === 401) {
+        this.logout();
+        this.error = "That token is not valid here: sign in with a token of CRONBUS_WEB_API_TOKENS.";
+        throw new Error("unauthorized");
+      }
+      const data = answer.status === 204 ? null : await answer.json();
+      if (!answer.ok) {
+        const problems = (data && data.problems || []).map(p => p.field + ": " + p.message).join("; ");
+        this.error = (data && data.error || answer.statusText) + (problems ? " — " + problems : "");
+        throw new Error(this.error);
+      }
+      return data;
+    },
+
+    query(fields) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(fields)) if (v !== "" && v !== null && v !== undefined) q.set(k, v);
+      const text = q.toString();
+      return text ? "?" + text : "";
+    },
+
+    // --- live -----------------------------------------------------------------------------
+    async listen() {
+      if (this.stream) this.stream.abort();
+      const stream = this.stream = new AbortController();
+      while (this.token && !stream.signal.aborted) {
+        try {
+          const answer = await fetch("/events/stream", {
+            headers: { Authorization: "Bearer " + this.token }, signal: stream.signal });
+          if (!answer.ok) throw new Error("stream answered " + answer.status);
+          this.live = true;
+          const reader = answer.body.getReader();
+          const decoder = new TextDecoder();
+          let buffer = "";
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            buffer += decoder.decode(value, { stream: true });
+            let end;
+            while ((end = buffer.indexOf("\n\n")) >= 0) {
+              this.onEvent(buffer.slice(0, end));
+              buffer = buffer.slice(end + 2);
+            }
+          }
+        } catch (e) { /* reconnect below */ }
+        this.live = false;
+        await new Promise(done => setTimeout(done, 1000));
+      }
+    },
+
+    onEvent(chunk) {
+      let name = "message";
+      let data = "";
+      for (const line of chunk.split("\n")) {
+        if (line.startsWith("event: ")) name = line.slice(7);
+        else if (line.startsWith("data: ")) data += line.slice(6);
+      }
+      if (!data) return;
+      const payload = JSON.parse(data);
+      if (name === "queues") {
+        for (const q of this.queues) Object.assign(q, payload[q.job_type] || {});
+      } else if (name === "jobs") {
+        for (const changed of payload) this.jobChanged(changed);
+      } else if (name === "dead-letters" && this.page === "dead-letters") {
+        this.loadLetters(this.letterOffset);
+        setTimeout(() => this.loadLetters(this.letterOffset), 1000);  // a record still on its way
+      }
+    },
+
+    jobChanged(changed) {
+      const i = this.jobs.findIndex(j => j.job_id === changed.job_id);
+      if (i >= 0) this.jobs[i] = changed;
+      else if (!this.jobOffset && this.page === "jobs" && !this.jobFilter.state && !this.jobFilter.tenant) this.jobs.unshift(changed);
+      if (this.job && this.job.job_id === changed.job_id) this.job = changed;
+      for (const d of this.letters) if (d.job_id === changed.job_id) d.job_state = changed.state;
+      for (const r of this.runs) if (r.job_id === changed.job_id) {
+        r.state = changed.state;
+        r.attempts = changed.attempts;
+        if (changed.last_error) r.error = changed.last_error;
+      }
+    },
+
+    // --- pages ----------------------------------------------------------------------------
+    setQueues(answer) {
+      this.queues = answer.queues;
+      this.queueScope = answer.scope;
+    },
+
+    async loadQueues() {
+      this.setQueues(await this.api("GET", "/queues"));
+      if (this.seesAll) {
+        // the worker's own health page: not tenant data, so shown to the system tenant only
+        const health = await fetch("/health").then(r => r.json()).catch(() => null);
+        this.services = health ? Object.entries(health.components)
+          .map(([name, { status, ...detail }]) => ({ name, status, detail })) : [];
+      }
+    },
+
+    async loadJobs(offset) {
+      const answer = await this.api("GET", "/jobs" + this.query({ ...this.jobFilter, offset, limit: 50 }));
+      this.jobs = answer.items;
+      this.jobOffset = answer.offset;
+      this.jobNext = answer.next_offset;
+    },
+
+    async findJob() {
+      if (this.jobId.trim()) await this.showJob(this.jobId.trim());
+    },
+
+    async showJob(jobId) {
+      if (!jobId) return;
+      this.job = null;
+      try {
+        this.job = await this.api("GET", "/jobs/" + encodeURIComponent(jobId));
+        location.hash = "#jobs";
+      } catch (e) { /* this.error says why */ }
+    },
+
+    async loadSchedules() {
+      this.schedules = (await this.api("GET", "/schedules")).schedules;
+      this.scheduleOffset = Math.min(this.scheduleOffset, Math.max(0, this.schedules.length - 1));
+      if (this.schedule) {
+        const still = this.schedules.find(s => s.id === this.schedule.id);
+        if (still) await this.showSchedule(still); else this.schedule = null;
+      }
+    },
+
+    schedulesShown() {
+      return this.schedules.slice(this.scheduleOffset, this.scheduleOffset + 50);
+    },
+
+    async showSchedule(s) {
+      const id = encodeURIComponent(s.id);
+      const [next, runs] = await Promise.all([
+        this.api("GET", "/schedules/" + id + "/next?count=5"), this.api("GET", "/schedules/" + id + "/runs")]);
+      this.schedule = s;
+      this.nextRuns = next.next;
+      this.runs = runs.runs;
+    },
+
+    async scheduleAction(s, action) {
+      const answer = await this.api("POST", "/schedules/" + encodeURIComponent(s.id) + "/" + action);
+      this.notice = action === "trigger" ? "Triggered " + s.id + ": job " + answer.run.job_id
+                                         : (action === "pause" ? "Paused " : "Resumed ") + s.id;
+      await this.loadSchedules();
+      if (action === "trigger") await this.showSchedule(this.schedules.find(x => x.id === s.id) || s);
+    },
+
+    async deleteSchedule(s) {
+      await this.api("DELETE", "/schedules/" + encodeURIComponent(s.id));
+      this.deleting = null;
+      if (this.schedule && this.schedule.id === s.id) this.schedule = null;
+      this.notice = "Deleted " + s.id;
+      await this.loadSchedules();
+    },
+
+    async backfill() {
+      const answer = await this.api("POST", "/schedules/" + encodeURIComponent(this.schedule.id) + "/backfill",
+                                    { from: this.backfillFrom, to: this.backfillTo });
+      this.notice = "Backfill: " + answer.sent + " run(s) sent, " + answer.already + " sent before";
+      await this.showSchedule(this.schedule);
+    },
+
+    async loadClocks() {
+      this.clock = null;
+      this.clockProblem = "";
+      this.worldFires = [];
+      if (!this.seesAll) {
+        try {
+          this.clock = await this.api("GET", "/clocks/" + encodeURIComponent(this.tenant));
+        } catch (e) { this.error = ""; }
+      } else {
+        this.clockProblem = "The system tenant has no campaign clock: sign in with a campaign's token to see its world time.";
+      }
+      const world = (await this.api("GET", "/schedules")).schedules.filter(s => s.clock === "world" && !s.paused);
+      for (const s of world.slice(0, 20)) {
+        const next = await this.api("GET", "/schedules/" + encodeURIComponent(s.id) + "/next?count=3");
+        for (const n of next.next) this.worldFires.push({ schedule: s.name || s.id, at: n.at });
+      }
+    },
+
+    letterQuery() {
+      return { ...this.letterFilter };
+    },
+
+    async loadLetters(offset) {
+      const answer = await this.api("GET", "/dead-letters" + this.query({ ...this.letterQuery(), offset, limit: 50 }));
+      this.letters = answer.items;
+      this.letterOffset = answer.offset;
+      this.letterNext = answer.next_offset;
+      this.letterTotal = answer.total;
+    },
+
+    async replayOne(d) {
+      const answer = await this.api("POST", "/dead-letters/replay", { letter: d.ref, force: this.force });
+      this.notice = "Replayed " + answer.replayed + " dead letter(s); the job's state updates here as it runs.";
+    },
+
+    async replayFiltered(dry) {
+      const body = { ...this.letterQuery(), force: this.force, dry_run: dry };
+      for (const k of Object.keys(body)) if (body[k] === "") delete body[k];
+      const answer = await this.api("POST", "/dead-letters/replay", body);
+      if (dry) { this.dryRun = answer.matched; return; }
+      this.dryRun = null;
+      this.notice = "Replayed " + answer.replayed + " dead letter(s).";
+    },
+
+    // --- dates: the viewer's zone, UTC on hover ---------------------------------------------
+    local(at) {
+      if (at === null || at === undefined || at === "") return "";
+      const when = typeof at === "number" ? new Date(at * 1000) : new Date(at);
+      return isNaN(when) ? String(at) : when.toLocaleString();
+    },
+
+    utc(at) {
+      if (at === null || at === undefined || at === "") return "";
+      const when = typeof at === "number" ? new Date(at * 1000) : new Date(at);
+      return isNaN(when) ? String(at) : when.toISOString().replace(".000Z", "Z") + " (UTC)";
+    },
+  }));
+});
