@@ -33,7 +33,6 @@ from cronbus.agents.console.rules import (
     BadQuery,
     LetterQuery,
     Viewer,
-    bearer_token,
     job_state,
     job_view,
     letter_query,
@@ -194,8 +193,7 @@ class ConsoleApi:
     # --- plumbing -----------------------------------------------------------------------------
 
     async def viewer(self, request: Request) -> Viewer:
-        token = bearer_token(request.headers.get("Authorization"))
-        tenant = await self.tokens.tenant(token) if token is not None else None
+        tenant = await self.tokens.tenant_of(request.headers.get("Authorization"))
         if tenant is None:
             raise Answer(401, {"error": "a valid bearer token is required "
                                         "(Authorization: Bearer <token>)"},

@@ -30,14 +30,6 @@ class BadQuery(ValueError):
                 "problems": [{"field": self.field, "message": self.message}]}
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, or None."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
 
 @dataclass(frozen=True, slots=True)
 class Viewer:

@@ -31,7 +31,6 @@ from cronbus.agents.schedules.api_rules import (
     backfill_run,
     backfill_tick,
     backfill_times,
-    bearer_token,
     declared,
     default_timezone,
     deferred_effect,
@@ -301,8 +300,7 @@ class ScheduleApi:
         return view.json(body, status=status)
 
     async def _tenant(self, request: Request) -> str:
-        token = bearer_token(request.headers.get("Authorization"))
-        tenant = await self.tokens.tenant(token) if token is not None else None
+        tenant = await self.tokens.tenant_of(request.headers.get("Authorization"))
         if tenant is None:
             raise Answer(401, {"error": "a valid bearer token is required "
                                         "(Authorization: Bearer <token>)"},

@@ -36,16 +36,6 @@ RUNS_DEFAULT = 20
 IDEMPOTENCY_KEY_MAX = 200
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, or None."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
-
 
 def query_count(query: Mapping[str, str], name: str, *, default: int, maximum: int) -> int:
     """A whole-number query parameter 1..maximum, or :class:`InvalidSchedule` naming it."""

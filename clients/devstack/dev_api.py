@@ -380,6 +380,24 @@ class AsgiEndpoint:
         await self._app(scope, receive, send)
 
 
+def graphql_app(serve_graphql: Any, state: Any, *, seed: Any, show: Any) -> Starlette:
+    """A development GraphQL API (``serve_graphql``, an ASGI callable) with its control
+    endpoints: ``seed`` and ``show`` its state, ``fail`` through ``state.failing`` and ``delay``
+    (``state.delay_s``: every call answered that much later)."""
+
+    async def delay(request: Request) -> Response:
+        state.delay_s = float((await request.json()).get("seconds", 0))
+        return JSONResponse({"delay_s": state.delay_s})
+
+    return Starlette(routes=[
+        Route("/_control/seed", seed, methods=["POST"]),
+        Route("/_control/state", show),
+        Route("/_control/fail", state.failing.control, methods=["POST", "DELETE"]),
+        Route("/_control/delay", delay, methods=["POST"]),
+        Route("/graphql", AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
+    ])
+
+
 class ApiProcess:
     """A development API (a module of this folder whose ``main`` takes ``--host``/``--port``) in
     a child process of its own, on a free port."""

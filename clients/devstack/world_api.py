@@ -44,12 +44,11 @@ from ariadne.asgi import GraphQL
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from cronbus.clients.devstack.dev_api import (
     ApiProcess,
-    AsgiEndpoint,
     FailSwitch,
+    graphql_app,
     parsed_query,
     serve,
     validated_once,
@@ -307,17 +306,7 @@ def create_world_api() -> Starlette:
             "audit": state.audit,
         })
 
-    async def delay(request: Request) -> Response:
-        state.delay_s = float((await request.json()).get("seconds", 0))
-        return JSONResponse({"delay_s": state.delay_s})
-
-    return Starlette(routes=[
-        Route("/_control/seed", seed, methods=["POST"]),
-        Route("/_control/state", show),
-        Route("/_control/fail", state.failing.control, methods=["POST", "DELETE"]),
-        Route("/_control/delay", delay, methods=["POST"]),
-        Route("/graphql", AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
-    ])
+    return graphql_app(serve_graphql, state, seed=seed, show=show)
 
 
 class WorldApi(ApiProcess):

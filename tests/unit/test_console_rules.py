@@ -14,7 +14,6 @@ from cronbus.agents.console.rules import (
     LetterQuery,
     Page,
     Viewer,
-    bearer_token,
     job_state,
     job_view,
     letter_query,
@@ -26,6 +25,7 @@ from cronbus.agents.console.rules import (
     replay_ask,
     sse,
 )
+from cronbus.clients.redis.api_tokens import bearer_token
 
 ACME = Viewer("acme", "system")
 SYSTEM = Viewer("system", "system")

@@ -6,7 +6,6 @@ import pytest
 
 from cronbus.agents.ingest.service import immediate_job
 from cronbus.agents.schedules.api_rules import (
-    bearer_token,
     distinct_runs,
     idempotency_key,
     manual_tick,
@@ -17,7 +16,7 @@ from cronbus.agents.schedules.api_rules import (
     schedule_view,
     with_enabled,
 )
-from cronbus.clients.redis.api_tokens import tenant_for_token
+from cronbus.clients.redis.api_tokens import bearer_token, tenant_for_token
 from cronbus.streams.events import CronTick, parse_event
 from cronbus.streams.schedule_runs import FiredRun
 from cronbus.streams.schedules import InvalidSchedule, schedule_from_request, tick_id, tick_job_id
