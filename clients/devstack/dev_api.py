@@ -407,21 +407,27 @@ class ApiProcess:
 
     def __init__(self, log_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
-        argv = [sys.executable, "-m", self.module, "--host", host]
+        self.log_path = log_dir / f"{self.name}.log"
+        # a port of its own is bound here and handed to the child (a port picked free and bound
+        # later could be taken by another process meanwhile, and port_open would then see *its*
+        # server); bound again, on the same port, when it starts after a stop
+        self._hands_over = port is None
         self._socket: socket.socket | None = None
-        if port is None:
-            # bound here and handed to the child: a port picked free and bound later could be
-            # taken by another process meanwhile (and port_open would then see *its* server)
-            self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self._socket.bind((host, 0))
-            self._socket.set_inheritable(True)
-            port = int(self._socket.getsockname()[1])
-            argv += ["--fd", str(self._socket.fileno())]
-        self.port = port
-        self.process = ManagedProcess(
-            self.name, [*argv, "--port", str(self.port)], log_path=log_dir / f"{self.name}.log",
-            pass_fds=[self._socket.fileno()] if self._socket is not None else [],
-        )
+        self.port = self._bind(0) if port is None else port
+        self.process = self._process()
+
+    def _bind(self, port: int) -> int:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((self.host, port))
+        self._socket.set_inheritable(True)
+        return int(self._socket.getsockname()[1])
+
+    def _process(self) -> ManagedProcess:
+        argv = [sys.executable, "-m", self.module, "--host", self.host, "--port", str(self.port)]
+        fds = [self._socket.fileno()] if self._socket is not None else []
+        return ManagedProcess(self.name, [*argv, *(f"--fd={fd}" for fd in fds)],
+                              log_path=self.log_path, pass_fds=fds)
 
     @property
     def url(self) -> str:
@@ -431,12 +437,23 @@ class ApiProcess:
     def control_url(self) -> str:
         return f"http://{self.host}:{self.port}/_control"
 
-    def start(self, timeout_s: float = 20.0) -> Self:
+    def launch(self) -> None:
+        """Start the child; :meth:`wait_listening` waits for it."""
+        if self._hands_over and self._socket is None:  # stopped before: the same port again
+            self._bind(self.port)
+            self.process = self._process()
         self.process.start()
+
+    def wait_listening(self, timeout_s: float = 20.0) -> None:
         self.process.wait_until(lambda: port_open(self.host, self.port), timeout_s, "listening")
+
+    def start(self, timeout_s: float = 20.0) -> Self:
+        self.launch()
+        self.wait_listening(timeout_s)
         return self
 
     def stop(self) -> None:
+        """Stop the child and let go of the socket (nothing listens: callers are refused)."""
         self.process.stop()
         if self._socket is not None:
             self._socket.close()

@@ -8,7 +8,6 @@ answers, otherwise one is started here.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -21,7 +20,7 @@ import httpx
 from cronbus.clients.devstack.broker import EmbeddedBroker
 from cronbus.clients.devstack.dev_api import DevApi
 from cronbus.clients.devstack.notification_api import NotificationApi
-from cronbus.clients.devstack.processes import ManagedProcess, free_port, port_open
+from cronbus.clients.devstack.processes import ManagedProcess, free_port
 from cronbus.clients.devstack.redis_server import RedisServer
 from cronbus.clients.devstack.s3_server import S3Server
 from cronbus.clients.devstack.tls import CertificateFiles, TlsFront
@@ -87,10 +86,9 @@ class DevStack:
             # the development APIs start side by side (each takes a second or two to import)
             apis = [api for api in (self.api, self.world, self.notifications) if api is not None]
             for api in apis:
-                api.process.start()
+                api.launch()
             for api in apis:
-                api.process.wait_until(functools.partial(port_open, api.host, api.port),
-                                       API_START_TIMEOUT_S, "listening")
+                api.wait_listening(API_START_TIMEOUT_S)
         except BaseException:
             self.stop()
             raise
