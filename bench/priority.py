@@ -32,14 +32,13 @@ from pathlib import Path
 
 import redis
 from aiokafka import AIOKafkaProducer
-from jobs import ensure_downstream, finished
+from jobs import BENCH_DIR, JOB_MODULE, JOB_TYPE, ensure_downstream, finished
 
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.streams import priorities, topics
 from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.settings import Settings
 
-JOB_TYPE = "invoice-generation"
 DOWNSTREAM = "http://127.0.0.1:18080/graphql"
 HIGH = priorities.NAMES["high"]
 NORMAL = priorities.NAMES["normal"]
@@ -106,6 +105,9 @@ def run(backlog: int, high: int, spread_s: float, concurrency: int, processes: i
                Settings.env_name("redis_namespace"): namespace,
                Settings.env_name("data_dir"): str(log_dir / "data"),
                Settings.env_name("job_types"): JOB_TYPE,
+               Settings.env_name("job_modules"): JOB_MODULE,  # one call a job: bench_job_types
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH_DIR),
+                                                           os.environ.get("PYTHONPATH")])),
                Settings.env_name("processor_concurrency"): str(max(1, concurrency // processes)),
                Settings.env_name("job_status_ttl_s"): "600",
                Settings.env_name("log_level"): "WARNING"}
