@@ -143,11 +143,12 @@ async def test_two_workers_send_50_of_a_users_120_emails_and_delay_the_rest_with
     assert story[headers.RATE_LIMITED] == "50 per 3600s per user_id"
     assert float(story[headers.RETRY_AT]) >= started + 3500
 
-    # both workers sent, and counted the delays (no tenant or user label)
+    # both workers took A's jobs and claimed from the one window (which of them got the 50
+    # places is a race: the limit holds either way), and counted the delays (no user label)
     completed = [metric(w, "cronbus_jobs_processed_total", "email") for w in (first, second)]
-    assert all(c > 0 for c in completed) and sum(completed) == 60, completed
-    delayed = sum(metric(w, "cronbus_jobs_rate_limited_total", "email") for w in (first, second))
-    assert delayed == 70
+    delayed = [metric(w, "cronbus_jobs_rate_limited_total", "email") for w in (first, second)]
+    assert sum(completed) == 60 and sum(delayed) == 70, (completed, delayed)
+    assert all(c + d > 0 for c, d in zip(completed, delayed, strict=True)), (completed, delayed)
 
     # `cronbus jobs status` shows a waiting job, why and until when
     shown = run_cronbus(cronbus_env, "jobs", "status", next(
