@@ -46,8 +46,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from ariadne import MutationType, QueryType, ScalarType, make_executable_schema
-from ariadne.asgi import GraphQL
+from ariadne import MutationType, QueryType
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -56,9 +55,7 @@ from cronbus.clients.devstack.dev_api import (
     ApiProcess,
     FailSwitch,
     graphql_app,
-    parsed_query,
     serve,
-    validated_once,
 )
 
 SCHEMA = """
@@ -335,16 +332,6 @@ def create_billing_api() -> Starlette:
 
         return await once(info, "generateInvoice", apply)
 
-    graphql = GraphQL(make_executable_schema(SCHEMA, query, mutation, ScalarType("JSON")),
-                      query_parser=parsed_query, query_validator=validated_once)
-
-    async def serve_graphql(scope: Any, receive: Any, send: Any) -> None:
-        failure = state.failing.take() if Request(scope, receive).method == "POST" else None
-        if failure is not None:
-            body = {"errors": [{"message": f"told to fail with {failure.status}"}]}
-            await JSONResponse(body, status_code=failure.status)(scope, receive, send)
-            return
-        await graphql(scope, receive, send)
 
     async def seed(request: Request) -> Response:
         body = await request.json()
@@ -380,7 +367,7 @@ def create_billing_api() -> Starlette:
             "refused": dict(state.refused),
         })
 
-    return graphql_app(serve_graphql, state, seed=seed, show=show)
+    return graphql_app(SCHEMA, query, mutation, state, seed=seed, show=show)
 
 
 class BillingApi(ApiProcess):

@@ -380,10 +380,22 @@ class AsgiEndpoint:
         await self._app(scope, receive, send)
 
 
-def graphql_app(serve_graphql: Any, state: Any, *, seed: Any, show: Any) -> Starlette:
-    """A development GraphQL API (``serve_graphql``, an ASGI callable) with its control
-    endpoints: ``seed`` and ``show`` its state, ``fail`` through ``state.failing`` and ``delay``
+def graphql_app(schema: str, query: QueryType, mutation: MutationType, state: Any, *,
+                seed: Any, show: Any) -> Starlette:
+    """A development GraphQL API of ``schema`` (each operation parsed and validated once: a test
+    waits on cronbus, not on this server) with its control endpoints: ``seed`` and ``show`` its
+    state, ``fail`` through ``state.failing`` (the next calls answer that status) and ``delay``
     (``state.delay_s``: every call answered that much later)."""
+    graphql = GraphQL(make_executable_schema(schema, query, mutation, ScalarType("JSON")),
+                      query_parser=parsed_query, query_validator=validated_once)
+
+    async def serve_graphql(scope: Any, receive: Any, send: Any) -> None:
+        failure = state.failing.take() if Request(scope, receive).method == "POST" else None
+        if failure is not None:
+            body = {"errors": [{"message": f"told to fail with {failure.status}"}]}
+            await JSONResponse(body, status_code=failure.status)(scope, receive, send)
+            return
+        await graphql(scope, receive, send)
 
     async def delay(request: Request) -> Response:
         state.delay_s = float((await request.json()).get("seconds", 0))
