@@ -24,7 +24,7 @@ import redis as redis_sync
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.publisher import EventPublisher
-from cronbus.clients.reach import masked
+from cronbus.clients.network.reach import masked
 from cronbus.streams import topics
 from cronbus.streams.events import InvoiceDue
 from cronbus.streams.jobs import Job

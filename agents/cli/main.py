@@ -152,8 +152,8 @@ def _problems(exc: ValidationError) -> list[str]:
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from cronbus.clients import reach
     from cronbus.clients.kafka.publisher import EventPublisher
+    from cronbus.clients.network import reach
 
     catalog = load_catalog(settings)
     try:
@@ -704,7 +704,7 @@ REACHES = {cmd_job_status: ("redis",), cmd_clock_get: ("redis",),
 
 
 async def _reach(settings: Settings, needs: Sequence[str]) -> None:
-    from cronbus.clients import reach
+    from cronbus.clients.network import reach
 
     if "broker" in needs:
         await reach.broker(settings.kafka)
@@ -723,7 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aiokafka.errors import KafkaConnectionError
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from cronbus.clients.reach import Unreachable
+    from cronbus.clients.network.reach import Unreachable
 
     try:
         asyncio.run(_reach(settings, REACHES.get(args.run, ())))

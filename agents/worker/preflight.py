@@ -9,7 +9,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from cronbus.clients import reach
+from cronbus.clients.network import reach
 from cronbus.streams.catalog import CatalogError, load_catalog
 from cronbus.streams.settings import DEFAULT_SERVICE, Settings
 

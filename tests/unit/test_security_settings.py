@@ -9,8 +9,8 @@ import faust
 import pytest
 from aiokafka.errors import KafkaConnectionError, UnsupportedSaslMechanismError
 
-from cronbus.clients import reach
 from cronbus.clients.kafka import connect
+from cronbus.clients.network import reach
 from cronbus.streams.app import broker_credentials
 from cronbus.streams.security import KafkaAccess, TlsFiles, redis_options
 from cronbus.streams.settings import Settings, SettingsError, load_settings
