@@ -114,6 +114,23 @@ def partitions_of(worker: WorkerProcess) -> int:
         return 0
 
 
+def worker_env(stack: DevStack, log_dir: Path, namespace: str, in_flight: int) -> dict[str, str]:
+    """A benchmark processor's settings: the nginx downstream, the benchmarks' one-call job type
+    (bench/bench_job_types.py), ``in_flight`` calls at most, quiet logs."""
+    return {**stack.env(),
+            Settings.env_name("api_url"): DOWNSTREAM,
+            Settings.env_name("app_id"): f"bench-{uuid.uuid4().hex[:6]}",
+            Settings.env_name("redis_namespace"): namespace,
+            Settings.env_name("data_dir"): str(log_dir / "data"),
+            Settings.env_name("job_types"): JOB_TYPE,
+            Settings.env_name("job_modules"): JOB_MODULE,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH_DIR),
+                                                        os.environ.get("PYTHONPATH")])),
+            Settings.env_name("processor_concurrency"): str(max(1, in_flight)),
+            Settings.env_name("job_status_ttl_s"): "600",
+            Settings.env_name("log_level"): "WARNING"}
+
+
 def run_cronbus(n: int, concurrency: int, processes: int) -> dict[str, float]:
     """``processes`` processor workers in one consumer group share the 50 in flight."""
     log_dir = Path(tempfile.mkdtemp(prefix="cronbus-bench-jobs-"))
@@ -121,18 +138,7 @@ def run_cronbus(n: int, concurrency: int, processes: int) -> dict[str, float]:
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     with DevStack(log_dir, with_api=False) as stack:
         status = redis.Redis.from_url(stack.redis.url)
-        env = {**stack.env(),
-               Settings.env_name("api_url"): DOWNSTREAM,
-               Settings.env_name("app_id"): f"bench-{uuid.uuid4().hex[:6]}",
-               Settings.env_name("redis_namespace"): namespace,
-               Settings.env_name("data_dir"): str(log_dir / "data"),
-               Settings.env_name("job_types"): JOB_TYPE,
-               Settings.env_name("job_modules"): JOB_MODULE,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH_DIR),
-                                                           os.environ.get("PYTHONPATH")])),
-               Settings.env_name("processor_concurrency"): str(max(1, concurrency // processes)),
-               Settings.env_name("job_status_ttl_s"): "600",
-               Settings.env_name("log_level"): "WARNING"}
+        env = worker_env(stack, log_dir, namespace, concurrency // processes)
         brokers = load_settings(broker_url=stack.broker_url).kafka  # CRONBUS_KAFKA_* too
         workers = [WorkerProcess(f"worker-{i}", env, log_dir, roles=("processor",)).start()
                    for i in range(processes)]

@@ -32,14 +32,12 @@ from pathlib import Path
 
 import redis
 from aiokafka import AIOKafkaProducer
-from jobs import BENCH_DIR, JOB_MODULE, JOB_TYPE, ensure_downstream, finished
+from jobs import JOB_TYPE, ensure_downstream, finished, worker_env
 
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.streams import priorities, topics
 from cronbus.streams.jobs import Job, job_id_for
-from cronbus.streams.settings import Settings
 
-DOWNSTREAM = "http://127.0.0.1:18080/graphql"
 HIGH = priorities.NAMES["high"]
 NORMAL = priorities.NAMES["normal"]
 
@@ -99,18 +97,7 @@ def run(backlog: int, high: int, spread_s: float, concurrency: int, processes: i
     run_id = uuid.uuid4().hex[:6]
     with DevStack(log_dir, with_api=False) as stack:
         status = redis.Redis.from_url(stack.redis.url)
-        env = {**stack.env(),
-               Settings.env_name("api_url"): DOWNSTREAM,
-               Settings.env_name("app_id"): f"bench-{uuid.uuid4().hex[:6]}",
-               Settings.env_name("redis_namespace"): namespace,
-               Settings.env_name("data_dir"): str(log_dir / "data"),
-               Settings.env_name("job_types"): JOB_TYPE,
-               Settings.env_name("job_modules"): JOB_MODULE,  # one call a job: bench_job_types
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH_DIR),
-                                                           os.environ.get("PYTHONPATH")])),
-               Settings.env_name("processor_concurrency"): str(max(1, concurrency // processes)),
-               Settings.env_name("job_status_ttl_s"): "600",
-               Settings.env_name("log_level"): "WARNING"}
+        env = worker_env(stack, log_dir, namespace, concurrency // processes)
         brokers = [stack.broker_url.removeprefix("kafka://")]
         workers = [WorkerProcess(f"worker-{i}", env, log_dir, roles=("processor",)).start()
                    for i in range(processes)]
