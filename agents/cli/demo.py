@@ -140,7 +140,7 @@ async def _live(settings: Settings, control_url: str, tenants: list[str], burst:
 LEFT_KEYS_TTL_S = 3600
 
 
-def _expire_left_keys(redis_url: str, namespace: str) -> int:
+def expire_left_keys(redis_url: str, namespace: str) -> int:
     """Give every key of the demo's namespace that would live for ever an expiry; their count."""
     client = redis_sync.Redis.from_url(redis_url, socket_timeout=5)
     try:
@@ -201,7 +201,7 @@ def run_demo(*, tenants: int, burst: int, every_s: float) -> int:
                 worker.stop()
             if stack.redis.url:
                 with contextlib.suppress(Exception):
-                    left = _expire_left_keys(stack.redis.url, namespace)
+                    left = expire_left_keys(stack.redis.url, namespace)
                     _say("demo", f"{left} key(s) left under {namespace}: expire within "
                                  f"{LEFT_KEYS_TTL_S // 60} minutes")
             stack.stop()
