@@ -95,8 +95,11 @@ def test_dev_up_prints_the_env_a_hand_run_worker_uses_and_stops_all_it_started(t
 
         # a worker and `cronbus publish` run with exactly the printed settings
         worker = WorkerProcess("worker", {**env, "CRONBUS_BROKER_REBALANCE_TIMEOUT_S": "4",
-                                          "CRONBUS_BROKER_SESSION_TIMEOUT_S": "6"},
-                               tmp_path).start(timeout_s=90)
+                                          "CRONBUS_BROKER_SESSION_TIMEOUT_S": "6"}, tmp_path,
+                               roles=("ingest", "processor", "ticker", "api")).start(timeout_s=90)
+        # the printed schedules URL and token reach that worker's API, as tenant dev
+        listed = run_cronbus(env, "schedules", "list")
+        assert listed.returncode == 0, listed.stderr
         done = run_cronbus(env, "publish", topics.EXPORT_REQUESTED, "--tenant", "acme",
                            "--set", "export_id=e-1", "--set", "format=csv")
         assert done.returncode == 0, done.stderr
