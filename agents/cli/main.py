@@ -586,6 +586,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(tenants=args.tenants, burst=args.burst, every_s=args.every)
 
 
+def cmd_dev_up(args: argparse.Namespace, settings: Settings) -> int:
+    from cronbus.agents.cli.dev import run_dev_up
+
+    return run_dev_up(env_file=args.env_file)
+
+
 # --- main -----------------------------------------------------------------------------------
 
 DESCRIPTION = ("cronbus: an event-driven job scheduler on Kafka. Run workers, publish events, "
@@ -686,6 +692,16 @@ def parser() -> argparse.ArgumentParser:
             one.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                              help="a progress bar on stderr (default: when it is a terminal)")
         one.set_defaults(run=run)
+
+    dev = sub.add_parser("dev", help="the development stack, for running workers by hand")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    dev_up = dev_sub.add_parser(
+        "up", help="start the broker, Redis (unless one answers at CRONBUS_REDIS_URL) and the "
+        "development APIs, print the settings to export, stay up until Ctrl-C")
+    dev_up.add_argument("--env-file", type=Path, metavar="PATH",
+                        help="also write the export lines to PATH (removed on stop), for "
+                             "`. PATH` in another shell")
+    dev_up.set_defaults(run=cmd_dev_up)
 
     demo = sub.add_parser("demo", help="start the dev stack and a worker, and publish bursts")
     demo.add_argument("--tenants", type=int, default=5, help="tenants to publish for (default 5)")
