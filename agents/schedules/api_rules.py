@@ -57,10 +57,14 @@ def query_time(query: Mapping[str, str], name: str) -> datetime | None:
     raw = query.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        moment = datetime.fromisoformat(raw.strip().replace(" ", "+"))  # a '+' sent unencoded
-    except ValueError:
-        moment = None
+    moment = None
+    # as sent; else with a '+' that arrived as a space (sent unencoded in a query string)
+    for text in (raw.strip(), raw.strip().replace(" ", "+")):
+        try:
+            moment = datetime.fromisoformat(text)
+            break
+        except ValueError:
+            continue
     if moment is None or moment.tzinfo is None:
         raise InvalidSchedule([FieldProblem(
             name, f"an ISO 8601 time with its offset, e.g. 2027-03-28T00:00:00Z; got {raw!r}")])

@@ -117,6 +117,14 @@ def test_a_schedule_stored_under_the_earlier_rules_id_is_found_again_by_the_same
     assert derived(body, is_stored=lambda sid: sid == legacy) == legacy
     assert derived(body, is_stored=lambda sid: sid in (legacy, canonical)) == canonical
     assert derived(body, is_stored=lambda sid: False) == canonical
+    # the schedule an earlier release stored (no created_at, named by its id): found again,
+    # and as the same definition nothing is written
+    stored = Schedule.model_validate({**body, "id": legacy, "name": legacy, "tenant_id": "acme",
+                                      "revision_at": NOW - timedelta(days=30)})
+    again = schedule_from_request(body, tenant_id="acme", now=NOW,
+                                  is_stored=lambda sid: sid == legacy)
+    assert (again.id, again.name) == (legacy, legacy)
+    assert prepare_upsert(again, stored, NOW) is None
 
 
 def test_created_at_is_the_first_writes_and_not_part_of_the_definition():
@@ -244,6 +252,8 @@ def test_after_must_be_an_iso_time_with_its_offset():
                                                                                tzinfo=UTC)
     assert query_time({"after": "2027-03-28T02:00:00 02:00"}, "after") == datetime(
         2027, 3, 28, tzinfo=UTC)  # a '+' a shell left unencoded arrives as a space
+    assert query_time({"after": "2027-03-28 00:00:00Z"}, "after") == datetime(2027, 3, 28,
+                                                                               tzinfo=UTC)
     assert query_time({}, "after") is None
     for bad in ("tomorrow", "2027-03-28T00:00:00", "2027-13-01T00:00:00Z"):
         with pytest.raises(InvalidSchedule) as caught:
