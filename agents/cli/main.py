@@ -228,6 +228,7 @@ def cmd_job_status(args: argparse.Namespace, settings: Settings) -> int:
     import redis.asyncio as aioredis
 
     from cronbus.clients.redis.job_status import JobStatusStore
+    from cronbus.streams.jobs import status_answer
 
     async def read() -> dict[str, Any] | None:
         client = aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
@@ -242,7 +243,7 @@ def cmd_job_status(args: argparse.Namespace, settings: Settings) -> int:
     if record is None:
         print(f"no status for job {args.job_id!r}", file=sys.stderr)
         return 1
-    print(json.dumps(record, indent=2))
+    print(json.dumps(status_answer(record), indent=2))
     return 0
 
 
@@ -346,7 +347,10 @@ def _schedules_request(args: argparse.Namespace) -> tuple[str, str, dict[str, An
     if action in ("pause", "resume"):
         return "POST", f"{path}/{action}", {}
     if action == "next":
-        return "GET", f"{path}/next", {"params": {"count": args.count}}
+        params: dict[str, Any] = {"count": args.count}
+        if args.after:
+            params["after"] = args.after  # checked by the API, which names it when bad
+        return "GET", f"{path}/next", {"params": params}
     if action == "runs":
         return "GET", f"{path}/runs", {"params": {"limit": args.limit}}
     raise ValueError(f"unknown command {action!r}")
@@ -379,6 +383,7 @@ def _backfill_summary(body: dict[str, Any]) -> str:
 def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
+    from cronbus.agents.schedules.api_rules import VIEW_ONLY
     from cronbus.clients.http.schedules_client import SchedulesClient
 
     url = args.url or f"http://127.0.0.1:{settings.web_port}"
@@ -393,8 +398,7 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"cronbus schedules: {message}", file=sys.stderr)
                 return code
             kept = {k: v for k, v in current.body.items()
-                    if k not in ("tenant_id", "revision_at", "kind", "paused", "last_run_at",
-                                 "last_status", "next_run_at")}
+                    if k not in ("tenant_id", "revision_at", "created_at", *VIEW_ONLY)}
             options["json"] = {**kept, **options["json"]}
     except (ValueError, OSError) as exc:
         print(f"cronbus schedules: {exc}", file=sys.stderr)
@@ -462,6 +466,9 @@ def _schedules_parser(sub: Any) -> None:
     preview = actions.add_parser("next", help="the next fire times, in the schedule's zone")
     preview.add_argument("schedule_id", help=SCHEDULE_ID)
     preview.add_argument("--count", type=int, default=5, help="how many (default 5)")
+    preview.add_argument("--after", metavar="TIME",
+                         help="from this time on instead of now: ISO 8601 with an offset, e.g. "
+                              "2027-03-28T00:00:00Z (to check a daylight-saving day ahead)")
     defer = actions.add_parser("defer-effect", help="execute a deferred effect at a wall time "
                                "or, with --world, at a world time of your clock")
     defer.add_argument("effect_id", help="the effect's id (its one-off schedule's id)")

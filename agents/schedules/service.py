@@ -17,6 +17,7 @@ from cronbus.agents.schedules.builtins import reconcile, wanted_builtins
 from cronbus.agents.schedules.directory import ScheduleDirectory
 from cronbus.clients.kafka import connect
 from cronbus.clients.redis.api_tokens import TokenTenants
+from cronbus.clients.redis.fire_states import FireStates
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.clients.redis.world_clocks import WorldClockView
@@ -82,6 +83,8 @@ class SchedulesApi(mode.Service):
             backfill_max_runs=settings.backfill_max_runs,
             webhook_signing_key=settings.webhook_signing_key.get_secret_value()
             if settings.webhook_signing_key is not None else None,
+            fire_states=FireStates(redis, namespace=settings.redis_namespace,
+                                   app_id=settings.app_id),
         )
         self._producer: AIOKafkaProducer | None = None
 

@@ -24,6 +24,7 @@ from cronbus.agents.console.api import ConsoleApi
 from cronbus.agents.processing.queues import queue_stats, retry_failed
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.streams.catalog import Catalog, UnknownJobType
+from cronbus.streams.jobs import status_answer
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.settings import Settings
 
@@ -43,7 +44,7 @@ def register_status_pages(app: faust.App, settings: Settings, catalog: Catalog,
             record = await store.get(job_id)
             if record is None:
                 return self.json({"error": f"no status for job {job_id!r}"}, status=404)
-            return self.json({"job_id": job_id, **record})
+            return self.json({"job_id": job_id, **status_answer(record)})
 
     class QueuesPage(View):
         async def get(self, request: Request) -> Response:

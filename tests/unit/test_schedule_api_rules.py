@@ -106,7 +106,9 @@ def test_next_runs_are_in_the_schedules_zone_across_spring_forward():
 def test_a_paused_schedule_previews_nothing():
     paused = with_enabled(berlin_daily(), False, NOW)
     assert next_runs(paused, NOW, 3) == {"schedule_id": "daily", "timezone": "Europe/Berlin",
-                                         "clock": "wall", "paused": True, "next": []}
+                                         "clock": "wall", "paused": True,
+                                         "after": "2026-03-28T12:00:00+00:00", "fired": 0,
+                                         "remaining": None, "exhausted": False, "next": []}
 
 
 def test_a_manual_tick_has_its_own_deterministic_id_and_job():

@@ -47,6 +47,8 @@ def test_definitions_come_from_set_pairs_and_files(tmp_path):
     assert request("trigger", "s1", "--idempotency-key", "k")[2] == {
         "headers": {"Idempotency-Key": "k"}}
     assert request("next", "s1", "--count", "3")[2] == {"params": {"count": 3}}
+    assert request("next", "s1", "--after", "2027-03-27T00:00:00Z")[2] == {
+        "params": {"count": 5, "after": "2027-03-27T00:00:00Z"}}
 
 
 def test_a_file_that_is_not_a_json_object_is_named(tmp_path):
