@@ -114,6 +114,15 @@ async def test_tokens_scopes_limits_and_headers_on_a_worker(
             for other in ("settings-token-of-umbrella", "legacy-token-of-globex"):
                 answer = await http.get("/schedules", headers=bearer(other))
                 assert answer.status_code == 200 and answer.json()["schedules"] == []
+            # one put in clear while the worker runs (HSET, as before): moved on its first use
+            await redis.hset(key, "late-clear-token-of-hooli", "hooli")
+            late = await http.get("/schedules", headers=bearer("late-clear-token-of-hooli"))
+            assert late.status_code == 200 and late.json()["schedules"] == []
+            assert not await redis.hexists(key, "late-clear-token-of-hooli")
+            assert await redis.hexists(key, hashlib.sha256(b"late-clear-token-of-hooli").hexdigest())
+            # a digest is no token: sent as one, it lets nothing in
+            digest = hashlib.sha256(acme.encode()).hexdigest()
+            assert (await http.get("/schedules", headers=bearer(digest))).status_code == 401
             # the system scope sees every tenant; one queue's page is the system tenant's
             assert (await http.get("/queues/export", headers=bearer(acme))).status_code == 403
             queue = await http.get("/queues/export", headers=bearer(system))
