@@ -402,14 +402,17 @@ class Settings(BaseSettings):
             "system scope; tokens made by `cronbus tokens add` live in Redis, hashed)"
         ),
     )
+    # 20 a second on average, a burst of a script's or a page's calls let through
     web_api_rate_limit: int = Field(
-        default=20, ge=0, le=1_000_000,
-        description="requests one API token may make per CRONBUS_WEB_API_RATE_WINDOW_S (one "
-                    "more answers 429 with Retry-After), 0 for no limit, a whole number",
+        default=200, ge=0, le=1_000_000,
+        description="requests one API token may make in any CRONBUS_WEB_API_RATE_WINDOW_S "
+                    "seconds (one more answers 429 with Retry-After), 0 for no limit, a whole "
+                    "number, e.g. 200",
     )
     web_api_rate_window_s: float = Field(
-        default=1.0, gt=0, le=3600,
-        description="the sliding window of CRONBUS_WEB_API_RATE_LIMIT in seconds, > 0 and <= 3600",
+        default=10.0, gt=0, le=3600,
+        description="the sliding window of CRONBUS_WEB_API_RATE_LIMIT in seconds, > 0 and "
+                    "<= 3600, e.g. 10",
     )
     web_max_body_bytes: int = Field(
         default=1_048_576, ge=1024, le=1_073_741_824,

@@ -463,6 +463,10 @@ def _schedules_error(status: int, body: Any) -> tuple[int, str]:
         return EXIT_INVALID, "\n".join(["invalid request:", *lines])
     if status == 401:
         return EXIT_UNAUTHORIZED, (f"{error} (give --token or set CRONBUS_SCHEDULES_TOKEN)")
+    if status == 403:  # the token's scope does not allow it (a read-only token writing)
+        return EXIT_UNAUTHORIZED, error
+    if status == 413:
+        return EXIT_INVALID, error
     if status == 404:
         return EXIT_NOT_FOUND, error or "not found"
     return EXIT_UNREACHABLE, f"HTTP {status}: {error}"
