@@ -101,6 +101,11 @@ async def test_no_secret_reaches_a_debug_log(stack, api, tmp_path, receiver):
                              bool, timeout_s=60, what="the export job's call")
             await eventually(lambda: httpx.get(f"{receiver.control_url}/received").json(),
                              bool, timeout_s=60, what="the signed outcome notice")
+            # the command line's own API client, logging at DEBUG too
+            listed = run_cronbus({**env, "CRONBUS_SCHEDULES_URL": worker.base_url,
+                                  "CRONBUS_SCHEDULES_TOKEN": cli_token}, "schedules", "list")
+            assert listed.returncode == 0 and "with-secret" in listed.stdout, listed.stderr
+            outputs.append(listed.stderr)  # its log; stdout is the schedules it was asked for
             # a job the API fails: its error is logged with the job's story
             api.fail(500, times=2)
             await http.post("/schedules/with-secret/trigger", headers={**acme,
