@@ -302,7 +302,8 @@ def _token_book(settings: Settings) -> tuple[Any, Any]:
     from cronbus.clients.redis.api_tokens import TokenBook
 
     client = aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
-    return client, TokenBook(client, namespace=settings.redis_namespace)
+    return client, TokenBook(client, namespace=settings.redis_namespace,
+                             system_tenant=settings.system_tenant)
 
 
 def cmd_tokens_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -332,7 +333,6 @@ def cmd_tokens_list(args: argparse.Namespace, settings: Settings) -> int:
     async def listed() -> list[Any]:
         client, book = _token_book(settings)
         try:
-            await book.move_clear_tokens(settings.system_tenant)
             return await book.listed(args.prefix or "")
         finally:
             await client.aclose()
@@ -356,7 +356,6 @@ def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
     async def revoke() -> list[Any]:
         client, book = _token_book(settings)
         try:
-            await book.move_clear_tokens(settings.system_tenant)
             return list(await book.revoke(args.prefix))
         finally:
             await client.aclose()

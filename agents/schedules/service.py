@@ -96,7 +96,7 @@ class SchedulesApi(mode.Service):
 
     async def on_start(self) -> None:
         # tokens an earlier cronbus kept in clear: to their digests before the API answers
-        await self.api.tokens.book.move_clear_tokens(self.settings.system_tenant)
+        await self.api.tokens.book.move_clear_tokens()
         self._producer = connect.producer(self.settings.kafka, linger_ms=0)
         await self._producer.start()
         await self.directory.start()

@@ -166,9 +166,11 @@ UNAUTHORIZED = ("a valid bearer token is required (Authorization: Bearer <token>
 class TokenBook:
     """The tokens in Redis (``<namespace>:api-tokens``): add, list, revoke, look up."""
 
-    def __init__(self, client: aioredis.Redis, *, namespace: str) -> None:
+    def __init__(self, client: aioredis.Redis, *, namespace: str,
+                 system_tenant: str = "system") -> None:
         self._redis = client
         self.key = f"{namespace}:api-tokens"
+        self.system_tenant = system_tenant  # the scope of a token moved from clear: system
 
     async def add(self, *, tenant_id: str, scope: Scope, name: str = "",
                   now: float | None = None) -> tuple[str, TokenRecord]:
@@ -179,7 +181,7 @@ class TokenBook:
         await self._redis.hset(self.key, token_digest(token), record.encode())
         return token, record
 
-    async def find(self, token: str, system_tenant: str = "system") -> TokenRecord | None:
+    async def find(self, token: str) -> TokenRecord | None:
         """The token's record; one an earlier cronbus (or an operator's ``HSET``) kept in clear
         is moved to its digest on the way."""
         raw = await self._redis.hget(self.key, token_digest(token))
@@ -187,7 +189,7 @@ class TokenBook:
             return TokenRecord.decode(raw)
         if not await self._redis.hexists(self.key, token):
             return None
-        await self.move_clear_tokens(system_tenant)
+        await self.move_clear_tokens()
         raw = await self._redis.hget(self.key, token_digest(token))
         return TokenRecord.decode(raw) if raw is not None else None
 
@@ -225,7 +227,7 @@ class TokenBook:
             await self._redis.hdel(self.key, chosen[0])
         return [records[d] for d in chosen]
 
-    async def move_clear_tokens(self, system_tenant: str = "system") -> int:
+    async def move_clear_tokens(self) -> int:
         """Tokens an earlier cronbus kept in clear (field: the token, value: its tenant) moved
         to their digests; returns how many (the log names only the count)."""
         moved = 0
@@ -235,7 +237,7 @@ class TokenBook:
                 continue
             tenant = raw.decode() if isinstance(raw, bytes) else str(raw)
             record = TokenRecord(prefix=shown_prefix(token), tenant_id=tenant,
-                                 scope="system" if tenant == system_tenant else "tenant",
+                                 scope="system" if tenant == self.system_tenant else "tenant",
                                  name="kept in clear before", created_at=time.time())
             pipe = self._redis.pipeline(transaction=True)
             pipe.hset(self.key, token_digest(token), record.encode())
@@ -254,7 +256,7 @@ class ApiGate:
 
     def __init__(self, client: aioredis.Redis, *, namespace: str, configured: Mapping[str, str],
                  system_tenant: str = "system", limit: int = 0, window_s: float = 1.0) -> None:
-        self.book = TokenBook(client, namespace=namespace)
+        self.book = TokenBook(client, namespace=namespace, system_tenant=system_tenant)
         self.system_tenant = system_tenant
         self._configured = settings_grants(configured, system_tenant)
         self._windows = RequestWindows(client, namespace=f"{namespace}:api-rate")
@@ -270,7 +272,7 @@ class ApiGate:
         grant = configured_grant(digest, self._configured)
         if grant is not None:
             return grant
-        record = await self.book.find(token, self.system_tenant)
+        record = await self.book.find(token)
         if record is None:
             return None
         return Grant(record.tenant_id, record.scope, digest, record.prefix)
