@@ -51,7 +51,7 @@ from cronbus.agents.schedules.api_rules import (
     with_enabled,
     with_notify_email,
 )
-from cronbus.clients.redis.api_tokens import TokenTenants
+from cronbus.clients.redis.api_tokens import ApiGate, Grant, Refusal
 from cronbus.clients.redis.fire_states import FireStates
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.schedule_runs import RunLog
@@ -63,6 +63,8 @@ from cronbus.streams.outcomes import SIGNATURE_HEADER, TIMESTAMP_HEADER, tenant_
 from cronbus.streams.schedules import FieldProblem, InvalidSchedule, Schedule, schedule_from_request
 
 log = logging.getLogger(__name__)
+
+GRANT = "cronbus.grant"  # the request's grant, kept on the request (aiohttp's mapping)
 
 
 class ScheduleStore(Protocol):
@@ -95,7 +97,7 @@ Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
 class ScheduleApi:
     def __init__(
-        self, directory: ScheduleStore, catalog: Catalog, *, tokens: TokenTenants, runs: RunLog,
+        self, directory: ScheduleStore, catalog: Catalog, *, tokens: ApiGate, runs: RunLog,
         status: JobStatusStore, send_tick: Callable[[CronTick], Awaitable[None]],
         clocks: WorldClockView, send_ticks: Callable[[list[CronTick]], Awaitable[None]] | None = None,
         ready: Callable[[], bool] = lambda: True,
@@ -150,7 +152,11 @@ class ScheduleApi:
         return (200 if existed else 201), await self._view(stored)
 
     async def webhook_secret(self, tenant: str, request: Request) -> tuple[int, Any]:
-        """The caller's secret for verifying its webhook notices (see the README)."""
+        """The caller's secret for verifying its webhook notices (see the README); not for a
+        read-only token (a secret is no data to look at)."""
+        if self._grant(request).scope == "read-only":
+            raise Answer(403, {"error": "this token's scope is read-only: the webhook secret "
+                                        "is for a tenant or system token"})
         if self.webhook_signing_key is None:
             raise Answer(404, {"error": "webhook notices are off here: "
                                         "CRONBUS_WEBHOOK_SIGNING_KEY is not set"})
@@ -335,7 +341,7 @@ class ScheduleApi:
                 raise Answer(503, {"error": "schedules are still loading; try again shortly"},
                              {"Retry-After": "1"})
             status, body = await handler(tenant, request, **params)
-        except Answer as answer:
+        except (Answer, Refusal) as answer:
             return view.json(answer.body, status=answer.status, headers=answer.headers)
         except InvalidSchedule as exc:
             return view.json(problems_body(exc), status=422)
@@ -347,12 +353,16 @@ class ScheduleApi:
         return view.json(body, status=status)
 
     async def _tenant(self, request: Request) -> str:
-        tenant = await self.tokens.tenant_of(request.headers.get("Authorization"))
-        if tenant is None:
-            raise Answer(401, {"error": "a valid bearer token is required "
-                                        "(Authorization: Bearer <token>)"},
-                         {"WWW-Authenticate": 'Bearer realm="cronbus"'})
-        return tenant
+        """The caller's tenant; its token known, within its rate, its scope allowing the method
+        (else :class:`Refusal`)."""
+        grant = await self.tokens.admit(request.method, request.headers.get("Authorization"))
+        request[GRANT] = grant  # type: ignore[index]
+        return grant.tenant_id
+
+    @staticmethod
+    def _grant(request: Request) -> Grant:
+        grant: Grant = request[GRANT]  # type: ignore[index]
+        return grant
 
     # --- routes -------------------------------------------------------------------------------
 

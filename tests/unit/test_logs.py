@@ -3,7 +3,13 @@ from __future__ import annotations
 import json
 import logging
 
-from cronbus.agents.worker.logs import JsonFormatter, MaskCredentials, mask_credentials
+from cronbus.agents.worker.logs import (
+    TEXT_FORMAT,
+    JsonFormatter,
+    MaskCredentials,
+    TextFormatter,
+    mask_credentials,
+)
 
 
 def record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -43,3 +49,15 @@ def test_tracebacks_are_one_json_field():
         rec = record("boom", exc_info=sys.exc_info())
     entry = json.loads(JsonFormatter().format(rec))
     assert "ValueError: redis://***@h failed" in entry["exception"]
+
+
+def test_tracebacks_and_bearer_tokens_are_masked_in_text_lines_too():
+    try:
+        raise ValueError("redis://:pw-in-url@h failed")
+    except ValueError:
+        import sys
+
+        rec = record("sent %s", "Authorization: Bearer cbt_s3cret.token-x", exc_info=sys.exc_info())
+    line = TextFormatter(TEXT_FORMAT).format(rec)
+    assert "pw-in-url" not in line and "s3cret" not in line
+    assert "redis://***@h failed" in line and "Authorization: Bearer ***" in line

@@ -67,4 +67,6 @@ def test_errors_have_their_own_exit_codes_and_name_the_fields():
                                     "  timezone: not an IANA zone"]
     assert _schedules_error(404, {"error": "no schedule 's1'"}) == (EXIT_NOT_FOUND, "no schedule 's1'")
     assert _schedules_error(401, {"error": "token"})[0] == EXIT_UNAUTHORIZED
+    assert _schedules_error(403, {"error": "read-only"}) == (EXIT_UNAUTHORIZED, "read-only")
+    assert _schedules_error(413, {"error": "too large"}) == (EXIT_INVALID, "too large")
     assert _schedules_error(500, {"error": "boom"}) == (EXIT_UNREACHABLE, "HTTP 500: boom")
