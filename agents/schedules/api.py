@@ -23,9 +23,12 @@ import faust
 from faust.web import Request, Response, View
 
 from cronbus.agents.schedules.api_rules import (
+    LIST_PAGE_DEFAULT,
+    LIST_PAGE_MAX,
     PREVIEW_DEFAULT,
     PREVIEW_MAX,
     RUNS_DEFAULT,
+    acting_for,
     backfill_answer,
     backfill_range,
     backfill_run,
@@ -41,6 +44,7 @@ from cronbus.agents.schedules.api_rules import (
     notify_problems,
     problems_body,
     query_count,
+    query_offset,
     run_view,
     schedule_view,
     with_enabled,
@@ -92,6 +96,7 @@ class ScheduleApi:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         backfill_max_runs: int = 1000,
         webhook_signing_key: str | None = None,
+        system_tenant: str | None = None,
     ) -> None:
         self.directory = directory
         self.catalog = catalog  # a schedule's job type must be declared, its payload fit
@@ -106,11 +111,24 @@ class ScheduleApi:
         self.backfill_max_runs = backfill_max_runs
         # each tenant's webhook secret derives from it; None: webhook notices are refused
         self.webhook_signing_key = webhook_signing_key
+        # its token may act for any tenant (``?tenant=``), as the console's system view does
+        self.system_tenant = system_tenant
 
     # --- the operations: (tenant, request, path parameters) -> (status, body) ---------------
 
     async def list_schedules(self, tenant: str, request: Request) -> tuple[int, Any]:
-        return 200, {"schedules": await self._views(tenant, self.directory.list(tenant))}
+        """The tenant's schedules by id; with ``limit`` (and ``offset``) one page of them,
+        with ``total`` and ``next_offset`` (None: the last page)."""
+        every = self.directory.list(tenant)
+        if not request.query.get("limit") and not request.query.get("offset"):
+            return 200, {"schedules": await self._views(tenant, every)}
+        limit = query_count(request.query, "limit", default=LIST_PAGE_DEFAULT,
+                            maximum=LIST_PAGE_MAX)
+        offset = query_offset(request.query)
+        end = offset + limit
+        return 200, {"schedules": await self._views(tenant, every[offset:end]),
+                     "total": len(every), "offset": offset, "limit": limit,
+                     "next_offset": end if end < len(every) else None}
 
     async def create(self, tenant: str, request: Request) -> tuple[int, Any]:
         body = await _body(request)
@@ -213,7 +231,8 @@ class ScheduleApi:
 
     async def world_clock(self, tenant: str, request: Request, tenant_id: str) -> tuple[int, Any]:
         """The caller's own world clock; another tenant's is indistinguishable from none."""
-        clock = await self.clocks.get(tenant_id) if tenant_id == tenant else None
+        mine = tenant_id == tenant or tenant == self.system_tenant  # the system tenant: any
+        clock = await self.clocks.get(tenant_id) if mine else None
         if clock is None:
             raise Answer(404, {"error": f"no world clock for tenant {tenant_id!r}: none of its "
                                         f"world-time-advanced events has been read"})
@@ -283,7 +302,8 @@ class ScheduleApi:
                      **params: str) -> Response:
         """Authenticate, run ``handler`` and turn its outcome (or its error) into a response."""
         try:
-            tenant = await self._tenant(request)
+            tenant = acting_for(await self._tenant(request), request.query.get("tenant"),
+                                self.system_tenant)
             if not self.ready():
                 raise Answer(503, {"error": "schedules are still loading; try again shortly"},
                              {"Retry-After": "1"})

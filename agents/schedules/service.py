@@ -82,6 +82,7 @@ class SchedulesApi(mode.Service):
             backfill_max_runs=settings.backfill_max_runs,
             webhook_signing_key=settings.webhook_signing_key.get_secret_value()
             if settings.webhook_signing_key is not None else None,
+            system_tenant=settings.system_tenant,
         )
         self._producer: AIOKafkaProducer | None = None
 
