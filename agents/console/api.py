@@ -100,7 +100,7 @@ class RecordCopy(Protocol):
     """A job's record read back from its topic (``topic/partition/offset``)."""
 
     value: bytes | None
-    timestamp_ms: int
+    timestamp: int  # ms since the epoch (a Kafka record's)
 
 
 RecordReader = Callable[[str], Awaitable[RecordCopy | None]]
@@ -157,7 +157,7 @@ class ConsoleApi:
                 log.warning("console: job %s's record at %s unread: %s", job_id, where, exc)
                 copy, note = None, f"its record at {where} could not be read now"
             if copy is not None:
-                emitted_at = copy.timestamp_ms / 1000
+                emitted_at = copy.timestamp / 1000
                 decoded = record_value(copy.value)
                 job = decoded if isinstance(decoded, dict) else None
             elif note is None:

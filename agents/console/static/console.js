@@ -24,6 +24,8 @@ document.addEventListener("alpine:init", () => {
     queues: [],
     queueScope: "",
     services: [],
+    pausedTopics: [],
+    actingFor: "",
     jobId: "",
     jobFilter: { tenant: "", state: "" },
     jobs: [],
@@ -32,6 +34,8 @@ document.addEventListener("alpine:init", () => {
     job: null,
     schedules: [],
     scheduleOffset: 0,
+    scheduleNext: null,
+    scheduleTotal: 0,
     schedule: null,
     runs: [],
     nextRuns: [],
@@ -66,6 +70,7 @@ document.addEventListener("alpine:init", () => {
       sessionStorage.removeItem(TOKEN_KEY);
       this.token = "";
       this.tenant = "";
+      this.actingFor = "";
       if (this.stream) this.stream.abort();
     },
 
@@ -162,6 +167,9 @@ document.addEventListener("alpine:init", () => {
       const payload = JSON.parse(data);
       if (name === "queues") {
         for (const q of this.queues) Object.assign(q, payload[q.job_type] || {});
+      } else if (name === "services") {
+        this.services = payload.services;
+        for (const q of this.queues) q.paused = !!payload.paused[q.job_type];
       } else if (name === "jobs") {
         for (const changed of payload) this.jobChanged(changed);
       } else if (name === "dead-letters" && this.page === "dead-letters") {
@@ -174,7 +182,7 @@ document.addEventListener("alpine:init", () => {
       const i = this.jobs.findIndex(j => j.job_id === changed.job_id);
       if (i >= 0) this.jobs[i] = changed;
       else if (!this.jobOffset && this.page === "jobs" && !this.jobFilter.state && !this.jobFilter.tenant) this.jobs.unshift(changed);
-      if (this.job && this.job.job_id === changed.job_id) this.job = changed;
+      if (this.job && this.job.job_id === changed.job_id) this.refreshJob(changed.job_id);
       for (const d of this.letters) if (d.job_id === changed.job_id) d.job_state = changed.state;
       for (const r of this.runs) if (r.job_id === changed.job_id) {
         r.state = changed.state;
@@ -187,16 +195,30 @@ document.addEventListener("alpine:init", () => {
     setQueues(answer) {
       this.queues = answer.queues;
       this.queueScope = answer.scope;
+      this.services = answer.services || [];
+      this.pausedTopics = answer.paused_topics || [];
     },
 
     async loadQueues() {
       this.setQueues(await this.api("GET", "/queues"));
-      if (this.seesAll) {
-        // the worker's own health page: not tenant data, so shown to the system tenant only
-        const health = await fetch("/health").then(r => r.json()).catch(() => null);
-        this.services = health ? Object.entries(health.components)
-          .map(([name, { status, ...detail }]) => ({ name, status, detail })) : [];
-      }
+    },
+
+    // the last full minute's completed jobs, and bars of the last minutes (tallest: 100%)
+    lastMinute(q) {
+      const counts = q.completed_per_minute || [];
+      const full = counts.length > 1 ? counts[counts.length - 2] : null;
+      return full === null || full === undefined ? "…" : full + "/min";
+    },
+
+    bars(q) {
+      const counts = (q.completed_per_minute || []).map(c => c ?? 0);
+      const top = Math.max(1, ...counts);
+      return counts.map((c, i) => ({ i, c, height: Math.round(100 * c / top) + "%" }));
+    },
+
+    // the tenant the system tenant acts for on the schedules API (its own, when none is named)
+    acting() {
+      return this.seesAll && this.actingFor.trim() ? { tenant: this.actingFor.trim() } : {};
     },
 
     async loadJobs(offset) {
@@ -219,30 +241,44 @@ document.addEventListener("alpine:init", () => {
       } catch (e) { /* this.error says why */ }
     },
 
-    async loadSchedules() {
-      this.schedules = (await this.api("GET", "/schedules")).schedules;
-      this.scheduleOffset = Math.min(this.scheduleOffset, Math.max(0, this.schedules.length - 1));
+    // one page of 50 from the server, by id
+    // the job shown changed: its whole page again (attempts, timeline), kept open meanwhile
+    async refreshJob(jobId) {
+      try {
+        const fresh = await this.api("GET", "/jobs/" + encodeURIComponent(jobId));
+        if (this.job && this.job.job_id === jobId) this.job = fresh;
+      } catch (e) { /* this.error says why */ }
+    },
+
+    async loadSchedules(offset) {
+      if (offset !== undefined) this.scheduleOffset = offset;
+      const answer = await this.api("GET", "/schedules" + this.query({ ...this.acting(), offset: this.scheduleOffset, limit: 50 }));
+      this.schedules = answer.schedules;
+      this.scheduleNext = answer.next_offset;
+      this.scheduleTotal = answer.total;
       if (this.schedule) {
         const still = this.schedules.find(s => s.id === this.schedule.id);
         if (still) await this.showSchedule(still); else this.schedule = null;
       }
     },
 
-    schedulesShown() {
-      return this.schedules.slice(this.scheduleOffset, this.scheduleOffset + 50);
+    schedulePath(s, rest) {
+      return "/schedules/" + encodeURIComponent(s.id) + (rest || "");
     },
 
     async showSchedule(s) {
-      const id = encodeURIComponent(s.id);
+      const acting = this.query(this.acting());
+      const sep = acting ? "&" : "?";
       const [next, runs] = await Promise.all([
-        this.api("GET", "/schedules/" + id + "/next?count=5"), this.api("GET", "/schedules/" + id + "/runs")]);
+        this.api("GET", this.schedulePath(s, "/next") + acting + sep + "count=5"),
+        this.api("GET", this.schedulePath(s, "/runs") + acting)]);
       this.schedule = s;
       this.nextRuns = next.next;
       this.runs = runs.runs;
     },
 
     async scheduleAction(s, action) {
-      const answer = await this.api("POST", "/schedules/" + encodeURIComponent(s.id) + "/" + action);
+      const answer = await this.api("POST", this.schedulePath(s, "/" + action) + this.query(this.acting()));
       this.notice = action === "trigger" ? "Triggered " + s.id + ": job " + answer.run.job_id
                                          : (action === "pause" ? "Paused " : "Resumed ") + s.id;
       await this.loadSchedules();
@@ -250,7 +286,7 @@ document.addEventListener("alpine:init", () => {
     },
 
     async deleteSchedule(s) {
-      await this.api("DELETE", "/schedules/" + encodeURIComponent(s.id));
+      await this.api("DELETE", this.schedulePath(s) + this.query(this.acting()));
       this.deleting = null;
       if (this.schedule && this.schedule.id === s.id) this.schedule = null;
       this.notice = "Deleted " + s.id;
@@ -258,7 +294,7 @@ document.addEventListener("alpine:init", () => {
     },
 
     async backfill() {
-      const answer = await this.api("POST", "/schedules/" + encodeURIComponent(this.schedule.id) + "/backfill",
+      const answer = await this.api("POST", this.schedulePath(this.schedule, "/backfill") + this.query(this.acting()),
                                     { from: this.backfillFrom, to: this.backfillTo });
       this.notice = "Backfill: " + answer.sent + " run(s) sent, " + answer.already + " sent before";
       await this.showSchedule(this.schedule);
@@ -268,17 +304,20 @@ document.addEventListener("alpine:init", () => {
       this.clock = null;
       this.clockProblem = "";
       this.worldFires = [];
-      if (!this.seesAll) {
-        try {
-          this.clock = await this.api("GET", "/clocks/" + encodeURIComponent(this.tenant));
-        } catch (e) { this.error = ""; }
-      } else {
-        this.clockProblem = "The system tenant has no campaign clock: sign in with a campaign's token to see its world time.";
+      const campaign = this.seesAll ? this.actingFor.trim() : this.tenant;
+      if (!campaign) {
+        this.clockProblem = "Name a campaign (tenant) above to see its world time.";
+        return;
       }
-      const world = (await this.api("GET", "/schedules")).schedules.filter(s => s.clock === "world" && !s.paused);
+      try {
+        this.clock = await this.api("GET", "/clocks/" + encodeURIComponent(campaign));
+      } catch (e) { this.error = ""; }
+      const acting = this.query(this.acting());
+      const sep = acting ? "&" : "?";
+      const world = (await this.api("GET", "/schedules" + acting)).schedules.filter(s => s.clock === "world" && !s.paused);
       for (const s of world.slice(0, 20)) {
-        const next = await this.api("GET", "/schedules/" + encodeURIComponent(s.id) + "/next?count=3");
-        for (const n of next.next) this.worldFires.push({ schedule: s.name || s.id, at: n.at });
+        const next = await this.api("GET", this.schedulePath(s, "/next") + acting + sep + "count=3");
+        for (const n of next.next) this.worldFires.push({ schedule: s.name || s.id, at: n.at, utc: n.utc });
       }
     },
 
