@@ -9,6 +9,7 @@ README's are taken so)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -28,6 +29,9 @@ from tests.integration.kafka import eventually
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TOKENS = "tok-acme:acme,tok-globex:globex,tok-sys:system"
 SCRIPT = "<script>window.pwned = 1</script>"
+# a record no job: its key (a tenant id) and the reason it is refused (naming a field) hold HTML
+HOSTILE_TENANT = "<img src=x onerror=window.pwned=2>"
+HOSTILE_FIELD = "<b onclick=window.pwned=3>bold</b>"
 NIGHTLY = {"id": "nightly", "name": "Nightly <b>export</b>", "cron": "0 3 * * *",
            "timezone": "Europe/Paris", "job_type": "export", "payload": {"export_id": "N-1"}}
 
@@ -55,7 +59,8 @@ async def sign_in(browser: Browser, base_url: str, token: str, *, mobile: bool =
     await page.goto(f"{base_url}/ui")
     await page.fill("input[name=token]", token)
     await page.click("button[type=submit]")
-    await expect(page.locator("[data-test=tenant]")).not_to_be_empty()
+    # the system tenant's queues ask the broker for every job type's lag: seconds on a loaded box
+    await expect(page.locator("[data-test=tenant]")).not_to_be_empty(timeout=20_000)
     return page
 
 
@@ -79,7 +84,9 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
               payload={"export_id": SCRIPT, "api_token": "s3cr3t-value"})
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         assert (await http.post("/schedules", json=NIGHTLY, headers=bearer("tok-acme"))).status_code == 201
-        assert (await http.get("/jobs")).status_code == 401  # the console's API needs a token
+        # the console's API and the status pages need a token
+        for path in ("/jobs", f"/jobs/{job.job_id}", "/queues", "/queues/export", "/dead-letters"):
+            assert (await http.get(path)).status_code == 401, path
 
     page = await sign_in(browser, url, "tok-acme")
     await expect(page.locator("[data-test=tenant]")).to_have_text("acme")
@@ -116,13 +123,22 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
     await eventually(api.applied, lambda a: a.get(job.job_id) == 1, timeout_s=10,
                      what="the replayed job applied once")
 
-    # its job page: state, attempts, the first attempt's error, a timeline
+    # its job page: state, each attempt with its error and the API's answer, the timeline,
+    # what caused it, its payload (the <script> as text, the secret redacted)
     await page.goto(f"{url}/ui#jobs")
     await page.fill("input[name=job_id]", job.job_id)
     await page.get_by_role("button", name="Find").click()
     card = page.locator("[data-test=job]")
     await expect(card.locator("[data-test=job-state]")).to_have_text("completed")
     await expect(card).to_contain_text("PermanentError")
+    await expect(card.locator("[data-test=attempts]")).to_contain_text("HTTP 400")
+    await expect(card.locator("[data-test=attempts]")).to_contain_text("success (2xx)")
+    await expect(card.locator("[data-test=job-cause]")).to_contain_text("manual")
+    await expect(card.locator("[data-test=timeline]")).to_contain_text("emitted")
+    await expect(card.locator("[data-test=timeline]")).to_contain_text("dead-lettered after attempt 1")
+    await expect(card.locator("[data-test=job-payload]")).to_contain_text(SCRIPT)
+    await expect(card.locator("[data-test=job-payload]")).to_contain_text("[redacted]")
+    assert "s3cr3t-value" not in await page.content()
     await expect(page.locator("[data-test=jobs]")).to_contain_text(job.job_id)
     await screenshot(page, "jobs")
 
@@ -131,6 +147,9 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
     export_row = page.locator("tr[data-job-type=export]")
     await expect(export_row.locator("[data-col=completed]")).to_have_text("1")
     await expect(export_row.locator("[data-col=dead_lettered]")).to_have_text("1")
+    await expect(export_row.locator("[data-test=queue-paused]")).to_have_text("consuming")
+    await expect(page.locator("[data-test=services]")).to_contain_text("api")
+    await expect(page.locator("[data-test=paused-topics]")).to_have_text("No topic is paused.")
     await screenshot(page, "queues")
 
     # pause and resume a schedule; the REST API agrees each time
@@ -170,7 +189,7 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
     # the system tenant's token sees every tenant, and the services' circuits
     system = await sign_in(browser, url, "tok-sys")
     await expect(system.locator("[data-test=tenant]")).to_have_text("all tenants")
-    await expect(system.locator("[data-test=services]")).to_contain_text("breaker:api")
+    await expect(system.locator("[data-test=services]")).to_contain_text("closed")
     await expect(system.locator("tr[data-job-type=export] [data-col=dead_lettered]")).to_have_text("1")
     await screenshot(system, "queues-system")
     async with httpx.AsyncClient(base_url=url, timeout=10, headers=bearer("tok-sys")) as http:
@@ -179,3 +198,27 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
         assert (await http.get(f"/jobs/{job.job_id}")).json()["state"] == "completed"
         bad = await http.get("/jobs", params={"state": "finished"})
         assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "state"
+        # the system tenant acts for a tenant it names on the schedules API; no other token can
+        assert [s["id"] for s in (await http.get("/schedules", params={"tenant": "acme"})).json()[
+            "schedules"]] == ["nightly"]
+    async with httpx.AsyncClient(base_url=url, timeout=10, headers=bearer("tok-globex")) as http:
+        refused = await http.get("/schedules", params={"tenant": "acme"})
+        assert refused.status_code == 422 and refused.json()["problems"][0]["field"] == "tenant"
+        assert (await http.get("/queues/export")).json()["completed"] == 0
+    await system.goto(f"{url}/ui#schedules")
+    await system.fill("input[name=acting_for]", "acme")
+    await system.get_by_role("button", name="Show its schedules").click()
+    await expect(system.locator("tr[data-schedule=nightly]")).to_contain_text("Nightly <b>export</b>")
+
+    # a record that is no job, keyed by a tenant id holding HTML and refused for a field named
+    # in HTML: both show as text on the system tenant's dead letters, nothing runs
+    hostile = {**json.loads(job.encode()), "job_id": "hostile-1", HOSTILE_FIELD: 1}
+    async with EventPublisher(settings.broker_url) as publisher:
+        await publisher.publish_raw(topics.job_topic("export"), json.dumps(hostile).encode(),
+                                    key=HOSTILE_TENANT.encode())
+    await system.goto(f"{url}/ui#dead-letters")
+    hostile_row = system.locator("tr[data-job='hostile-1']")
+    await expect(hostile_row).to_contain_text(HOSTILE_TENANT, timeout=20_000)
+    await expect(hostile_row).to_contain_text(HOSTILE_FIELD)
+    assert await system.evaluate("window.pwned") is None
+    assert await system.locator("img, b[onclick]").count() == 0
