@@ -20,6 +20,7 @@ token in the ``Authorization`` header (never a cookie: nothing to forge across s
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -362,18 +363,26 @@ class ConsoleApi:
                     return self.json(answer.body, status=answer.status, headers=answer.headers)
                 return await api.stream(viewer, request)
 
+        tags = {name: f'"{hashlib.sha256(body).hexdigest()[:20]}"' for name, body in files.items()}
+
+        def send(view: View, request: Request, name: str, kind: str) -> Response:
+            # revalidated on each load (no-cache), answered 304 while unchanged: a page load
+            # costs its data's requests, not its files again
+            headers = {**_PAGE_HEADERS, "ETag": tags[name]}
+            if request.headers.get("If-None-Match") == tags[name]:
+                return view.bytes(b"", status=304, headers=headers)
+            return view.bytes(files[name], content_type=kind, headers=headers)
+
         class Page(View):
             async def get(self, request: Request, **_: Any) -> Response:
-                return self.bytes(files["index.html"], content_type="text/html",
-                                  headers=_PAGE_HEADERS)
+                return send(self, request, "index.html", "text/html")
 
         class Static(View):
             async def get(self, request: Request, name: str = "", **_: Any) -> Response:
-                body = files.get(name)
-                if body is None or name == "index.html":
+                if name not in files or name == "index.html":
                     return self.json({"error": f"no file {name!r}"}, status=404)
-                kind = STATIC_TYPES.get(name[name.rfind("."):], "application/octet-stream")
-                return self.bytes(body, content_type=kind, headers=_PAGE_HEADERS)
+                return send(self, request, name,
+                            STATIC_TYPES.get(name[name.rfind("."):], "application/octet-stream"))
 
         app.page("/jobs", name="console-jobs")(Jobs)
         app.page("/dead-letters", name="console-dead-letters")(DeadLetters)

@@ -73,4 +73,5 @@ class JobIndex:
         return {t: {c: named.get(f"{t}|{c}", 0) for c in COUNTED.values()} for t in job_types}
 
     async def _records(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
-        return [await self._store.get(job_id) for job_id in job_ids] if job_ids else []
+        found = await self._store.get_many(job_ids)  # one round trip for the page
+        return [found.get(job_id) for job_id in job_ids]

@@ -74,7 +74,11 @@ document.addEventListener("alpine:init", () => {
       if (this.stream) this.stream.abort();
     },
 
+    // who the token is comes with the queues; a page that needs neither loads its data meanwhile
     async start() {
+      const first = this.wanted();
+      const alongside = !["queues", "clocks"].includes(first);
+      if (alongside) this.open();
       try {
         const queues = await this.api("GET", "/queues");
         this.seesAll = queues.scope === "all";
@@ -82,12 +86,17 @@ document.addEventListener("alpine:init", () => {
         this.setQueues(queues);
       } catch (e) { return; }
       this.listen();
-      this.open();
+      if (first === "queues") this.page = "queues";  // its data just came
+      else if (!alongside) this.open();
+    },
+
+    wanted() {
+      const wanted = (location.hash || "#queues").slice(1);
+      return this.pages.includes(wanted) ? wanted : "queues";
     },
 
     open() {
-      const wanted = (location.hash || "#queues").slice(1);
-      this.page = this.pages.includes(wanted) ? wanted : "queues";
+      this.page = this.wanted();
       this.error = "";
       this.notice = "";
       ({ queues: () => this.loadQueues(), jobs: () => this.jobs.length || this.job || this.loadJobs(0),
