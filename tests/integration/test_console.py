@@ -9,6 +9,7 @@ README's are taken so)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -62,6 +63,15 @@ async def sign_in(browser: Browser, base_url: str, token: str, *, mobile: bool =
     # the system tenant's queues ask the broker for every job type's lag: seconds on a loaded box
     await expect(page.locator("[data-test=tenant]")).not_to_be_empty(timeout=20_000)
     return page
+
+
+async def listen(base_url: str, token: str, into: list[str]) -> None:
+    """Read the console's live stream with ``token`` until cancelled, every chunk into ``into``."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=None) as http, \
+            http.stream("GET", "/events/stream", headers=bearer(token)) as stream:
+        assert stream.status_code == 200
+        async for chunk in stream.aiter_text():
+            into.append(chunk)
 
 
 def shoot(name: str) -> Path | None:
@@ -163,9 +173,21 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
         assert stored["paused"] is paused
     await schedule.get_by_role("link").click()
     await expect(page.locator("[data-test=schedule]")).to_contain_text("Next runs")
-    # trigger it now: its run shows in the history and completes there, live
+    # trigger it now: its run shows in the history and completes there, live; the live stream
+    # of another tenant's token carries none of it, acme's own does
+    heard: dict[str, list[str]] = {"tok-acme": [], "tok-globex": []}
+    listening = [asyncio.create_task(listen(url, token, into)) for token, into in heard.items()]
+    await asyncio.sleep(1.5)  # both streams open
     await schedule.get_by_role("button", name="Trigger now").click()
     await expect(page.locator("[data-test=run-state]")).to_have_text("completed", timeout=20_000)
+    await asyncio.sleep(2.5)  # a stream looks once a second
+    for task in listening:
+        task.cancel()
+    await asyncio.gather(*listening, return_exceptions=True)
+    acme_heard, globex_heard = "".join(heard["tok-acme"]), "".join(heard["tok-globex"])
+    assert "event: jobs" in acme_heard and '"tenant_id":"acme"' in acme_heard
+    assert "event: queues" in globex_heard  # its stream was open and answering
+    assert "acme" not in globex_heard and "event: jobs" not in globex_heard
     await screenshot(page, "schedules")
     await page.goto(f"{url}/ui#clocks")
     await expect(page.get_by_text("No world clock for your tenant")).to_be_visible()
@@ -222,3 +244,29 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
     await expect(hostile_row).to_contain_text(HOSTILE_FIELD)
     assert await system.evaluate("window.pwned") is None
     assert await system.locator("img, b[onclick]").count() == 0
+
+
+async def test_a_schedules_run_history_grows_on_the_page_as_it_fires(
+        stack, api, start_worker, browser):
+    worker = start_worker(roles=("api", "ticker", "ingest", "processor"), web_api_tokens=TOKENS,
+                          debounce_policies="export=immediate")
+    url = worker.base_url
+    every = {"id": "often", "name": "Often", "every_ms": 2000, "job_type": "export",
+             "payload": {"export_id": "O-1"}}
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        assert (await http.post("/schedules", json=every, headers=bearer("tok-acme"))).status_code == 201
+    page = await sign_in(browser, url, "tok-acme")
+    await page.goto(f"{url}/ui#schedules")
+    await page.locator("tr[data-schedule=often]").get_by_role("link").click()
+    await expect(page.locator("[data-test=schedule]")).to_be_visible()  # its runs read with it
+    runs = page.locator("[data-test=run-state]")
+    at_open = await runs.count()
+    # no reload: each later fire's run joins the history and completes there
+    await expect(runs.nth(at_open + 2)).to_be_visible(timeout=30_000)
+    await expect(runs.filter(has_text="completed").nth(at_open + 1)).to_be_visible(timeout=30_000)
+    shown = await runs.count()
+    async with httpx.AsyncClient(base_url=url, timeout=10, headers=bearer("tok-acme")) as http:
+        kept = (await http.get("/schedules/often/runs")).json()["runs"]
+    assert len(kept) >= shown >= 3
+    await eventually(api.applied, lambda a: sum(1 for k in a if k.startswith("export-")) >= 2,
+                     timeout_s=20, what="the fires' jobs applied downstream")

@@ -38,6 +38,7 @@ document.addEventListener("alpine:init", () => {
     scheduleTotal: 0,
     schedule: null,
     runs: [],
+    runsLoading: false,
     nextRuns: [],
     deleting: null,
     backfillFrom: "",
@@ -193,6 +194,10 @@ document.addEventListener("alpine:init", () => {
       else if (!this.jobOffset && this.page === "jobs" && !this.jobFilter.state && !this.jobFilter.tenant) this.jobs.unshift(changed);
       if (this.job && this.job.job_id === changed.job_id) this.refreshJob(changed.job_id);
       for (const d of this.letters) if (d.job_id === changed.job_id) d.job_state = changed.state;
+      // a run the open schedule's history has not shown yet (its fire, a backfill): read it again
+      const s = this.schedule;
+      if (s && changed.type === s.job_type && changed.tenant_id === s.tenant_id
+          && !this.runs.some(r => r.job_id === changed.job_id)) this.reloadRuns();
       for (const r of this.runs) if (r.job_id === changed.job_id) {
         r.state = changed.state;
         r.attempts = changed.attempts;
@@ -251,6 +256,17 @@ document.addEventListener("alpine:init", () => {
     },
 
     // one page of 50 from the server, by id
+    async reloadRuns() {
+      if (this.runsLoading || !this.schedule) return;  // one read at a time; the next event brings the rest
+      this.runsLoading = true;
+      try {
+        const s = this.schedule;
+        const acting = this.query(this.acting());
+        const answer = await this.api("GET", this.schedulePath(s, "/runs") + acting);
+        if (this.schedule && this.schedule.id === s.id) this.runs = answer.runs;
+      } catch (e) { /* this.error says why */ } finally { this.runsLoading = false; }
+    },
+
     // the job shown changed: its whole page again (attempts, timeline), kept open meanwhile
     async refreshJob(jobId) {
       try {
