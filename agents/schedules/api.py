@@ -238,6 +238,20 @@ class ScheduleApi:
                                         f"world-time-advanced events has been read"})
         return 200, clock
 
+    async def world_clocks(self, tenant: str, request: Request) -> tuple[int, Any]:
+        """Every campaign's world clock for the system tenant (``limit``/``offset`` pages them),
+        the caller's own for any other."""
+        if tenant != self.system_tenant:
+            clock = await self.clocks.get(tenant)
+            return 200, {"clocks": [clock] if clock else [], "total": 1 if clock else 0,
+                         "next_offset": None}
+        limit = query_count(request.query, "limit", default=LIST_PAGE_DEFAULT,
+                            maximum=LIST_PAGE_MAX)
+        offset = query_offset(request.query)
+        clocks, total = await self.clocks.campaigns(offset=offset, limit=limit)
+        return 200, {"clocks": clocks, "total": total,
+                     "next_offset": offset + limit if offset + limit < total else None}
+
     # --- helpers ------------------------------------------------------------------------------
 
     def _declared(self, schedule: Schedule) -> Schedule:
@@ -360,6 +374,10 @@ class ScheduleApi:
             async def get(self, request: Request, tenant_id: str = "", **_: Any) -> Response:
                 return await api.answer(self, request, api.world_clock, tenant_id=tenant_id)
 
+        class WorldClocks(View):
+            async def get(self, request: Request, **_: Any) -> Response:
+                return await api.answer(self, request, api.world_clocks)
+
         class DeferredEffect(View):
             async def put(self, request: Request, effect_id: str = "", **_: Any) -> Response:
                 return await api.answer(self, request, api.defer_effect, effect_id=effect_id)
@@ -369,6 +387,7 @@ class ScheduleApi:
                 return await api.answer(self, request, api.webhook_secret)
 
         app.page("/webhook-secret", name="webhook-secret")(WebhookSecret)
+        app.page("/clocks", name="world-clocks")(WorldClocks)
         app.page("/clocks/{tenant_id}", name="world-clock")(WorldClock)
         app.page("/effects/{effect_id}", name="deferred-effect")(DeferredEffect)
         app.page("/schedules", name="schedule-list")(Schedules)

@@ -24,6 +24,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.streams import topics
+from cronbus.streams.events import WorldTimeAdvanced
 from cronbus.streams.jobs import Job, job_id_for
 from tests.integration.kafka import eventually
 
@@ -231,6 +232,30 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
     await system.fill("input[name=acting_for]", "acme")
     await system.get_by_role("button", name="Show its schedules").click()
     await expect(system.locator("tr[data-schedule=nightly]")).to_contain_text("Nightly <b>export</b>")
+
+    # the world clocks: acme's campaign moves; the system tenant lists every campaign's clock
+    # and picks one, acme's own token sees its own, globex's none
+    async with EventPublisher(settings.broker_url) as publisher:
+        await publisher.publish(WorldTimeAdvanced(
+            event_id="w-1", tenant_id="acme", occurred_at=datetime.now(UTC),
+            world_time=datetime(1492, 10, 12, 6, tzinfo=UTC)))
+        await publisher.flush()
+    # the ingest role writes the clock once its changelog has it
+    await eventually(lambda: httpx.get(f"{url}/clocks/acme", headers=bearer("tok-acme"), timeout=5),
+                     lambda r: r.status_code == 200, timeout_s=30, what="acme's world clock")
+    await system.goto(f"{url}/ui#clocks")
+    await system.fill("input[name=campaign]", "")  # it still names acme, from Schedules
+    await system.get_by_role("button", name="Show").first.click()
+    campaign = system.locator("tr[data-campaign=acme]")
+    await expect(campaign).to_contain_text("1492-10-12", timeout=20_000)
+    await campaign.get_by_role("button", name="Next fires").click()
+    await expect(system.locator("[data-test=clock]")).to_contain_text("1492-10-12")
+    await screenshot(system, "clocks-system")
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        own = (await http.get("/clocks", headers=bearer("tok-acme"))).json()["clocks"]
+        assert [c["tenant_id"] for c in own] == ["acme"]
+        assert (await http.get("/clocks", headers=bearer("tok-globex"))).json()["clocks"] == []
+        assert (await http.get("/clocks/acme", headers=bearer("tok-globex"))).status_code == 404
 
     # a record that is no job, keyed by a tenant id holding HTML and refused for a field named
     # in HTML: both show as text on the system tenant's dead letters, nothing runs

@@ -45,6 +45,8 @@ document.addEventListener("alpine:init", () => {
     backfillTo: "",
     clock: null,
     clockProblem: "",
+    campaigns: [],
+    campaignTotal: 0,
     worldFires: [],
     letterFilter: { job_type: "", tenant: "", error_type: "", since: "", until: "" },
     letters: [],
@@ -331,9 +333,14 @@ document.addEventListener("alpine:init", () => {
       this.worldFires = [];
       const campaign = this.seesAll ? this.actingFor.trim() : this.tenant;
       if (!campaign) {
-        this.clockProblem = "Name a campaign (tenant) above to see its world time.";
+        // the system tenant: every campaign's clock, one to pick
+        const answer = await this.api("GET", "/clocks?limit=100");
+        this.campaigns = answer.clocks;
+        this.campaignTotal = answer.total;
+        this.clockProblem = answer.total ? "" : "No campaign has a world clock yet: it starts with a campaign's first world-time-advanced event.";
         return;
       }
+      this.campaigns = [];
       try {
         this.clock = await this.api("GET", "/clocks/" + encodeURIComponent(campaign));
       } catch (e) { this.error = ""; }
@@ -344,6 +351,11 @@ document.addEventListener("alpine:init", () => {
         const next = await this.api("GET", this.schedulePath(s, "/next") + acting + sep + "count=3");
         for (const n of next.next) this.worldFires.push({ schedule: s.name || s.id, at: n.at, utc: n.utc });
       }
+    },
+
+    async showCampaign(tenant) {
+      this.actingFor = tenant;
+      await this.loadClocks();
     },
 
     letterQuery() {
