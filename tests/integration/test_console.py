@@ -152,6 +152,9 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
     assert "s3cr3t-value" not in await page.content()
     await expect(page.locator("[data-test=jobs]")).to_contain_text(job.job_id)
     await screenshot(page, "jobs")
+    await page.set_viewport_size({"width": 390, "height": 800})  # a phone
+    await screenshot(page, "phone-jobs")
+    await page.set_viewport_size({"width": 1280, "height": 800})
 
     # queues count acme's jobs
     await page.goto(f"{url}/ui#queues")
@@ -181,6 +184,7 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
     await asyncio.sleep(1.5)  # both streams open
     await schedule.get_by_role("button", name="Trigger now").click()
     await expect(page.locator("[data-test=run-state]")).to_have_text("completed", timeout=20_000)
+    await expect(schedule).to_contain_text("completed")  # its last status in the list, live
     await asyncio.sleep(2.5)  # a stream looks once a second
     for task in listening:
         task.cancel()

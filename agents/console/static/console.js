@@ -5,6 +5,9 @@
 "use strict";
 
 const TOKEN_KEY = "cronbus.token";
+// a job's state as a schedule's run status (agents/schedules/api_rules.py RUN_STATUS)
+const RUN_STATUS = { waiting: "pending", active: "processing", retry_due: "processing",
+                     completed: "completed", dead_lettered: "failed" };
 
 document.addEventListener("alpine:init", () => {
   window.Alpine.data("console", () => ({
@@ -200,6 +203,11 @@ document.addEventListener("alpine:init", () => {
       const s = this.schedule;
       if (s && changed.type === s.job_type && changed.tenant_id === s.tenant_id
           && !this.runs.some(r => r.job_id === changed.job_id)) this.reloadRuns();
+      // the open schedule's newest run changed: its row's last status too
+      if (s && this.runs.length && this.runs[0].job_id === changed.job_id) {
+        const row = this.schedules.find(x => x.id === s.id);
+        if (row) row.last_status = RUN_STATUS[changed.state] || row.last_status;
+      }
       for (const r of this.runs) if (r.job_id === changed.job_id) {
         r.state = changed.state;
         r.attempts = changed.attempts;
