@@ -195,15 +195,15 @@ class ConsoleApi:
         return 200, {"job_type": job_type, "dry_run": ask.dry_run, **result}
 
     async def _queues(self, viewer: Viewer, job_types: list[str]) -> dict[str, Any]:
-        """Per job type: its counts (a tenant's own; waiting and active are kept per job type
-        only, so only the system tenant sees them), its completed jobs per minute lately, and
+        """Per job type: its counts (a tenant's own; waiting, the consumer lag, is kept per job
+        type only, so only the system tenant sees it), its completed jobs per minute lately, and
         whether its topics are paused (its service's circuit open); and the circuits."""
         if viewer.sees_all:
             rows = await self.queue_stats(job_types)
         else:
             counts = await self.index.tenant_counts(viewer.tenant_id, job_types)
-            rows = [{"job_type": t, "waiting": None, "active": None, **counts[t]}
-                    for t in job_types]
+            # waiting (consumer lag) is kept per job type only, not per tenant
+            rows = [{"job_type": t, "waiting": None, **counts[t]} for t in job_types]
         services, paused = await self._circuits()
         rates = self._per_minute(viewer, {r["job_type"]: r["completed"] for r in rows})
         for row in rows:

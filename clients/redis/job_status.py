@@ -89,6 +89,9 @@ for i = 4, 3 + begins do
     redis.call('HSETNX', key, 'first_started_at', stamp)
     redis.call('EXPIRE', key, ttl)
     redis.call('ZADD', ns .. ':active:' .. job_type, stamp, id)
+    -- a tenant's jobs in an attempt now (the console's per-tenant active count)
+    redis.call('ZADD', ns .. ':active-of:' .. tenant, stamp, job_type .. '|' .. id)
+    redis.call('EXPIRE', ns .. ':active-of:' .. tenant, ttl)
     -- the console's job lists (clients/redis/job_index.py): by last change, bounded
     for _, index in ipairs({ns .. ':jobs-of:' .. tenant, ns .. ':jobs-all'}) do
       redis.call('ZADD', index, stamp, id)
@@ -123,6 +126,7 @@ for i = 4 + begins, #ARGV, 2 do
   end
   local tenant = redis.call('HGET', key, 'tenant_id')
   if tenant then
+    if job_type then redis.call('ZREM', ns .. ':active-of:' .. tenant, job_type .. '|' .. id) end
     redis.call('ZADD', ns .. ':jobs-of:' .. tenant, stamp, id)
     redis.call('ZADD', ns .. ':jobs-all', stamp, id)
     if job_type and counter ~= '' then

@@ -134,7 +134,7 @@ async def test_status_queues_and_retry_failed_on_the_web_api_and_the_cli(
     assert httpx.get(f"{worker.base_url}/jobs/{jobs[1].job_id}", timeout=10,
                      headers=acme).status_code == 404  # globex's: as if there were none
     own = httpx.get(f"{worker.base_url}/queues/export", timeout=10, headers=acme).json()
-    assert (own["waiting"], own["active"]) == (None, None)  # kept per job type only
+    assert (own["waiting"], own["active"]) == (None, 0)  # waiting: kept per job type only
     assert own["completed"] + own["dead_lettered"] == 1  # acme's one job, not all three
     refused = httpx.post(f"{worker.base_url}/queues/export/retry-failed", timeout=30,
                          headers=acme, json={"tenant_id": "globex"})
