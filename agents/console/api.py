@@ -288,6 +288,10 @@ class ConsoleApi:
         try:
             await answer.write(b": cronbus console stream\n\n")
             while not self.stopping() and time.monotonic() < ends:
+                # a page that went away ends its stream at once: a stream only writes when
+                # something changed, so a closed connection would otherwise go on reading Redis
+                if _gone(request):
+                    break
                 changed = await self.index.changed_since(scope, since)
                 if changed:
                     since = max(float(j.get("updated_at") or since) for j in changed)
@@ -406,6 +410,11 @@ def _static_files() -> dict[str, bytes]:
     """The page's files, read once when the routes are registered."""
     folder = resources.files("cronbus.agents.console") / "static"
     return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()}
+
+
+def _gone(request: Request) -> bool:
+    transport = getattr(request, "transport", None)
+    return transport is None or transport.is_closing()
 
 
 def _dead(counts: dict[str, dict[str, Any]]) -> int:
