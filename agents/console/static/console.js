@@ -5,6 +5,8 @@
 "use strict";
 
 const TOKEN_KEY = "cronbus.token";
+// one formatter for every time shown (toLocaleString builds one per call: slow for a page of rows)
+const LOCAL_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
 // a job's state as a schedule's run status (agents/schedules/api_rules.py RUN_STATUS)
 const RUN_STATUS = { waiting: "pending", active: "processing", retry_due: "processing",
                      completed: "completed", dead_lettered: "failed" };
@@ -396,7 +398,7 @@ document.addEventListener("alpine:init", () => {
     local(at) {
       if (at === null || at === undefined || at === "") return "";
       const when = typeof at === "number" ? new Date(at * 1000) : new Date(at);
-      return isNaN(when) ? String(at) : when.toLocaleString();
+      return isNaN(when) ? String(at) : LOCAL_TIME.format(when);
     },
 
     utc(at) {
