@@ -299,3 +299,17 @@ async def test_a_schedules_run_history_grows_on_the_page_as_it_fires(
     assert len(kept) >= shown >= 3
     await eventually(api.applied, lambda a: sum(1 for k in a if k.startswith("export-")) >= 2,
                      timeout_s=20, what="the fires' jobs applied downstream")
+
+    # delete asks first: kept on "Keep", gone (and gone from the API) on "Yes, delete"
+    row = page.locator("tr[data-schedule=often]")
+    confirm = page.locator("[data-test=confirm-delete]")
+    await row.get_by_role("button", name="Delete").click()
+    await expect(confirm).to_contain_text("Delete Often and its run history?")
+    await confirm.get_by_role("button", name="Keep").click()
+    await expect(confirm).to_be_hidden()
+    await expect(row).to_be_visible()
+    await row.get_by_role("button", name="Delete").click()
+    await confirm.get_by_role("button", name="Yes, delete").click()
+    await expect(row).to_have_count(0)
+    async with httpx.AsyncClient(base_url=url, timeout=10, headers=bearer("tok-acme")) as http:
+        assert (await http.get("/schedules/often")).status_code == 404
