@@ -305,7 +305,10 @@ class ConsoleApi:
                 now_circuits = await self._circuits()
                 if now_circuits != circuits:
                     services, paused = circuits = now_circuits
-                    await answer.write(sse("services", {"services": services, "paused": paused}))
+                    await answer.write(sse("services", {
+                        "services": services, "paused": paused,
+                        "paused_topics": [t for j in self.job_types if paused[j]
+                                          for t in self.topics_of(j)]}))
                 await asyncio.sleep(TICK_S)
         except (ConnectionResetError, asyncio.CancelledError):
             pass  # the page went away

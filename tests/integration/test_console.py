@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from cronbus.clients.kafka.publisher import EventPublisher
@@ -276,7 +277,7 @@ async def test_console_in_a_browser(stack, api, settings, start_worker, browser)
 
 
 async def test_a_schedules_run_history_grows_on_the_page_as_it_fires(
-        stack, api, start_worker, browser):
+        stack, api, settings, start_worker, browser):
     worker = start_worker(roles=("api", "ticker", "ingest", "processor"), web_api_tokens=TOKENS,
                           debounce_policies="export=immediate")
     url = worker.base_url
@@ -313,3 +314,22 @@ async def test_a_schedules_run_history_grows_on_the_page_as_it_fires(
     await expect(row).to_have_count(0)
     async with httpx.AsyncClient(base_url=url, timeout=10, headers=bearer("tok-acme")) as http:
         assert (await http.get("/schedules/often")).status_code == 404
+
+    # a circuit opened by another worker (its state in Redis, as the workers share it) shows
+    # on the Queues page live, with the job types it pauses; closed again, they consume again
+    await page.goto(f"{url}/ui#queues")
+    export_row = page.locator("tr[data-job-type=export] [data-test=queue-paused]")
+    await expect(export_row).to_have_text("consuming")
+    shared = aioredis.Redis.from_url(settings.redis_url)
+    state = f"{settings.redis_namespace}:breaker:api:pybreaker:state"
+    try:
+        await shared.set(state, "open")
+        await expect(export_row).to_have_text("paused", timeout=10_000)
+        await expect(page.locator("[data-test=paused-topics]")).to_contain_text("jobs.export")
+        await expect(page.locator("[data-test=services]")).to_contain_text("open")
+        await screenshot(page, "queues-circuit-open")
+        await shared.set(state, "closed")
+        await expect(export_row).to_have_text("consuming", timeout=10_000)
+        await expect(page.locator("[data-test=paused-topics]")).to_have_text("No topic is paused.")
+    finally:
+        await shared.aclose()

@@ -186,6 +186,7 @@ document.addEventListener("alpine:init", () => {
         for (const q of this.queues) Object.assign(q, payload[q.job_type] || {});
       } else if (name === "services") {
         this.services = payload.services;
+        this.pausedTopics = payload.paused_topics || [];
         for (const q of this.queues) q.paused = !!payload.paused[q.job_type];
       } else if (name === "jobs") {
         for (const changed of payload) this.jobChanged(changed);
