@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install lint unit test run clean bench-ingest bench-jobs bench-priority bench-schedules prometheus nginx kcat chromium
+.PHONY: install lint unit test run clean bench-console bench-ingest bench-jobs bench-priority bench-schedules prometheus nginx kcat chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,9 @@ bench-priority: install nginx
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py --events $${EVENTS:-200000} --tenants $${TENANTS:-1000}
+
+bench-console: install chromium
+	$(BIN)/python bench/console.py --jobs $${JOBS:-10000} --schedules $${SCHEDULES:-1000} --runs $${RUNS:-5}
 
 bench-schedules: install
 	$(BIN)/python bench/schedules.py --schedules $${SCHEDULES:-100000} --minutes $${MINUTES:-2}

@@ -6,7 +6,9 @@ API) and shows only that tenant's data; the system tenant's token sees every ten
 token in the ``Authorization`` header (never a cookie: nothing to forge across sites).
 
 - ``GET  /jobs?tenant=&state=&offset=&limit=``  recent jobs, newest change first
-- ``GET  /jobs/{job_id}`` and ``GET /queues`` with a token (see agents/worker/status_pages.py)
+- ``GET  /jobs/{job_id}``  one job: status, each attempt and its error, timeline, cause, payload
+- ``GET  /queues``, ``GET /queues/{job_type}``  counts, completed per minute, circuits, paused
+  topics; ``POST /queues/{job_type}/retry-failed`` (routed by agents/worker/status_pages.py)
 - ``GET  /dead-letters?job_type=&tenant=&error_type=&since=&until=&offset=&limit=``
 - ``POST /dead-letters/replay``  ``{"letter": "<topic>/<partition>/<offset>"}`` or a filter;
   ``dry_run`` counts, ``force`` runs completed jobs again
@@ -18,10 +20,11 @@ token in the ``Authorization`` header (never a cookie: nothing to forge across s
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, Protocol
 
@@ -32,7 +35,10 @@ from faust.web import Request, Response, View
 from cronbus.agents.console.rules import (
     BadQuery,
     LetterQuery,
+    ThroughputRing,
     Viewer,
+    breaker_views,
+    job_detail,
     job_state,
     job_view,
     letter_query,
@@ -40,6 +46,7 @@ from cronbus.agents.console.rules import (
     paged,
     record_value,
     replay_ask,
+    retry_failed_ask,
     sse,
 )
 from cronbus.clients.redis.api_tokens import ApiGate, Refusal
@@ -52,6 +59,9 @@ STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/htm
                 ".md": "text/plain"}
 # how often a live stream looks for changes; a stream ends after STREAM_S (the page reconnects)
 TICK_S, STREAM_S = 1.0, 300.0
+# the throughput rings: sampled every SAMPLE_S, a tenant's for WATCHED_S after it last looked
+SAMPLE_S, WATCHED_S, WATCHED_MAX = 10.0, 3600.0, 1000
+ALL = "*"  # the ring of every tenant's jobs
 
 
 class Letter(Protocol):
@@ -83,6 +93,18 @@ class LetterShelf(Protocol):
 
 
 QueueStats = Callable[[Sequence[str]], Awaitable[list[dict[str, Any]]]]
+# each service's circuit state as the workers share it (None: none kept yet)
+BreakerStates = Callable[[Sequence[str]], Awaitable[dict[str, str | None]]]
+
+
+class RecordCopy(Protocol):
+    """A job's record read back from its topic (``topic/partition/offset``)."""
+
+    value: bytes | None
+    timestamp: int  # ms since the epoch (a Kafka record's)
+
+
+RecordReader = Callable[[str], Awaitable[RecordCopy | None]]
 
 
 class Answer(Exception):
@@ -92,17 +114,25 @@ class Answer(Exception):
 
 
 class ConsoleApi:
-    def __init__(self, *, tokens: ApiGate, system_tenant: str, job_types: Sequence[str],
+    def __init__(self, *, tokens: ApiGate, system_tenant: str, services: Mapping[str, str],
                  status: JobStatusStore, index: JobIndex, letters: LetterShelf,
-                 queue_stats: QueueStats, stopping: Callable[[], bool] = lambda: False) -> None:
+                 queue_stats: QueueStats, breakers: BreakerStates, read_record: RecordReader,
+                 paused_topics: Callable[[str], list[str]] = lambda job_type: [],
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self.tokens = tokens
         self.system_tenant = system_tenant
-        self.job_types = list(job_types)
+        self.services = dict(services)  # job type -> the service it calls
+        self.job_types = sorted(self.services)
         self.status = status
         self.index = index
         self.letters = letters
         self.queue_stats = queue_stats
+        self.breakers = breakers
+        self.read_record = read_record
+        self.topics_of = paused_topics  # a job type's topics a processor pauses together
         self.stopping = stopping
+        self.rings: dict[str, ThroughputRing] = {ALL: ThroughputRing()}
+        self.watched: dict[str, float] = {}  # tenant -> when it last looked at its queues
 
     # --- the operations: (viewer, request, path parameters) -> (status, body) ----------------
 
@@ -118,15 +148,102 @@ class ConsoleApi:
         record = await self.status.get(job_id)
         if record is None or not viewer.may_see(record.get("tenant_id")):
             raise Answer(404, {"error": f"no status for job {job_id!r}"})
-        return 200, job_view({"job_id": job_id, **record})
+        attempts = await self.status.attempt_log(job_id)
+        job, emitted_at, note = None, None, None
+        where = record.get("record_at")
+        if where:
+            try:
+                copy = await self.read_record(where)
+            except Exception as exc:  # the broker away: the status still shows
+                log.warning("console: job %s's record at %s unread: %s", job_id, where, exc)
+                copy, note = None, f"its record at {where} could not be read now"
+            if copy is not None:
+                emitted_at = copy.timestamp / 1000
+                decoded = record_value(copy.value)
+                job = decoded if isinstance(decoded, dict) else None
+            elif note is None:
+                note = f"its record at {where} is no longer on its topic (retention)"
+        else:
+            note = "no record kept for it (it has not started, or started before records were kept)"
+        return 200, job_detail({"job_id": job_id, **record}, attempts, job,
+                               emitted_at=emitted_at, record_note=note)
 
     async def queues(self, viewer: Viewer, request: Request) -> tuple[int, Any]:
+        return 200, await self._queues(viewer, self.job_types)
+
+    async def queue(self, viewer: Viewer, request: Request, job_type: str) -> tuple[int, Any]:
+        if job_type not in self.services:
+            raise Answer(404, {"error": f"unknown job type {job_type!r}; known: "
+                                        f"{', '.join(self.job_types)}"})
+        answer = await self._queues(viewer, [job_type])
+        return 200, answer["queues"][0]
+
+    async def retry_failed(self, viewer: Viewer, request: Request, job_type: str
+                           ) -> tuple[int, Any]:
+        """Replay one job type's dead letters (the viewer's tenant's; the system tenant's:
+        every tenant's, or ``tenant_id``'s)."""
+        if job_type not in self.services:
+            raise Answer(404, {"error": f"unknown job type {job_type!r}; known: "
+                                        f"{', '.join(self.job_types)}"})
+        try:
+            ask = retry_failed_ask(await _json(request), viewer)
+        except BadQuery as exc:  # as this endpoint always answered: 400 naming the field
+            raise Answer(400, {**exc.body(), "error": str(exc)}) from None
+        letters = await self.letters.find(LetterQuery(job_type=job_type, tenant_id=ask.tenant_id))
+        letters = [x for x in letters if viewer.may_see(x.tenant_id)]
+        result = await self.letters.replay(letters, force=False, dry_run=ask.dry_run)
+        return 200, {"job_type": job_type, "dry_run": ask.dry_run, **result}
+
+    async def _queues(self, viewer: Viewer, job_types: list[str]) -> dict[str, Any]:
+        """Per job type: its counts (a tenant's own; waiting, the consumer lag, is kept per job
+        type only, so only the system tenant sees it), its completed jobs per minute lately, and
+        whether its topics are paused (its service's circuit open); and the circuits."""
         if viewer.sees_all:
-            return 200, {"queues": await self.queue_stats(self.job_types), "scope": "all"}
-        counts = await self.index.tenant_counts(viewer.tenant_id, self.job_types)
-        # waiting (consumer lag) and active are kept per job type only, not per tenant
-        return 200, {"scope": viewer.tenant_id, "queues": [
-            {"job_type": t, "waiting": None, "active": None, **counts[t]} for t in self.job_types]}
+            rows = await self.queue_stats(job_types)
+        else:
+            counts = await self.index.tenant_counts(viewer.tenant_id, job_types)
+            # waiting (consumer lag) is kept per job type only, not per tenant
+            rows = [{"job_type": t, "waiting": None, **counts[t]} for t in job_types]
+        services, paused = await self._circuits()
+        rates = self._per_minute(viewer, {r["job_type"]: r["completed"] for r in rows})
+        for row in rows:
+            row["paused"] = paused[row["job_type"]]
+            row["completed_per_minute"] = rates.get(row["job_type"])
+        return {"scope": "all" if viewer.sees_all else viewer.tenant_id, "queues": rows,
+                "services": services,
+                "paused_topics": [t for j in job_types if paused[j] for t in self.topics_of(j)]}
+
+    async def _circuits(self) -> tuple[list[dict[str, Any]], dict[str, bool]]:
+        states = await self.breakers(sorted(set(self.services.values())))
+        return breaker_views(states, self.services)
+
+    def _per_minute(self, viewer: Viewer, completed: dict[str, int]) -> dict[str, list[int | None]]:
+        scope = ALL if viewer.sees_all else viewer.tenant_id
+        if scope != ALL:
+            self._watch(scope)
+        ring = self.rings.setdefault(scope, ThroughputRing())
+        return ring.per_minute(time.time(), completed)
+
+    def _watch(self, tenant: str) -> None:
+        self.watched[tenant] = time.monotonic()
+        if len(self.watched) > WATCHED_MAX:  # the longest unwatched goes
+            oldest = min(self.watched, key=self.watched.__getitem__)
+            self.watched.pop(oldest)
+            self.rings.pop(oldest, None)
+
+    async def sample(self) -> None:
+        """Sample the completed totals of every tenant (and of each tenant that looked at its
+        queues lately) into the throughput rings: a minute of history needs a sample a minute."""
+        now, since = time.time(), time.monotonic() - WATCHED_S
+        for tenant in [t for t, seen in self.watched.items() if seen < since]:
+            self.watched.pop(tenant)
+            self.rings.pop(tenant, None)
+        totals = await self.status.queue_counts(self.job_types)
+        self.rings[ALL].add(now, {t: c["completed"] for t, c in totals.items()})
+        for tenant in list(self.watched):
+            counts = await self.index.tenant_counts(tenant, self.job_types)
+            self.rings.setdefault(tenant, ThroughputRing()).add(
+                now, {t: c["completed"] for t, c in counts.items()})
 
     async def dead_letters(self, viewer: Viewer, request: Request) -> tuple[int, Any]:
         page = page_of(request.query)
@@ -165,11 +282,16 @@ class ConsoleApi:
         await answer.prepare(request)  # type: ignore[arg-type]
         scope = None if viewer.sees_all else viewer.tenant_id
         since = time.time()
-        counts: dict[str, dict[str, int]] | None = None
+        counts: dict[str, dict[str, Any]] | None = None
+        circuits: tuple[list[dict[str, Any]], dict[str, bool]] | None = None
         ends = time.monotonic() + STREAM_S
         try:
             await answer.write(b": cronbus console stream\n\n")
             while not self.stopping() and time.monotonic() < ends:
+                # a page that went away ends its stream at once: a stream only writes when
+                # something changed, so a closed connection would otherwise go on reading Redis
+                if _gone(request):
+                    break
                 changed = await self.index.changed_since(scope, since)
                 if changed:
                     since = max(float(j.get("updated_at") or since) for j in changed)
@@ -180,15 +302,26 @@ class ConsoleApi:
                     if counts is not None and _dead(now_counts) > _dead(counts):
                         await answer.write(sse("dead-letters", {"dead_lettered": _dead(now_counts)}))
                     counts = now_counts
+                now_circuits = await self._circuits()
+                if now_circuits != circuits:
+                    services, paused = circuits = now_circuits
+                    await answer.write(sse("services", {
+                        "services": services, "paused": paused,
+                        "paused_topics": [t for j in self.job_types if paused[j]
+                                          for t in self.topics_of(j)]}))
                 await asyncio.sleep(TICK_S)
         except (ConnectionResetError, asyncio.CancelledError):
             pass  # the page went away
         return answer
 
-    async def _counts(self, viewer: Viewer) -> dict[str, dict[str, int]]:
+    async def _counts(self, viewer: Viewer) -> dict[str, dict[str, Any]]:
+        counts: dict[str, dict[str, Any]]
         if viewer.sees_all:
-            return await self.status.queue_counts(self.job_types)
-        return await self.index.tenant_counts(viewer.tenant_id, self.job_types)
+            counts = dict(await self.status.queue_counts(self.job_types))
+        else:
+            counts = dict(await self.index.tenant_counts(viewer.tenant_id, self.job_types))
+        rates = self._per_minute(viewer, {t: c["completed"] for t, c in counts.items()})
+        return {t: {**c, "completed_per_minute": rates[t]} for t, c in counts.items()}
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -238,18 +371,26 @@ class ConsoleApi:
                     return self.json(answer.body, status=answer.status, headers=answer.headers)
                 return await api.stream(viewer, request)
 
+        tags = {name: f'"{hashlib.sha256(body).hexdigest()[:20]}"' for name, body in files.items()}
+
+        def send(view: View, request: Request, name: str, kind: str) -> Response:
+            # revalidated on each load (no-cache), answered 304 while unchanged: a page load
+            # costs its data's requests, not its files again
+            headers = {**_PAGE_HEADERS, "ETag": tags[name]}
+            if request.headers.get("If-None-Match") == tags[name]:
+                return view.bytes(b"", status=304, headers=headers)
+            return view.bytes(files[name], content_type=kind, headers=headers)
+
         class Page(View):
             async def get(self, request: Request, **_: Any) -> Response:
-                return self.bytes(files["index.html"], content_type="text/html",
-                                  headers=_PAGE_HEADERS)
+                return send(self, request, "index.html", "text/html")
 
         class Static(View):
             async def get(self, request: Request, name: str = "", **_: Any) -> Response:
-                body = files.get(name)
-                if body is None or name == "index.html":
+                if name not in files or name == "index.html":
                     return self.json({"error": f"no file {name!r}"}, status=404)
-                kind = STATIC_TYPES.get(name[name.rfind("."):], "application/octet-stream")
-                return self.bytes(body, content_type=kind, headers=_PAGE_HEADERS)
+                return send(self, request, name,
+                            STATIC_TYPES.get(name[name.rfind("."):], "application/octet-stream"))
 
         app.page("/jobs", name="console-jobs")(Jobs)
         app.page("/dead-letters", name="console-dead-letters")(DeadLetters)
@@ -275,7 +416,12 @@ def _static_files() -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()}
 
 
-def _dead(counts: dict[str, dict[str, int]]) -> int:
+def _gone(request: Request) -> bool:
+    transport = getattr(request, "transport", None)
+    return transport is None or transport.is_closing()
+
+
+def _dead(counts: dict[str, dict[str, Any]]) -> int:
     return sum(c.get("dead_lettered", 0) for c in counts.values())
 
 

@@ -241,7 +241,8 @@ class Processor:
     async def _run(self, record: JobRecord, job: Job, past: Story, *, force: bool) -> Outcome:
         """Attempt the job until it has an outcome; an outage costs no attempt."""
         while True:
-            error = await self._attempt_in_a_slot(job, self.tier(record, job), force=force)
+            error = await self._attempt_in_a_slot(job, self.tier(record, job), force=force,
+                                                  record_at=_where(record))
             if error is _ALREADY_DONE:
                 log.debug("job %s already completed; acknowledged without a call", job.job_id)
                 # its notice may not have reached the broker before: the same id, sent once
@@ -267,7 +268,8 @@ class Processor:
             decision = self._decide(error, past)
             if isinstance(decision, GiveUp):
                 return await self._give_up(record, job, error, past)
-            await self.status.finish(job.job_id, JobState.RETRY_DUE, error=_describe(error))
+            await self.status.finish(job.job_id, JobState.RETRY_DUE, error=_describe(error),
+                                     answer=error.status)
             self._retried.inc()
             log.warning("job %s attempt %d failed (%s); next attempt in %.1fs", job.job_id,
                         past.failures, _describe(error), decision.due_at - time.time())
@@ -287,7 +289,8 @@ class Processor:
             return Story()
         return story_of(story, now=time.time(), longest_wait_s=self.longest_wait_s)
 
-    async def _attempt_in_a_slot(self, job: Job, tier: Tier, *, force: bool) -> object:
+    async def _attempt_in_a_slot(self, job: Job, tier: Tier, *, force: bool,
+                                 record_at: str | None = None) -> object:
         """Wait for the service's gate and a slot, then make one attempt: None when it
         succeeded, its :class:`DownstreamError`, :data:`_ALREADY_DONE` for a job completed
         before (acknowledged without a call), or :class:`OverRateLimit` (no call either)."""
@@ -310,7 +313,7 @@ class Processor:
                         return _ALREADY_DONE
                     if not claim.granted:
                         return OverRateLimit(due_at=time.time() + claim.wait_s)
-                attempt = await self.status.begin_attempt(job, force=force)
+                attempt = await self.status.begin_attempt(job, force=force, record_at=record_at)
                 if attempt == 0:
                     if claim is not None:  # completed meanwhile elsewhere: no call, no place
                         assert self.rate_limits is not None
@@ -352,7 +355,8 @@ class Processor:
 
     async def _give_up(self, record: JobRecord, job: Job, error: DownstreamError,
                        past: Story) -> Outcome:
-        await self.status.finish(job.job_id, JobState.DEAD_LETTERED, error=_describe(error))
+        await self.status.finish(job.job_id, JobState.DEAD_LETTERED, error=_describe(error),
+                                 answer=error.status)
         await self._dead_letter(record, job, type(error).__name__, str(error),
                                 attempts=past.failures, first_failure_at=past.first_failure_at)
         await self._notify(job, "failed")
@@ -532,6 +536,11 @@ def _carried(record: JobRecord) -> list[tuple[str, bytes | None]]:
 
 def _source(record: JobRecord) -> Source:
     return Source(record.topic, record.partition, record.offset)
+
+
+def _where(record: JobRecord) -> str:
+    """Where a record is (``topic/partition/offset``): the console reads a job's payload there."""
+    return f"{record.topic}/{record.partition}/{record.offset}"
 
 
 def _describe(error: BaseException) -> str:

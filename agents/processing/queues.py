@@ -8,6 +8,7 @@ counters JobStatusStore keeps in Redis as attempts end.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,12 +26,15 @@ async def queue_stats(brokers: Brokers, group_id: str, store: JobStatusStore,
     chosen = list(job_types)
     # each job type's processors consume in a group of their own (agents/processing/engine.py);
     # waiting counts every priority tier's topic (one an ordered type has not counts 0)
-    waiting: dict[str, dict[str, int]] = {}
-    for job_type in chosen:
+    async def waiting_of(job_type: str) -> dict[str, int]:
         tiers = {tier: topics.tier_topic(job_type, tier) for tier in TIERS}
         lag = await group_lag(brokers, topics.processor_group(group_id, job_type),
                               list(tiers.values()))
-        waiting[job_type] = {tier.value: lag[topic] for tier, topic in tiers.items()}
+        return {tier.value: lag[topic] for tier, topic in tiers.items()}
+
+    # every job type's groups asked at once: one after another, a page of them took seconds
+    waiting = dict(zip(chosen, await asyncio.gather(*(waiting_of(t) for t in chosen)),
+                       strict=True))
     counts = await store.queue_counts(chosen)
     return [{"job_type": t, "topic": topics.job_topic(t), "waiting": sum(waiting[t].values()),
              "waiting_by_tier": waiting[t], **counts[t]} for t in chosen]

@@ -23,10 +23,13 @@ import faust
 from faust.web import Request, Response, View
 
 from cronbus.agents.schedules.api_rules import (
+    LIST_PAGE_DEFAULT,
+    LIST_PAGE_MAX,
     PREVIEW_DEFAULT,
     PREVIEW_MAX,
     RUNS_DEFAULT,
     FireProgress,
+    acting_for,
     backfill_answer,
     backfill_range,
     backfill_run,
@@ -44,6 +47,7 @@ from cronbus.agents.schedules.api_rules import (
     notify_problems,
     problems_body,
     query_count,
+    query_offset,
     query_time,
     run_view,
     schedule_view,
@@ -105,6 +109,7 @@ class ScheduleApi:
         backfill_max_runs: int = 1000,
         webhook_signing_key: str | None = None,
         fire_states: FireStates | None = None,
+        system_tenant: str | None = None,
     ) -> None:
         self.directory = directory
         self.catalog = catalog  # a schedule's job type must be declared, its payload fit
@@ -121,11 +126,24 @@ class ScheduleApi:
         self.webhook_signing_key = webhook_signing_key
         # the ticker's fire states: how many times each schedule fired (None: none kept here)
         self.fire_states = fire_states
+        # its token may act for any tenant (``?tenant=``), as the console's system view does
+        self.system_tenant = system_tenant
 
     # --- the operations: (tenant, request, path parameters) -> (status, body) ---------------
 
     async def list_schedules(self, tenant: str, request: Request) -> tuple[int, Any]:
-        return 200, {"schedules": await self._views(tenant, self.directory.list(tenant))}
+        """The tenant's schedules by id; with ``limit`` (and ``offset``) one page of them,
+        with ``total`` and ``next_offset`` (None: the last page)."""
+        every = self.directory.list(tenant)
+        if not request.query.get("limit") and not request.query.get("offset"):
+            return 200, {"schedules": await self._views(tenant, every)}
+        limit = query_count(request.query, "limit", default=LIST_PAGE_DEFAULT,
+                            maximum=LIST_PAGE_MAX)
+        offset = query_offset(request.query)
+        end = offset + limit
+        return 200, {"schedules": await self._views(tenant, every[offset:end]),
+                     "total": len(every), "offset": offset, "limit": limit,
+                     "next_offset": end if end < len(every) else None}
 
     async def create(self, tenant: str, request: Request) -> tuple[int, Any]:
         body = await _body(request)
@@ -248,7 +266,8 @@ class ScheduleApi:
 
     async def world_clock(self, tenant: str, request: Request, tenant_id: str) -> tuple[int, Any]:
         """The caller's own world clock; another tenant's is indistinguishable from none."""
-        clock = await self.clocks.get(tenant_id) if tenant_id == tenant else None
+        mine = tenant_id == tenant or tenant == self.system_tenant  # the system tenant: any
+        clock = await self.clocks.get(tenant_id) if mine else None
         if clock is None:
             raise Answer(404, {"error": f"no world clock for tenant {tenant_id!r}: none of its "
                                         f"world-time-advanced events has been read"})
@@ -256,6 +275,20 @@ class ScheduleApi:
             if isinstance(clock.get(name), str):
                 clock = {**clock, name: utc_iso(datetime.fromisoformat(clock[name]))}
         return 200, clock
+
+    async def world_clocks(self, tenant: str, request: Request) -> tuple[int, Any]:
+        """Every campaign's world clock for the system tenant (``limit``/``offset`` pages them),
+        the caller's own for any other."""
+        if tenant != self.system_tenant:
+            clock = await self.clocks.get(tenant)
+            return 200, {"clocks": [clock] if clock else [], "total": 1 if clock else 0,
+                         "next_offset": None}
+        limit = query_count(request.query, "limit", default=LIST_PAGE_DEFAULT,
+                            maximum=LIST_PAGE_MAX)
+        offset = query_offset(request.query)
+        clocks, total = await self.clocks.campaigns(offset=offset, limit=limit)
+        return 200, {"clocks": clocks, "total": total,
+                     "next_offset": offset + limit if offset + limit < total else None}
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -336,7 +369,8 @@ class ScheduleApi:
                      **params: str) -> Response:
         """Authenticate, run ``handler`` and turn its outcome (or its error) into a response."""
         try:
-            tenant = await self._tenant(request)
+            tenant = acting_for(await self._tenant(request), request.query.get("tenant"),
+                                self.system_tenant)
             if not self.ready():
                 raise Answer(503, {"error": "schedules are still loading; try again shortly"},
                              {"Retry-After": "1"})
@@ -397,6 +431,10 @@ class ScheduleApi:
             async def get(self, request: Request, tenant_id: str = "", **_: Any) -> Response:
                 return await api.answer(self, request, api.world_clock, tenant_id=tenant_id)
 
+        class WorldClocks(View):
+            async def get(self, request: Request, **_: Any) -> Response:
+                return await api.answer(self, request, api.world_clocks)
+
         class DeferredEffect(View):
             async def put(self, request: Request, effect_id: str = "", **_: Any) -> Response:
                 return await api.answer(self, request, api.defer_effect, effect_id=effect_id)
@@ -406,6 +444,7 @@ class ScheduleApi:
                 return await api.answer(self, request, api.webhook_secret)
 
         app.page("/webhook-secret", name="webhook-secret")(WebhookSecret)
+        app.page("/clocks", name="world-clocks")(WorldClocks)
         app.page("/clocks/{tenant_id}", name="world-clock")(WorldClock)
         app.page("/effects/{effect_id}", name="deferred-effect")(DeferredEffect)
         app.page("/schedules", name="schedule-list")(Schedules)

@@ -71,6 +71,31 @@ def query_time(query: Mapping[str, str], name: str) -> datetime | None:
     return moment.astimezone(UTC)
 
 
+# GET /schedules?limit=&offset=: a page of a tenant's schedules
+LIST_PAGE_DEFAULT, LIST_PAGE_MAX = 50, 500
+
+
+def query_offset(query: Mapping[str, str]) -> int:
+    """``offset``, a whole number from 0 (0 when absent), or :class:`InvalidSchedule`."""
+    raw = (query.get("offset") or "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise InvalidSchedule([FieldProblem("offset", f"a whole number from 0; got {raw!r}")])
+    return int(raw)
+
+
+def acting_for(caller: str, asked: str | None, system_tenant: str | None) -> str:
+    """The tenant a request acts for: the caller's own; the system tenant's token may name
+    another (``?tenant=``); any other token naming another tenant is refused, named."""
+    if not asked or asked == caller:
+        return caller
+    if system_tenant is not None and caller == system_tenant:
+        return asked
+    raise InvalidSchedule([FieldProblem("tenant", "a tenant's token acts only for its own "
+                                                  "tenant")])
+
+
 def query_count(query: Mapping[str, str], name: str, *, default: int, maximum: int) -> int:
     """A whole-number query parameter 1..maximum, or :class:`InvalidSchedule` naming it."""
     raw = query.get(name)

@@ -84,6 +84,7 @@ class SchedulesApi(mode.Service):
             if settings.webhook_signing_key is not None else None,
             fire_states=FireStates(redis, namespace=settings.redis_namespace,
                                    app_id=settings.app_id),
+            system_tenant=settings.system_tenant,
         )
         self._producer: AIOKafkaProducer | None = None
 

@@ -69,10 +69,10 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     app.add_dependency(OutsideWorld(resources, health))
     guard_web(app, settings.web_max_body_bytes)
     _register_pages(app, resources, health, running)
-    # the console rides on the api role: its page and the REST endpoints it uses
-    console = console_api(app, resources) if "api" in roles else None
-    register_status_pages(app, settings, resources.catalog, resources.status, resources.metrics,
-                          console=console)
+    # the console rides on the api role (its page and the REST endpoints only it uses); the
+    # status pages, on every worker, answer through it (a token's tenant only)
+    console = console_api(app, resources, serve_page="api" in roles)
+    register_status_pages(app, console)
     return app
 
 

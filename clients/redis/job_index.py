@@ -3,16 +3,19 @@ jobs that changed since a moment, and a tenant's own queue counters.
 
 The status store's writes keep these (clients/redis/job_status.py): ``<ns>:jobs-of:<tenant>``
 and ``<ns>:jobs-all`` (sorted sets of job ids scored by their last change, bounded) and
-``<ns>:queue-of:<tenant>`` (a hash ``<type>|<counter>`` -> total).
+``<ns>:queue-of:<tenant>`` (a hash ``<type>|<counter>`` -> total) and ``<ns>:active-of:<tenant>``
+(a sorted set of ``<type>|<job id>`` in an attempt now, by start time).
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from cronbus.clients.redis.job_status import COUNTED, JobStatusStore
+from cronbus.clients.redis.job_status import ACTIVE_STALE_S, COUNTED, JobStatusStore
 
 # a state filter reads at most this many index entries per page asked (the index is bounded too)
 SCAN_FACTOR = 20
@@ -66,11 +69,24 @@ class JobIndex:
         return [{"job_id": job_id, **record}
                 for job_id, record in zip(ids, records, strict=True) if record is not None]
 
-    async def tenant_counts(self, tenant_id: str, job_types: list[str]) -> dict[str, dict[str, int]]:
-        """Per job type, this tenant's completed, failed (attempts) and dead-lettered totals."""
-        raw = await self._redis.hgetall(self.counters_key(tenant_id))
+    def active_key(self, tenant_id: str) -> str:
+        return f"{self._namespace}:active-of:{tenant_id}"
+
+    async def tenant_counts(self, tenant_id: str, job_types: list[str], *,
+                            now: float | None = None) -> dict[str, dict[str, int]]:
+        """Per job type, this tenant's jobs in an attempt now (``active``; one older than
+        ``ACTIVE_STALE_S`` is a dead worker's, not counted) and its completed, failed (attempts)
+        and dead-lettered totals."""
+        stamp = time.time() if now is None else now
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.counters_key(tenant_id))
+            pipe.zrangebyscore(self.active_key(tenant_id), stamp - ACTIVE_STALE_S, "+inf")
+            raw, active = await pipe.execute()
         named = {k.decode(): int(v) for k, v in raw.items()}
-        return {t: {c: named.get(f"{t}|{c}", 0) for c in COUNTED.values()} for t in job_types}
+        running = Counter(member.decode().split("|", 1)[0] for member in active)
+        return {t: {"active": running.get(t, 0),
+                    **{c: named.get(f"{t}|{c}", 0) for c in COUNTED.values()}} for t in job_types}
 
     async def _records(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
-        return [await self._store.get(job_id) for job_id in job_ids] if job_ids else []
+        found = await self._store.get_many(job_ids)  # one round trip for the page
+        return [found.get(job_id) for job_id in job_ids]

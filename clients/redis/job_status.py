@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -38,9 +39,16 @@ from cronbus.streams.jobs import Job, JobState
 
 __all__ = ["BatchedJobStatus", "JobState", "JobStatusStore"]
 
+# a begin: (job, force, at[, where its record is: topic/partition/offset]); an end: (job id,
+# state, error, at[, the downstream's HTTP status])
+Begin = tuple[Job, bool, float] | tuple[Job, bool, float, str | None]
+Finish = tuple[str, JobState, str | None, float] | tuple[str, JobState, str | None, float, int | None]
+
 
 # the most recent jobs the console lists per tenant (and of all tenants): its index is bounded
 JOB_INDEX_MAX = 10_000
+# the failed attempts a job's attempt log keeps (the newest)
+ATTEMPT_LOG_MAX = 50
 
 # Begins and ends many attempts in one round trip, begins first. A begin, unless the job already
 # completed (and is not forced), counts the attempt and marks the job active; it answers the
@@ -49,25 +57,26 @@ JOB_INDEX_MAX = 10_000
 # one call per write costs the worker more CPU than the writes cost Redis, and so does an
 # argument per field (redis-py packs each), hence fields joined by \x1f, the job id last (the
 # one field that may hold anything but the error, which is an argument of its own).
-# ARGV: namespace, ttl, number of begins; then per begin "tenant id|type|stamp|force (1/0)|job
-# id"; then per end "state|counter field ('' none)|stamp|finished (1/0)|job id" and its error
-# ('' none, else '=' .. error).
+# ARGV: namespace, ttl, number of begins; then per begin "tenant id|type|stamp|force (1/0)|record
+# ('' unknown, else topic/partition/offset)|job id"; then per end "state|counter field ('' none)|
+# stamp|finished (1/0)|the downstream's HTTP status ('' none)|job id" and its error ('' none,
+# else '=' .. error).
 _WRITE_BATCH = """
 local function fields(s)
   local out, from = {}, 1
-  for k = 1, 4 do
+  for k = 1, 5 do
     local at = string.find(s, '\\31', from, true)
     out[k] = string.sub(s, from, at - 1)
     from = at + 1
   end
-  out[5] = string.sub(s, from)
+  out[6] = string.sub(s, from)
   return out
 end
 local ns, ttl, begins = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local attempts = {}
 for i = 4, 3 + begins do
   local f = fields(ARGV[i])
-  local tenant, job_type, stamp, force, id = f[1], f[2], f[3], f[4], f[5]
+  local tenant, job_type, stamp, force, record_at, id = f[1], f[2], f[3], f[4], f[5], f[6]
   local key = ns .. ':job:' .. id
   if force ~= '1' and redis.call('HGET', key, 'state') == 'completed' then
     attempts[#attempts + 1] = 0
@@ -75,8 +84,14 @@ for i = 4, 3 + begins do
     attempts[#attempts + 1] = redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('HSET', key, 'state', 'active', 'tenant_id', tenant, 'type', job_type,
                'started_at', stamp, 'updated_at', stamp)
+    -- the console's job page: where its record is (its payload and cause), its first start
+    if record_at ~= '' then redis.call('HSETNX', key, 'record_at', record_at) end
+    redis.call('HSETNX', key, 'first_started_at', stamp)
     redis.call('EXPIRE', key, ttl)
     redis.call('ZADD', ns .. ':active:' .. job_type, stamp, id)
+    -- a tenant's jobs in an attempt now (the console's per-tenant active count)
+    redis.call('ZADD', ns .. ':active-of:' .. tenant, stamp, job_type .. '|' .. id)
+    redis.call('EXPIRE', ns .. ':active-of:' .. tenant, ttl)
     -- the console's job lists (clients/redis/job_index.py): by last change, bounded
     for _, index in ipairs({ns .. ':jobs-of:' .. tenant, ns .. ':jobs-all'}) do
       redis.call('ZADD', index, stamp, id)
@@ -87,10 +102,20 @@ for i = 4, 3 + begins do
 end
 for i = 4 + begins, #ARGV, 2 do
   local f = fields(ARGV[i])
-  local state, counter, stamp, finished, id = f[1], f[2], f[3], f[4], f[5]
+  local state, counter, stamp, finished, answer, id = f[1], f[2], f[3], f[4], f[5], f[6]
   local err = ARGV[i + 1]
   local key = ns .. ':job:' .. id
   local job_type = redis.call('HGET', key, 'type')
+  if err ~= '' and (state == 'retry_due' or state == 'dead_lettered') then
+    -- a failed attempt's line in the job's attempt log (the console's job page), bounded
+    local started = redis.call('HGET', key, 'started_at') or ''
+    local attempt = redis.call('HGET', key, 'attempts') or ''
+    local log = ns .. ':attempts:' .. id
+    redis.call('RPUSH', log, attempt .. '\\31' .. started .. '\\31' .. stamp .. '\\31' .. state
+               .. '\\31' .. answer .. '\\31' .. string.sub(err, 2))
+    redis.call('LTRIM', log, -ATTEMPT_LOG_MAX, -1)
+    redis.call('EXPIRE', log, ttl)
+  end
   redis.call('HSET', key, 'state', state, 'updated_at', stamp)
   if finished == '1' then redis.call('HSET', key, 'finished_at', stamp) end
   if err ~= '' then redis.call('HSET', key, 'last_error', string.sub(err, 2)) end
@@ -101,6 +126,7 @@ for i = 4 + begins, #ARGV, 2 do
   end
   local tenant = redis.call('HGET', key, 'tenant_id')
   if tenant then
+    if job_type then redis.call('ZREM', ns .. ':active-of:' .. tenant, job_type .. '|' .. id) end
     redis.call('ZADD', ns .. ':jobs-of:' .. tenant, stamp, id)
     redis.call('ZADD', ns .. ':jobs-all', stamp, id)
     if job_type and counter ~= '' then
@@ -109,7 +135,7 @@ for i = 4 + begins, #ARGV, 2 do
   end
 end
 return attempts
-""".replace("JOB_INDEX_MAX", str(JOB_INDEX_MAX))
+""".replace("JOB_INDEX_MAX", str(JOB_INDEX_MAX)).replace("ATTEMPT_LOG_MAX", str(ATTEMPT_LOG_MAX))
 
 # the counter an attempt's end adds to, by the state it ends in
 COUNTED = {JobState.COMPLETED: "completed", JobState.RETRY_DUE: "failed",
@@ -138,17 +164,23 @@ class JobStatusStore:
     def active_key(self, job_type: str) -> str:
         return f"{self._namespace}:active:{job_type}"
 
-    async def begin_attempt(self, job: Job, *, now: float | None = None, force: bool = False) -> int:
+    async def begin_attempt(self, job: Job, *, now: float | None = None, force: bool = False,
+                            record_at: str | None = None) -> int:
         """Mark the job active and return its attempt number; 0 if it already completed
-        (unless ``force``: a forced replay runs a completed job again)."""
+        (unless ``force``: a forced replay runs a completed job again). ``record_at``
+        (``topic/partition/offset``) is where its record is: its first is kept."""
         stamp = now if now is not None else time.time()
-        (attempt,) = await self.write_batch([(job, force, stamp)], [])
+        (attempt,) = await self.write_batch([(job, force, stamp, record_at)], [])
         return attempt
 
     async def finish(
-        self, job_id: str, state: JobState, *, error: str | None = None, now: float | None = None
+        self, job_id: str, state: JobState, *, error: str | None = None, now: float | None = None,
+        answer: int | None = None,
     ) -> None:
-        await self.write_batch([], [(job_id, state, error, now if now is not None else time.time())])
+        """End an attempt in ``state``; a failed one (``error``) is kept in the job's attempt
+        log with ``answer``, the downstream's HTTP status (None: no answer)."""
+        await self.write_batch([], [(job_id, state, error, now if now is not None else time.time(),
+                                     answer)])
 
     async def queue_counts(self, job_types: list[str], *, now: float | None = None
                            ) -> dict[str, dict[str, int]]:
@@ -167,18 +199,18 @@ class JobStatusStore:
             counts[job_type] = {"active": int(active), **{c: named.get(c, 0) for c in COUNTED.values()}}
         return counts
 
-    async def write_batch(
-        self, begins: list[tuple[Job, bool, float]],
-        finishes: list[tuple[str, JobState, str | None, float]],
-    ) -> list[int]:
-        """Many ``begin_attempt`` (job, force, at) and ``finish`` (job id, state, error, at) in
-        one script call, begins first; returns the begins' attempt numbers."""
+    async def write_batch(self, begins: Sequence[Begin], finishes: Sequence[Finish]) -> list[int]:
+        """Many ``begin_attempt`` (job, force, at[, record at]) and ``finish`` (job id, state,
+        error, at[, HTTP status]) in one script call, begins first; returns the begins'
+        attempt numbers."""
         args: list[str | int] = [self._namespace, self._ttl_s, len(begins)]
-        args += [f"{job.tenant_id}\x1f{job.type}\x1f{at:.3f}\x1f{'1' if force else '0'}"
-                 f"\x1f{job.job_id}" for job, force, at in begins]
-        for job_id, state, error, at in finishes:
+        for job, force, at, *where in begins:
+            args.append(f"{job.tenant_id}\x1f{job.type}\x1f{at:.3f}\x1f{'1' if force else '0'}"
+                        f"\x1f{(where[0] or '') if where else ''}\x1f{job.job_id}")
+        for job_id, state, error, at, *answer in finishes:
+            status = answer[0] if answer and answer[0] is not None else ""
             args += (f"{state.value}\x1f{COUNTED.get(state.value, '')}\x1f{at:.3f}"
-                     f"\x1f{'1' if state in FINAL else '0'}\x1f{job_id}",
+                     f"\x1f{'1' if state in FINAL else '0'}\x1f{status}\x1f{job_id}",
                      "" if error is None else "=" + error[:1000])
         attempts = await self._write(keys=[], args=args)
         return [int(a) for a in attempts]
@@ -219,6 +251,15 @@ class JobStatusStore:
     async def get(self, job_id: str) -> dict[str, Any] | None:
         return _status_record(await self._redis.hgetall(self.key(job_id)))
 
+    def attempts_key(self, job_id: str) -> str:
+        return f"{self._namespace}:attempts:{job_id}"
+
+    async def attempt_log(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's failed attempts, oldest first: attempt, started_at, ended_at, state, the
+        downstream's HTTP status (None: no answer) and the error."""
+        lines = await self._redis.lrange(self.attempts_key(job_id), 0, -1)
+        return [_attempt_line(line.decode(errors="replace")) for line in lines]
+
     async def get_many(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The status of each of these jobs that has one, in one round trip."""
         if not job_ids:
@@ -229,6 +270,14 @@ class JobStatusStore:
             replies = await pipe.execute()
         found = {job_id: _status_record(raw) for job_id, raw in zip(job_ids, replies, strict=True)}
         return {job_id: record for job_id, record in found.items() if record is not None}
+
+
+def _attempt_line(line: str) -> dict[str, Any]:
+    attempt, started, ended, state, status, error = line.split("\x1f", 5)
+    return {"attempt": int(attempt) if attempt.isdigit() else None,
+            "started_at": float(started) if started else None,
+            "ended_at": float(ended) if ended else None, "state": state,
+            "status": int(status) if status.isdigit() else None, "error": error}
 
 
 def _status_record(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
@@ -244,7 +293,7 @@ def _status_record(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     record["attempts"] = int(record.get("attempts", 0))
     if "progress" in record:
         record["progress"] = json.loads(record["progress"])
-    for stamp in ("started_at", "updated_at", "finished_at", "due_at"):
+    for stamp in ("started_at", "first_started_at", "updated_at", "finished_at", "due_at"):
         if stamp in record:
             record[stamp] = float(record[stamp])
     return record
@@ -262,19 +311,22 @@ class BatchedJobStatus:
     def __init__(self, store: JobStatusStore, *, max_batch: int = 1000) -> None:
         self.store = store
         self._max_batch = max_batch
-        self._begins: list[tuple[Job, bool, float, asyncio.Future[int]]] = []
-        self._finishes: list[tuple[str, JobState, str | None, float, asyncio.Future[None]]] = []
+        self._begins: list[tuple[Job, bool, float, str | None, asyncio.Future[int]]] = []
+        self._finishes: list[tuple[str, JobState, str | None, float, int | None,
+                                   asyncio.Future[None]]] = []
         self._flushing = False
 
-    async def begin_attempt(self, job: Job, *, force: bool = False) -> int:
+    async def begin_attempt(self, job: Job, *, force: bool = False,
+                            record_at: str | None = None) -> int:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._begins.append((job, force, time.time(), future))
+        self._begins.append((job, force, time.time(), record_at, future))
         self._kick()
         return await future
 
-    async def finish(self, job_id: str, state: JobState, *, error: str | None = None) -> None:
+    async def finish(self, job_id: str, state: JobState, *, error: str | None = None,
+                     answer: int | None = None) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._finishes.append((job_id, state, error, time.time(), future))
+        self._finishes.append((job_id, state, error, time.time(), answer, future))
         self._kick()
         await future
 
@@ -294,8 +346,9 @@ class BatchedJobStatus:
                                             self._finishes[self._max_batch:])
                 try:
                     attempts = await self.store.write_batch(
-                        [(job, force, at) for job, force, at, _ in begins],
-                        [(job_id, state, error, at) for job_id, state, error, at, _ in finishes],
+                        [(job, force, at, where) for job, force, at, where, _ in begins],
+                        [(job_id, state, error, at, answer)
+                         for job_id, state, error, at, answer, _ in finishes],
                     )
                 except Exception as exc:
                     for *_, future in (*begins, *finishes):

@@ -54,10 +54,15 @@ async def test_the_index_lists_each_tenants_jobs_by_last_change(stack):
             ("export-acme-2", "completed"), ("export-acme-1", "dead_lettered")]
         assert await index.changed_since("globex", 106.0) == []
 
-        assert await index.tenant_counts("acme", ["export", "billing"]) == {
-            "export": {"completed": 1, "failed": 0, "dead_lettered": 1},
-            "billing": {"completed": 0, "failed": 0, "dead_lettered": 0}}
-        assert (await index.tenant_counts("globex", ["export"]))["export"]["completed"] == 0
+        # acme: seven begun, two ended; five in an attempt (at t=210, none of them stale)
+        assert await index.tenant_counts("acme", ["export", "billing"], now=210.0) == {
+            "export": {"active": 5, "completed": 1, "failed": 0, "dead_lettered": 1},
+            "billing": {"active": 0, "completed": 0, "failed": 0, "dead_lettered": 0}}
+        globex = (await index.tenant_counts("globex", ["export"], now=210.0))["export"]
+        assert (globex["active"], globex["completed"]) == (1, 0)
+        # an attempt begun long before is a dead worker's: not counted
+        assert (await index.tenant_counts("acme", ["export"], now=100_000.0))["export"][
+            "active"] == 0
     finally:
         await client.aclose()
 

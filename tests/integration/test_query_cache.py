@@ -40,7 +40,8 @@ async def test_answers_are_cached_per_campaign_until_an_entity_of_it_changes(
         "campaigns": [{"id": CAMPAIGN, "worldTime": now.isoformat()}],
         "settlements": [{"id": "s1", "campaignId": CAMPAIGN, "level": 1}]}).raise_for_status()
     worker = start_worker(roles=("ingest", "processor"), job_types="settlement-growth",
-                          debounce_policies="settlement-growth=immediate")
+                          debounce_policies="settlement-growth=immediate",
+                          web_api_tokens=f"tok-campaign:{CAMPAIGN}")
 
     async def advance(event_id: str, event: type = WorldTimeAdvanced, **fields: object) -> None:
         async with EventPublisher(settings.broker_url) as publisher:
@@ -48,7 +49,8 @@ async def test_answers_are_cached_per_campaign_until_an_entity_of_it_changes(
                                           occurred_at=datetime.now(UTC), **fields))
             await publisher.flush()
         job_id = job_id_for(CAMPAIGN, "settlement-growth", f"event:{event_id}")
-        await eventually(lambda: httpx.get(f"{worker.base_url}/jobs/{job_id}", timeout=5),
+        await eventually(lambda: httpx.get(f"{worker.base_url}/jobs/{job_id}", timeout=5,
+                                           headers={"Authorization": "Bearer tok-campaign"}),
                          lambda r: r.status_code == 200 and r.json()["state"] == "completed",
                          timeout_s=60, what=f"the job of {event_id} completed")
 

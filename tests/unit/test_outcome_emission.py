@@ -33,14 +33,16 @@ class Status:
     def __init__(self) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
 
-    async def begin_attempt(self, job: Job, *, force: bool = False) -> int:
+    async def begin_attempt(self, job: Job, *, force: bool = False,
+                            record_at: str | None = None) -> int:
         record = self.jobs.setdefault(job.job_id, {"attempts": 0})
         if record.get("state") == "completed" and not force:
             return 0
         record.update(state="active", attempts=record["attempts"] + 1)
         return int(record["attempts"])
 
-    async def finish(self, job_id: str, state: JobState, *, error: str | None = None) -> None:
+    async def finish(self, job_id: str, state: JobState, *, error: str | None = None,
+                     answer: int | None = None) -> None:
         self.jobs[job_id].update(state=state.value, finished_at=NOW.timestamp())
         if error:
             self.jobs[job_id]["last_error"] = error

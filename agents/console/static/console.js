@@ -5,6 +5,11 @@
 "use strict";
 
 const TOKEN_KEY = "cronbus.token";
+// one formatter for every time shown (toLocaleString builds one per call: slow for a page of rows)
+const LOCAL_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
+// a job's state as a schedule's run status (agents/schedules/api_rules.py RUN_STATUS)
+const RUN_STATUS = { waiting: "pending", active: "processing", retry_due: "processing",
+                     completed: "completed", dead_lettered: "failed" };
 
 document.addEventListener("alpine:init", () => {
   window.Alpine.data("console", () => ({
@@ -24,6 +29,8 @@ document.addEventListener("alpine:init", () => {
     queues: [],
     queueScope: "",
     services: [],
+    pausedTopics: [],
+    actingFor: "",
     jobId: "",
     jobFilter: { tenant: "", state: "" },
     jobs: [],
@@ -32,14 +39,19 @@ document.addEventListener("alpine:init", () => {
     job: null,
     schedules: [],
     scheduleOffset: 0,
+    scheduleNext: null,
+    scheduleTotal: 0,
     schedule: null,
     runs: [],
+    runsLoading: false,
     nextRuns: [],
     deleting: null,
     backfillFrom: "",
     backfillTo: "",
     clock: null,
     clockProblem: "",
+    campaigns: [],
+    campaignTotal: 0,
     worldFires: [],
     letterFilter: { job_type: "", tenant: "", error_type: "", since: "", until: "" },
     letters: [],
@@ -66,10 +78,15 @@ document.addEventListener("alpine:init", () => {
       sessionStorage.removeItem(TOKEN_KEY);
       this.token = "";
       this.tenant = "";
+      this.actingFor = "";
       if (this.stream) this.stream.abort();
     },
 
+    // who the token is comes with the queues; a page that needs neither loads its data meanwhile
     async start() {
+      const first = this.wanted();
+      const alongside = !["queues", "clocks"].includes(first);
+      if (alongside) this.open();
       try {
         const queues = await this.api("GET", "/queues");
         this.seesAll = queues.scope === "all";
@@ -77,12 +94,17 @@ document.addEventListener("alpine:init", () => {
         this.setQueues(queues);
       } catch (e) { return; }
       this.listen();
-      this.open();
+      if (first === "queues") this.page = "queues";  // its data just came
+      else if (!alongside) this.open();
+    },
+
+    wanted() {
+      const wanted = (location.hash || "#queues").slice(1);
+      return this.pages.includes(wanted) ? wanted : "queues";
     },
 
     open() {
-      const wanted = (location.hash || "#queues").slice(1);
-      this.page = this.pages.includes(wanted) ? wanted : "queues";
+      this.page = this.wanted();
       this.error = "";
       this.notice = "";
       ({ queues: () => this.loadQueues(), jobs: () => this.jobs.length || this.job || this.loadJobs(0),
@@ -162,6 +184,10 @@ document.addEventListener("alpine:init", () => {
       const payload = JSON.parse(data);
       if (name === "queues") {
         for (const q of this.queues) Object.assign(q, payload[q.job_type] || {});
+      } else if (name === "services") {
+        this.services = payload.services;
+        this.pausedTopics = payload.paused_topics || [];
+        for (const q of this.queues) q.paused = !!payload.paused[q.job_type];
       } else if (name === "jobs") {
         for (const changed of payload) this.jobChanged(changed);
       } else if (name === "dead-letters" && this.page === "dead-letters") {
@@ -174,8 +200,17 @@ document.addEventListener("alpine:init", () => {
       const i = this.jobs.findIndex(j => j.job_id === changed.job_id);
       if (i >= 0) this.jobs[i] = changed;
       else if (!this.jobOffset && this.page === "jobs" && !this.jobFilter.state && !this.jobFilter.tenant) this.jobs.unshift(changed);
-      if (this.job && this.job.job_id === changed.job_id) this.job = changed;
+      if (this.job && this.job.job_id === changed.job_id) this.refreshJob(changed.job_id);
       for (const d of this.letters) if (d.job_id === changed.job_id) d.job_state = changed.state;
+      // a run the open schedule's history has not shown yet (its fire, a backfill): read it again
+      const s = this.schedule;
+      if (s && changed.type === s.job_type && changed.tenant_id === s.tenant_id
+          && !this.runs.some(r => r.job_id === changed.job_id)) this.reloadRuns();
+      // the open schedule's newest run changed: its row's last status too
+      if (s && this.runs.length && this.runs[0].job_id === changed.job_id) {
+        const row = this.schedules.find(x => x.id === s.id);
+        if (row) row.last_status = RUN_STATUS[changed.state] || row.last_status;
+      }
       for (const r of this.runs) if (r.job_id === changed.job_id) {
         r.state = changed.state;
         r.attempts = changed.attempts;
@@ -187,16 +222,30 @@ document.addEventListener("alpine:init", () => {
     setQueues(answer) {
       this.queues = answer.queues;
       this.queueScope = answer.scope;
+      this.services = answer.services || [];
+      this.pausedTopics = answer.paused_topics || [];
     },
 
     async loadQueues() {
       this.setQueues(await this.api("GET", "/queues"));
-      if (this.seesAll) {
-        // the worker's own health page: not tenant data, so shown to the system tenant only
-        const health = await fetch("/health").then(r => r.json()).catch(() => null);
-        this.services = health ? Object.entries(health.components)
-          .map(([name, { status, ...detail }]) => ({ name, status, detail })) : [];
-      }
+    },
+
+    // the last full minute's completed jobs, and bars of the last minutes (tallest: 100%)
+    lastMinute(q) {
+      const counts = q.completed_per_minute || [];
+      const full = counts.length > 1 ? counts[counts.length - 2] : null;
+      return full === null || full === undefined ? "…" : full + "/min";
+    },
+
+    bars(q) {
+      const counts = (q.completed_per_minute || []).map(c => c ?? 0);
+      const top = Math.max(1, ...counts);
+      return counts.map((c, i) => ({ i, c, height: Math.round(100 * c / top) + "%" }));
+    },
+
+    // the tenant the system tenant acts for on the schedules API (its own, when none is named)
+    acting() {
+      return this.seesAll && this.actingFor.trim() ? { tenant: this.actingFor.trim() } : {};
     },
 
     async loadJobs(offset) {
@@ -219,30 +268,55 @@ document.addEventListener("alpine:init", () => {
       } catch (e) { /* this.error says why */ }
     },
 
-    async loadSchedules() {
-      this.schedules = (await this.api("GET", "/schedules")).schedules;
-      this.scheduleOffset = Math.min(this.scheduleOffset, Math.max(0, this.schedules.length - 1));
+    // one page of 50 from the server, by id
+    async reloadRuns() {
+      if (this.runsLoading || !this.schedule) return;  // one read at a time; the next event brings the rest
+      this.runsLoading = true;
+      try {
+        const s = this.schedule;
+        const acting = this.query(this.acting());
+        const answer = await this.api("GET", this.schedulePath(s, "/runs") + acting);
+        if (this.schedule && this.schedule.id === s.id) this.runs = answer.runs;
+      } catch (e) { /* this.error says why */ } finally { this.runsLoading = false; }
+    },
+
+    // the job shown changed: its whole page again (attempts, timeline), kept open meanwhile
+    async refreshJob(jobId) {
+      try {
+        const fresh = await this.api("GET", "/jobs/" + encodeURIComponent(jobId));
+        if (this.job && this.job.job_id === jobId) this.job = fresh;
+      } catch (e) { /* this.error says why */ }
+    },
+
+    async loadSchedules(offset) {
+      if (offset !== undefined) this.scheduleOffset = offset;
+      const answer = await this.api("GET", "/schedules" + this.query({ ...this.acting(), offset: this.scheduleOffset, limit: 50 }));
+      this.schedules = answer.schedules;
+      this.scheduleNext = answer.next_offset;
+      this.scheduleTotal = answer.total;
       if (this.schedule) {
         const still = this.schedules.find(s => s.id === this.schedule.id);
         if (still) await this.showSchedule(still); else this.schedule = null;
       }
     },
 
-    schedulesShown() {
-      return this.schedules.slice(this.scheduleOffset, this.scheduleOffset + 50);
+    schedulePath(s, rest) {
+      return "/schedules/" + encodeURIComponent(s.id) + (rest || "");
     },
 
     async showSchedule(s) {
-      const id = encodeURIComponent(s.id);
+      const acting = this.query(this.acting());
+      const sep = acting ? "&" : "?";
       const [next, runs] = await Promise.all([
-        this.api("GET", "/schedules/" + id + "/next?count=5"), this.api("GET", "/schedules/" + id + "/runs")]);
+        this.api("GET", this.schedulePath(s, "/next") + acting + sep + "count=5"),
+        this.api("GET", this.schedulePath(s, "/runs") + acting)]);
       this.schedule = s;
       this.nextRuns = next.next;
       this.runs = runs.runs;
     },
 
     async scheduleAction(s, action) {
-      const answer = await this.api("POST", "/schedules/" + encodeURIComponent(s.id) + "/" + action);
+      const answer = await this.api("POST", this.schedulePath(s, "/" + action) + this.query(this.acting()));
       this.notice = action === "trigger" ? "Triggered " + s.id + ": job " + answer.run.job_id
                                          : (action === "pause" ? "Paused " : "Resumed ") + s.id;
       await this.loadSchedules();
@@ -250,7 +324,7 @@ document.addEventListener("alpine:init", () => {
     },
 
     async deleteSchedule(s) {
-      await this.api("DELETE", "/schedules/" + encodeURIComponent(s.id));
+      await this.api("DELETE", this.schedulePath(s) + this.query(this.acting()));
       this.deleting = null;
       if (this.schedule && this.schedule.id === s.id) this.schedule = null;
       this.notice = "Deleted " + s.id;
@@ -258,7 +332,7 @@ document.addEventListener("alpine:init", () => {
     },
 
     async backfill() {
-      const answer = await this.api("POST", "/schedules/" + encodeURIComponent(this.schedule.id) + "/backfill",
+      const answer = await this.api("POST", this.schedulePath(this.schedule, "/backfill") + this.query(this.acting()),
                                     { from: this.backfillFrom, to: this.backfillTo });
       this.notice = "Backfill: " + answer.sent + " run(s) sent, " + answer.already + " sent before";
       await this.showSchedule(this.schedule);
@@ -268,18 +342,31 @@ document.addEventListener("alpine:init", () => {
       this.clock = null;
       this.clockProblem = "";
       this.worldFires = [];
-      if (!this.seesAll) {
-        try {
-          this.clock = await this.api("GET", "/clocks/" + encodeURIComponent(this.tenant));
-        } catch (e) { this.error = ""; }
-      } else {
-        this.clockProblem = "The system tenant has no campaign clock: sign in with a campaign's token to see its world time.";
+      const campaign = this.seesAll ? this.actingFor.trim() : this.tenant;
+      if (!campaign) {
+        // the system tenant: every campaign's clock, one to pick
+        const answer = await this.api("GET", "/clocks?limit=100");
+        this.campaigns = answer.clocks;
+        this.campaignTotal = answer.total;
+        this.clockProblem = answer.total ? "" : "No campaign has a world clock yet: it starts with a campaign's first world-time-advanced event.";
+        return;
       }
-      const world = (await this.api("GET", "/schedules")).schedules.filter(s => s.clock === "world" && !s.paused);
+      this.campaigns = [];
+      try {
+        this.clock = await this.api("GET", "/clocks/" + encodeURIComponent(campaign));
+      } catch (e) { this.error = ""; }
+      const acting = this.query(this.acting());
+      const sep = acting ? "&" : "?";
+      const world = (await this.api("GET", "/schedules" + acting)).schedules.filter(s => s.clock === "world" && !s.paused);
       for (const s of world.slice(0, 20)) {
-        const next = await this.api("GET", "/schedules/" + encodeURIComponent(s.id) + "/next?count=3");
-        for (const n of next.next) this.worldFires.push({ schedule: s.name || s.id, at: n.at });
+        const next = await this.api("GET", this.schedulePath(s, "/next") + acting + sep + "count=3");
+        for (const n of next.next) this.worldFires.push({ schedule: s.name || s.id, at: n.at, utc: n.utc });
       }
+    },
+
+    async showCampaign(tenant) {
+      this.actingFor = tenant;
+      await this.loadClocks();
     },
 
     letterQuery() {
@@ -312,7 +399,7 @@ document.addEventListener("alpine:init", () => {
     local(at) {
       if (at === null || at === undefined || at === "") return "";
       const when = typeof at === "number" ? new Date(at * 1000) : new Date(at);
-      return isNaN(when) ? String(at) : when.toLocaleString();
+      return isNaN(when) ? String(at) : LOCAL_TIME.format(when);
     },
 
     utc(at) {
