@@ -139,5 +139,5 @@ async def test_schedules_say_what_will_really_happen(stack, api, settings, cronb
         shown_status = json.loads(status.stdout)
         for name in ("started_at", "updated_at", "finished_at"):
             utc(shown_status[name])
-        page = httpx.get(f"{worker.base_url}/jobs/{first['job_id']}", timeout=10).json()
+        page = httpx.get(f"{worker.base_url}/jobs/{first['job_id']}", timeout=10, headers=ACME).json()
         assert page["finished_at"] == shown_status["finished_at"]
