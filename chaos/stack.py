@@ -1,0 +1,318 @@
+"""What the chaos scenarios share: the stack (Tansu broker, Redis, the development API), worker
+processes to kill -9 and restart, and counting what the API applied (its own records, never a
+worker's metrics). Every process started here is stopped by its pid."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from cronbus.clients.devstack.dev_api import DevApi
+from cronbus.clients.devstack.harness import DevStack, WorkerProcess
+from cronbus.streams.settings import Settings
+
+log = logging.getLogger("chaos.stack")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# the scenarios' own job and event types (chaos/job_types.py), loaded by the workers
+JOB_MODULE = "chaos.job_types"
+T = TypeVar("T")
+
+
+class ScenarioFailed(AssertionError):
+    """A scenario could not get to its counting (a worker did not start, nothing drained)."""
+
+
+def wait_for(probe: Callable[[], T], done: Callable[[T], bool], *, timeout_s: float, what: str,
+             interval_s: float = 0.5) -> T:
+    """Probe until ``done(value)``; the last value. Raises :class:`ScenarioFailed` naming ``what``
+    after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise ScenarioFailed(f"{what}: not within {timeout_s:.0f}s (last: {short(value)})")
+        time.sleep(interval_s)
+
+
+def short(value: object, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+class ApiLedger:
+    """The development API's own records: what was applied, how often, by whom, when."""
+
+    def __init__(self, api: DevApi) -> None:
+        self.api = api
+        self.control_url = api.control_url
+
+    def url_for(self, caller: str) -> str:
+        """The API's URL for one worker: the API records ``caller`` with each request it gets."""
+        return f"{self.api.url}?caller={caller}"
+
+    def _get(self, path: str) -> Any:
+        response = httpx.get(f"{self.control_url}/{path}", timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request so far, in order: seq, at, caller, idempotency_key, status, applied."""
+        return self._get("requests")  # type: ignore[no-any-return]
+
+    def applied(self) -> dict[str, int]:
+        """Idempotency-Key -> how many times its effect was applied."""
+        return self._get("applied")  # type: ignore[no-any-return]
+
+    def applied_count(self) -> dict[str, int]:
+        """``keys`` applied, ``applications`` (over all keys), ``requests`` received."""
+        return self._get("applied-count")  # type: ignore[no-any-return]
+
+    def applied_inputs(self) -> dict[str, dict[str, Any]]:
+        """Idempotency-Key -> the input its applied call carried (type, tenant, payload)."""
+        return self._get("applied-inputs")  # type: ignore[no-any-return]
+
+    def fail(self, status: int, times: int | None = None) -> None:
+        httpx.post(f"{self.control_url}/fail", json={"status": status, "times": times},
+                   timeout=10).raise_for_status()
+
+    def stop_failing(self) -> None:
+        httpx.delete(f"{self.control_url}/fail", timeout=10).raise_for_status()
+
+    def delay(self, seconds: float) -> None:
+        """Every call applied at once and answered ``seconds`` later (0: at once again)."""
+        httpx.post(f"{self.control_url}/delay", json={"seconds": seconds},
+                   timeout=10).raise_for_status()
+
+
+@dataclass
+class Tally:
+    """What reached the API against what was sent, by logical unit (a job, an event, a fire):
+    ``lost`` units no applied call covers, ``doubled`` units more than one applied key covers
+    (or a key the API applied more than once)."""
+
+    sent: int
+    applied: int
+    lost: list[str]
+    doubled: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sent": self.sent, "applied": self.applied, "lost": len(self.lost),
+                "doubled": len(self.doubled)}
+
+
+def tally(expected: Iterable[str], covered: Iterable[str]) -> Tally:
+    """``expected``: every unit sent; ``covered``: one entry per applied key per unit it covers
+    (a unit twice in it was applied under two keys)."""
+    wanted = set(expected)
+    seen = Counter(covered)
+    return Tally(sent=len(wanted), applied=sum(1 for unit in wanted if seen[unit] >= 1),
+                 lost=sorted(unit for unit in wanted if not seen[unit]),
+                 doubled=sorted(unit for unit, n in seen.items() if n > 1))
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples in a Prometheus exposition whose labels include ``labels``."""
+    total = 0.0
+    pattern = re.compile(rf"^{re.escape(name)}(?:\{{(.*)\}})?\s+(\S+)$")
+    for line in text.splitlines():
+        found = pattern.match(line)
+        if not found:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(found.group(2))
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory (VmRSS) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _count_records(brokers: str, topics: Sequence[str], idle_s: float) -> dict[str, int]:
+    """Records on each topic, read to the end (Tansu's end offset is the last batch's base + 1,
+    so read until a fetch stays empty)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=brokers.removeprefix("kafka://"),
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                group_id=None)
+    await consumer.start()
+    counts = dict.fromkeys(topics, 0)
+    try:
+        existing = await consumer.topics()
+        parts = [TopicPartition(t, p) for t in topics if t in existing
+                 for p in (consumer.partitions_for_topic(t) or ())]
+        if not parts:
+            return counts
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, records in batch.items():
+                counts[tp.topic] += len(records)
+            if any(batch.values()):
+                quiet_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return counts
+
+
+def count_records(brokers: str, topics: Sequence[str], idle_s: float = 2.0) -> dict[str, int]:
+    """How many records each topic holds (e.g. dead letters)."""
+    return asyncio.run(_count_records(brokers, topics, idle_s))
+
+
+@dataclass
+class Worker:
+    """One ``cronbus worker`` slot: its name, settings and roles; restarted as a new process."""
+
+    name: str
+    env: dict[str, str]
+    roles: tuple[str, ...]
+    log_dir: Path
+    process: WorkerProcess | None = None
+    starts: int = 0
+
+    def start(self, timeout_s: float = 120.0) -> Self:
+        self.process = WorkerProcess(self.name, self.env, self.log_dir, self.roles)
+        self.starts += 1
+        self.process.start(timeout_s)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.process.alive()
+
+    def kill(self) -> None:
+        """kill -9, as a crash."""
+        if self.process is not None:
+            self.process.kill()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def metrics(self) -> str:
+        assert self.process is not None
+        return self.process.metrics_text()
+
+
+@dataclass
+class WorkerPool:
+    """Workers of one deployment (one app id); kills and restarts them by pid."""
+
+    workers: list[Worker] = field(default_factory=list)
+    kills: list[dict[str, Any]] = field(default_factory=list)
+
+    def start_all(self) -> Self:
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def kill_and_restart(self, rng: random.Random) -> dict[str, Any]:
+        """kill -9 one worker picked at random, then start it again (waits until ready)."""
+        worker = rng.choice([w for w in self.workers if w.alive()] or self.workers)
+        pid = worker.pid
+        killed_at = time.monotonic()
+        worker.kill()
+        worker.start()
+        kill = {"worker": worker.name, "pid": pid, "restart_s": round(time.monotonic() - killed_at, 1)}
+        self.kills.append(kill)
+        log.info("kill -9 %s (pid %s), restarted in %.1fs", worker.name, pid, kill["restart_s"])
+        return kill
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.stop()
+            except Exception:  # stop the rest whatever one did
+                log.exception("stopping %s", worker.name)
+
+
+class ChaosStack:
+    """The broker and Redis (DevStack) plus one development API; workers of one app id."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.dev = DevStack(work_dir / "stack", with_api=False)
+        self.api_process = DevApi(work_dir / "stack")
+        self.api = ApiLedger(self.api_process)
+        self.run_id = uuid.uuid4().hex[:8]
+        self.pools: list[WorkerPool] = []
+
+    def __enter__(self) -> Self:
+        self.dev.start()
+        try:
+            self.api_process.start()
+        except BaseException:
+            self.dev.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for pool in self.pools:
+            pool.stop_all()
+        self.api_process.stop()
+        self.dev.stop()
+
+    @property
+    def broker_url(self) -> str:
+        return self.dev.broker_url
+
+    def worker_env(self, **settings: str | int | float) -> dict[str, str]:
+        """A worker's settings: this stack, this run's app id and Redis namespace, the chaos job
+        types (chaos/job_types.py), quick rebalances, no built-in schedules; ``settings`` as
+        CRONBUS_<NAME>."""
+        base: dict[str, str | int | float] = {
+            "app_id": f"chaos-{self.run_id}",
+            "redis_namespace": f"chaos-{self.run_id}",
+            "data_dir": str(self.work_dir / "data"),
+            "job_modules": JOB_MODULE,
+            "partitions": 4,
+            "broker_rebalance_timeout_s": 4,
+            "broker_session_timeout_s": 6,
+            "builtin_schedules_off": "all",
+            "log_level": "WARNING",
+            **settings,
+        }
+        env = {**self.dev.env(), Settings.env_name("api_url"): self.api_process.url}
+        env.update({Settings.env_name(name): str(value) for name, value in base.items()})
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                          os.environ.get("PYTHONPATH")]))
+        return env
+
+    def pool(self, count: int, roles: Sequence[str] = (), *, name: str = "worker",
+             tag_callers: bool = False, **settings: str | int | float) -> WorkerPool:
+        """``count`` workers (not started) of this stack's app; ``tag_callers``: each calls the
+        API under its own ``?caller=<name>`` so the API's records say who called."""
+        pool = WorkerPool()
+        for n in range(1, count + 1):
+            worker_name = f"{name}-{n}"
+            env = self.worker_env(**settings)
+            if tag_callers:
+                env[Settings.env_name("api_url")] = self.api.url_for(worker_name)
+            pool.workers.append(Worker(worker_name, env, tuple(roles), self.work_dir / "logs"))
+        self.pools.append(pool)
+        return pool
