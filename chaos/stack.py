@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 import uuid
 from collections import Counter
@@ -22,7 +23,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cronbus.clients.devstack.dev_api import DevApi
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
-from cronbus.streams.settings import Settings
+from cronbus.clients.kafka import connect
+from cronbus.streams import topics
+from cronbus.streams.events import DomainEvent, encode_event, topic_of
+from cronbus.streams.jobs import Job
+from cronbus.streams.keys import tenant_key
+from cronbus.streams.schedules import Schedule
+from cronbus.streams.settings import Settings, load_settings
 
 log = logging.getLogger("chaos.stack")
 
@@ -181,6 +188,92 @@ def count_records(brokers: str, topics: Sequence[str], idle_s: float = 2.0) -> d
     return asyncio.run(_count_records(brokers, topics, idle_s))
 
 
+async def _produce(brokers: str, records: Iterable[tuple[str, bytes, bytes]]) -> int:
+    producer = connect.producer(load_settings(broker_url=brokers).kafka, linger_ms=5,
+                                max_batch_size=256_000)
+    await producer.start()
+    sent = 0
+    try:
+        for topic, key, value in records:
+            await producer.send(topic, key=key, value=value)
+            sent += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+def produce(brokers: str, records: Iterable[tuple[str, bytes, bytes]]) -> int:
+    """Send (topic, key, value) records and wait until the broker has them all; how many."""
+    return asyncio.run(_produce(brokers, records))
+
+
+class PacedProducer:
+    """Sends records at a steady rate from a thread of its own (load that keeps coming while a
+    scenario breaks something), until told to stop or out of records."""
+
+    def __init__(self, brokers: str, records: Iterable[tuple[str, bytes, bytes]],
+                 per_s: float) -> None:
+        self.brokers = brokers
+        self.records = iter(records)
+        self.per_s = per_s
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="paced-producer", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> int:
+        """Stop sending; how many records the broker acknowledged."""
+        self._stop.set()
+        self._thread.join(60)
+        if self.error is not None:
+            raise ScenarioFailed(f"the load's producer failed: {self.error!r}")
+        return self.sent
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._produce())
+        except BaseException as exc:  # told to the scenario by stop()
+            self.error = exc
+
+    async def _produce(self) -> None:
+        producer = connect.producer(load_settings(broker_url=self.brokers).kafka, linger_ms=5)
+        await producer.start()
+        try:
+            tick_s, began = 0.25, time.monotonic()
+            while not self._stop.is_set():
+                due = int((time.monotonic() - began) * self.per_s) - self.sent
+                batch = [record for _, record in zip(range(max(0, due)), self.records,
+                                                     strict=False)]
+                for topic, key, value in batch:
+                    await producer.send(topic, key=key, value=value)
+                await producer.flush()
+                self.sent += len(batch)
+                if due > 0 and not batch:
+                    return  # out of records
+                await asyncio.sleep(tick_s)
+        finally:
+            await producer.stop()
+
+
+def event_record(event: DomainEvent) -> tuple[str, bytes, bytes]:
+    return topic_of(event), tenant_key(event.tenant_id), encode_event(event)
+
+
+def job_record(job: Job) -> tuple[str, bytes, bytes]:
+    """A job straight onto its job topic, keyed by tenant, as a producer of jobs writes it."""
+    return topics.job_topic(job.type), tenant_key(job.tenant_id), job.encode()
+
+
+def schedule_record(schedule: Schedule) -> tuple[str, bytes, bytes]:
+    """A schedule onto the compacted ``schedules`` topic, as the API and the CLI write it."""
+    return topics.SCHEDULES, schedule.key, schedule.encode()
+
+
 @dataclass
 class Worker:
     """One ``cronbus worker`` slot: its name, settings and roles; restarted as a new process."""
@@ -192,10 +285,16 @@ class Worker:
     process: WorkerProcess | None = None
     starts: int = 0
 
-    def start(self, timeout_s: float = 120.0) -> Self:
+    def launch(self) -> WorkerProcess:
+        """Start the process (a new one, a new web port) without waiting for it."""
         self.process = WorkerProcess(self.name, self.env, self.log_dir, self.roles)
         self.starts += 1
-        self.process.start(timeout_s)
+        self.process.process.start()
+        return self.process
+
+    def start(self, timeout_s: float = 180.0) -> Self:
+        process = self.launch()
+        process.process.wait_until(process.is_ready, timeout_s, "ready")
         return self
 
     @property
@@ -225,15 +324,23 @@ class WorkerPool:
 
     workers: list[Worker] = field(default_factory=list)
     kills: list[dict[str, Any]] = field(default_factory=list)
+    _round: list[Worker] = field(default_factory=list)  # still to be killed this round
 
-    def start_all(self) -> Self:
+    def start_all(self, timeout_s: float = 180.0) -> Self:
+        """Start every worker side by side (each takes seconds to import), wait for all."""
         for worker in self.workers:
-            worker.start()
+            worker.launch()
+        for worker in self.workers:
+            assert worker.process is not None
+            worker.process.process.wait_until(worker.process.is_ready, timeout_s, "ready")
         return self
 
     def kill_and_restart(self, rng: random.Random) -> dict[str, Any]:
-        """kill -9 one worker picked at random, then start it again (waits until ready)."""
-        worker = rng.choice([w for w in self.workers if w.alive()] or self.workers)
+        """kill -9 a worker picked at random, then start it again (waits until ready). Picked
+        from a shuffled round of all workers: every worker is hit as often, in no set order."""
+        if not self._round:
+            self._round = rng.sample(self.workers, len(self.workers))
+        worker = self._round.pop()
         pid = worker.pid
         killed_at = time.monotonic()
         worker.kill()
