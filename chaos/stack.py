@@ -301,6 +301,9 @@ class Worker:
     def pid(self) -> int | None:
         return self.process.process.pid if self.process is not None else None
 
+    def ready(self) -> bool:
+        return self.alive() and self.process is not None and self.process.is_ready()
+
     def alive(self) -> bool:
         return self.process is not None and self.process.process.alive()
 
@@ -335,20 +338,35 @@ class WorkerPool:
             worker.process.process.wait_until(worker.process.is_ready, timeout_s, "ready")
         return self
 
-    def kill_and_restart(self, rng: random.Random) -> dict[str, Any]:
-        """kill -9 a worker picked at random, then start it again (waits until ready). Picked
-        from a shuffled round of all workers: every worker is hit as often, in no set order."""
+    def kill_and_restart(self, rng: random.Random, *, wait_ready: bool = True) -> dict[str, Any]:
+        """kill -9 a worker picked at random and start it again at once. Picked from a shuffled
+        round of all workers: every worker is hit as often, in no set order. ``wait_ready``:
+        return once the new process is ready; otherwise at once, so the next kill may find it
+        starting, or the others rebalancing (:meth:`wait_all_ready` waits for them)."""
         if not self._round:
             self._round = rng.sample(self.workers, len(self.workers))
         worker = self._round.pop()
-        pid = worker.pid
+        pid, was_ready = worker.pid, worker.ready()
         killed_at = time.monotonic()
         worker.kill()
-        worker.start()
-        kill = {"worker": worker.name, "pid": pid, "restart_s": round(time.monotonic() - killed_at, 1)}
+        process = worker.launch()
+        kill: dict[str, Any] = {"worker": worker.name, "pid": pid, "was_ready": was_ready}
+        if wait_ready:
+            process.process.wait_until(process.is_ready, 180.0, "ready")
+            kill["restart_s"] = round(time.monotonic() - killed_at, 1)
         self.kills.append(kill)
-        log.info("kill -9 %s (pid %s), restarted in %.1fs", worker.name, pid, kill["restart_s"])
+        log.info("kill -9 %s (pid %s, %s), restarted%s", worker.name, pid,
+                 "ready" if was_ready else "not ready yet",
+                 f" in {kill['restart_s']}s" if wait_ready else "")
         return kill
+
+    def wait_all_ready(self, timeout_s: float = 180.0) -> float:
+        """Wait until every worker is ready again; how long that took."""
+        began = time.monotonic()
+        for worker in self.workers:
+            assert worker.process is not None
+            worker.process.process.wait_until(worker.process.is_ready, timeout_s, "ready")
+        return time.monotonic() - began
 
     def stop_all(self) -> None:
         for worker in self.workers:
