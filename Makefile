@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install lint unit test run clean bench-console bench-ingest bench-jobs bench-priority bench-schedules prometheus nginx kcat chromium
+.PHONY: install lint unit test run clean chaos bench-console bench-ingest bench-jobs bench-priority bench-schedules prometheus nginx kcat chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check streams agents clients families tests bench
+	$(BIN)/ruff check streams agents clients families tests bench chaos
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
@@ -57,6 +57,12 @@ test: lint prometheus kcat chromium
 
 run: install
 	$(BIN)/cronbus demo
+
+# the fault suite (chaos/): kill storms, outages and slow answers on the real broker, Redis and
+# development API; one JSON line per scenario, then a summary; non-zero if any failed.
+# PROFILE=ci: the same scenarios and assertions, shorter (what .ci/run runs after `make test`)
+chaos: install
+	$(BIN)/python -m chaos --profile $${PROFILE:-full}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info .cronbus-data

@@ -17,6 +17,13 @@ Control endpoints (JSON):
 - ``POST /_control/reset``     forget requests and applied keys
 - ``GET  /_control/applied``   how many times each ``Idempotency-Key``'s effect was applied (a
   repeat of an applied key is answered, not applied again: exactly once is every key at 1)
+- ``GET  /_control/applied-count``  ``{"keys", "applications", "requests"}``: the counts alone,
+  cheap to ask often
+- ``GET  /_control/applied-inputs``  each applied ``Idempotency-Key``'s input, as its first
+  call carried it (which events a window's job covered, which schedule a tick's job is of)
+
+Every request is recorded with its arrival time and its ``caller``: the URL's ``caller`` query
+parameter, so callers given URLs of their own (``/graphql?caller=worker-1``) can be told apart.
 
 Accounting exports (the scheduled exports design): ``startExport(input)`` starts one (once per
 ``Idempotency-Key``: a repeat answers the same ``exportId``), ``export(id)`` says how it is
@@ -165,6 +172,7 @@ class RecordedRequest:
     idempotency_key: str | None
     status: int
     applied: bool
+    caller: str | None = None
 
 
 @dataclass
@@ -208,6 +216,7 @@ class DevApiState:
     failing: FailSwitch = field(default_factory=FailSwitch)
     delay_s: float = 0.0
     applications: dict[str, int] = field(default_factory=dict)
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # applied key -> its input
     exports: dict[str, ExportRun] = field(default_factory=dict)
     export_keys: dict[str, str] = field(default_factory=dict)  # idempotency key -> export id
     export_outcome: ExportOutcome = field(default_factory=ExportOutcome)
@@ -218,6 +227,7 @@ class DevApiState:
             operation=found.get("operation"), tenant_id=found.get("tenant_id"),
             job_id=found.get("job_id"), idempotency_key=request.headers.get("idempotency-key"),
             status=status, applied=found.get("applied", False),
+            caller=request.query_params.get("caller"),
         ))
 
 
@@ -233,6 +243,7 @@ def create_dev_api() -> Starlette:
         first = key not in state.applied
         if first:
             state.applications[key] = state.applications.get(key, 0) + 1
+            state.inputs[key] = data
             state.applied[key] = {
                 "jobId": data["jobId"], "tenantId": data["tenantId"], "appliedAt": time.time()
             }
@@ -292,6 +303,14 @@ def create_dev_api() -> Starlette:
     async def applied(_: Request) -> Response:
         return JSONResponse(state.applications)
 
+    async def applied_inputs(_: Request) -> Response:
+        return JSONResponse(state.inputs)
+
+    async def applied_count(_: Request) -> Response:
+        return JSONResponse({"keys": len(state.applications),
+                             "applications": sum(state.applications.values()),
+                             "requests": len(state.requests)})
+
     async def delay(request: Request) -> Response:
         state.delay_s = float((await request.json()).get("seconds", 0))
         return JSONResponse({"delay_s": state.delay_s})
@@ -319,6 +338,7 @@ def create_dev_api() -> Starlette:
         state.requests.clear()
         state.applied.clear()
         state.applications.clear()
+        state.inputs.clear()
         state.failing.failure = None
         return JSONResponse({"reset": True})
 
@@ -328,6 +348,8 @@ def create_dev_api() -> Starlette:
         Route("/_control/delay", delay, methods=["POST"]),
         Route("/_control/reset", reset, methods=["POST"]),
         Route("/_control/applied", applied),
+        Route("/_control/applied-inputs", applied_inputs),
+        Route("/_control/applied-count", applied_count),
         Route("/_control/exports", exports, methods=["GET", "POST"]),
         Route("/graphql", AsgiEndpoint(serve_graphql), methods=["GET", "POST"]),
     ])
