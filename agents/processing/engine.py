@@ -53,6 +53,7 @@ from cronbus.clients.kafka import connect as kafka_connect
 from cronbus.clients.kafka.keeper import KeepFailed, Kept, RecordKeeper, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobStatusStore
 from cronbus.clients.redis.kept_schedules import KeptSchedules
+from cronbus.clients.redis.outage import RedisOutage
 from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.clients.redis.rate_limits import RateLimitWindows
 from cronbus.streams import topics
@@ -129,6 +130,8 @@ class JobTopicConsumer:
         self._room = asyncio.Event()
         self._last_of_key: dict[tuple[TopicPartition, bytes | None], asyncio.Task[None]] = {}
         self._outstanding = 0
+        # every record's job status and rate-limit window is in Redis: its outage is said once
+        self.redis_outage = RedisOutage(f"processor {processor.job_type}")
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -227,6 +230,7 @@ class JobTopicConsumer:
         while True:
             try:
                 await self.processor.process(record)
+                self.redis_outage.succeeded()
                 break
             except HandedBack:
                 return  # never marked done: the partition's next owner runs it
@@ -268,7 +272,9 @@ class JobTopicConsumer:
             except Exception as keep_error:  # the broker refused too: go on trying
                 error = f"{type(keep_error).__name__}: {keep_error}"
         delay = pause_after(tries)
-        if tries == 1:
+        if self.redis_outage.failed(exc):
+            pass  # said once for the whole processor, not once per record
+        elif tries == 1:
             log.exception("%s[%s]@%s: processing failed; trying again in %.1fs (logged once "
                           "for this record)", tp.topic, tp.partition, record.offset, delay)
         else:
