@@ -53,7 +53,7 @@ from cronbus.clients.kafka import connect as kafka_connect
 from cronbus.clients.kafka.keeper import KeepFailed, Kept, RecordKeeper, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobStatusStore
 from cronbus.clients.redis.kept_schedules import KeptSchedules
-from cronbus.clients.redis.outage import RedisOutage
+from cronbus.clients.redis.outage import RedisOutage, is_redis_outage
 from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.clients.redis.rate_limits import RateLimitWindows
 from cronbus.streams import topics
@@ -227,6 +227,7 @@ class JobTopicConsumer:
                     await self._wait_aside(due)
                 else:
                     await asyncio.sleep(due - time.time())
+        waited_for_redis = False
         while True:
             try:
                 await self.processor.process(record)
@@ -237,10 +238,13 @@ class JobTopicConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                waited_for_redis = is_redis_outage(exc)
                 if not await self._failed(tp, record, exc):
                     break
         if self.stalls.passed(tp.topic, tp.partition, record.offset):
-            log.info("%s[%s]@%s: decided after all", tp.topic, tp.partition, record.offset)
+            # after a Redis outage every waiting record passes: the outage's end is said once
+            log.log(logging.DEBUG if waited_for_redis else logging.INFO,
+                    "%s[%s]@%s: decided after all", tp.topic, tp.partition, record.offset)
         self.offsets.finish(tp, record.offset)
         if self.ordered and self._last_of_key.get((tp, record.key)) is asyncio.current_task():
             del self._last_of_key[(tp, record.key)]

@@ -29,14 +29,23 @@ def is_redis_outage(error: BaseException) -> bool:
                               ConnectionRefusedError))
 
 
+# a failure this soon after Redis answered again is the same outage's tail (connections of the
+# pool opened before the restart fail once each), not a new one worth a warning
+SETTLE_S = 10.0
+
+
 class RedisOutage:
     """One component's view of Redis: away since when, how many calls failed meanwhile."""
 
-    def __init__(self, component: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, component: str, *, clock: Callable[[], float] = time.monotonic,
+                 settle_s: float = SETTLE_S) -> None:
         self.component = component
         self._clock = clock
+        self._settle_s = settle_s
         self.since: float | None = None  # when the first failing call was seen
         self.failures = 0  # calls failed in this outage
+        self._back_at: float | None = None  # when Redis last answered again after an outage
+        self._quiet = False  # this outage is the last one's tail: not said again
 
     @property
     def away(self) -> bool:
@@ -50,6 +59,12 @@ class RedisOutage:
         self.failures += 1
         if self.since is None:
             self.since = self._clock()
+            self._quiet = (self._back_at is not None
+                           and self.since - self._back_at < self._settle_s)
+            if self._quiet:
+                log.debug("%s: a Redis call failed just after it came back: %s",
+                          self.component, error)
+                return True
             log.warning("%s: Redis is unavailable (%s: %s); its work waits and is tried again "
                         "(said once until Redis answers)", self.component,
                         type(error).__name__, error)
@@ -62,6 +77,10 @@ class RedisOutage:
         """A call went through: if Redis was away, say once that it is back."""
         if self.since is None:
             return
-        log.info("%s: Redis answers again after %.1fs (%d calls failed meanwhile)",
-                 self.component, self._clock() - self.since, self.failures)
-        self.since, self.failures = None, 0
+        now = self._clock()
+        log.log(logging.DEBUG if self._quiet else logging.INFO,
+                "%s: Redis answers again after %.1fs (%d calls failed meanwhile)",
+                self.component, now - self.since, self.failures)
+        if not self._quiet:
+            self._back_at = now
+        self.since, self.failures, self._quiet = None, 0, False

@@ -40,3 +40,23 @@ def test_another_error_is_left_to_the_caller(caplog):
     with caplog.at_level(logging.DEBUG, logger="cronbus.clients.redis.outage"):
         assert not outage.failed(KeyError("defect"))
     assert not outage.away and not caplog.records
+
+
+def test_a_failure_just_after_redis_came_back_is_the_same_outage(caplog):
+    """The pool's connections opened before a restart fail once each when next used."""
+    now = [0.0]
+    outage = RedisOutage("ticker", clock=lambda: now[0])
+    refused = redis.exceptions.ConnectionError("Connection closed by server.")
+    with caplog.at_level(logging.DEBUG, logger="cronbus.clients.redis.outage"):
+        outage.failed(refused)
+        now[0] = 30.0
+        outage.succeeded()
+        now[0] = 32.0  # a stale connection
+        assert outage.failed(refused)
+        outage.succeeded()
+        now[0] = 100.0  # a new outage, long after: said again
+        outage.failed(refused)
+        outage.succeeded()
+    said = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.INFO,
+                                         logging.WARNING, logging.INFO]
