@@ -33,7 +33,7 @@ from cronbus.streams.keys import tenant_key
 SCENARIO = "R4"
 PROFILES = {
     "full": {"down_s": 30.0, "jobs_before": 4000, "jobs_after": 2000, "events": 400},
-    "ci": {"down_s": 10.0, "jobs_before": 1500, "jobs_after": 500, "events": 100},
+    "ci": {"down_s": 10.0, "jobs_before": 800, "jobs_after": 200, "events": 60},
 }
 LAG = re.compile(r'^cronbus_consumer_lag\{partition="\d+",topic="[^"]+"\} (\S+)$', re.M)
 
@@ -53,6 +53,7 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
     worker = None
     try:
         stack.start()
+        phases = {"stack_up": round(time.monotonic() - started, 1)}
         assert stack.api is not None and stack.broker is not None
         api_control = stack.api.control_url
         # a little slow, so jobs are in flight when the broker goes
@@ -61,6 +62,7 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
                                 processor_concurrency="20")
         worker = faults.start_worker("worker", env, work_dir, roles=("ingest", "processor"))
         brokers = faults.brokers_of(stack)
+        phases["worker_ready"] = round(time.monotonic() - started, 1)
 
         jobs = faults.bench_jobs(run_id, figures["jobs_before"] + figures["jobs_after"])
         before, after = jobs[:figures["jobs_before"]], jobs[figures["jobs_before"]:]
@@ -78,6 +80,7 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
         faults.wait_for(lambda: len(faults.applied_keys(api_control)), lambda n: n >= 100,
                         timeout_s=120, interval_s=0.2, what="the first jobs applied")
         applied_at_stop = len(faults.applied_keys(api_control))
+        phases["broker_stopped"] = round(time.monotonic() - started, 1)
         stack.broker.stop()
         time.sleep(figures["down_s"])
         alive_during = worker.process.alive()
@@ -111,11 +114,13 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
         except faults.ScenarioFailed:
             applied, exported = progress()
         all_applied_s = time.monotonic() - back_at
+        phases["all_applied"] = round(time.monotonic() - started, 1)
         try:
             lag = faults.wait_for(lambda: _lag(worker), lambda v: v == 0, timeout_s=60,
                                   interval_s=1, what="the consumer lag back to zero")
         except faults.ScenarioFailed:
             lag = _lag(worker)
+        phases["lag_zero"] = round(time.monotonic() - started, 1)
         calls = faults.calls_per_key(api_control)
         repeat_calls = sum(n - 1 for n in calls.values() if n > 1)
         letters = asyncio.run(faults.read_all(brokers, [
@@ -140,7 +145,7 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
             "lag_after": lag, "dead_lettered": sum(len(v) for v in letters.values()),
             "log_kept": len(kept_ids) >= len(jobs),
             "log_lines": log["log_lines"], "tracebacks": log["tracebacks"],
-            "worker_alive": alive_during and worker.process.alive(),
+            "worker_alive": alive_during and worker.process.alive(), "phases": phases,
         }
         result["passed"] = bool(
             result["lost"] == 0 and result["doubled"] == 0 and result["dead_lettered"] == 0
