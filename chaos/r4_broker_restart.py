@@ -59,7 +59,9 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
         # a little slow, so jobs are in flight when the broker goes
         httpx.post(f"{api_control}/delay", json={"seconds": 0.05}, timeout=10)
         env = faults.worker_env(stack, work_dir, job_types=f"{faults.JOB_TYPE},export",
-                                processor_concurrency="20")
+                                processor_concurrency="20",
+                                # each partition is objects on S3 to create: fewer start sooner
+                                partitions="2")
         worker = faults.start_worker("worker", env, work_dir, roles=("ingest", "processor"))
         brokers = faults.brokers_of(stack)
         phases["worker_ready"] = round(time.monotonic() - started, 1)
@@ -128,7 +130,7 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
             topics.dead_letter_topic(topics.job_topic("export"))], idle_s=1.0))
         # the log outlived the restart: the jobs produced before it are all still there
         kept = asyncio.run(faults.read_all(brokers, [topics.job_topic(faults.JOB_TYPE)],
-                                           idle_s=1.0))[topics.job_topic(faults.JOB_TYPE)]
+                                           idle_s=3.0))[topics.job_topic(faults.JOB_TYPE)]
         kept_ids = {r.value for r in kept}
         log = faults.log_facts(worker.process.log_path)
         jobs_tally = faults.tally(expected, applied)
@@ -143,7 +145,7 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
             "recovery_s": None if first_new is None else round(first_new, 1),
             "all_applied_after_back_s": round(all_applied_s, 1),
             "lag_after": lag, "dead_lettered": sum(len(v) for v in letters.values()),
-            "log_kept": len(kept_ids) >= len(jobs),
+            "log_kept": len(kept_ids) >= len(jobs), "log_records_read": len(kept_ids),
             "log_lines": log["log_lines"], "tracebacks": log["tracebacks"],
             "worker_alive": alive_during and worker.process.alive(), "phases": phases,
         }
