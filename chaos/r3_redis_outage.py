@@ -40,7 +40,7 @@ SCENARIO = "R3"
 PROFILES = {
     "full": {"pre_s": 10.0, "outage_s": 30.0, "post_s": 10.0, "jobs": 6000, "events": 600,
              "schedules": 20},
-    "ci": {"pre_s": 5.0, "outage_s": 10.0, "post_s": 5.0, "jobs": 2000, "events": 200,
+    "ci": {"pre_s": 4.0, "outage_s": 10.0, "post_s": 3.0, "jobs": 1500, "events": 150,
            "schedules": 10},
 }
 TOKEN = "chaos-r3-token"

@@ -33,7 +33,7 @@ from cronbus.streams.keys import tenant_key
 SCENARIO = "R4"
 PROFILES = {
     "full": {"down_s": 30.0, "jobs_before": 4000, "jobs_after": 2000, "events": 400},
-    "ci": {"down_s": 10.0, "jobs_before": 800, "jobs_after": 200, "events": 60},
+    "ci": {"down_s": 10.0, "jobs_before": 600, "jobs_after": 200, "events": 60},
 }
 LAG = re.compile(r'^cronbus_consumer_lag\{partition="\d+",topic="[^"]+"\} (\S+)$', re.M)
 

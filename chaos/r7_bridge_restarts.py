@@ -42,7 +42,7 @@ RESTARTS = 3
 WORLD_NOW = datetime(1492, 10, 12, 6, tzinfo=UTC)
 MAX_RESTART_TO_FLOW_S = 1.0
 OVERSIZE_BYTES = 2_000_000
-PROFILES = {"full": {"quiet_s": 20.0, "burst": 200}, "ci": {"quiet_s": 3.0, "burst": 50}}
+PROFILES = {"full": {"quiet_s": 20.0, "burst": 200}, "ci": {"quiet_s": 2.0, "burst": 30}}
 
 
 def _message() -> bytes:
