@@ -83,10 +83,21 @@ class OwnRedis:
         return time.monotonic()
 
 
-def stack_with_own_redis(work_dir: Path, *, broker_on_s3: bool = False,
-                         with_api: bool = True) -> tuple[DevStack, OwnRedis]:
-    """The development stack whose Redis is the scenario's own (the shared one stays up)."""
-    stack = DevStack(work_dir / "stack", with_api=with_api, broker_on_s3=broker_on_s3)
+def lean_stack(work_dir: Path, *, broker_on_s3: bool = False,
+               apis: tuple[str, ...] = ("api",)) -> DevStack:
+    """The development stack with only the development APIs a scenario's job types call
+    (``api``, ``world``, ``notifications``): each is a process to start on 2 shared cores."""
+    stack = DevStack(work_dir / "stack", broker_on_s3=broker_on_s3)
+    for name in ("api", "world", "notifications"):
+        if name not in apis:
+            setattr(stack, name, None)
+    return stack
+
+
+def stack_with_own_redis(work_dir: Path) -> tuple[DevStack, OwnRedis]:
+    """The development stack (the development API only) whose Redis is the scenario's own (the
+    shared one stays up), started."""
+    stack = lean_stack(work_dir)
     own = OwnRedis(stack.log_dir)
     stack.redis = own  # type: ignore[assignment]  # the same start/stop/url
     stack.start()

@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 
 from chaos import faults
-from cronbus.clients.devstack.harness import DevStack
 from cronbus.streams import topics
 from cronbus.streams.events import ExportRequested, encode_event
 from cronbus.streams.keys import tenant_key
@@ -49,7 +48,7 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
     figures = PROFILES[profile]
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:6]
-    stack = DevStack(work_dir / "stack", broker_on_s3=True)
+    stack = faults.lean_stack(work_dir, broker_on_s3=True)
     worker = None
     try:
         stack.start()

@@ -33,7 +33,6 @@ from confluent_kafka import KafkaException, Producer
 
 from chaos import faults
 from cronbus.agents.ingest.service import immediate_job
-from cronbus.clients.devstack.harness import DevStack
 from cronbus.streams import headers, topics
 from cronbus.streams.events import ExportRequested, encode_event
 from cronbus.streams.jobs import Job, job_id_for
@@ -173,7 +172,7 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:6]
     seed = random.SystemRandom().randrange(2**31)
     fuzz = Fuzz(seed, run_id)
-    stack = DevStack(work_dir / "stack")
+    stack = faults.lean_stack(work_dir)
     worker = None
     try:
         stack.start()

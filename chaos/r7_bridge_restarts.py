@@ -33,7 +33,6 @@ import httpx
 import redis
 
 from chaos import faults
-from cronbus.clients.devstack.harness import DevStack
 from cronbus.streams import headers, topics
 from cronbus.streams.metrics import PUBSUB_TOPIC
 
@@ -61,7 +60,8 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
     figures = PROFILES[profile]
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:6]
-    stack = DevStack(work_dir / "stack")  # the worker's own Redis is the shared one
+    # the worker's own Redis is the shared one; its jobs call the world API
+    stack = faults.lean_stack(work_dir, apis=("world",))
     bridge_redis = faults.OwnRedis(stack.log_dir, name="bridge-redis")
     worker = None
     try:
