@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--peer-dir", type=Path, default=Path("../shared/bench"))
-    # two processor processes on the 2-core machine measured faster than one (README: "Throughput")
+    # two processor processes on the 2-core machine measured faster than one (docs/benchmarks.md)
     parser.add_argument("--processes", type=int, default=2,
                         help="processor worker processes sharing the concurrency (one per core)")
     parser.add_argument("--no-peer", action="store_true", help="measure cronbus only")

@@ -34,6 +34,8 @@ def create_app(settings: Settings) -> faust.App:
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
+        # aiohttp stops reading a body past this (413): Content-Length or chunked alike
+        web_application_options={"client_max_size": settings.web_max_body_bytes},
         datadir=str(Path(settings.data_dir) / settings.app_id),
         # our handlers catch per record; a crash must not commit past unprocessed records
         stream_wait_empty=False,

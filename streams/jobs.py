@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -107,3 +108,17 @@ def job_id_for(tenant_id: str, job_type: str, trigger_ref: str) -> str:
 
 def window_trigger_ref(first_event_id: str) -> str:
     return f"debounce:{first_event_id}"
+
+
+# the Unix times a job's status keeps (the processors compare and order them as numbers)
+STATUS_TIMES = ("started_at", "updated_at", "finished_at", "due_at")
+
+
+def status_answer(record: dict[str, Any]) -> dict[str, Any]:
+    """A job's status as an answer shows it (``cronbus jobs status``, ``GET /jobs/{id}``): its
+    times ISO 8601 in UTC, as every answer's."""
+    shown = dict(record)
+    for name in STATUS_TIMES:
+        if isinstance(shown.get(name), int | float):
+            shown[name] = datetime.fromtimestamp(float(shown[name]), UTC).isoformat()
+    return shown

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -17,7 +18,15 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from cronbus.streams.events import CronTick, InvalidReason, JobTypeName, TenantId
 from cronbus.streams.jobs import job_id_for
@@ -37,6 +46,9 @@ CRON_MACROS = {
 # what changes *when* a schedule fires; changing any of them starts it afresh from that moment
 TIMING_FIELDS = ("clock", "cron", "timezone", "every_ms", "limit", "run_at", "start_at", "end_at",
                  "enabled")
+# stamped by the store, never part of what a schedule says: not in its identity nor in "the same
+# definition" (created_at is kept from the first write, revision_at from the last timing change)
+STAMPS = frozenset({"revision_at", "created_at"})
 
 
 class Schedule(BaseModel):
@@ -68,6 +80,18 @@ class Schedule(BaseModel):
     # its jobs' priority (1..10 or low/normal/high/critical); none: the job type's default
     priority: Priority | None = None
     revision_at: AwareDatetime | None = None
+    # when it was first stored: an interval without start_at is anchored here. None on a record
+    # stored before cronbus kept it (and on built-ins): such an interval keeps the epoch anchor
+    created_at: AwareDatetime | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _one_space_between_fields(cls, cron: str | None) -> str | None:
+        """``0  5 * * *`` and ``0 5 * * *`` are one pattern (and ``@Daily`` is ``@daily``)."""
+        if cron is None:
+            return None
+        fields = " ".join(cron.split())
+        return fields.lower() if fields.startswith("@") else fields
 
     @property
     def key(self) -> bytes:
@@ -82,9 +106,15 @@ class Schedule(BaseModel):
     def encode(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
 
+    @property
+    def anchor(self) -> datetime | None:
+        """Where an interval's grid starts: ``start_at``, else when it was created (None: a
+        record from before cronbus kept ``created_at``, on the epoch's grid as it always was)."""
+        return self.start_at or self.created_at
+
     def same_definition(self, other: Schedule) -> bool:
-        """True if ``other`` says the same thing (``revision_at`` aside)."""
-        return self.model_dump(exclude={"revision_at"}) == other.model_dump(exclude={"revision_at"})
+        """True if ``other`` says the same thing (its stamps aside)."""
+        return self.model_dump(exclude=STAMPS) == other.model_dump(exclude=STAMPS)
 
     def same_timing(self, other: Schedule) -> bool:
         return all(getattr(self, name) == getattr(other, name) for name in TIMING_FIELDS)
@@ -136,19 +166,33 @@ def is_cron_pattern(expression: str) -> bool:
 
 
 def parse_schedule(data: dict[str, Any]) -> Schedule:
-    """A stored or requested definition as a :class:`Schedule`, or :class:`InvalidSchedule`."""
+    """A stored or requested definition as a :class:`Schedule`, or :class:`InvalidSchedule`
+    naming every field that is wrong (one problem per field), not only the first ones found."""
     try:
         schedule = Schedule.model_validate(data)
     except ValidationError as exc:
-        raise InvalidSchedule([
+        problems = [
             FieldProblem(".".join(str(part) for part in e["loc"]) or "schedule",
                          e["msg"].removeprefix("Value error, "))
             for e in exc.errors()
-        ]) from None
+        ]
+        # the model stops at types and ranges: the rules between fields are checked on what
+        # was sent too, so a body with four bad fields hears of all four at once
+        raise InvalidSchedule(one_per_field([*problems, *_sent_timing_problems(data)])) from None
     problems = _timing_problems(schedule)
     if problems:
-        raise InvalidSchedule(problems)
+        raise InvalidSchedule(one_per_field(problems))
     return schedule
+
+
+def one_per_field(problems: list[FieldProblem]) -> list[FieldProblem]:
+    """Each field once, in the order first named, its messages joined."""
+    messages: dict[str, list[str]] = {}
+    for problem in problems:
+        said = messages.setdefault(problem.field, [])
+        if problem.message not in said:
+            said.append(problem.message)
+    return [FieldProblem(field, "; ".join(said)) for field, said in messages.items()]
 
 
 def decode_schedule(raw: bytes) -> Schedule:
@@ -163,59 +207,148 @@ def decode_schedule(raw: bytes) -> Schedule:
     return parse_schedule(data)
 
 
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words (for "a JSON object is expected; got an array")."""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else type(value).__name__
+
+
 def schedule_from_request(
     body: Any, *, tenant_id: str, now: datetime, schedule_id: str | None = None,
-    default_timezone: str = "UTC",
+    default_timezone: str = "UTC", is_stored: Callable[[str], bool] | None = None,
+    extra_problems: list[FieldProblem] | None = None,
 ) -> Schedule:
     """A definition sent to the API or the CLI: the tenant comes from the caller's token,
-    ``delay_ms`` becomes ``run_at``, a missing id is derived from the definition (so the same
-    definition sent twice is one schedule), a missing name is the id and a missing time zone
-    is ``default_timezone`` (its job type's, say: exports run on Berlin's clock)."""
+    ``delay_ms`` becomes ``run_at``, a missing name is the id and a missing time zone is
+    ``default_timezone`` (its job type's, say: exports run on Berlin's clock).
+
+    A missing id is derived from the *canonical* definition (:func:`derived_schedule_id`:
+    defaults filled in, cron whitespace normalised), so the same definition sent twice, however
+    spelled, is one schedule; a schedule stored under the id an earlier release derived from
+    the raw body (``is_stored`` says which ids the tenant has) is found again under that id.
+    Every problem is named in one :class:`InvalidSchedule` (``extra_problems``: the caller's
+    own checks of the same body, e.g. an undeclared job type)."""
+    problems = list(extra_problems or [])
     if not isinstance(body, dict):
-        raise InvalidSchedule([FieldProblem("schedule", "a JSON object is expected")])
-    data = {k: v for k, v in body.items() if k not in ("tenant_id", "revision_at")}
+        raise InvalidSchedule([FieldProblem(
+            "body", f"a JSON object is expected, e.g. {{\"job_type\": \"export\", \"cron\": "
+                    f"\"30 2 * * *\"}}; got {json_kind(body)}")])
+    data = {k: v for k, v in body.items() if k not in ("tenant_id", *STAMPS)}
     if "tenant_id" in body and body["tenant_id"] != tenant_id:
-        raise InvalidSchedule([FieldProblem("tenant_id", "is set by your token; leave it out")])
+        problems.append(FieldProblem("tenant_id", "is set by your token; leave it out"))
     if "delay_ms" in data:
         delay = data.pop("delay_ms")
         if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= MAX_EVERY_MS:
-            raise InvalidSchedule([FieldProblem("delay_ms", f"a whole number of ms, 0..{MAX_EVERY_MS}")])
-        if data.get("run_at") is not None:
-            raise InvalidSchedule([FieldProblem("delay_ms", "give run_at or delay_ms, not both")])
-        data["run_at"] = (now + timedelta(milliseconds=delay)).isoformat()
+            problems.append(FieldProblem("delay_ms", f"a whole number of ms, 0..{MAX_EVERY_MS}"))
+        elif data.get("run_at") is not None:
+            problems.append(FieldProblem("delay_ms", "give run_at or delay_ms, not both"))
+        else:
+            data["run_at"] = (now + timedelta(milliseconds=delay)).isoformat()
     if schedule_id is not None:
         if data.get("id", schedule_id) != schedule_id:
-            raise InvalidSchedule([FieldProblem("id", "differs from the id in the path")])
+            problems.append(FieldProblem("id", "differs from the id in the path"))
         data["id"] = schedule_id
-    elif "id" not in data:
-        canonical = json.dumps(data, sort_keys=True, default=str)
-        data["id"] = "s-" + hashlib.sha256(f"{tenant_id}\x1f{canonical}".encode()).hexdigest()[:24]
-    data.setdefault("name", data["id"])
+    derive = "id" not in data
+    legacy_id = _legacy_schedule_id(tenant_id, data) if derive else None
+    named = "name" in data
     if data.get("timezone") is None:
         data["timezone"] = default_timezone
-    return parse_schedule({**data, "tenant_id": tenant_id, "revision_at": now.isoformat()})
+    if derive:
+        data["id"] = "s-derived"  # a stand-in until the definition is known to be good
+    data.setdefault("name", data["id"])
+    try:
+        schedule = parse_schedule({**data, "tenant_id": tenant_id, "revision_at": now.isoformat(),
+                                   "created_at": now.isoformat()})
+    except InvalidSchedule as exc:
+        raise InvalidSchedule(one_per_field([*problems, *exc.problems])) from None
+    if problems:
+        raise InvalidSchedule(one_per_field(problems))
+    if not derive:
+        return schedule
+    derived = derived_schedule_id(schedule, named=named)
+    if (is_stored is not None and legacy_id is not None and legacy_id != derived
+            and not is_stored(derived) and is_stored(legacy_id)):
+        derived = legacy_id  # stored by an earlier release under its raw body's id
+    return schedule.model_copy(update={"id": derived, "name": schedule.name if named else derived})
+
+
+def derived_schedule_id(schedule: Schedule, *, named: bool) -> str:
+    """The id of a schedule sent without one: a digest of its tenant and its canonical
+    definition, i.e. what it says with defaults left out (so ``"timezone": "UTC"`` given or not
+    is one schedule), cron whitespace normalised (by the model), times in UTC, and its name
+    only if one was given (else the name is this id)."""
+    leave_out = {"id", "tenant_id", *STAMPS} | (set() if named else {"name"})
+    definition = schedule.model_dump(exclude=leave_out, exclude_defaults=True)
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), default=_canonical)
+    return "s-" + hashlib.sha256(f"{schedule.tenant_id}\x1f{canonical}".encode()).hexdigest()[:24]
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    raise TypeError(f"{type(value).__name__} is not part of a schedule's definition")
+
+
+def _legacy_schedule_id(tenant_id: str, data: dict[str, Any]) -> str:
+    """The id releases before the canonical rule derived: a digest of the body as sent (after
+    ``delay_ms`` became ``run_at``), so spelling a default out made another schedule."""
+    sent = json.dumps(data, sort_keys=True, default=str)
+    return "s-" + hashlib.sha256(f"{tenant_id}\x1f{sent}".encode()).hexdigest()[:24]
+
+
+def _one_of_problem(given: list[str]) -> FieldProblem:
+    field = given[1] if len(given) > 1 else "cron"
+    return FieldProblem(field, "give exactly one of cron, every_ms or run_at (or delay_ms)"
+                        + (f"; got {', '.join(given)}" if given else ""))
+
+
+def _cron_problem(cron: str) -> FieldProblem:
+    return FieldProblem(
+        "cron", f"{cron!r} is not a cron pattern: [second] minute hour day month weekday, "
+        "e.g. '30 2 * * *', '*/5 * * * * *' (every 5 seconds), or "
+        "@hourly/@daily/@weekly/@monthly/@yearly")
+
+
+def _zone_problem(zone: str) -> FieldProblem | None:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return FieldProblem("timezone", f"{zone!r} is not an IANA time zone, e.g. Europe/Berlin")
+    return None
+
+
+def _sent_timing_problems(data: dict[str, Any]) -> list[FieldProblem]:
+    """The checks of :func:`_timing_problems` that can be made on the fields as sent, for a
+    definition the model refused (a field it refused is named by the model already)."""
+    problems: list[FieldProblem] = []
+    given = [name for name in ("cron", "every_ms", "run_at") if data.get(name) is not None]
+    if len(given) != 1:
+        problems.append(_one_of_problem(given))
+    cron = data.get("cron")
+    if isinstance(cron, str) and not is_cron_pattern(" ".join(cron.split())):
+        problems.append(_cron_problem(cron))
+    zone = data.get("timezone")
+    if isinstance(zone, str) and (zone_problem := _zone_problem(zone)) is not None:
+        problems.append(zone_problem)
+    return problems
 
 
 def _timing_problems(s: Schedule) -> list[FieldProblem]:
     problems: list[FieldProblem] = []
     given = [name for name in ("cron", "every_ms", "run_at") if getattr(s, name) is not None]
     if len(given) != 1:
-        field = given[1] if len(given) > 1 else "cron"
-        problems.append(FieldProblem(
-            field, "give exactly one of cron, every_ms or run_at (or delay_ms)"
-            + (f"; got {', '.join(given)}" if given else "")
-        ))
+        problems.append(_one_of_problem(given))
     if s.cron is not None and not is_cron_pattern(s.cron):
-        problems.append(FieldProblem(
-            "cron", f"{s.cron!r} is not a cron pattern: [second] minute hour day month weekday, "
-            "e.g. '30 2 * * *', '*/5 * * * * *' (every 5 seconds), or "
-            "@hourly/@daily/@weekly/@monthly/@yearly"
-        ))
-    try:
-        ZoneInfo(s.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        problems.append(FieldProblem("timezone",
-                                     f"{s.timezone!r} is not an IANA time zone, e.g. Europe/Berlin"))
+        problems.append(_cron_problem(s.cron))
+    if (zone_problem := _zone_problem(s.timezone)) is not None:
+        problems.append(zone_problem)
     if s.start_at and s.end_at and s.end_at <= s.start_at:
         problems.append(FieldProblem("end_at", "must be after start_at"))
     if s.limit is not None and s.run_at is not None:
@@ -272,11 +405,16 @@ def tick_job_id(tick: CronTick) -> str:
 def prepare_upsert(new: Schedule, existing: Schedule | None, now: datetime) -> Schedule | None:
     """What to write for an upsert of ``new`` over ``existing``; None if nothing changes.
 
-    The same definition again writes nothing. A change that leaves the timing alone (name,
-    payload, policies) keeps ``revision_at``, so the schedule keeps its place in time; a timing
-    change (or a new schedule) is stamped ``now`` unless the caller stamped it."""
+    The same definition again writes nothing; ``created_at`` is the first write's. A change
+    that leaves the timing alone (name, payload, policies) keeps ``revision_at``, so the
+    schedule keeps its place in time; a timing change (or a new schedule) is stamped ``now``
+    unless the caller stamped it."""
     if existing is not None and new.same_definition(existing):
         return None
+    if existing is not None:
+        # created once: an interval's anchor never moves under it (a record from before
+        # created_at was kept stays on the epoch's grid)
+        new = new.model_copy(update={"created_at": existing.created_at})
     if existing is not None and new.same_timing(existing):
         return new.model_copy(update={"revision_at": existing.revision_at or new.revision_at or now})
     if new.revision_at is None:

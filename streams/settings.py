@@ -71,7 +71,8 @@ _TENANT = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 # never echoed in an error message
 SECRET_FIELDS = frozenset({"api_token", "web_api_tokens", "payment_webhook_secrets",
                            "kafka_sasl_password", "kafka_ssl_key_password",
-                           "redis_ssl_key_password"})
+                           "redis_ssl_key_password", "api_ssl_key_password",
+                           "webhook_signing_key"})
 
 
 def parse_token_tenants(text: str) -> dict[str, str]:
@@ -126,11 +127,26 @@ class ServiceSettings(BaseModel):
                      description="its GraphQL endpoint or REST base, e.g. https://world/graphql")
     token: SecretStr | None = Field(default=None, description="a bearer token (optional)")
     timeout_s: float = Field(default=10.0, gt=0, le=300, description="seconds, > 0 and <= 300")
+    ssl_ca_file: str | None = Field(
+        default=None, description="a PEM file of the CA(s) to trust for its certificate "
+                                  "(default: the system's)")
+    ssl_cert_file: str | None = Field(
+        default=None, description="a PEM client certificate (mutual TLS)")
+    ssl_key_file: str | None = Field(
+        default=None, description="the PEM private key of ssl_cert_file (default: in that file)")
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="the password of an encrypted client key")
     breaker_fail_max: BreakerFailMax
     breaker_reset_timeout_s: BreakerResetTimeout
     breaker_error_rate: BreakerErrorRate
     breaker_min_calls: BreakerMinCalls
     breaker_window_s: BreakerWindow
+
+    @property
+    def tls(self) -> TlsFiles:
+        """Its TLS files (none set: the system's CAs, no client certificate)."""
+        return TlsFiles(ca_file=self.ssl_ca_file, cert_file=self.ssl_cert_file,
+                        key_file=self.ssl_key_file, key_password=self.ssl_key_password)
 
 
 class Settings(BaseSettings):
@@ -227,6 +243,18 @@ class Settings(BaseSettings):
     api_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="seconds, a number > 0 and <= 300, e.g. 10"
     )
+    api_ssl_ca_file: str | None = Field(
+        default=None,
+        description="a PEM file of the CA(s) to trust for CRONBUS_API_URL's certificate "
+                    "(default: the system's), e.g. /etc/cronbus/api-ca.pem",
+    )
+    api_ssl_cert_file: str | None = Field(
+        default=None, description="a PEM client certificate for CRONBUS_API_URL (mutual TLS)")
+    api_ssl_key_file: str | None = Field(
+        default=None,
+        description="the PEM private key of CRONBUS_API_SSL_CERT_FILE (default: in that file)")
+    api_ssl_key_password: SecretStr | None = Field(
+        default=None, description="the password of an encrypted client key (optional)")
     event_expiration_concurrency: int = Field(
         default=10, ge=1, le=1000,
         description="expireEvent calls one event-expiration job makes at once, 1..1000",
@@ -239,7 +267,8 @@ class Settings(BaseSettings):
         default_factory=dict,
         description=(
             "the downstream services job types name, one nested setting each: "
-            "CRONBUS_SERVICES__<NAME>__URL (required), __TOKEN, __TIMEOUT_S, "
+            "CRONBUS_SERVICES__<NAME>__URL (required), __TOKEN, __TIMEOUT_S, __SSL_CA_FILE, "
+            "__SSL_CERT_FILE, __SSL_KEY_FILE, __SSL_KEY_PASSWORD, "
             "__BREAKER_FAIL_MAX, __BREAKER_RESET_TIMEOUT_S, __BREAKER_ERROR_RATE, "
             "__BREAKER_MIN_CALLS, __BREAKER_WINDOW_S; the service 'api' is CRONBUS_API_URL"
         ),
@@ -368,10 +397,27 @@ class Settings(BaseSettings):
     web_api_tokens: SecretStr | None = Field(
         default=None,
         description=(
-            "bearer tokens of the schedules API and the tenant each acts for, comma-separated "
-            "token:tenant pairs, e.g. t0k3n-a:acme,t0k3n-b:globex (tokens may also live in the "
-            "Redis hash <namespace>:api-tokens, field token, value tenant)"
+            "bearer tokens of the REST API and the tenant each acts for, comma-separated "
+            "token:tenant pairs, e.g. t0k3n-a:acme,t0k3n-b:globex (the system tenant's have the "
+            "system scope; tokens made by `cronbus tokens add` live in Redis, hashed)"
         ),
+    )
+    # 20 a second on average, a burst of a script's or a page's calls let through
+    web_api_rate_limit: int = Field(
+        default=200, ge=0, le=1_000_000,
+        description="requests one API token may make in any CRONBUS_WEB_API_RATE_WINDOW_S "
+                    "seconds (one more answers 429 with Retry-After), 0 for no limit, a whole "
+                    "number, e.g. 200",
+    )
+    web_api_rate_window_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="the sliding window of CRONBUS_WEB_API_RATE_LIMIT in seconds, > 0 and "
+                    "<= 3600, e.g. 10",
+    )
+    web_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, le=1_073_741_824,
+        description="the largest request body the web server reads, in bytes (a larger one "
+                    "answers 413), 1024..1073741824",
     )
     system_tenant: str = Field(
         default="system",
@@ -506,7 +552,7 @@ class Settings(BaseSettings):
             if tls_set:
                 problems.append(f"{', '.join(tls_set)} set, but CRONBUS_KAFKA_SECURITY_PROTOCOL="
                                 f"{protocol} does not use TLS (SSL or SASL_SSL does)")
-        for prefix in ("kafka_ssl", "redis_ssl"):
+        for prefix in ("kafka_ssl", "redis_ssl", "api_ssl"):
             for part in ("ca_file", "cert_file", "key_file"):
                 field = f"{prefix}_{part}"
                 path = getattr(self, field)
@@ -516,10 +562,26 @@ class Settings(BaseSettings):
                 problems.append(f"{self.env_name(prefix + '_key_file')} is set without "
                                 f"{self.env_name(prefix + '_cert_file')}")
         if not problems:  # files that are there but are no PEM CA, certificate or key
-            for prefix, tls in (("kafka_ssl", self.kafka.tls), ("redis_ssl", self.redis_tls)):
+            api_tls = TlsFiles(ca_file=self.api_ssl_ca_file, cert_file=self.api_ssl_cert_file,
+                               key_file=self.api_ssl_key_file,
+                               key_password=self.api_ssl_key_password)
+            for prefix, tls in (("kafka_ssl", self.kafka.tls), ("redis_ssl", self.redis_tls),
+                                ("api_ssl", api_tls)):
                 for part, why in tls.unloadable().items():
                     problems.append(f"{self.env_name(f'{prefix}_{part}')} cannot be loaded "
                                     f"({why})")
+        for name, service in self.services.items():  # each downstream service's own files
+            variable = f"{ENV_PREFIX}SERVICES__{name.upper()}__SSL_"
+            unreadable = [f"{variable}{part.upper()}={path!r}" for part in
+                          ("ca_file", "cert_file", "key_file")
+                          if (path := getattr(service, f"ssl_{part}"))
+                          and not os.access(path, os.R_OK)]
+            problems += [f"{u}: no readable file there" for u in unreadable]
+            if service.ssl_key_file and not service.ssl_cert_file:
+                problems.append(f"{variable}KEY_FILE is set without {variable}CERT_FILE")
+            if not unreadable:
+                problems += [f"{variable}{part.upper()} cannot be loaded ({why})"
+                             for part, why in service.tls.unloadable().items()]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -561,6 +623,10 @@ class Settings(BaseSettings):
             assert self.api_url is not None
             return ServiceSettings(url=self.api_url, token=self.api_token,
                                    timeout_s=self.api_timeout_s,
+                                   ssl_ca_file=self.api_ssl_ca_file,
+                                   ssl_cert_file=self.api_ssl_cert_file,
+                                   ssl_key_file=self.api_ssl_key_file,
+                                   ssl_key_password=self.api_ssl_key_password,
                                    breaker_fail_max=self.breaker_fail_max,
                                    breaker_reset_timeout_s=self.breaker_reset_timeout_s,
                                    breaker_error_rate=self.breaker_error_rate,

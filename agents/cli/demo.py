@@ -140,14 +140,16 @@ async def _live(settings: Settings, control_url: str, tenants: list[str], burst:
 LEFT_KEYS_TTL_S = 3600
 
 
-def _expire_left_keys(redis_url: str, namespace: str) -> int:
-    """Give every key of the demo's namespace that would live for ever an expiry; their count."""
+def expire_left_keys(redis_url: str, namespace: str) -> int:
+    """Make every key of a run's own namespace expire within LEFT_KEYS_TTL_S: one that would
+    live for ever, or longer (a job status keeps 7 days), gets that expiry; their count."""
     client = redis_sync.Redis.from_url(redis_url, socket_timeout=5)
     try:
         left = 0
         for key in client.scan_iter(match=f"{namespace}:*", count=1000):
             left += 1
-            if client.ttl(key) == -1:
+            ttl = client.ttl(key)
+            if ttl == -1 or ttl > LEFT_KEYS_TTL_S:
                 client.expire(key, LEFT_KEYS_TTL_S)
         return left
     finally:
@@ -201,7 +203,7 @@ def run_demo(*, tenants: int, burst: int, every_s: float) -> int:
                 worker.stop()
             if stack.redis.url:
                 with contextlib.suppress(Exception):
-                    left = _expire_left_keys(stack.redis.url, namespace)
+                    left = expire_left_keys(stack.redis.url, namespace)
                     _say("demo", f"{left} key(s) left under {namespace}: expire within "
                                  f"{LEFT_KEYS_TTL_S // 60} minutes")
             stack.stop()

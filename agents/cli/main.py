@@ -228,6 +228,7 @@ def cmd_job_status(args: argparse.Namespace, settings: Settings) -> int:
     import redis.asyncio as aioredis
 
     from cronbus.clients.redis.job_status import JobStatusStore
+    from cronbus.streams.jobs import status_answer
 
     async def read() -> dict[str, Any] | None:
         client = aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
@@ -242,7 +243,7 @@ def cmd_job_status(args: argparse.Namespace, settings: Settings) -> int:
     if record is None:
         print(f"no status for job {args.job_id!r}", file=sys.stderr)
         return 1
-    print(json.dumps(record, indent=2))
+    print(json.dumps(status_answer(record), indent=2))
     return 0
 
 
@@ -292,6 +293,108 @@ def cmd_job_retry_failed(args: argparse.Namespace, settings: Settings) -> int:
     for reason in result.refused:
         print(f"cronbus jobs retry-failed: not replayed: {reason}", file=sys.stderr)
     return 1 if result.refused else 0
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+def _token_book(settings: Settings) -> tuple[Any, Any]:
+    import redis.asyncio as aioredis
+
+    from cronbus.clients.redis.api_tokens import TokenBook
+
+    client = aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
+    return client, TokenBook(client, namespace=settings.redis_namespace,
+                             system_tenant=settings.system_tenant)
+
+
+def cmd_tokens_add(args: argparse.Namespace, settings: Settings) -> int:
+    from cronbus.clients.redis.api_tokens import scope_of
+
+    try:
+        scope, tenant = scope_of(args.scope, args.tenant, settings.system_tenant)
+    except ValueError as exc:
+        print(f"cronbus tokens add: {exc}", file=sys.stderr)
+        return 2
+
+    async def add() -> tuple[str, Any]:
+        client, book = _token_book(settings)
+        try:
+            return await book.add(tenant_id=tenant, scope=scope, name=args.name or "")
+        finally:
+            await client.aclose()
+
+    token, record = asyncio.run(add())
+    print(token)  # the only time it is shown: Redis keeps its SHA-256 digest
+    print(f"cronbus: a {record.scope} token for tenant {record.tenant_id} (prefix "
+          f"{record.prefix}); it is shown this once, keep it now", file=sys.stderr)
+    return 0
+
+
+def cmd_tokens_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def listed() -> list[Any]:
+        client, book = _token_book(settings)
+        try:
+            return await book.listed(args.prefix or "")
+        finally:
+            await client.aclose()
+
+    records = asyncio.run(listed())
+    rows = [{"prefix": r.prefix, "name": r.name, "tenant_id": r.tenant_id, "scope": r.scope,
+             "created_at": datetime.fromtimestamp(r.created_at, UTC).isoformat(timespec="seconds")}
+            for r in records]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    columns = ("prefix", "name", "tenant_id", "scope", "created_at")
+    widths = [max([len(c), *(len(str(r[c])) for r in rows)]) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    async def revoke() -> list[Any]:
+        client, book = _token_book(settings)
+        try:
+            return list(await book.revoke(args.prefix))
+        finally:
+            await client.aclose()
+
+    try:
+        revoked = asyncio.run(revoke())
+    except ValueError as exc:
+        print(f"cronbus tokens revoke: {exc}", file=sys.stderr)
+        return 2
+    if not revoked:
+        print(f"cronbus tokens revoke: no token starts with {args.prefix!r} "
+              f"(`cronbus tokens list` shows them; tokens in CRONBUS_WEB_API_TOKENS are "
+              f"revoked by removing them there)", file=sys.stderr)
+        return 1
+    [record] = revoked
+    print(f"revoked {record.prefix} ({record.scope} token of tenant {record.tenant_id})")
+    return 0
+
+
+def _tokens_parser(sub: Any) -> None:
+    tokens = sub.add_parser("tokens", help="the REST API's bearer tokens: add, list, revoke "
+                            "(kept in Redis as their SHA-256 digests)")
+    actions = tokens.add_subparsers(dest="tokens_command", required=True)
+    add = actions.add_parser("add", help="make a token and print it, this once")
+    add.add_argument("--tenant", help="the tenant it acts for (not with --scope system)")
+    add.add_argument("--scope", default="tenant", choices=("tenant", "read-only", "system"),
+                     help="tenant: its tenant's data; read-only: that, GET only; system: every "
+                          "tenant's (default: tenant)")
+    add.add_argument("--name", help="what it is for, e.g. billing-dashboard")
+    add.set_defaults(run=cmd_tokens_add)
+    listed = actions.add_parser("list", help="the tokens: prefix, name, tenant, scope, created "
+                                "(never a token)")
+    listed.add_argument("--prefix", help="only those whose prefix starts with this")
+    listed.add_argument("--json", action="store_true", help="JSON output")
+    listed.set_defaults(run=cmd_tokens_list)
+    revoke = actions.add_parser("revoke", help="revoke a token by its prefix (or the token)")
+    revoke.add_argument("prefix", metavar="PREFIX", help="its prefix as listed, e.g. cbt_AbC12xYz")
+    revoke.set_defaults(run=cmd_tokens_revoke)
 
 
 # --- schedules ------------------------------------------------------------------------------
@@ -346,7 +449,10 @@ def _schedules_request(args: argparse.Namespace) -> tuple[str, str, dict[str, An
     if action in ("pause", "resume"):
         return "POST", f"{path}/{action}", {}
     if action == "next":
-        return "GET", f"{path}/next", {"params": {"count": args.count}}
+        params: dict[str, Any] = {"count": args.count}
+        if args.after:
+            params["after"] = args.after  # checked by the API, which names it when bad
+        return "GET", f"{path}/next", {"params": params}
     if action == "runs":
         return "GET", f"{path}/runs", {"params": {"limit": args.limit}}
     raise ValueError(f"unknown command {action!r}")
@@ -360,6 +466,10 @@ def _schedules_error(status: int, body: Any) -> tuple[int, str]:
         return EXIT_INVALID, "\n".join(["invalid request:", *lines])
     if status == 401:
         return EXIT_UNAUTHORIZED, (f"{error} (give --token or set CRONBUS_SCHEDULES_TOKEN)")
+    if status == 403:  # the token's scope does not allow it (a read-only token writing)
+        return EXIT_UNAUTHORIZED, error
+    if status == 413:
+        return EXIT_INVALID, error
     if status == 404:
         return EXIT_NOT_FOUND, error or "not found"
     return EXIT_UNREACHABLE, f"HTTP {status}: {error}"
@@ -379,6 +489,7 @@ def _backfill_summary(body: dict[str, Any]) -> str:
 def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
+    from cronbus.agents.schedules.api_rules import VIEW_ONLY
     from cronbus.clients.http.schedules_client import SchedulesClient
 
     url = args.url or f"http://127.0.0.1:{settings.web_port}"
@@ -393,8 +504,7 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"cronbus schedules: {message}", file=sys.stderr)
                 return code
             kept = {k: v for k, v in current.body.items()
-                    if k not in ("tenant_id", "revision_at", "kind", "paused", "last_run_at",
-                                 "last_status", "next_run_at")}
+                    if k not in ("tenant_id", "revision_at", "created_at", *VIEW_ONLY)}
             options["json"] = {**kept, **options["json"]}
     except (ValueError, OSError) as exc:
         print(f"cronbus schedules: {exc}", file=sys.stderr)
@@ -462,6 +572,9 @@ def _schedules_parser(sub: Any) -> None:
     preview = actions.add_parser("next", help="the next fire times, in the schedule's zone")
     preview.add_argument("schedule_id", help=SCHEDULE_ID)
     preview.add_argument("--count", type=int, default=5, help="how many (default 5)")
+    preview.add_argument("--after", metavar="TIME",
+                         help="from this time on instead of now: ISO 8601 with an offset, e.g. "
+                              "2027-03-28T00:00:00Z (to check a daylight-saving day ahead)")
     defer = actions.add_parser("defer-effect", help="execute a deferred effect at a wall time "
                                "or, with --world, at a world time of your clock")
     defer.add_argument("effect_id", help="the effect's id (its one-off schedule's id)")
@@ -586,6 +699,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(tenants=args.tenants, burst=args.burst, every_s=args.every)
 
 
+def cmd_dev_up(args: argparse.Namespace, settings: Settings) -> int:
+    from cronbus.agents.cli.dev import run_dev_up
+
+    return run_dev_up(env_file=args.env_file)
+
+
 # --- main -----------------------------------------------------------------------------------
 
 DESCRIPTION = ("cronbus: an event-driven job scheduler on Kafka. Run workers, publish events, "
@@ -657,6 +776,7 @@ def parser() -> argparse.ArgumentParser:
     retry.set_defaults(run=cmd_job_retry_failed)
 
     _schedules_parser(sub)
+    _tokens_parser(sub)
 
     dlq = sub.add_parser("dlq", help="dead letters: list them, replay them to their job topics")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -687,6 +807,16 @@ def parser() -> argparse.ArgumentParser:
                              help="a progress bar on stderr (default: when it is a terminal)")
         one.set_defaults(run=run)
 
+    dev = sub.add_parser("dev", help="the development stack, for running workers by hand")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    dev_up = dev_sub.add_parser(
+        "up", help="start the broker, Redis (unless one answers at CRONBUS_REDIS_URL) and the "
+        "development APIs, print the settings to export, stay up until Ctrl-C")
+    dev_up.add_argument("--env-file", type=Path, metavar="PATH",
+                        help="also write the export lines to PATH (removed on stop), for "
+                             "`. PATH` in another shell")
+    dev_up.set_defaults(run=cmd_dev_up)
+
     demo = sub.add_parser("demo", help="start the dev stack and a worker, and publish bursts")
     demo.add_argument("--tenants", type=int, default=5, help="tenants to publish for (default 5)")
     demo.add_argument("--burst", type=int, default=40, help="events per burst")
@@ -700,7 +830,8 @@ def parser() -> argparse.ArgumentParser:
 # broker; a worker checks what its roles need)
 REACHES = {cmd_job_status: ("redis",), cmd_clock_get: ("redis",),
            cmd_job_queues: ("broker", "redis"), cmd_job_retry_failed: ("broker",),
-           cmd_dlq_list: ("broker",), cmd_dlq_replay: ("broker",)}
+           cmd_dlq_list: ("broker",), cmd_dlq_replay: ("broker",),
+           cmd_tokens_add: ("redis",), cmd_tokens_list: ("redis",), cmd_tokens_revoke: ("redis",)}
 
 
 async def _reach(settings: Settings, needs: Sequence[str]) -> None:

@@ -42,7 +42,7 @@ from cronbus.agents.console.rules import (
     replay_ask,
     sse,
 )
-from cronbus.clients.redis.api_tokens import TokenTenants
+from cronbus.clients.redis.api_tokens import ApiGate, Refusal
 from cronbus.clients.redis.job_index import JobIndex
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.outage import RedisOutage
@@ -93,7 +93,7 @@ class Answer(Exception):
 
 
 class ConsoleApi:
-    def __init__(self, *, tokens: TokenTenants, system_tenant: str, job_types: Sequence[str],
+    def __init__(self, *, tokens: ApiGate, system_tenant: str, job_types: Sequence[str],
                  status: JobStatusStore, index: JobIndex, letters: LetterShelf,
                  queue_stats: QueueStats, stopping: Callable[[], bool] = lambda: False) -> None:
         self.tokens = tokens
@@ -197,12 +197,13 @@ class ConsoleApi:
     # --- plumbing -----------------------------------------------------------------------------
 
     async def viewer(self, request: Request) -> Viewer:
-        tenant = await self.tokens.tenant_of(request.headers.get("Authorization"))
-        if tenant is None:
-            raise Answer(401, {"error": "a valid bearer token is required "
-                                        "(Authorization: Bearer <token>)"},
-                         {"WWW-Authenticate": 'Bearer realm="cronbus"'})
-        return Viewer(tenant, self.system_tenant)
+        """Who asks: its token known, within its rate, its scope allowing the method (else
+        :class:`Answer` with 401, 429 or 403)."""
+        try:
+            grant = await self.tokens.admit(request.method, request.headers.get("Authorization"))
+        except Refusal as refused:
+            raise Answer(refused.status, refused.body, refused.headers) from None
+        return Viewer(grant.tenant_id, self.system_tenant)
 
     async def answer(self, view: View, request: Request,
                      handler: Callable[..., Awaitable[tuple[int, Any]]], **params: str) -> Response:

@@ -26,41 +26,53 @@ from cronbus.agents.schedules.api_rules import (
     PREVIEW_DEFAULT,
     PREVIEW_MAX,
     RUNS_DEFAULT,
+    FireProgress,
     backfill_answer,
     backfill_range,
     backfill_run,
     backfill_tick,
     backfill_times,
+    catalog_problems,
     declared,
     default_timezone,
     deferred_effect,
     distinct_runs,
+    fire_progress,
     idempotency_key,
     manual_tick,
     next_runs,
     notify_problems,
     problems_body,
     query_count,
+    query_time,
     run_view,
     schedule_view,
+    utc_iso,
     with_enabled,
     with_notify_email,
 )
-from cronbus.clients.redis.api_tokens import TokenTenants
+from cronbus.clients.redis.api_tokens import ApiGate, Grant, Refusal
+from cronbus.clients.redis.fire_states import FireStates
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.outage import RedisOutage
 from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams.catalog import Catalog
 from cronbus.streams.events import CronTick
+from cronbus.streams.keys import partition_of, tenant_key
 from cronbus.streams.outcomes import SIGNATURE_HEADER, TIMESTAMP_HEADER, tenant_secret
 from cronbus.streams.schedules import FieldProblem, InvalidSchedule, Schedule, schedule_from_request
 
 log = logging.getLogger(__name__)
 
+GRANT = "cronbus.grant"  # the request's grant, kept on the request (aiohttp's mapping)
+
 
 class ScheduleStore(Protocol):
     """What the API needs of the schedule directory (agents/schedules/directory.py)."""
+
+    @property
+    def partition_count(self) -> int: ...  # of the schedules topic, once started
 
     def get(self, tenant_id: str, schedule_id: str) -> Schedule | None: ...
 
@@ -86,13 +98,14 @@ Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
 class ScheduleApi:
     def __init__(
-        self, directory: ScheduleStore, catalog: Catalog, *, tokens: TokenTenants, runs: RunLog,
+        self, directory: ScheduleStore, catalog: Catalog, *, tokens: ApiGate, runs: RunLog,
         status: JobStatusStore, send_tick: Callable[[CronTick], Awaitable[None]],
         clocks: WorldClockView, send_ticks: Callable[[list[CronTick]], Awaitable[None]] | None = None,
         ready: Callable[[], bool] = lambda: True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         backfill_max_runs: int = 1000,
         webhook_signing_key: str | None = None,
+        fire_states: FireStates | None = None,
     ) -> None:
         self.directory = directory
         self.catalog = catalog  # a schedule's job type must be declared, its payload fit
@@ -110,6 +123,8 @@ class ScheduleApi:
         self.backfill_max_runs = backfill_max_runs
         # each tenant's webhook secret derives from it; None: webhook notices are refused
         self.webhook_signing_key = webhook_signing_key
+        # the ticker's fire states: how many times each schedule fired (None: none kept here)
+        self.fire_states = fire_states
 
     # --- the operations: (tenant, request, path parameters) -> (status, body) ---------------
 
@@ -120,7 +135,9 @@ class ScheduleApi:
         body = await _body(request)
         schedule = self._declared(schedule_from_request(
             body, tenant_id=tenant, now=self.clock(),
-            default_timezone=default_timezone(body, self.catalog)))
+            default_timezone=default_timezone(body, self.catalog),
+            is_stored=lambda schedule_id: self.directory.get(tenant, schedule_id) is not None,
+            extra_problems=catalog_problems(body, self.catalog)))
         existed = self.directory.get(tenant, schedule.id) is not None
         stored = await self.directory.upsert(schedule)
         return (200 if existed else 201), await self._view(stored)
@@ -132,13 +149,18 @@ class ScheduleApi:
         body = await _body(request)
         schedule = self._declared(schedule_from_request(
             body, tenant_id=tenant, now=self.clock(), schedule_id=schedule_id,
-            default_timezone=default_timezone(body, self.catalog)))
+            default_timezone=default_timezone(body, self.catalog),
+            extra_problems=catalog_problems(body, self.catalog)))
         existed = self.directory.get(tenant, schedule_id) is not None
         stored = await self.directory.upsert(schedule)
         return (200 if existed else 201), await self._view(stored)
 
     async def webhook_secret(self, tenant: str, request: Request) -> tuple[int, Any]:
-        """The caller's secret for verifying its webhook notices (see the README)."""
+        """The caller's secret for verifying its webhook notices (see the README); not for a
+        read-only token (a secret is no data to look at)."""
+        if self._grant(request).scope == "read-only":
+            raise Answer(403, {"error": "this token's scope is read-only: the webhook secret "
+                                        "is for a tenant or system token"})
         if self.webhook_signing_key is None:
             raise Answer(404, {"error": "webhook notices are off here: "
                                         "CRONBUS_WEBHOOK_SIGNING_KEY is not set"})
@@ -160,7 +182,16 @@ class ScheduleApi:
     async def trigger(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
         # checked again: the job type's payload model may have changed since it was stored
         schedule = self._declared(self._schedule(tenant, schedule_id))
-        tick = manual_tick(schedule, self.clock(), idempotency_key(request.headers))
+        now, key = self.clock(), idempotency_key(request.headers)
+        tick = manual_tick(schedule, now, key)
+        if key is not None:
+            # a retry with the same key is the same run: the first request's fire time, and
+            # not sent again once the first is on the broker (it is in the history only then)
+            tick = manual_tick(schedule, now, key,
+                               first_at=await self.runs.claim_manual(tick.event_id, now))
+            sent = await self.runs.find(tenant, schedule_id, tick.event_id)
+            if sent is not None:
+                return 202, {"run": run_view(sent, await self.status.get(sent.job_id))}
         await self.send_tick(tick)  # on the broker before it is in the history
         run = await self.runs.record(tick)
         return 202, {"run": run_view(run, await self.status.get(run.job_id))}
@@ -193,8 +224,12 @@ class ScheduleApi:
     async def preview(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
         schedule = self._schedule(tenant, schedule_id)
         count = query_count(request.query, "count", default=PREVIEW_DEFAULT, maximum=PREVIEW_MAX)
+        after = query_time(request.query, "after")
         world_now = await self._world_now(tenant, schedule) if schedule.clock == "world" else None
-        return 200, next_runs(schedule, self.clock(), count, world_now)
+        (progress,) = await self._progress([schedule])
+        # with a limit, up to PREVIEW_WALK_MAX cron steps: off the event loop
+        return 200, await asyncio.to_thread(next_runs, schedule, self.clock(), count, world_now,
+                                            after=after, progress=progress)
 
     async def history(self, tenant: str, request: Request, schedule_id: str) -> tuple[int, Any]:
         self._schedule(tenant, schedule_id)
@@ -221,6 +256,9 @@ class ScheduleApi:
         if clock is None:
             raise Answer(404, {"error": f"no world clock for tenant {tenant_id!r}: none of its "
                                         f"world-time-advanced events has been read"})
+        for name in ("world_time", "advanced_at"):  # every time in UTC
+            if isinstance(clock.get(name), str):
+                clock = {**clock, name: utc_iso(datetime.fromisoformat(clock[name]))}
         return 200, clock
 
     # --- helpers ------------------------------------------------------------------------------
@@ -248,16 +286,31 @@ class ScheduleApi:
         latest = await self.runs.latest(tenant, [s.id for s in schedules])
         jobs = await self.status.get_many([run.job_id for run in latest.values()])
         now = self.clock()
+        world_nows = [await self._world_now(tenant, schedule) if schedule.clock == "world"
+                      else None for schedule in schedules]
+        progresses = await self._progress(schedules)
         views = []
-        for schedule in schedules:
-            world_now = (await self._world_now(tenant, schedule)
-                         if schedule.clock == "world" else None)
-            coming = next_runs(schedule, now, 1, world_now)["next"]
+        for schedule, world_now, progress in zip(schedules, world_nows, progresses, strict=True):
+            coming = next_runs(schedule, now, 1, world_now, progress=progress)["next"]
             last = latest.get(schedule.id)
             views.append(schedule_view(
                 schedule, last_run=last, last_job=jobs.get(last.job_id) if last else None,
-                next_at=datetime.fromisoformat(coming[0]["utc"]) if coming else None))
+                next_at=datetime.fromisoformat(coming[0]["utc"]) if coming else None,
+                progress=progress))
         return views
+
+    async def _progress(self, schedules: list[Schedule]) -> list[FireProgress]:
+        """Each schedule's fired count and whether it is exhausted, from the fire states the
+        ticker saved (one round trip): a wall schedule's in the hash of its own partition of
+        ``schedules``, a world-clock one's in its tenant's (the ticker firing it owns that)."""
+        if self.fire_states is None or not schedules:
+            return [FireProgress() for _ in schedules]
+        partitions = self.directory.partition_count
+        places = [(partition_of(tenant_key(s.tenant_id) if s.clock == "world" else s.key,
+                                partitions), s.key) for s in schedules]
+        stored = await self.fire_states.get_many(places)
+        now = self.clock()
+        return [fire_progress(s, raw, now) for s, raw in zip(schedules, stored, strict=True)]
 
     async def _world_now(self, tenant: str, schedule: Schedule) -> datetime:
         """The tenant's world time; before its clock first moved, just before the schedule's
@@ -293,7 +346,7 @@ class ScheduleApi:
                              {"Retry-After": "1"})
             status, body = await handler(tenant, request, **params)
             self.redis_outage.succeeded()
-        except Answer as answer:
+        except (Answer, Refusal) as answer:
             return view.json(answer.body, status=answer.status, headers=answer.headers)
         except InvalidSchedule as exc:
             return view.json(problems_body(exc), status=422)
@@ -308,12 +361,16 @@ class ScheduleApi:
         return view.json(body, status=status)
 
     async def _tenant(self, request: Request) -> str:
-        tenant = await self.tokens.tenant_of(request.headers.get("Authorization"))
-        if tenant is None:
-            raise Answer(401, {"error": "a valid bearer token is required "
-                                        "(Authorization: Bearer <token>)"},
-                         {"WWW-Authenticate": 'Bearer realm="cronbus"'})
-        return tenant
+        """The caller's tenant; its token known, within its rate, its scope allowing the method
+        (else :class:`Refusal`)."""
+        grant = await self.tokens.admit(request.method, request.headers.get("Authorization"))
+        request[GRANT] = grant  # type: ignore[index]
+        return grant.tenant_id
+
+    @staticmethod
+    def _grant(request: Request) -> Grant:
+        grant: Grant = request[GRANT]  # type: ignore[index]
+        return grant
 
     # --- routes -------------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from cronbus.agents.schedules.cron import ONE_MS, fire_times, preview
+from cronbus.agents.schedules.book import FireState, state_for
+from cronbus.agents.schedules.cron import ONE_MS, fire_times, next_fire, preview
 from cronbus.streams.catalog import Catalog, PayloadError, UnknownJobType
 from cronbus.streams.events import CronTick
 from cronbus.streams.jobs import JobState
@@ -34,7 +35,40 @@ from cronbus.streams.schedules import (
 PREVIEW_DEFAULT, PREVIEW_MAX = 5, 100
 RUNS_DEFAULT = 20
 IDEMPOTENCY_KEY_MAX = 200
+# fire times a preview of a schedule with a limit walks to find which of them are still left
+PREVIEW_WALK_MAX = 10_000
+# the times of a schedule as stored; every answer shows them in UTC
+SCHEDULE_TIMES = ("run_at", "start_at", "end_at", "revision_at", "created_at")
 
+
+def utc_iso(moment: datetime) -> str:
+    """A time as every answer shows it: ISO 8601 in UTC."""
+    return moment.astimezone(UTC).isoformat()
+
+
+def epoch_iso(seconds: float) -> str:
+    """A stored Unix time (run history, job status) as ISO 8601 in UTC."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def query_time(query: Mapping[str, str], name: str) -> datetime | None:
+    """An ISO 8601 time with its offset from the query (``after=2027-03-28T00:00:00Z``), or
+    :class:`InvalidSchedule` naming it; None when not given."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    moment = None
+    # as sent; else with a '+' that arrived as a space (sent unencoded in a query string)
+    for text in (raw.strip(), raw.strip().replace(" ", "+")):
+        try:
+            moment = datetime.fromisoformat(text)
+            break
+        except ValueError:
+            continue
+    if moment is None or moment.tzinfo is None:
+        raise InvalidSchedule([FieldProblem(
+            name, f"an ISO 8601 time with its offset, e.g. 2027-03-28T00:00:00Z; got {raw!r}")])
+    return moment.astimezone(UTC)
 
 
 def query_count(query: Mapping[str, str], name: str, *, default: int, maximum: int) -> int:
@@ -71,6 +105,21 @@ def declared(schedule: Schedule, catalog: Catalog) -> Schedule:
     return schedule
 
 
+def catalog_problems(body: Any, catalog: Catalog) -> list[FieldProblem]:
+    """What :func:`declared` would say of a requested definition, read from the body as sent:
+    so an undeclared job type is named beside the body's other bad fields, in one answer."""
+    if not isinstance(body, dict) or not isinstance(body.get("job_type"), str):
+        return []  # no job type (or not a string): the model names it
+    payload = body.get("payload", {})
+    try:
+        catalog[body["job_type"]].check_payload(payload if isinstance(payload, dict) else {})
+    except UnknownJobType as exc:
+        return [FieldProblem("job_type", str(exc))]
+    except PayloadError as exc:
+        return [FieldProblem(f"payload.{name}", problem) for name, problem in exc.problems]
+    return []
+
+
 DEFERRED_EFFECT = "deferred-effect"  # the job type that executes an effect (cronbus.families)
 
 
@@ -99,7 +148,7 @@ def problems_body(exc: InvalidSchedule) -> dict[str, Any]:
         "problems": [{"field": p.field, "message": p.message} for p in exc.problems],
     }
     if isinstance(exc, TooManyRuns):
-        body.update(max_runs=exc.max_runs, max_to=exc.max_to.isoformat())
+        body.update(max_runs=exc.max_runs, max_to=utc_iso(exc.max_to))
     return body
 
 
@@ -119,21 +168,65 @@ def run_status(state: JobState) -> str:
     return RUN_STATUS[state]
 
 
+@dataclass(frozen=True, slots=True)
+class FireProgress:
+    """How far a schedule has come, by the ticker's own count: ``fired`` is the ticks the ticker
+    made (what ``limit`` counts; manual runs and backfills are not counted), ``exhausted`` that
+    it will fire no more (its limit reached, or no fire time left: a one-off that fired, a
+    schedule past its ``end_at``)."""
+
+    fired: int = 0
+    exhausted: bool = False
+
+    def remaining(self, schedule: Schedule) -> int | None:
+        return None if schedule.limit is None else max(0, schedule.limit - self.fired)
+
+
+def fire_progress(schedule: Schedule, stored: bytes | None, now: datetime) -> FireProgress:
+    """A schedule's progress from the fire state the ticker saved (``stored``; None before a
+    ticker took it on), read as the ticker reads it (:func:`state_for`): a timing change keeps
+    the count, and a fire time after what the ticker decided is still to come."""
+    try:
+        saved = FireState.decode(stored) if stored else None
+    except (ValueError, KeyError, TypeError):  # not the ticker's: as if none was saved
+        saved = None
+    state = state_for(schedule, saved, now)
+    if schedule.limit is not None and state.fired >= schedule.limit:
+        return FireProgress(state.fired, exhausted=True)
+    left = state.buffered is not None or next_fire(schedule, state.since) is not None
+    return FireProgress(state.fired, exhausted=not left)
+
+
 def schedule_view(schedule: Schedule, *, last_run: FiredRun | None = None,
                   last_job: Mapping[str, Any] | None = None,
-                  next_at: datetime | None = None) -> dict[str, Any]:
+                  next_at: datetime | None = None,
+                  progress: FireProgress | None = None) -> dict[str, Any]:
     """A schedule as the API shows it, with its newest run (``last_run_at``: when it was sent;
-    ``last_status`` its job's, as :data:`RUN_STATUS` names it) and its next fire time by its
-    rule (``next_run_at``; none while paused or when no time is left), ISO 8601 in UTC."""
+    ``last_status`` its job's, as :data:`RUN_STATUS` names it), its next fire time by its rule
+    (``next_run_at``; none while paused or when it will fire no more), how many times the ticker
+    fired it (``fired``, ``remaining`` of its ``limit``) and whether it is ``exhausted``. Every
+    time is ISO 8601 in UTC."""
+    progress = progress or FireProgress()
     last_status = None
     if last_run is not None:
         last_status = run_status(JobState.read(last_job.get("state") if last_job else None))
-    return {**schedule.model_dump(mode="json"), "kind": schedule.kind,
+    view = schedule.model_dump(mode="json")
+    for name in SCHEDULE_TIMES:
+        moment = getattr(schedule, name)
+        view[name] = None if moment is None else utc_iso(moment)
+    return {**view, "kind": schedule.kind,
             "paused": not schedule.enabled,
-            "last_run_at": None if last_run is None
-            else datetime.fromtimestamp(last_run.emitted_at, UTC).isoformat(),
+            "fired": progress.fired,
+            "remaining": progress.remaining(schedule),
+            "exhausted": progress.exhausted,
+            "last_run_at": None if last_run is None else epoch_iso(last_run.emitted_at),
             "last_status": last_status,
-            "next_run_at": None if next_at is None else next_at.astimezone(UTC).isoformat()}
+            "next_run_at": None if next_at is None or progress.exhausted else utc_iso(next_at)}
+
+
+# what a schedule's answer adds to its definition: not fields a definition may send back
+VIEW_ONLY = ("kind", "paused", "fired", "remaining", "exhausted", "last_run_at", "last_status",
+             "next_run_at")
 
 
 def default_timezone(body: Any, catalog: Catalog) -> str:
@@ -193,33 +286,74 @@ def with_enabled(schedule: Schedule, enabled: bool, now: datetime) -> Schedule:
 
 
 def next_runs(schedule: Schedule, now: datetime, count: int,
-              world_now: datetime | None = None) -> dict[str, Any]:
-    """The next ``count`` fire times after ``now``, in the schedule's zone and in UTC; none while
-    it is paused. ``limit`` is not applied (how many ran is the ticker's count). A world-clock
-    schedule's are world times after its tenant's clock (``world_now``; before the clock first
-    moved, from the schedule's anchor)."""
+              world_now: datetime | None = None, *, after: datetime | None = None,
+              progress: FireProgress | None = None) -> dict[str, Any]:
+    """The next ``count`` fire times after ``after`` (default: now, or when its timing last
+    changed if later), in the schedule's zone and in UTC; none while it is paused or once it is
+    exhausted. Its ``limit`` is honoured: of the fire times from now on, only the ``limit``
+    minus ``fired`` first are listed (so a schedule one run short of its limit shows one), and
+    ``end_at`` ends them. ``after`` may be any time: before now, the times its rule gives are
+    listed (what did run is in its run history). A world-clock schedule's are world times, and
+    "now" is its tenant's clock (``world_now``; before the clock first moved, its anchor)."""
+    progress = progress or FireProgress()
     zone = ZoneInfo(schedule.timezone)
     if schedule.clock == "world":
         assert world_now is not None, "a world-clock schedule previews after its tenant's clock"
-        after = world_now
+        base = world_now
     else:
-        after = max(now, schedule.revision_at) if schedule.revision_at else now
-    times = preview(schedule, after, count) if schedule.enabled else []
+        base = max(now, schedule.revision_at) if schedule.revision_at else now
+    start = base if after is None else after
+    times: list[datetime] = []
+    if schedule.enabled and not progress.exhausted:
+        times = coming_times(schedule, start, count, base=base,
+                             remaining=progress.remaining(schedule))
     return {
         "schedule_id": schedule.id,
         "timezone": schedule.timezone,
         "clock": schedule.clock,
         "paused": not schedule.enabled,
-        "next": [{"at": t.astimezone(zone).isoformat(), "utc": t.astimezone(UTC).isoformat()}
-                 for t in times],
+        "after": utc_iso(start),
+        "fired": progress.fired,
+        "remaining": progress.remaining(schedule),
+        "exhausted": progress.exhausted,
+        "next": [{"at": t.astimezone(zone).isoformat(), "utc": utc_iso(t)} for t in times],
     }
 
 
-def manual_tick(schedule: Schedule, now: datetime, key: str | None) -> CronTick:
+def coming_times(schedule: Schedule, after: datetime, count: int, *, base: datetime,
+                 remaining: int | None) -> list[datetime]:
+    """Up to ``count`` fire times after ``after``; with ``remaining`` (what its limit leaves),
+    only the first ``remaining`` fire times after ``base`` (now) are still to come. Finding them
+    walks from the earlier of the two, at most :data:`PREVIEW_WALK_MAX` fire times."""
+    if remaining is None:
+        return preview(schedule, after, count)
+    times: list[datetime] = []
+    to_come = 0
+    for walked, moment in enumerate(fire_times(schedule, min(after, base)), 1):
+        if moment > base:
+            to_come += 1
+            if to_come > remaining:
+                break
+        if moment > after:
+            times.append(moment)
+            if len(times) == count:
+                break
+        if walked >= PREVIEW_WALK_MAX:
+            raise InvalidSchedule([FieldProblem(
+                "after", f"more than {PREVIEW_WALK_MAX} of its fire times lie between now and "
+                f"{utc_iso(after)}, and with a limit each must be counted: choose an earlier "
+                "after")])
+    return times
+
+
+def manual_tick(schedule: Schedule, now: datetime, key: str | None, *,
+                first_at: datetime | None = None) -> CronTick:
     """A run started by hand: a cron tick for now, with an id of its own. The same idempotency
-    key gives the same tick, so a retried request runs the job once."""
+    key gives the same tick id, so a retried request runs the job once; ``first_at`` is when
+    the first request with that key fired it, which a retry's tick says again."""
     trigger_key = f"key:{key}" if key is not None else f"at:{now.astimezone(UTC).isoformat()}"
-    return run_by_hand(schedule, manual_tick_id(schedule.key, trigger_key), fire_at=now, now=now)
+    at = first_at or now
+    return run_by_hand(schedule, manual_tick_id(schedule.key, trigger_key), fire_at=at, now=at)
 
 
 def run_by_hand(schedule: Schedule, tick_id: str, *, fire_at: datetime, now: datetime,
@@ -350,14 +484,14 @@ def backfill_answer(schedule: Schedule, window: BackfillRange, runs: list[FiredR
     for run in runs:
         already = run.job_id in sent_before
         emitted_at = round(sent_before[run.job_id], 3) if already else run.emitted_at
-        shown.append({**run.as_dict(), "emitted_at": emitted_at,
+        shown.append({**run.as_dict(), "emitted_at": epoch_iso(emitted_at),
                       "at": datetime.fromisoformat(run.fire_at).astimezone(zone).isoformat(),
                       "already": already})
     already_count = sum(1 for r in shown if r["already"])
     return {
         "schedule_id": schedule.id,
-        "from": window.start.isoformat(),
-        "to": window.end.isoformat(),
+        "from": utc_iso(window.start),
+        "to": utc_iso(window.end),
         "timezone": schedule.timezone,
         "count": len(shown),
         "sent": len(shown) - already_count,
@@ -372,7 +506,8 @@ def run_view(run: FiredRun, status: Mapping[str, Any] | None) -> dict[str, Any]:
     active, retry_due, completed or dead_lettered; ``error`` says why), its ``status``
     (:data:`RUN_STATUS`: pending, processing, completed, failed), what its job produced
     (``result``, e.g. an export id) and the processor's times."""
-    view: dict[str, Any] = {**run.as_dict(), "state": JobState.WAITING.value,
+    view: dict[str, Any] = {**run.as_dict(), "emitted_at": epoch_iso(run.emitted_at),
+                            "state": JobState.WAITING.value,
                             "status": run_status(JobState.WAITING), "attempts": 0}
     if status is None:
         return view
@@ -384,7 +519,7 @@ def run_view(run: FiredRun, status: Mapping[str, Any] | None) -> dict[str, Any]:
         view["result"] = status["result"]
     for stamp in ("started_at", "finished_at", "updated_at"):
         if status.get(stamp) is not None:
-            view[stamp] = datetime.fromtimestamp(float(status[stamp]), UTC).isoformat()
+            view[stamp] = epoch_iso(float(status[stamp]))
     if status.get("last_error"):
         view["error"] = status["last_error"]
     return view

@@ -57,7 +57,9 @@ def fire_times(schedule: Schedule, after: datetime) -> Iterator[datetime]:
     if schedule.cron is not None:
         times = cron_times(schedule.cron, schedule.timezone, after)
     elif schedule.every_ms is not None:
-        times = every_times(schedule.every_ms, schedule.start_at or EPOCH, after)
+        # anchored at start_at, else at its creation (BullMQ's `every`: the first run one
+        # interval after it is made); a record from before created_at was kept: the epoch
+        times = every_times(schedule.every_ms, schedule.anchor or EPOCH, after)
     else:
         assert schedule.run_at is not None
         run_at = _to_ms(schedule.run_at)

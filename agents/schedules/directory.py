@@ -149,6 +149,8 @@ class ScheduleDirectory:
         # an older record of that key read meanwhile is already overtaken (a PUT read after this
         # directory's DELETE must not bring the schedule back)
         self._written: dict[bytes, int] = {}
+        self.partition_count = partitions  # the topic's own count once started
+
 
     # --- the interface -------------------------------------------------------------------
 
@@ -188,6 +190,8 @@ class ScheduleDirectory:
         # no linger: an upsert answers once the broker has it
         self._producer = connect.producer(self.brokers, linger_ms=0)
         await self._producer.start()
+        # what the partitioner divides a key's hash by (the ticker's hashes are per partition)
+        self.partition_count = len(await self._producer.partitions_for(topics.SCHEDULES))
         self._consumer = connect.reader(self.brokers)
         await self._consumer.start()
         parts = [TopicPartition(topics.SCHEDULES, p)

@@ -16,7 +16,8 @@ from cronbus.agents.schedules.api import ScheduleApi
 from cronbus.agents.schedules.builtins import reconcile, wanted_builtins
 from cronbus.agents.schedules.directory import ScheduleDirectory
 from cronbus.clients.kafka import connect
-from cronbus.clients.redis.api_tokens import TokenTenants
+from cronbus.clients.redis.api_tokens import api_gate
+from cronbus.clients.redis.fire_states import FireStates
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.clients.redis.world_clocks import WorldClockView
@@ -70,8 +71,7 @@ class SchedulesApi(mode.Service):
                                            replication=settings.replication_factor)
         self.api = ScheduleApi(
             self.directory, catalog,
-            tokens=TokenTenants(redis, namespace=settings.redis_namespace,
-                                configured=settings.api_token_tenants()),
+            tokens=api_gate(redis, settings),
             runs=RunLog(redis, namespace=settings.redis_namespace,
                         kept=settings.schedule_runs_kept, ttl_s=settings.job_status_ttl_s),
             status=status,
@@ -82,6 +82,8 @@ class SchedulesApi(mode.Service):
             backfill_max_runs=settings.backfill_max_runs,
             webhook_signing_key=settings.webhook_signing_key.get_secret_value()
             if settings.webhook_signing_key is not None else None,
+            fire_states=FireStates(redis, namespace=settings.redis_namespace,
+                                   app_id=settings.app_id),
         )
         self._producer: AIOKafkaProducer | None = None
 
@@ -96,6 +98,8 @@ class SchedulesApi(mode.Service):
         self.api.register(app)
 
     async def on_start(self) -> None:
+        # tokens an earlier cronbus kept in clear: to their digests before the API answers
+        await self.api.tokens.book.move_clear_tokens()
         self._producer = connect.producer(self.settings.kafka, linger_ms=0)
         await self._producer.start()
         await self.directory.start()

@@ -40,6 +40,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from cronbus.agents.schedules.book import Entry, FireState, Plan, TickerBook, plan, plan_world
 from cronbus.agents.schedules.directory import schedule_in
 from cronbus.clients.kafka import connect
+from cronbus.clients.redis.fire_states import fire_states_key
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.clients.redis.outage import RedisOutage
 from cronbus.clients.redis.schedule_runs import RunLog
@@ -162,7 +163,7 @@ class Ticker(mode.Service):
 
     def state_key(self, partition: int) -> str:
         """The Redis hash of one partition's fire states (field: schedule key)."""
-        return f"{self.settings.redis_namespace}:ticker:{self.settings.app_id}:{partition}"
+        return fire_states_key(self.settings.redis_namespace, self.settings.app_id, partition)
 
     # lifecycle -------------------------------------------------------------------------------
 

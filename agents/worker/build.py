@@ -18,6 +18,7 @@ from cronbus.agents.worker.health_rules import worker_ready
 from cronbus.agents.worker.registry import ROLE_FACTORIES, Resources, Role
 from cronbus.agents.worker.roles import DEFAULT_ROLES, ROLES
 from cronbus.agents.worker.status_pages import register_status_pages
+from cronbus.agents.worker.web_guard import guard_web
 from cronbus.streams.app import create_app
 from cronbus.streams.settings import Settings
 
@@ -69,6 +70,7 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
                          bridge=bridge,
                          stalls=[role.stalls for role in running if role.stalls is not None])
     app.add_dependency(OutsideWorld(resources, health))
+    guard_web(app, settings.web_max_body_bytes)
     _register_pages(app, resources, health, named)
     # the console rides on the api role: its page and the REST endpoints it uses
     console = console_api(app, resources) if "api" in roles else None

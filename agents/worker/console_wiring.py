@@ -17,7 +17,7 @@ from cronbus.agents.processing.queues import queue_stats
 from cronbus.agents.processing.replay import dead_letter_topics, replay
 from cronbus.agents.worker.registry import Resources
 from cronbus.clients.kafka import connect
-from cronbus.clients.redis.api_tokens import TokenTenants
+from cronbus.clients.redis.api_tokens import api_gate
 from cronbus.clients.redis.job_index import JobIndex
 from cronbus.streams.topics import job_type_of
 
@@ -72,8 +72,7 @@ def console_api(app: faust.App, resources: Resources) -> ConsoleApi:
         return await queue_stats(settings.kafka, settings.app_id, resources.status, job_types)
 
     api = ConsoleApi(
-        tokens=TokenTenants(resources.redis, namespace=settings.redis_namespace,
-                            configured=settings.api_token_tenants()),
+        tokens=api_gate(resources.redis, settings),
         system_tenant=settings.system_tenant, job_types=resources.catalog.names,
         status=resources.status,
         index=JobIndex(resources.redis, resources.status, namespace=settings.redis_namespace),

@@ -1,6 +1,7 @@
 """Log records as readable lines (development) or one JSON object a line (production).
 
-Credentials in URLs (``redis://:secret@host``) are masked in every record, whoever logs it.
+Credentials in URLs (``redis://:secret@host``) and bearer tokens (``Bearer <token>``) are masked
+in every record, whoever logs it, tracebacks included.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Any
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # user:password@ (or :password@) after a scheme
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
+# a bearer token, as an Authorization header would show it
+_BEARER = re.compile(r"(?P<scheme>\bbearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 # the fields every LogRecord has; anything else was passed with ``extra=`` and is kept
 _STANDARD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 def mask_credentials(text: str) -> str:
-    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+    return _BEARER.sub(r"\g<scheme>***", _URL_CREDENTIALS.sub(r"\g<scheme>***@", text))
 
 
 class MaskCredentials(logging.Filter):
@@ -71,6 +74,14 @@ class RepeatsOnce(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """Readable lines; a traceback's text masked too (its message is the record's, masked by
+    :class:`MaskCredentials`, but an exception's own text may hold a URL)."""
+
+    def formatException(self, ei: Any) -> str:
+        return mask_credentials(super().formatException(ei))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, extras, and the traceback if any."""
 
@@ -93,7 +104,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RepeatsOnce())
     handler.addFilter(MaskCredentials())
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -9,6 +9,9 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+import httpx
+
+from cronbus.clients.http.proxies import environment_proxies, proxy_for
 from cronbus.clients.network import reach
 from cronbus.streams.catalog import CatalogError, load_catalog
 from cronbus.streams.settings import DEFAULT_SERVICE, Settings
@@ -40,9 +43,14 @@ async def outside_world_answers(settings: Settings, roles: Sequence[str]) -> Non
     except CatalogError:
         return  # named when the worker is built
     services = sorted({t.service for t in wanted})
-    for outcome in await asyncio.gather(
-            *(reach.tcp(service_setting(n), settings.service(n).url, default_port=80)
-              for n in services), return_exceptions=True):
+    proxies = environment_proxies()
+    checks = []
+    for name in services:
+        url = settings.service(name).url
+        proxy = proxy_for(httpx.URL(url), proxies)  # through a proxy: is the proxy there?
+        checks.append(reach.tcp(proxy.variable, proxy.shown, default_port=80) if proxy
+                      else reach.tcp(service_setting(name), url, default_port=80))
+    for outcome in await asyncio.gather(*checks, return_exceptions=True):
         if isinstance(outcome, reach.Unreachable):
             log.warning("%s; its jobs wait behind its breaker until it answers", outcome)
         elif isinstance(outcome, BaseException):

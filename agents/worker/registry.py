@@ -5,6 +5,7 @@ the partitions it owns, its lag, the records it keeps failing on)."""
 from __future__ import annotations
 
 import functools
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,7 +35,7 @@ from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams import topics
 from cronbus.streams.catalog import Catalog, load_catalog
 from cronbus.streams.metrics import Metrics
-from cronbus.streams.settings import DEFAULT_SERVICE, Settings
+from cronbus.streams.settings import DEFAULT_SERVICE, ENV_PREFIX, Settings
 from cronbus.streams.stalls import Stalls
 
 # connections one worker keeps to Redis at most, and how long a call waits for one
@@ -104,6 +105,7 @@ class Resources:
             return client
         settings = self.settings
         config = settings.service(service)
+        tls = config.tls.context()  # its CA bundle and client certificate (else the system's)
         # the breaker's state is shared by every worker through Redis, synced by the engine
         storage = SharedBreakerStorage(
             self.redis, namespace=f"{settings.redis_namespace}:breaker:{service}")
@@ -119,19 +121,28 @@ class Resources:
         client = self.downstream[service] = DownstreamClient(
             config.url, breaker=breaker, metrics=self.metrics, service=service,
             token=config.token.get_secret_value() if config.token else None,
-            timeout_s=config.timeout_s, transport=_transport(settings),
+            timeout_s=config.timeout_s, transport=_transport(settings, tls),
+            ssl_context=tls, tls_setting=tls_setting(settings, service),
         )
         return client
 
 
-def _transport(settings: Settings) -> httpx.AsyncBaseTransport | None:
-    """The downstream transport under httpx's API (README: "Throughput" has the figures)."""
+def _transport(settings: Settings, tls: ssl.SSLContext) -> httpx.AsyncBaseTransport | None:
+    """The downstream transport under httpx's API (README: "Throughput" has the figures); each
+    checks TLS with ``tls`` and honours the standard proxy variables (README: "Security")."""
     connections = max(100, settings.processor_concurrency)
     if settings.api_transport == "h1":
-        return H1Transport(max_connections=connections)
+        return H1Transport(max_connections=connections, ssl_context=tls)
     if settings.api_transport == "aiohttp":
-        return AiohttpTransport(max_connections=connections)
-    return None
+        return AiohttpTransport(max_connections=connections, ssl_context=tls)
+    return None  # httpx's own pool, given ``tls`` by the client
+
+
+def tls_setting(settings: Settings, service: str) -> str:
+    """The prefix of a service's TLS settings, named when its handshake fails."""
+    if service == DEFAULT_SERVICE and service not in settings.services:
+        return f"{ENV_PREFIX}API_SSL_"
+    return f"{ENV_PREFIX}SERVICES__{service.upper()}__SSL_"
 
 
 def _ingest(r: Resources) -> mode.Service:

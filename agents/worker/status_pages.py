@@ -7,8 +7,10 @@
 - ``POST /queues/{job_type}/retry-failed``  replay its dead letters; JSON body, all optional:
                                             ``{"tenant_id": "acme", "dry_run": false}``
 
-On a worker running the api role, ``GET /jobs/{job_id}`` and ``GET /queues`` sent with a bearer
-token answer as the console's API does (agents/console/api.py): the token's tenant only.
+On a worker running the api role (its web port is the REST API's) every page here asks for a
+bearer token: ``GET /jobs/{job_id}`` and ``GET /queues`` answer as the console's API does
+(agents/console/api.py: the token's tenant only), one queue and retrying its failed jobs are the
+system tenant's. A worker without it serves them to whoever reaches its port (an operator's).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from cronbus.agents.console.api import ConsoleApi
+from cronbus.agents.console.api import Answer, ConsoleApi
 from cronbus.agents.processing.queues import queue_stats, retry_failed
 from cronbus.clients.redis.job_status import JobStatusStore
 from cronbus.streams.catalog import Catalog, UnknownJobType
+from cronbus.streams.jobs import status_answer
 from cronbus.streams.metrics import Metrics
 from cronbus.streams.settings import Settings
 
@@ -35,25 +38,40 @@ def register_status_pages(app: faust.App, settings: Settings, catalog: Catalog,
                           console: ConsoleApi | None = None) -> None:
     brokers = settings.kafka
 
+    async def refused(view: View, request: Request) -> Response | None:
+        """On an api worker: None for the system tenant's token, else its refusal."""
+        if console is None:
+            return None
+        try:
+            viewer = await console.viewer(request)
+        except Answer as answer:
+            return view.json(answer.body, status=answer.status, headers=answer.headers)
+        if viewer.sees_all:
+            return None
+        return view.json({"error": f"{request.path} is the system tenant's: a tenant's token "
+                                   f"sees its own jobs at /jobs and /queues"}, status=403)
+
     class JobPage(View):
         async def get(self, request: Request, job_id: str) -> Response:
-            if console is not None and "Authorization" in request.headers:
+            if console is not None:
                 # the console's way: the caller's tenant only (401 without a valid token)
                 return await console.answer(self, request, console.job, job_id=job_id)
             record = await store.get(job_id)
             if record is None:
                 return self.json({"error": f"no status for job {job_id!r}"}, status=404)
-            return self.json({"job_id": job_id, **record})
+            return self.json({"job_id": job_id, **status_answer(record)})
 
     class QueuesPage(View):
         async def get(self, request: Request) -> Response:
-            if console is not None and "Authorization" in request.headers:
+            if console is not None:
                 return await console.answer(self, request, console.queues)
             return self.json({"queues": await queue_stats(brokers, settings.app_id, store,
                                                               catalog.names)})
 
     class QueuePage(View):
         async def get(self, request: Request, job_type: str) -> Response:
+            if (refusal := await refused(self, request)) is not None:
+                return refusal
             try:
                 chosen = catalog[job_type].name
             except UnknownJobType as exc:
@@ -63,6 +81,8 @@ def register_status_pages(app: faust.App, settings: Settings, catalog: Catalog,
 
     class RetryFailedPage(View):
         async def post(self, request: Request, job_type: str) -> Response:
+            if (refusal := await refused(self, request)) is not None:
+                return refusal
             try:
                 chosen = catalog[job_type].name
             except UnknownJobType as exc:

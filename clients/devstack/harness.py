@@ -102,6 +102,14 @@ class DevStack:
             if part is not None:
                 part.stop()
 
+    def processes(self) -> list[ManagedProcess]:
+        """The child processes this stack started (a Redis or broker found running is not one)."""
+        parts = [self.s3, self.broker, self.tls_front, self.redis, self.api, self.world,
+                 self.notifications]
+        found = [getattr(part, "process", None) for part in parts if part is not None]
+        return [process for process in found if isinstance(process, ManagedProcess)
+                and process.pid is not None]
+
     def env(self) -> dict[str, str]:
         """The settings a cronbus process needs to use this stack."""
         env = {

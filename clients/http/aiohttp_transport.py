@@ -6,9 +6,15 @@ with its own pool about 300 requests/s, aiohttp about 6,000/s, httpx over the
 aiohttp session and builds the httpx response from the bytes aiohttp read; the response body
 is decoded by httpx (aiohttp's decompression is off), errors become httpx's own exceptions,
 so callers see plain httpx.
+
+TLS: checked against ``ssl_context`` (a CA bundle, a client certificate), else the system's CAs.
+Proxies: aiohttp's own reading of the standard variables (``trust_env``): HTTP_PROXY and
+HTTPS_PROXY (http:// proxies; https:// origins through a CONNECT tunnel) and NO_PROXY.
 """
 
 from __future__ import annotations
+
+import ssl
 
 import aiohttp
 import httpx
@@ -18,8 +24,11 @@ _HOP_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"co
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, max_connections: int = 100, keepalive_s: float = 30.0) -> None:
+    def __init__(self, *, max_connections: int = 100, keepalive_s: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None, trust_env: bool = True) -> None:
         self._max_connections = max_connections
+        self._ssl = ssl_context
+        self._trust_env = trust_env
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
@@ -27,8 +36,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _open(self) -> aiohttp.ClientSession:
         # made on first use: an aiohttp session belongs to the running loop
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
-                                         keepalive_timeout=self._keepalive_s, use_dns_cache=True)
+                                         keepalive_timeout=self._keepalive_s, use_dns_cache=True,
+                                         ssl=self._ssl if self._ssl is not None else True)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                              trust_env=self._trust_env,
                                               skip_auto_headers=("User-Agent", "Content-Type"),
                                               cookie_jar=aiohttp.DummyCookieJar())
         return self._session
@@ -47,7 +58,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session or self._open()
         headers = [(k.decode("latin-1"), v.decode("latin-1"))
                    for k, v in request.headers.raw if k.lower() not in _HOP_HEADERS]
-        body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
+        # a request built with ``stream=ByteStream(...)`` is not read yet: reading it is free
+        body = request.read() if isinstance(request.stream, httpx.ByteStream) else await request.aread()
         try:
             async with session.request(
                 request.method, str(request.url), headers=headers, data=body or None,

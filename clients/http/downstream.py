@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
@@ -99,6 +100,29 @@ class PermanentError(DownstreamError):
 
 class CircuitOpen(DownstreamError):
     """The breaker for this service is open: the call was not made."""
+
+
+def tls_hint(error: str, setting_prefix: str, *, closed_over_tls: bool = False) -> str:
+    """What to set when a connection failed its TLS handshake (``""`` for any other failure):
+    ``setting_prefix`` is the service's, e.g. ``CRONBUS_API_SSL_``. ``closed_over_tls``: an
+    https:// server closed the connection before answering, which is how a server that wants a
+    client certificate refuses one (TLS 1.3 checks it after the client's handshake is done)."""
+    text = error.lower()
+    if "certificate verify failed" in text:
+        if "mismatch" in text:
+            return " (its certificate does not name the host in its URL)"
+        return (f" (its certificate is not trusted: {setting_prefix}CA_FILE names the CA to "
+                f"trust)")
+    if any(sign in text for sign in ("certificate required", "bad certificate", "unknown ca",
+                                     "closed the tls connection before answering")):
+        return (f" (it asks for a client certificate it trusts: {setting_prefix}CERT_FILE and "
+                f"{setting_prefix}KEY_FILE)")
+    if "handshake failure" in text or "wrong version number" in text:
+        return " (no TLS handshake: is it https://, and does it take this certificate?)"
+    if closed_over_tls:
+        return (f" (closed without an answer: if it asks for a client certificate, "
+                f"{setting_prefix}CERT_FILE and {setting_prefix}KEY_FILE give one)")
+    return ""
 
 
 def status_class(status: int | None) -> str:
@@ -215,6 +239,8 @@ class DownstreamClient:
         service: str = "api",
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 100,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_setting: str = "CRONBUS_API_SSL_",
     ) -> None:
         headers = {"Content-Type": "application/json", "User-Agent": "cronbus"}
         if token:
@@ -233,10 +259,14 @@ class DownstreamClient:
         self._endpoint = httpx.URL(url)  # parsed once: every GraphQL call goes there
         self._latency = {c: metrics.downstream_seconds.labels(service, c)  # labels() once
                          for c in ("error", "1xx", "2xx", "3xx", "4xx", "5xx")}
+        self._tls_setting = tls_setting  # named when a TLS handshake fails
+        # without a transport of ours, httpx's own pool: its TLS from ``verify``, its proxies
+        # from the standard variables (trust_env)
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout_s),
             transport=transport,
+            verify=ssl_context if ssl_context is not None else True,
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
@@ -280,14 +310,7 @@ class DownstreamClient:
         started = time.perf_counter()
         status: int | None = None
         try:
-            if self._transport is not None:
-                request = self._request(method, url, body, idempotency_key)
-                response = await self._transport.handle_async_request(request)
-                await response.aread()
-            else:
-                response = await self._http.request(
-                    method, url, json=body, headers={"Idempotency-Key": idempotency_key}
-                )
+            response = await self._exchange(method, url, body, idempotency_key)
             status = response.status_code
         except httpx.TimeoutException as exc:
             raise DownstreamTimeout(
@@ -295,7 +318,8 @@ class DownstreamClient:
             ) from exc
         except httpx.TransportError as exc:
             raise DownstreamUnavailable(
-                f"{self.service} unreachable: {type(exc).__name__}: {exc}", service=self.service
+                f"{self.service} unreachable: {type(exc).__name__}: {exc}"
+                f"{self._tls_hint(exc, url)}", service=self.service
             ) from exc
         finally:
             kind = status_class(status)
@@ -303,6 +327,31 @@ class DownstreamClient:
                 self.service, kind)
             latency.observe(time.perf_counter() - started)
         return response
+
+    async def _exchange(self, method: str, url: str, body: Any,
+                        idempotency_key: str) -> httpx.Response:
+        if self._transport is not None:
+            request = self._request(method, url, body, idempotency_key)
+            response = await self._transport.handle_async_request(request)
+            await response.aread()
+            return response
+        return await self._http.request(method, url, json=body,
+                                        headers={"Idempotency-Key": idempotency_key})
+
+    async def probe(self, body: Any) -> int:
+        """POST ``body`` to the service past the breaker and the metrics (``/health``'s look),
+        over the same TLS and proxy as its calls; its status, or the error named as a call's."""
+        try:
+            return (await self._exchange("POST", self.url, body, "health-probe")).status_code
+        except httpx.TransportError as exc:
+            raise DownstreamUnavailable(f"{type(exc).__name__}: {exc}{self._tls_hint(exc, self.url)}",
+                                        service=self.service) from exc
+
+    def _tls_hint(self, exc: httpx.TransportError, url: str) -> str:
+        # httpx's own pool says RemoteProtocolError ("disconnected without sending a response")
+        closed = isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError)
+        return tls_hint(_causes(exc), self._tls_setting,
+                        closed_over_tls=closed and url.startswith("https://"))
 
     def _request(self, method: str, url: str, body: Any, idempotency_key: str) -> httpx.Request:
         """The request ``httpx.Request(method, url, json=body, headers=...)`` would be,
@@ -385,3 +434,13 @@ class DownstreamClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()  # closes the transport too
+
+
+def _causes(exc: BaseException) -> str:
+    """An error's text with its causes' (httpx wraps the ssl module's errors)."""
+    texts, seen = [], 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        texts.append(f"{type(current).__name__}: {current}")
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return " | ".join(texts)

@@ -7,16 +7,27 @@ request machinery. This transport writes httpx's request bytes straight onto a p
 connection and parses the answer with ``httptools`` (llhttp, C): chunked bodies, keep-alive
 and ``Connection: close`` are handled; content encodings are left to httpx, as with any
 transport. Errors are httpx's own (``ConnectError``, ``ReadError``, ``ReadTimeout``...).
+
+TLS: an https:// origin is checked against ``ssl_context`` (a CA bundle, a client certificate:
+the service's ``SSL_*`` settings), else the system's CAs. Proxies: the standard variables
+(:mod:`cronbus.clients.http.proxies`) unless ``trust_env`` is off; an http:// origin is asked
+for through the proxy in absolute form, an https:// one through a ``CONNECT`` tunnel with TLS to
+the origin inside it (the proxy sees only the host and port). A proxy itself is spoken to in
+plain HTTP (an https:// proxy URL is refused, named).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import ssl
 from collections import deque
 
 import httptools
 import httpx
+
+from cronbus.clients.http.proxies import Proxy, environment_proxies, proxy_for
 
 
 class _Connection(asyncio.Protocol):
@@ -86,25 +97,74 @@ class _Connection(asyncio.Protocol):
 class H1Transport(httpx.AsyncBaseTransport):
     """Kept-alive HTTP/1.1 connections per origin, at most ``max_connections`` in all."""
 
-    def __init__(self, *, max_connections: int = 100) -> None:
+    def __init__(self, *, max_connections: int = 100, ssl_context: ssl.SSLContext | None = None,
+                 trust_env: bool = True) -> None:
         self._max_connections = max_connections
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
         self._slots: asyncio.Semaphore | None = None
+        self._ssl = ssl_context
+        self._proxies = environment_proxies() if trust_env else {}
 
-    async def _connect(self, request: httpx.Request, timeout: float | None) -> _Connection:
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()  # the system's CAs
+        return self._ssl
+
+    async def _connect(self, request: httpx.Request, timeout: float | None,
+                       proxy: Proxy | None) -> _Connection:
         url = request.url
         loop = asyncio.get_running_loop()
-        ssl = url.scheme == "https"
+        secure = url.scheme == "https"
+        port = url.port or (443 if secure else 80)
+        tls = self._tls() if secure else None
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(_Connection, url.host, url.port or (443 if ssl else 80),
-                                       ssl=ssl or None, server_hostname=url.host if ssl else None),
-                timeout)
+            if proxy is None:
+                connecting = loop.create_connection(_Connection, url.host, port, ssl=tls,
+                                                    server_hostname=url.host if secure else None)
+            elif not secure:  # the request goes to the proxy, in absolute form
+                connecting = loop.create_connection(_Connection, proxy.host, proxy.port)
+            else:
+                connecting = self._tunnel(proxy, url.host, port, tls)
+            _, conn = await asyncio.wait_for(connecting, timeout)
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(f"no connection to {url.host} in time", request=request) from exc
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError too: an untrusted certificate, a refused client
             raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from exc
         return conn
+
+    async def _tunnel(self, proxy: Proxy, host: str, port: int,
+                      tls: ssl.SSLContext | None) -> tuple[asyncio.BaseTransport, _Connection]:
+        """A ``CONNECT host:port`` tunnel through ``proxy``, and TLS to the origin inside it."""
+        if proxy.url.scheme != "http":
+            raise OSError(f"{proxy.variable}={proxy.shown}: the h1 transport speaks to proxies "
+                          f"in plain HTTP only (http://...)")
+        loop = asyncio.get_running_loop()
+        [(family, kind, proto, _, address), *_] = await loop.getaddrinfo(
+            proxy.host, proxy.port, type=socket.SOCK_STREAM)
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+            target = f"{host}:{port}".encode()
+            head = [b"CONNECT ", target, b" HTTP/1.1\r\nHost: ", target, b"\r\n"]
+            if proxy.authorization is not None:
+                head += [b"Proxy-Authorization: ", proxy.authorization, b"\r\n"]
+            await loop.sock_sendall(sock, b"".join(head) + b"\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer:  # the origin says nothing before our TLS hello
+                chunk = await loop.sock_recv(sock, 4096)
+                if not chunk or len(answer) > 65536:
+                    raise OSError(f"{proxy.variable}={proxy.shown} closed the CONNECT tunnel")
+                answer += chunk
+            status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+            if status.split(" ")[1:2] != ["200"]:
+                raise OSError(f"{proxy.variable}={proxy.shown} refused CONNECT {host}:{port}: "
+                              f"{status}")
+            return await loop.create_connection(_Connection, sock=sock, ssl=tls,
+                                                server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._slots is None:
@@ -112,11 +172,16 @@ class H1Transport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout") or {}
         url = request.url
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        proxy = proxy_for(url, self._proxies) if self._proxies else None
         # a request built with ``stream=ByteStream(...)`` is not read yet: reading it is free
         body = request.read() if isinstance(request.stream, httpx.ByteStream) else await request.aread()
-        head = [request.method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+        plain_proxy = proxy is not None and url.scheme == "http"
+        head = [request.method.encode(), b" ", str(url).encode() if plain_proxy else url.raw_path,
+                b" HTTP/1.1\r\n"]
         for name, value in request.headers.raw:
             head += (name, b": ", value, b"\r\n")
+        if plain_proxy and proxy is not None and proxy.authorization is not None:
+            head += (b"Proxy-Authorization: ", proxy.authorization, b"\r\n")
         head.append(b"\r\n")
         data = b"".join(head) + body
         async with self._slots:
@@ -130,7 +195,7 @@ class H1Transport(httpx.AsyncBaseTransport):
                         break
                 reused = conn is not None
                 if conn is None:
-                    conn = await self._connect(request, timeouts.get("connect"))
+                    conn = await self._connect(request, timeouts.get("connect"), proxy)
                 answer = conn.send(data)
                 # a timer on the answer, cheaper per call than asyncio.wait_for's task
                 read_timeout = timeouts.get("read")
@@ -146,6 +211,10 @@ class H1Transport(httpx.AsyncBaseTransport):
                     conn.close()
                     if reused and isinstance(exc, httpx.ReadError):
                         continue  # the server closed a kept-alive connection: once more, fresh
+                    if url.scheme == "https" and isinstance(exc, httpx.ReadError):
+                        # a server refusing our certificate (or none) after the handshake
+                        raise httpx.ReadError(f"the server closed the TLS connection before "
+                                              f"answering ({exc})", request=request) from exc
                     exc.request = request
                     raise
                 finally:

@@ -16,6 +16,7 @@ at most ``limit`` per key, gone with the window (the key expires with its last c
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -107,3 +108,36 @@ class RateLimitWindows:
         """Return a place taken for a call that was not made (the job turned out done)."""
         if claim.member is not None:
             await self._redis.zrem(claim.window, claim.member)
+
+
+# KEYS: the window (a sorted set). ARGV: limit, window (ms), a member unique to this request.
+# Answers 0 for a place taken, else the ms until the window has room. Redis's clock, as above.
+_REQUEST = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+if used < limit then
+  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+local first = redis.call('ZRANGE', KEYS[1], used - limit, used - limit, 'WITHSCORES')
+return math.max(1, tonumber(first[2]) + window - now)
+"""
+
+
+class RequestWindows:
+    """The same sliding log for requests (the REST API's per-token limit): one sorted set per
+    key, ``limit`` requests in any ``window_s`` seconds, shared by every worker."""
+
+    def __init__(self, client: aioredis.Redis, *, namespace: str) -> None:
+        self._namespace = namespace
+        self._claim = client.register_script(_REQUEST)
+
+    async def claim(self, key: str, limit: int, window_s: float) -> float:
+        """0 for a place taken; else the seconds until the window has room (nothing taken)."""
+        wait_ms = await self._claim(keys=[f"{self._namespace}:{key}"], args=[
+            limit, max(1, round(window_s * 1000)), secrets.token_hex(8)])
+        return int(wait_ms) / 1000

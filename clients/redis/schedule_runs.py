@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
@@ -64,6 +65,13 @@ return found
 """
 
 
+# A manual run's first fire time under its idempotency key: set once, then read back by retries.
+# KEYS: the claim; ARGV: the fire time (ISO), ttl. Answers the claim's fire time.
+_CLAIM_MANUAL = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2]))
+return redis.call('GET', KEYS[1])
+"""
+
 # runs per script call: one call holds Redis for about a millisecond per thousand runs
 RECORD_SLICE = 1000
 
@@ -77,6 +85,7 @@ class RunLog:
         self._record_batch = client.register_script(_RECORD_BATCH)
         self._record_backfill = client.register_script(_RECORD_BACKFILL)
         self._backfilled = client.register_script(_BACKFILLED)
+        self._claim_manual = client.register_script(_CLAIM_MANUAL)
 
     def key(self, tenant_id: str, schedule_id: str) -> str:
         return f"{self._namespace}:schedule-runs:{tenant_id}/{schedule_id}"
@@ -111,6 +120,25 @@ class RunLog:
             replies = await pipe.execute()
         return {schedule_id: FiredRun.from_dict(json.loads(raw))
                 for schedule_id, raw in zip(schedule_ids, replies, strict=True) if raw}
+
+    def manual_key(self, run_id: str) -> str:
+        return f"{self._namespace}:schedule-manual:{run_id}"
+
+    async def claim_manual(self, run_id: str, fire_at: datetime) -> datetime:
+        """The fire time of the manual run ``run_id`` (its id comes from the schedule and the
+        caller's idempotency key): ``fire_at`` if this is the first request for it, else the
+        first request's, kept as long as job statuses (a retry then says the same time)."""
+        first = await self._claim_manual(keys=[self.manual_key(run_id)],
+                                         args=[fire_at.astimezone(UTC).isoformat(), self._ttl_s])
+        return datetime.fromisoformat(first.decode() if isinstance(first, bytes) else str(first))
+
+    async def find(self, tenant_id: str, schedule_id: str, run_id: str) -> FiredRun | None:
+        """The run ``run_id`` if the schedule's history still holds it (one of the latest
+        ``kept``)."""
+        for run in await self.recent(tenant_id, schedule_id, self.kept):
+            if run.run_id == run_id:
+                return run
+        return None
 
     def backfilled_key(self, tenant_id: str, schedule_id: str) -> str:
         return f"{self._namespace}:schedule-backfilled:{tenant_id}/{schedule_id}"

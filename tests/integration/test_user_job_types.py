@@ -38,7 +38,8 @@ async def test_a_user_declared_job_type_runs_end_to_end_and_bad_payloads_are_nam
                                timeout_s=60, what="the greeting's three steps applied")
     assert {k: applied[k] for k in keys} == dict.fromkeys(keys, 1)
     assert [r["tenant_id"] for r in api.requests() if r["job_id"] == job_id] == ["acme"] * 3
-    status = httpx.get(f"{worker.base_url}/jobs/{job_id}", timeout=10).json()
+    status = httpx.get(f"{worker.base_url}/jobs/{job_id}", timeout=10,
+                       headers=ACME).json()
     assert status["state"] == "completed" and status["progress"] == {"greeted": 3}
 
     # the event's own model, and the job type's payload model, both name what is wrong

@@ -1,9 +1,10 @@
 """Imports go one way: cli -> worker -> roles -> clients -> streams. A role never imports another
-role, `streams` imports nothing of `agents` or `clients`, only the demo (and tests and benches)
-import the development stack, and nothing imports the folders by their bare names (installed,
-all of cronbus lives under `cronbus`). cronbus's own job families (`families/`) are written as a
-user's job-type module is: the catalog's declarations and the handler context, nothing more, and
-loaded by name (CRONBUS_JOB_MODULES), so no production room imports them."""
+role, `streams` imports nothing of `agents` or `clients`, only the command line's demo and
+`dev up` (and tests and benches) import the development stack, and nothing imports the folders
+by their bare names (installed, all of cronbus lives under `cronbus`). cronbus's own job
+families (`families/`) are written as a user's job-type module is: the catalog's declarations
+and the handler context, nothing more, and loaded by name (CRONBUS_JOB_MODULES), so no
+production room imports them."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 # what the families may use of the processing room: the handler context
 FAMILIES_USE = frozenset({"cronbus.agents.processing.handlers"})
-# the one production module that may start the development stack
-DEVSTACK_USERS = frozenset({"agents/cli/demo.py"})
+# the production modules that may start the development stack: `cronbus demo` and `cronbus dev up`
+DEVSTACK_USERS = frozenset({"agents/cli/demo.py", "agents/cli/dev.py"})
 BARE = ("agents", "clients", "families", "streams")
 
 

@@ -3,7 +3,13 @@ from __future__ import annotations
 import json
 import logging
 
-from cronbus.agents.worker.logs import JsonFormatter, MaskCredentials, mask_credentials
+from cronbus.agents.worker.logs import (
+    TEXT_FORMAT,
+    JsonFormatter,
+    MaskCredentials,
+    TextFormatter,
+    mask_credentials,
+)
 
 
 def record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -66,3 +72,15 @@ def test_a_librarys_repeated_line_passes_once_a_window_with_the_count_held_back(
     assert repeats.filter(again)
     assert again.getMessage() == "Unable connect to node with id 1: refused (299 alike in the " \
                                  "last 61s not shown)"
+
+
+def test_tracebacks_and_bearer_tokens_are_masked_in_text_lines_too():
+    try:
+        raise ValueError("redis://:pw-in-url@h failed")
+    except ValueError:
+        import sys
+
+        rec = record("sent %s", "Authorization: Bearer cbt_s3cret.token-x", exc_info=sys.exc_info())
+    line = TextFormatter(TEXT_FORMAT).format(rec)
+    assert "pw-in-url" not in line and "s3cret" not in line
+    assert "redis://***@h failed" in line and "Authorization: Bearer ***" in line

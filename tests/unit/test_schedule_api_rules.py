@@ -16,7 +16,12 @@ from cronbus.agents.schedules.api_rules import (
     schedule_view,
     with_enabled,
 )
-from cronbus.clients.redis.api_tokens import bearer_token, tenant_for_token
+from cronbus.clients.redis.api_tokens import (
+    bearer_token,
+    configured_grant,
+    settings_grants,
+    token_digest,
+)
 from cronbus.streams.events import CronTick, parse_event
 from cronbus.streams.schedule_runs import FiredRun
 from cronbus.streams.schedules import InvalidSchedule, schedule_from_request, tick_id, tick_job_id
@@ -42,11 +47,17 @@ def test_bearer_token(header, token):
 
 
 def test_token_lookup_finds_only_the_exact_token():
-    tokens = {"t-a": "acme", "t-b": "globex"}
-    assert tenant_for_token("t-a", tokens) == "acme"
-    assert tenant_for_token("t-b", tokens) == "globex"
-    assert tenant_for_token("t-", tokens) is None
-    assert tenant_for_token("t-a ", tokens) is None
+    grants = settings_grants({"t-a": "acme", "t-b": "globex", "t-s": "system"}, "system")
+    assert all(len(digest) == 64 and "t-" not in digest for digest in grants)
+
+    def tenant(token: str) -> str | None:
+        grant = configured_grant(token_digest(token), grants)
+        return grant.tenant_id if grant else None
+
+    assert tenant("t-a") == "acme" and tenant("t-b") == "globex"
+    assert tenant("t-") is None and tenant("t-a ") is None
+    assert [configured_grant(token_digest(t), grants).scope  # type: ignore[union-attr]
+            for t in ("t-a", "t-s")] == ["tenant", "system"]
 
 
 def test_tokens_from_settings_and_an_error_that_hides_them(monkeypatch):
@@ -106,7 +117,9 @@ def test_next_runs_are_in_the_schedules_zone_across_spring_forward():
 def test_a_paused_schedule_previews_nothing():
     paused = with_enabled(berlin_daily(), False, NOW)
     assert next_runs(paused, NOW, 3) == {"schedule_id": "daily", "timezone": "Europe/Berlin",
-                                         "clock": "wall", "paused": True, "next": []}
+                                         "clock": "wall", "paused": True,
+                                         "after": "2026-03-28T12:00:00+00:00", "fired": 0,
+                                         "remaining": None, "exhausted": False, "next": []}
 
 
 def test_a_manual_tick_has_its_own_deterministic_id_and_job():

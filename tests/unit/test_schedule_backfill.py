@@ -166,8 +166,9 @@ def test_the_answer_lists_each_fire_time_sent_now_or_already():
         "count": 3, "sent": 2, "already": 1, "max_runs": 1000}
     assert answer["from"] == "2026-03-28T01:00:00+00:00" and answer["schedule_id"] == "hourly"
     assert [r["already"] for r in answer["runs"]] == [True, False, False]
-    assert answer["runs"][0]["emitted_at"] == 1000.0
-    assert answer["runs"][1]["emitted_at"] == NOW.timestamp()
+    # when each was sent (an earlier backfill's for the one already sent), ISO 8601 in UTC
+    assert answer["runs"][0]["emitted_at"] == "1970-01-01T00:16:40+00:00"
+    assert answer["runs"][1]["emitted_at"] == NOW.isoformat()
     assert answer["runs"][0]["at"] == "2026-03-28T02:00:00+01:00"
     assert {r["trigger"] for r in answer["runs"]} == {"backfill"}
 

@@ -47,6 +47,8 @@ def test_definitions_come_from_set_pairs_and_files(tmp_path):
     assert request("trigger", "s1", "--idempotency-key", "k")[2] == {
         "headers": {"Idempotency-Key": "k"}}
     assert request("next", "s1", "--count", "3")[2] == {"params": {"count": 3}}
+    assert request("next", "s1", "--after", "2027-03-27T00:00:00Z")[2] == {
+        "params": {"count": 5, "after": "2027-03-27T00:00:00Z"}}
 
 
 def test_a_file_that_is_not_a_json_object_is_named(tmp_path):
@@ -65,4 +67,6 @@ def test_errors_have_their_own_exit_codes_and_name_the_fields():
                                     "  timezone: not an IANA zone"]
     assert _schedules_error(404, {"error": "no schedule 's1'"}) == (EXIT_NOT_FOUND, "no schedule 's1'")
     assert _schedules_error(401, {"error": "token"})[0] == EXIT_UNAUTHORIZED
+    assert _schedules_error(403, {"error": "read-only"}) == (EXIT_UNAUTHORIZED, "read-only")
+    assert _schedules_error(413, {"error": "too large"}) == (EXIT_INVALID, "too large")
     assert _schedules_error(500, {"error": "boom"}) == (EXIT_UNREACHABLE, "HTTP 500: boom")
