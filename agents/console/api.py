@@ -52,6 +52,7 @@ from cronbus.agents.console.rules import (
 from cronbus.clients.redis.api_tokens import ApiGate, Refusal
 from cronbus.clients.redis.job_index import JobIndex
 from cronbus.clients.redis.job_status import JobStatusStore
+from cronbus.clients.redis.outage import RedisOutage
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,9 @@ class ConsoleApi:
                  stopping: Callable[[], bool] = lambda: False) -> None:
         self.tokens = tokens
         self.system_tenant = system_tenant
+        # tokens, runs and statuses are read from Redis: while it is away a request is
+        # answered 503 (try again), said once in the log rather than once per request
+        self.redis_outage = RedisOutage("console API")
         self.services = dict(services)  # job type -> the service it calls
         self.job_types = sorted(self.services)
         self.status = status
@@ -338,11 +342,15 @@ class ConsoleApi:
                      handler: Callable[..., Awaitable[tuple[int, Any]]], **params: str) -> Response:
         try:
             status, body = await handler(await self.viewer(request), request, **params)
+            self.redis_outage.succeeded()
         except Answer as answer:
             return view.json(answer.body, status=answer.status, headers=answer.headers)
         except BadQuery as exc:
             return view.json(exc.body(), status=422)
-        except Exception:
+        except Exception as exc:
+            if self.redis_outage.failed(exc):
+                return view.json({"error": "Redis is unavailable; try again shortly"},
+                                 status=503, headers={"Retry-After": "5"})
             log.exception("console API: %s %s failed", request.method, request.path)
             return view.json({"error": "internal error; see the worker log"}, status=500)
         return view.json(body, status=status)

@@ -50,6 +50,7 @@ from cronbus.agents.ingest.window_book import Closed, WindowBook, decode_windows
 from cronbus.agents.ingest.world_clocks import ClockBook
 from cronbus.clients.kafka import connect
 from cronbus.clients.kafka.keeper import RecordKeeper, Source
+from cronbus.clients.redis.outage import RedisOutage
 from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams import headers, topics
@@ -163,6 +164,8 @@ class Ingest(mode.Service):
         self._keeper: RecordKeeper | None = None
         self._reader: connect.PartitionReader | None = None
         self._step_lock = asyncio.Lock()  # a rebalance waits for the step in progress
+        # the query cache and the world clocks' read side are in Redis: its outage said once
+        self.redis_outage = RedisOutage("ingest")
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._restored = False
@@ -254,6 +257,8 @@ class Ingest(mode.Service):
                                       "again after the next pause")
                 else:
                     failures = 0
+                    if batch:  # a step of no records may not have called Redis at all
+                        self.redis_outage.succeeded()
                     for tp, records in batch.items():
                         self.stalls.passed(tp.topic, tp.partition, records[0].offset)
 
@@ -264,7 +269,10 @@ class Ingest(mode.Service):
         first = [self.stalls.failed(tp.topic, tp.partition, records[0].offset, error)
                  for tp, records in batch.items()]
         pause = pause_after(failures)
-        if not first or min(first) == 1:
+        if self.redis_outage.failed(exc):
+            log.debug("an ingest step waits for Redis; going back to the last commit in %gs",
+                      pause)
+        elif not first or min(first) == 1:
             log.exception("an ingest step failed; going back to the last commit in %gs", pause)
         else:
             log.debug("an ingest step failed again (%s); going back to the last commit in %gs",

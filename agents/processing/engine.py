@@ -53,6 +53,7 @@ from cronbus.clients.kafka import connect as kafka_connect
 from cronbus.clients.kafka.keeper import KeepFailed, Kept, RecordKeeper, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobStatusStore
 from cronbus.clients.redis.kept_schedules import KeptSchedules
+from cronbus.clients.redis.outage import RedisOutage, is_redis_outage
 from cronbus.clients.redis.query_cache import QueryCache
 from cronbus.clients.redis.rate_limits import RateLimitWindows
 from cronbus.streams import topics
@@ -129,6 +130,8 @@ class JobTopicConsumer:
         self._room = asyncio.Event()
         self._last_of_key: dict[tuple[TopicPartition, bytes | None], asyncio.Task[None]] = {}
         self._outstanding = 0
+        # every record's job status and rate-limit window is in Redis: its outage is said once
+        self.redis_outage = RedisOutage(f"processor {processor.job_type}")
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -224,19 +227,24 @@ class JobTopicConsumer:
                     await self._wait_aside(due)
                 else:
                     await asyncio.sleep(due - time.time())
+        waited_for_redis = False
         while True:
             try:
                 await self.processor.process(record)
+                self.redis_outage.succeeded()
                 break
             except HandedBack:
                 return  # never marked done: the partition's next owner runs it
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                waited_for_redis = is_redis_outage(exc)
                 if not await self._failed(tp, record, exc):
                     break
         if self.stalls.passed(tp.topic, tp.partition, record.offset):
-            log.info("%s[%s]@%s: decided after all", tp.topic, tp.partition, record.offset)
+            # after a Redis outage every waiting record passes: the outage's end is said once
+            log.log(logging.DEBUG if waited_for_redis else logging.INFO,
+                    "%s[%s]@%s: decided after all", tp.topic, tp.partition, record.offset)
         self.offsets.finish(tp, record.offset)
         if self.ordered and self._last_of_key.get((tp, record.key)) is asyncio.current_task():
             del self._last_of_key[(tp, record.key)]
@@ -268,7 +276,9 @@ class JobTopicConsumer:
             except Exception as keep_error:  # the broker refused too: go on trying
                 error = f"{type(keep_error).__name__}: {keep_error}"
         delay = pause_after(tries)
-        if tries == 1:
+        if self.redis_outage.failed(exc):
+            pass  # said once for the whole processor, not once per record
+        elif tries == 1:
             log.exception("%s[%s]@%s: processing failed; trying again in %.1fs (logged once "
                           "for this record)", tp.topic, tp.partition, record.offset, delay)
         else:

@@ -58,6 +58,7 @@ from cronbus.agents.schedules.api_rules import (
 from cronbus.clients.redis.api_tokens import ApiGate, Grant, Refusal
 from cronbus.clients.redis.fire_states import FireStates
 from cronbus.clients.redis.job_status import JobStatusStore
+from cronbus.clients.redis.outage import RedisOutage
 from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.clients.redis.world_clocks import WorldClockView
 from cronbus.streams.catalog import Catalog
@@ -115,6 +116,9 @@ class ScheduleApi:
         self.catalog = catalog  # a schedule's job type must be declared, its payload fit
         self.tokens = tokens
         self.runs = runs
+        # tokens, runs and statuses are read from Redis: while it is away a request is
+        # answered 503 (try again), said once in the log rather than once per request
+        self.redis_outage = RedisOutage("schedules API")
         self.status = status
         self.send_tick = send_tick
         self.clocks = clocks
@@ -375,11 +379,15 @@ class ScheduleApi:
                 raise Answer(503, {"error": "schedules are still loading; try again shortly"},
                              {"Retry-After": "1"})
             status, body = await handler(tenant, request, **params)
+            self.redis_outage.succeeded()
         except (Answer, Refusal) as answer:
             return view.json(answer.body, status=answer.status, headers=answer.headers)
         except InvalidSchedule as exc:
             return view.json(problems_body(exc), status=422)
-        except Exception:
+        except Exception as exc:
+            if self.redis_outage.failed(exc):
+                return view.json({"error": "Redis is unavailable; try again shortly"},
+                                 status=503, headers={"Retry-After": "5"})
             log.exception("schedules API: %s %s failed", request.method, request.path)
             return view.json({"error": "internal error; see the worker log"}, status=500)
         if body is None:

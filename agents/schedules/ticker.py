@@ -42,6 +42,7 @@ from cronbus.agents.schedules.directory import schedule_in
 from cronbus.clients.kafka import connect
 from cronbus.clients.redis.fire_states import fire_states_key
 from cronbus.clients.redis.job_status import JobStatusStore
+from cronbus.clients.redis.outage import RedisOutage
 from cronbus.clients.redis.schedule_runs import RunLog
 from cronbus.streams import topics
 from cronbus.streams.clocks import WorldClock
@@ -132,6 +133,8 @@ class Ticker(mode.Service):
         self._producer: AIOKafkaProducer | None = None
         self._reader: connect.PartitionReader | None = None
         self._step_lock = asyncio.Lock()  # a handover waits for the step in progress
+        # fire states, run history and overlap checks are in Redis: its outage is said once
+        self.redis_outage = RedisOutage("ticker")
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._loaded = False
@@ -242,7 +245,9 @@ class Ticker(mode.Service):
                     await self._fire_world()
                 except Exception as exc:
                     self._failed_steps += 1
-                    if self._failed_steps == 1:
+                    if self.redis_outage.failed(exc):
+                        pass  # said once for the ticker; its schedules wait for Redis
+                    elif self._failed_steps == 1:
                         log.exception("a ticker step failed; its schedules are looked at again "
                                       "in 1s (said once until a step succeeds)")
                     else:
@@ -501,10 +506,12 @@ class Ticker(mode.Service):
                 for partition, states in unsaved.items():
                     pipe.hset(self.state_key(partition), mapping=states)  # type: ignore[arg-type]
                 await pipe.execute()
-        except Exception:
-            log.exception("saving %d fire state(s) failed; trying again with the next step",
-                          sum(map(len, unsaved.values())))
+        except Exception as exc:
+            if not self.redis_outage.failed(exc):
+                log.exception("saving %d fire state(s) failed; trying again with the next step",
+                              sum(map(len, unsaved.values())))
             return
+        self.redis_outage.succeeded()
         self._unsaved.clear()  # under the step lock: nothing was added meanwhile
 
     async def _record_runs(self, ticks: list[tuple[Tick, str]]) -> None:
@@ -513,7 +520,11 @@ class Ticker(mode.Service):
             await self.runs.record_many(
                 [(t.schedule.tenant_id, t.schedule.id, t.run(tick_id_, emitted_at))
                  for t, tick_id_ in ticks])
-        except Exception:  # history only: the ticks are out and their states saved
+        except Exception as exc:  # history only: the ticks are out and their states saved
+            if self.redis_outage.failed(exc):
+                log.debug("%d fired run(s) not recorded in the run history: Redis is away",
+                          len(ticks))
+                return
             log.exception("recording %d fired run(s) in the run history failed", len(ticks))
 
     async def _previous_active(self, entries: list[Entry], now: datetime | None) -> set[bytes]:

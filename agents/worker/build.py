@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from cronbus.agents.bridge.service import RedisBridge
 from cronbus.agents.worker.console_wiring import console_api
 from cronbus.agents.worker.health import HealthCheck
+from cronbus.agents.worker.health_rules import worker_ready
 from cronbus.agents.worker.registry import ROLE_FACTORIES, Resources, Role
 from cronbus.agents.worker.roles import DEFAULT_ROLES, ROLES
 from cronbus.agents.worker.status_pages import register_status_pages
@@ -56,11 +57,13 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
     app = create_app(settings)
     resources = Resources.of(settings, app)
     running: list[Role] = []
+    named: dict[str, Role] = {}
     for name in dict.fromkeys(roles):
         role = ROLE_FACTORIES[name](resources)
         # started once the web server runs: each reports ready when it owns its partitions
         app.service(role)  # type: ignore[arg-type]
         running.append(role)  # type: ignore[arg-type]
+        named[name] = role  # type: ignore[assignment]
     bridge = next((role for role in running if isinstance(role, RedisBridge)), None)
     health = HealthCheck(app, resources.redis, timeout_s=settings.health_timeout_s,
                          clients=list(resources.downstream.values()),
@@ -68,7 +71,7 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
                          stalls=[role.stalls for role in running if role.stalls is not None])
     app.add_dependency(OutsideWorld(resources, health))
     guard_web(app, settings.web_max_body_bytes)
-    _register_pages(app, resources, health, running)
+    _register_pages(app, resources, health, named)
     # the console rides on the api role (its page and the REST endpoints only it uses); the
     # status pages, on every worker, answer through it (a token's tenant only)
     console = console_api(app, resources, serve_page="api" in roles)
@@ -77,8 +80,9 @@ def build_worker(settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> fa
 
 
 def _register_pages(app: faust.App, resources: Resources, health: HealthCheck,
-                    roles: list[Role]) -> None:
+                    named: dict[str, Role]) -> None:
     metrics = resources.metrics
+    roles = list(named.values())
 
     async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         lags: dict[TopicPartition, int] = {}
@@ -95,9 +99,12 @@ def _register_pages(app: faust.App, resources: Resources, health: HealthCheck,
 
     async def ready_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         # ready to be sent work: started, and each role owns its partitions with their state
-        ready = app.started and all(role.ready for role in roles)
+        # the bridge waiting for its Redis leaves the worker's other roles ready (worker_ready)
+        each = {name: role.ready for name, role in named.items()}
+        ready = app.started and worker_ready(each)
         owned = set().union(*(role.assignment for role in roles)) if roles else set()
-        return web.json({"ready": ready, "partitions": len(owned)}, status=200 if ready else 503)
+        return web.json({"ready": ready, "partitions": len(owned), "roles": each},
+                        status=200 if ready else 503)
 
     async def health_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         verdict, components = await health.run()

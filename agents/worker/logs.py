@@ -10,6 +10,8 @@ import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +36,41 @@ class MaskCredentials(logging.Filter):
         masked = mask_credentials(rendered)
         if masked != rendered:
             record.msg, record.args = masked, None
+        return True
+
+
+class RepeatsOnce(logging.Filter):
+    """Lets a library's repeated line through once per ``window_s``, saying then how many alike
+    it held back: while the broker is away aiokafka logs each refused connection, metadata
+    update and fetch, about 300 lines a second, the same few lines over and over.
+
+    Alike is the same logger and message template; only loggers under ``prefixes`` are
+    touched (cronbus's own lines say an outage once by themselves)."""
+
+    def __init__(self, prefixes: tuple[str, ...] = ("aiokafka",), *, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.window_s = window_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # -> (let through at, held)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self.window_s:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        if last is not None and last[1]:
+            record.msg = f"{record.getMessage()} ({last[1]} alike in the last " \
+                         f"{now - last[0]:.0f}s not shown)"
+            record.args = None
+        if len(self._seen) > 1000:  # templates are few; this only bounds a surprise
+            self._seen.clear()
+        self._seen[key] = (now, 0)
         return True
 
 
@@ -65,6 +102,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RepeatsOnce())
     handler.addFilter(MaskCredentials())
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()

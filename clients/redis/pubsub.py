@@ -63,6 +63,7 @@ class PubSubListener:
         self.state: State = "connecting"
         self.reconnects = 0
         self.last_error: str | None = None
+        self._subscribed = False  # the current connection's subscription was confirmed
 
     def _set_state(self, state: State) -> None:
         if state != self.state:
@@ -83,21 +84,31 @@ class PubSubListener:
         failures = 0
         try:
             while True:
+                self._subscribed = False
                 try:
                     async with contextlib.aclosing(self._one_connection()) as stream:
                         async for message in stream:
-                            failures = 0  # a connection that delivered is a healthy one
                             yield message
                 except (RedisError, OSError) as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
+                if self._subscribed:
+                    # a subscription that succeeded ends the backoff, whether or not a message
+                    # came: a quiet channel's next outage starts again from the first delay
+                    failures = 0
                 failures += 1
                 self.reconnects += 1
                 self._set_state("reconnecting")
                 if self._on_reconnect is not None:
                     self._on_reconnect()
                 wait_s = self._delay(failures)
-                log.warning("Redis pub/sub at %s unavailable (%s); reconnecting in %.1fs (attempt %d)",
-                            _redacted(self.url), self.last_error, wait_s, failures)
+                if failures == 1:  # once per outage; the info on subscribing says it is over
+                    log.warning("Redis pub/sub at %s unavailable (%s); reconnecting in %.1fs "
+                                "(said once until subscribed again)", _redacted(self.url),
+                                self.last_error, wait_s)
+                else:
+                    log.debug("Redis pub/sub at %s still unavailable (%s); again in %.1fs "
+                              "(attempt %d)", _redacted(self.url), self.last_error, wait_s,
+                              failures)
                 await asyncio.sleep(wait_s)
         finally:
             self._set_state("stopped")
@@ -116,6 +127,7 @@ class PubSubListener:
                     raise PubSubLost("PSUBSCRIBE was not confirmed in time")
                 if reply is not None and reply["type"] == "psubscribe":
                     confirmed += 1
+            self._subscribed = True
             self._set_state("subscribed")
             log.info("Redis pub/sub at %s: subscribed to %s", _redacted(self.url),
                      ", ".join(self.patterns))

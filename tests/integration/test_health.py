@@ -91,10 +91,18 @@ async def test_a_record_that_keeps_failing_is_named_in_health_and_logged_once(
         assert re.fullmatch(r"jobs\.export\[\d\]@0", stall["record"]), stall
         assert stall["tries"] >= 3 and "Error" in stall["error"]
         assert stalled_gauge(worker) == 1
+        # Redis away: the job waits, the worker is degraded, not unhealthy (nothing to restart)
+        away = get(worker, "/health")
+        assert away.status_code == 200
+        assert away.json()["status"] == "degraded"
+        assert away.json()["components"]["redis"]["status"] == "down"
         await eventually(progress, lambda p: p["stalled"]["processor"][0]["tries"] >= 5,
                          timeout_s=30, what="more failed tries")
         log = worker.process.log_path.read_text(errors="replace")
-        assert log.count(f"{stall['record']}: processing failed") == 1, "said once, not per try"
+        # Redis away is said once for the processor, not per record nor per try
+        assert log.count("processor export: Redis is unavailable") == 1, log[-3000:]
+        assert f"{stall['record']}: processing failed" not in log
+        assert "Traceback" not in log
 
         server.start()  # back, empty, on the same port: the job runs, once
         await eventually(api.applied, lambda got: got.get(job.job_id) == 1, timeout_s=30,
@@ -102,3 +110,5 @@ async def test_a_record_that_keeps_failing_is_named_in_health_and_logged_once(
         await eventually(progress, lambda p: p["status"] == "up", timeout_s=10,
                          what="progress up again")
         assert stalled_gauge(worker) == 0
+        log = worker.process.log_path.read_text(errors="replace")
+        assert log.count("processor export: Redis answers again") == 1, log[-3000:]

@@ -74,12 +74,14 @@ def test_a_job_runs_over_mutual_tls_kafka_and_redis_as_an_acl_user_over_tls(
     with DevStack(tmp_path / "stack", broker_tls=certificates, broker_client_cert=True) as stack:
         redis.start()
         env = {**worker_env(stack, tmp_path), **redis_tls}
-        # the bridge listens on the TLS Redis too: the worker is ready once it has subscribed
+        # the bridge listens on the TLS Redis too: /ready names it ready once it has subscribed
         worker = WorkerProcess("worker", {**env, "CRONBUS_BRIDGE_REDIS_URL": redis.url(
             "cronbus", "acl-s3cret", db=1)}, tmp_path / "logs",
             roles=("ingest", "processor", "ticker", "bridge"))
         try:
             worker.start()
+            assert eventually_sync(lambda: httpx.get(f"{worker.base_url}/ready", timeout=5)
+                                   .json()["roles"]["bridge"]), "the bridge never subscribed"
             done = run_cronbus(env, *INVOICE, timeout_s=30)
             assert done.returncode == 0, done.stderr
 

@@ -51,6 +51,29 @@ def test_tracebacks_are_one_json_field():
     assert "ValueError: redis://***@h failed" in entry["exception"]
 
 
+def test_a_librarys_repeated_line_passes_once_a_window_with_the_count_held_back():
+    from cronbus.agents.worker.logs import RepeatsOnce
+
+    now = [0.0]
+    repeats = RepeatsOnce(window_s=60, clock=lambda: now[0])
+
+    def line(name: str, msg: str, *args: object) -> logging.LogRecord:
+        return logging.makeLogRecord({"name": name, "levelname": "ERROR", "levelno": 40,
+                                      "msg": msg, "args": args})
+
+    refused = "Unable connect to node with id %s: %s"
+    passed = [repeats.filter(line("aiokafka", refused, 1, "refused")) for _ in range(300)]
+    assert passed.count(True) == 1  # 300 a second while the broker is away: one shown
+    assert repeats.filter(line("aiokafka.consumer.fetcher", "Failed fetch messages from %s", 1))
+    assert repeats.filter(line("cronbus.agents.ingest", refused, 1, "x"))  # ours: untouched
+    assert repeats.filter(line("cronbus.agents.ingest", refused, 1, "x"))
+    now[0] = 61.0
+    again = line("aiokafka", refused, 1, "refused")
+    assert repeats.filter(again)
+    assert again.getMessage() == "Unable connect to node with id 1: refused (299 alike in the " \
+                                 "last 61s not shown)"
+
+
 def test_tracebacks_and_bearer_tokens_are_masked_in_text_lines_too():
     try:
         raise ValueError("redis://:pw-in-url@h failed")
