@@ -2,8 +2,8 @@
 topics across a restart, where the memory storage starts empty.
 
 Tansu reads the usual AWS variables (``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP`` for a plain-HTTP
-endpoint); :meth:`S3Server.tansu_env` gives them. Tansu 0.6 keeps SCRAM users in memory even on
-S3 storage (it writes none to the bucket): they do not survive a restart.
+endpoint); :meth:`S3Server.tansu_env` gives them. Tansu 0.6 writes no SCRAM user to the bucket
+(``tansu user create`` is acknowledged, the bucket stays as it was): none survives a restart.
 """
 
 from __future__ import annotations

