@@ -37,7 +37,7 @@ import redis
 
 # the benchmarks' folder is the script's: its modules import as top-level ones
 from bench_job_types import ANSWERS_FILE, BenchPinged
-from jobs import ensure_downstream, worker_env
+from jobs import cpu_seconds, ensure_downstream, worker_env
 
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.clients.kafka.publisher import EventPublisher
@@ -103,7 +103,9 @@ def run_cronbus(rate: float, seconds: float, concurrency: int, roles: list[str],
         brokers = load_settings(broker_url=stack.broker_url).kafka
         workers = [WorkerProcess(f"worker-{i}", env, log_dir, roles=roles).start()
                    for i in range(processes)]
+        pids = [w.process.proc.pid for w in workers if w.process.proc is not None]
         try:
+            cpu_started = sum(cpu_seconds(p) for p in pids)
             started, achieved = asyncio.run(publish(brokers, rate, n, namespace))
             last, last_change = 0, time.monotonic()
             while last < n:
@@ -113,6 +115,7 @@ def run_cronbus(rate: float, seconds: float, concurrency: int, roles: list[str],
                     last, last_change = now, time.monotonic()
                 elif time.monotonic() - last_change > 30:
                     sys.exit(f"the workers stalled at {last} of {n} jobs; logs: {log_dir}")
+            cpu = sum(cpu_seconds(p) for p in pids) - cpu_started
         finally:
             for worker in workers:
                 worker.stop()
@@ -122,7 +125,7 @@ def run_cronbus(rate: float, seconds: float, concurrency: int, roles: list[str],
     if missing:
         sys.exit(f"{len(missing)} job(s) have no answer time (e.g. {missing[:5]}); see {log_dir}")
     figures = quantiles([(times[i] - started[i]) * 1000 for i in range(n)])
-    return {**figures, "jobs": n, "achieved_rate": round(achieved)}
+    return {**figures, "jobs": n, "achieved_rate": round(achieved), "worker_cpu_s": cpu}
 
 
 def run_peer(peer_dir: Path, rate: float, seconds: float, concurrency: int) -> dict[str, float]:
@@ -167,7 +170,7 @@ def main() -> None:
         "cronbus_processes": args.processes, "jobs": ours["jobs"],
         "achieved_rate": ours["achieved_rate"],
         "p50_ms": ours["p50_ms"], "p90_ms": ours["p90_ms"], "p99_ms": ours["p99_ms"],
-        "max_ms": ours["max_ms"],
+        "max_ms": ours["max_ms"], "worker_cpu_s": round(ours["worker_cpu_s"], 2),
         "peer_p50_ms": peer and peer["p50_ms"], "peer_p90_ms": peer and peer["p90_ms"],
         "peer_p99_ms": peer and peer["p99_ms"], "peer_max_ms": peer and peer["max_ms"],
         "peer_achieved_rate": peer and peer.get("achieved_rate"),

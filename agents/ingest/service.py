@@ -206,6 +206,8 @@ class Ingest(mode.Service):
             rebalance_timeout_s=self.settings.broker_rebalance_timeout_s,
             # partition p of every ingested topic goes to one worker: it owns tenant windows of p
             assignors=(RangePartitionAssignor,),
+            # an event waits unseen at most this long (Tansu answers a fetch when its wait ends)
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
         await self._consumer.start()
         self._loop_task = asyncio.ensure_future(self._run())
