@@ -35,10 +35,7 @@ def producer(brokers: Brokers, *, linger_ms: int = 5, client_id: str | None = No
              **tuning: Any) -> AIOKafkaProducer:
     """A producer whose records are on every in-sync replica before the send completes:
     a record we commit past must be on the broker, not in a leader's memory only.
-    No linger by default: a record goes out at once when nothing is in flight to its broker, and
-    records sent while a request is in flight wait for it and go out together (aiokafka keeps
-    one request in flight per broker), so batches still grow with the load without a record
-    ever waiting for a timer. ``tuning``: other aiokafka producer options, over these (the benches' own batching)."""
+    ``tuning``: other aiokafka producer options, over these (the benches' own batching)."""
     options: dict[str, Any] = {
         "acks": "all", "linger_ms": linger_ms, "max_batch_size": 512 * 1024,
         "max_request_size": 4 * 1024 * 1024, **({"client_id": client_id} if client_id else {}),
