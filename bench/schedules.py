@@ -37,7 +37,7 @@ def schedules(n: int, now: datetime, start: datetime) -> list[Schedule]:
     for i in range(n):
         timing: dict[str, object]
         if i % 2:
-            timing = {"cron": f"* * * * * {i // 2 % 60}", "start_at": start}
+            timing = {"cron": f"{i // 2 % 60} * * * * *", "start_at": start}
         else:
             timing = {"every_ms": 60_000,
                       "start_at": start + timedelta(milliseconds=(i * 7919) % 60_000)}
