@@ -69,9 +69,9 @@ nginx:
 bench-jobs: install nginx
 	$(BIN)/python bench/jobs.py --jobs $${JOBS:-20000} --concurrency $${CONCURRENCY:-50} --processes $${PROCESSES:-2} --peer-dir $${PEER_DIR:-../shared/bench}
 
-# RATE events/s for SECONDS, one at a time, each one job and one call; the BullMQ peer's latency beside it
+# RATE events/s for DURATION_S seconds, one at a time, each one job and one call; the BullMQ peer's latency beside it
 bench-latency: install nginx
-	$(BIN)/python bench/latency.py --rate $${RATE:-1000} --seconds $${SECONDS:-30} --concurrency $${CONCURRENCY:-50} --peer-dir $${PEER_DIR:-../shared/bench}
+	$(BIN)/python bench/latency.py --rate $${RATE:-1000} --seconds $${DURATION_S:-30} --concurrency $${CONCURRENCY:-50} --peer-dir $${PEER_DIR:-../shared/bench}
 
 bench-priority: install nginx
 	$(BIN)/python bench/priority.py --backlog $${BACKLOG:-50000} --high $${HIGH:-100} --concurrency $${CONCURRENCY:-50} --processes $${PROCESSES:-1} --peer-dir $${PEER_DIR:-../shared/bench}
