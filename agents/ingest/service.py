@@ -194,7 +194,8 @@ class Ingest(mode.Service):
     async def on_start(self) -> None:
         await self.topic_maker.ensure(self.catalog.topics(self.settings.app_id))
         brokers = self.settings.kafka
-        self._producer = connect.producer(brokers)
+        # no linger: a step's jobs are all queued before it waits, so they still go together
+        self._producer = connect.producer(brokers, linger_ms=0)
         await self._producer.start()
         self._keeper = RecordKeeper(self._producer, self.metrics)
         self._reader = connect.PartitionReader(brokers)
