@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install lint unit test run clean chaos bench-console bench-ingest bench-jobs bench-priority bench-schedules prometheus nginx kcat chromium
+.PHONY: install lint unit test run clean chaos bench-console bench-ingest bench-jobs bench-latency bench-priority bench-schedules prometheus nginx kcat chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ nginx:
 
 bench-jobs: install nginx
 	$(BIN)/python bench/jobs.py --jobs $${JOBS:-20000} --concurrency $${CONCURRENCY:-50} --processes $${PROCESSES:-2} --peer-dir $${PEER_DIR:-../shared/bench}
+
+# RATE events/s for DURATION_S seconds, one at a time, each one job and one call; the BullMQ peer's latency beside it
+bench-latency: install nginx
+	$(BIN)/python bench/latency.py --rate $${RATE:-1000} --seconds $${DURATION_S:-30} --concurrency $${CONCURRENCY:-50} --peer-dir $${PEER_DIR:-../shared/bench}
 
 bench-priority: install nginx
 	$(BIN)/python bench/priority.py --backlog $${BACKLOG:-50000} --high $${HIGH:-100} --concurrency $${CONCURRENCY:-50} --processes $${PROCESSES:-1} --peer-dir $${PEER_DIR:-../shared/bench}

@@ -192,9 +192,12 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="measure cronbus only")
     args = parser.parse_args()
     nginx = ensure_downstream(args.peer_dir)
+    loads = [os.getloadavg()[0]]
     try:
         ours = run_cronbus(args.jobs, args.concurrency, args.processes)
+        loads.append(os.getloadavg()[0])
         peer = None if args.no_peer else run_peer(args.peer_dir, args.jobs, args.concurrency)
+        loads.append(os.getloadavg()[0])
     finally:
         if nginx is not None:
             nginx.terminate()
@@ -208,6 +211,8 @@ def main() -> None:
         "ratio": peer and round(ours["jobs_per_s"] / peer["jobs_per_s"], 3),
         "target_ratio": 2.0,
         "load_average": round(os.getloadavg()[0], 2),
+        # the 1-minute load average at the start, after cronbus's run and after the peer's
+        "load_avg": [round(x, 2) for x in loads],
     }
     print(json.dumps(result))
 

@@ -197,7 +197,8 @@ class Ingest(mode.Service):
     async def on_start(self) -> None:
         await self.topic_maker.ensure(self.catalog.topics(self.settings.app_id))
         brokers = self.settings.kafka
-        self._producer = connect.producer(brokers)
+        # no linger: a step's jobs are all queued before it waits, so they still go together
+        self._producer = connect.producer(brokers, linger_ms=0)
         await self._producer.start()
         self._keeper = RecordKeeper(self._producer, self.metrics)
         self._reader = connect.PartitionReader(brokers)
@@ -209,6 +210,8 @@ class Ingest(mode.Service):
             rebalance_timeout_s=self.settings.broker_rebalance_timeout_s,
             # partition p of every ingested topic goes to one worker: it owns tenant windows of p
             assignors=(RangePartitionAssignor,),
+            # an event waits unseen at most this long (Tansu answers a fetch when its wait ends)
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
         await self._consumer.start()
         self._loop_task = asyncio.ensure_future(self._run())

@@ -67,9 +67,6 @@ from cronbus.streams.stalls import Stalls, pause_after
 
 log = logging.getLogger(__name__)
 
-# a job consumer's longest wait for a fetch answer: a high-tier record published meanwhile waits
-# at most this long to be fetched (the broker answers at once when there is data)
-JOB_FETCH_MAX_WAIT_MS = 100
 # how long a read waits while a tier is full: its records are read again as soon as it has room
 FULL_TIER_WAIT_MS = 50
 FULL_TIER_WAIT_S = FULL_TIER_WAIT_MS / 1000
@@ -117,8 +114,9 @@ class JobTopicConsumer:
             listener=_Rebalance(self), client_id=f"{self.group}-consumer",
             session_timeout_s=settings.broker_session_timeout_s,
             rebalance_timeout_s=settings.broker_rebalance_timeout_s,
-            # a high-tier record published while a fetch waits is seen at the next fetch
-            fetch_max_wait_ms=JOB_FETCH_MAX_WAIT_MS,
+            # a record published while a fetch waits is seen when the fetch ends (Tansu answers
+            # a fetch only then): this bounds how long a job, a high-tier one too, waits unseen
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
         self._tier_of_topic = {t: topics.tier_of_topic(t) or Tier.NORMAL
                                for t in processor.topics()}

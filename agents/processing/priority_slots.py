@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 
 from cronbus.streams.priorities import TIERS, Tier
 
@@ -66,6 +65,7 @@ class PrioritySlots:
         self._waiting: dict[Tier, collections.deque[asyncio.Future[None]]] = {
             tier: collections.deque() for tier in TIERS}
         self.granted: collections.Counter[Tier] = collections.Counter()
+        self._queued = 0  # futures in the queues (a cancelled one until it is dropped)
 
     @property
     def free(self) -> int:
@@ -74,22 +74,20 @@ class PrioritySlots:
     def waiting(self) -> dict[Tier, int]:
         return {tier: len(queue) for tier, queue in self._waiting.items()}
 
-    @asynccontextmanager
-    async def take(self, tier: Tier) -> AsyncIterator[None]:
-        """Hold a slot for the block; wait for it among the jobs of ``tier``."""
-        await self.acquire(tier)
-        try:
-            yield
-        finally:
-            self.release()
+    def take(self, tier: Tier) -> _Slot:
+        """Hold a slot for the ``async with`` block; wait for it among the jobs of ``tier``.
+        (A plain object, not an ``asynccontextmanager``: its generator cost a job more than
+        the slot's own bookkeeping.)"""
+        return _Slot(self, tier)
 
     async def acquire(self, tier: Tier) -> None:
-        if self._free > 0 and not any(self._waiting.values()):
+        if self._free > 0 and not self._queued:
             self._free -= 1
             self.granted[tier] += 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[tier].append(future)
+        self._queued += 1
         self._grant()  # a slot may be free while others wait (none could be granted before)
         try:
             await future
@@ -98,21 +96,41 @@ class PrioritySlots:
                 self.release()  # granted as it was cancelled: the slot goes to the next
             elif future in self._waiting[tier]:
                 self._waiting[tier].remove(future)
+                self._queued -= 1
             raise
 
     def release(self) -> None:
         self._free += 1
-        self._grant()
+        if self._queued:
+            self._grant()
 
     def _grant(self) -> None:
-        while self._free > 0:
+        while self._free > 0 and self._queued:
             for queue in self._waiting.values():  # cancelled, not yet woken to leave the queue
                 while queue and queue[0].done():
                     queue.popleft()
+                    self._queued -= 1
             tier = self.rule.choose(self.waiting())
             if tier is None:
                 return
             future = self._waiting[tier].popleft()
+            self._queued -= 1
             self._free -= 1
             self.granted[tier] += 1
             future.set_result(None)
+
+
+class _Slot:
+    """``async with slots.take(tier)``: one slot held for the block."""
+
+    __slots__ = ("_slots", "_tier")
+
+    def __init__(self, slots: PrioritySlots, tier: Tier) -> None:
+        self._slots = slots
+        self._tier = tier
+
+    async def __aenter__(self) -> None:
+        await self._slots.acquire(self._tier)
+
+    async def __aexit__(self, *_: object) -> None:
+        self._slots.release()

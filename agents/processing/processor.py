@@ -15,6 +15,7 @@ dead-lettered at once, as :mod:`cronbus.clients.kafka.keeper` can keep it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import random
@@ -162,6 +163,12 @@ class Processor:
         self.rng = rng or random.Random()
         self.retry_topics = {d: topics.retry_topic(self.topic, d) for d in self.policy.tier_delays()}
         self.dead_letter_topic = topics.dead_letter_topic(self.topic)
+        # the tier a job without a priority waits in, by the topic it came from: its tier
+        # topic's; a retry or rate-limited topic's is its job type's default (named once here)
+        default_tier = tier_of(spec.default_priority, ordered=spec.ordered)
+        self._topic_tiers: dict[str, Tier] = collections.defaultdict(
+            lambda: default_tier,
+            {t: topics.tier_of_topic(t) or default_tier for t in self.topics()})
         self._running: dict[str, asyncio.Future[None]] = {}
         # set when the worker stops: jobs not started yet are handed back, not begun
         self.stopping = False
@@ -189,8 +196,7 @@ class Processor:
         """The tier a job waits for a slot in: its priority's; a record written before
         priorities runs at its topic's tier (a retry topic's: its job type's default)."""
         if job.priority is None:
-            return topics.tier_of_topic(record.topic) or tier_of(self.spec.default_priority,
-                                                                 ordered=self.spec.ordered)
+            return self._topic_tiers[record.topic]
         return tier_of(job.priority, ordered=self.spec.ordered)
 
     def origin(self, record: JobRecord, job: Job | None) -> str:

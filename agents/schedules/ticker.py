@@ -561,15 +561,20 @@ class Ticker(mode.Service):
             return
         self._pending.update(partitions)
         started = time.monotonic()
-        by_partition = await self._reader.read(topics.SCHEDULES, partitions)
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        loaded = 0
-        for partition, records in by_partition.items():
-            latest: dict[bytes, Schedule | None] = {}
+        # each batch parsed as it comes (the next one is fetched meanwhile), its records let go:
+        # a million schedules are never held as records and as schedules at once
+        by_partition: dict[int, dict[bytes, Schedule | None]] = {p: {} for p in partitions}
+        ends = dict.fromkeys(partitions, 0)  # the next offset to read after the take-on
+        async for records in self._reader.batches(topics.SCHEDULES, partitions):
+            latest = by_partition[records[0].partition]
             for record in records:  # compaction may not have run: the last record wins
                 schedule = self._decode(record)
                 if record.key is not None:
                     latest[record.key] = schedule
+            ends[records[0].partition] = records[-1].offset + 1
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        loaded = 0
+        for partition, latest in by_partition.items():
             raw_states = await self.redis.hgetall(self.state_key(partition))
             self.book.own(partition)  # all of it read: from here on nothing awaits until seek
             for key, schedule in latest.items():
@@ -585,7 +590,7 @@ class Ticker(mode.Service):
                     self._world_due.add(schedule.tenant_id)
                     loaded += 1
             tp = TopicPartition(topics.SCHEDULES, partition)
-            self._next_offset[partition] = records[-1].offset + 1 if records else 0
+            self._next_offset[partition] = ends[partition]
             if tp in self.assignment:
                 self._consumer.seek(tp, self._next_offset[partition])
             self._pending.discard(partition)

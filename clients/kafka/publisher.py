@@ -13,7 +13,8 @@ class EventPublisher:
     """An aiokafka producer that sends validated events to their topic, keyed by tenant."""
 
     def __init__(self, brokers: connect.Brokers) -> None:
-        self._producer = connect.producer(brokers)
+        # no linger: an event published alone goes out at once (README, "Latency")
+        self._producer = connect.producer(brokers, linger_ms=0)
 
     async def __aenter__(self) -> EventPublisher:
         try:

@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cronbus.agents.schedules.book import FireState, TickerBook, plan, plan_world, state_for
+from cronbus.agents.schedules.book import (
+    FireState,
+    TickerBook,
+    compacted,
+    plan,
+    plan_world,
+    state_for,
+)
 from cronbus.agents.schedules.ticker import Tick
 from cronbus.streams import topics
 from cronbus.streams.events import CronTick, parse_event
@@ -264,3 +271,29 @@ def test_a_world_fire_behind_a_running_one_waits_buffered_then_runs():
     done = plan_world(schedule, waiting.state, dawn + timedelta(hours=1, minutes=5),
                       previous_active=False)
     assert done.fires == [dawn + timedelta(hours=1)] and done.state.buffered is None
+
+
+def test_a_compacted_schedule_is_the_same_schedule_sharing_what_others_repeat():
+    def fresh(n: int) -> Schedule:  # parsed from its record, as the ticker loads it
+        return Schedule.model_validate_json(a_schedule(
+            id=f"s{n}", cron="0 * * * * *", every_ms=None, timezone="Europe/Berlin",
+            payload={"n": n}).encode())
+
+    first, second = fresh(1), fresh(2)
+    assert first.__pydantic_fields_set__ is not second.__pydantic_fields_set__
+    before = [(s, s.encode(), s.model_dump()) for s in (fresh(1), fresh(2))]
+    one, two = compacted(first), compacted(second)
+    assert [(s, s.encode(), s.model_dump()) for s in (one, two)] == before
+    for name in ("tenant_id", "job_type", "cron", "timezone"):
+        assert getattr(one, name) is getattr(two, name), name
+    assert one.__pydantic_fields_set__ is two.__pydantic_fields_set__
+    # a copy with a change (a world schedule's plan makes one) leaves the shared set alone
+    changed = one.model_copy(update={"revision_at": None})
+    assert changed.revision_at is None and one.revision_at == T0
+    assert one.__pydantic_fields_set__ == before[0][0].__pydantic_fields_set__
+    # the book keeps the compacted one, and plans from it as from the original
+    book = TickerBook()
+    book.own(0)
+    entry = book.put(0, fresh(3), None, at(0))
+    assert entry.schedule.job_type is one.job_type
+    assert plan_at(entry.schedule, entry.state, 60).fires == plan_at(fresh(3), entry.state, 60).fires
