@@ -85,6 +85,8 @@ def _watch_health(worker: WorkerProcess, back_at: float, back_after: list[float]
         for name, component in (body.get("components") or {}).items():
             if component.get("status") != "up":
                 not_up[name] = since
+                for role in component.get("stalled") or {}:  # progress: whose records
+                    not_up[f"{name}:{role}"] = since
         time.sleep(0.25)
 
 
