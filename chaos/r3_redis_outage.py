@@ -13,7 +13,10 @@ Asserted from outside:
   with no traceback: ``log_lines``/``log_bytes`` are what the worker wrote during the outage;
 - after it returns nothing is lost: every job, every event's export and every fire time of
   every schedule is applied at the development API exactly once (its own records), and no job
-  was dead-lettered because of the outage.
+  was dead-lettered because of the outage;
+- health is ``healthy`` again (every component up, the bridge subscribed) within
+  ``HEALTH_BACK_S`` of Redis's restart (``health_back_s``, polled from the restart on), and
+  still ``healthy`` once every job is applied (``health_after``; its components when it is not).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import httpx
 
 from chaos import faults
+from cronbus.clients.devstack.harness import WorkerProcess
 from cronbus.streams import topics
 from cronbus.streams.events import ExportRequested, encode_event
 from cronbus.streams.jobs import job_id_for
@@ -47,6 +51,10 @@ TOKEN = "chaos-r3-token"
 SCHEDULE_TENANT = "sch-tenant"
 # the components that call Redis and must say its outage once each
 COMPONENTS = ("processor bench-call", "processor export", "ticker", "schedules API")
+# README "What a Redis outage costs": /health is healthy again this soon after Redis is back
+HEALTH_BACK_S = 15.0
+# how long health is watched after the restart, past the bound, so a late return has a figure
+HEALTH_WATCH_S = 90.0
 
 
 def _schedules(n: int, start: datetime, end: datetime, now: datetime) -> list[Schedule]:
@@ -62,6 +70,24 @@ def _fire_times(start: datetime, end: datetime) -> list[datetime]:
         times.append(at)
         at += timedelta(seconds=1)
     return times
+
+
+def _watch_health(worker: WorkerProcess, back_at: float, back_after: list[float],
+                  not_up: dict[str, float]) -> None:
+    """Polls /health from Redis's restart until it says healthy; appends the seconds it took,
+    and notes for each component that was not up the last second since the restart it was not."""
+    while time.monotonic() - back_at < HEALTH_WATCH_S:
+        body = faults.health(worker)
+        since = round(time.monotonic() - back_at, 1)
+        if body.get("status") == "healthy":
+            back_after.append(since)
+            return
+        for name, component in (body.get("components") or {}).items():
+            if component.get("status") != "up":
+                not_up[name] = since
+                for role in component.get("stalled") or {}:  # progress: whose records
+                    not_up[f"{name}:{role}"] = since
+        time.sleep(0.25)
 
 
 def run(profile: str, work_dir: Path) -> dict[str, Any]:
@@ -135,6 +161,12 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
         alive_during = worker.process.alive()
         own_redis.start()  # empty, on the same port
         back_at = time.monotonic()
+        health_back: list[float] = []
+        not_up_after_back: dict[str, float] = {}
+        health_watch = threading.Thread(
+            target=_watch_health, args=(worker, back_at, health_back, not_up_after_back),
+            name="r3-health", daemon=True)
+        health_watch.start()
         producer.join(timeout=load_s + 120)
 
         # after: everything applied once, nothing dead-lettered
@@ -164,7 +196,10 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
                               headers={"Authorization": f"Bearer {TOKEN}"},
                               timeout=10).status_code
         after = faults.log_facts(log_path)
-        final_health = faults.health(worker).get("status")
+        health_watch.join(timeout=HEALTH_WATCH_S + 30)
+        health_back_s = health_back[0] if health_back else None
+        final_detail = faults.health(worker)
+        final_health = final_detail.get("status")
         peak_rss = max(peak_rss, faults.rss_mb(worker.process.pid))
         letters = asyncio.run(faults.read_all(brokers, [
             topics.dead_letter_topic(topics.job_topic(faults.JOB_TYPE)),
@@ -186,7 +221,9 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
             "fires": fires_tally, "outage_s": figures["outage_s"],
             "all_applied_after_back_s": round(all_applied_s, 1),
             "dead_lettered": dead_lettered,
-            "health_during": dict(verdicts), "health_after": final_health,
+            "health_during": dict(verdicts), "health_back_s": health_back_s,
+            "not_up_after_back_s": not_up_after_back,
+            "health_after": final_health,
             "api_during": {str(k): v for k, v in api_answers.items()}, "api_after": api_after,
             "warned": warned, "back": back, "bridge_outage_warnings": bridge_warnings,
             "log_lines": after["log_lines"] - before["log_lines"],
@@ -196,10 +233,14 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
             "worker_alive": alive_during and worker.process.alive(),
             "load_error": str(load_error[0]) if load_error else None,
         }
+        if final_health != "healthy":  # which component, and why
+            result["health_after_components"] = final_detail.get("components")
         result["passed"] = bool(
             result["lost"] == 0 and result["doubled"] == 0 and dead_lettered == 0
             and result["worker_alive"] and not load_error
             and verdicts.get("unhealthy", 0) == 0 and verdicts.get("degraded", 0) > 0
+            and health_back_s is not None and health_back_s <= HEALTH_BACK_S
+            and final_health == "healthy"
             and api_answers.get(500, 0) == 0 and api_answers.get(503, 0) > 0 and api_after == 200
             and all(n == 1 for n in warned.values()) and all(n == 1 for n in back.values())
             and bridge_warnings <= 1 and result["tracebacks"] == 0)

@@ -108,16 +108,23 @@ def bridge_message(
 # --- reconnecting: how long the bridge waits before it tries its Redis again
 
 BASE_DELAY_S = 0.5
-MAX_DELAY_S = 60.0
+# The cap is how long a bridge may stay unsubscribed from a Redis that is back, and pub/sub
+# loses every message published meanwhile: a 60 s cap (the seed's) left the bridge, and so
+# /health, down for up to a minute after a 30 s outage had ended. A refused connect every 5 s
+# per bridge costs a Redis that is away nothing.
+MAX_DELAY_S = 5.0
+# doubling stops here: 0.5 * 2^1100 no longer converts to a float (an ~1.5 h outage at 5 s)
+_MAX_DOUBLINGS = 64
 
 
 def reconnect_delay(attempt: int, *, base_s: float = BASE_DELAY_S, cap_s: float = MAX_DELAY_S,
                     jitter: float = 0.2, rng: random.Random | None = None) -> float:
-    """Seconds before reconnect ``attempt`` (1-based): base * 2^(attempt-1), capped, ±jitter.
+    """Seconds before reconnect ``attempt`` (1-based): base * 2^(attempt-1), capped, ±jitter,
+    never more than ``cap_s`` (jitter at the cap only shortens the wait).
 
     The jitter keeps a fleet of bridges from hammering a Redis that just came back all at the
     same instant.
     """
-    delay = min(cap_s, base_s * 2 ** (max(1, attempt) - 1))
+    delay = min(cap_s, base_s * 2 ** min(max(1, attempt) - 1, _MAX_DOUBLINGS))
     spread = delay * jitter
     return min(cap_s, max(0.0, delay + (rng or random).uniform(-spread, spread)))

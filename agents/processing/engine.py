@@ -130,6 +130,10 @@ class JobTopicConsumer:
         self._outstanding = 0
         # every record's job status and rate-limit window is in Redis: its outage is said once
         self.redis_outage = RedisOutage(f"processor {processor.job_type}")
+        # set when a record goes through after Redis failed: the records pausing for Redis
+        # (up to 10 s each) try again at once instead of holding their partition (and /health's
+        # progress) back after it is back
+        self._redis_answered = asyncio.Event()
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -229,6 +233,9 @@ class JobTopicConsumer:
         while True:
             try:
                 await self.processor.process(record)
+                if self.redis_outage.away:
+                    self._redis_answered.set()
+                    self._redis_answered = asyncio.Event()  # for the next outage's waiters
                 self.redis_outage.succeeded()
                 break
             except HandedBack:
@@ -275,8 +282,12 @@ class JobTopicConsumer:
                 error = f"{type(keep_error).__name__}: {keep_error}"
         delay = pause_after(tries)
         if self.redis_outage.failed(exc):
-            pass  # said once for the whole processor, not once per record
-        elif tries == 1:
+            # said once for the whole processor, not once per record; the pause ends early
+            # once another record gets through Redis
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._redis_answered.wait(), delay)
+            return True
+        if tries == 1:
             log.exception("%s[%s]@%s: processing failed; trying again in %.1fs (logged once "
                           "for this record)", tp.topic, tp.partition, record.offset, delay)
         else:
