@@ -20,7 +20,7 @@ from cronbus.agents.processing.dead_letters import (
     replay_headers,
 )
 from cronbus.clients.kafka.connect import Brokers
-from cronbus.clients.kafka.records import Outgoing, read_to_end, send_records
+from cronbus.clients.kafka.records import Outgoing, read_all_to_end, send_records
 from cronbus.streams import topics
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,14 @@ def dead_letter_topics(job_types: Iterable[str]) -> list[str]:
 async def find_dead_letters(brokers: Brokers, topic_names: Iterable[str],
                             rule: DeadLetterFilter) -> list[DeadLetter]:
     found: list[DeadLetter] = []
-    for topic in topic_names:
-        async for record in read_to_end(brokers, topic):
-            letter = DeadLetter.from_record(record.topic, record.partition, record.offset,
-                                            record.timestamp, record.key, record.value,
-                                            record.headers)
-            if rule.matches(letter):
-                found.append(letter)
+    order = {topic: n for n, topic in enumerate(dict.fromkeys(topic_names))}
+    async for record in read_all_to_end(brokers, order):
+        letter = DeadLetter.from_record(record.topic, record.partition, record.offset,
+                                        record.timestamp, record.key, record.value,
+                                        record.headers)
+        if rule.matches(letter):
+            found.append(letter)
+    found.sort(key=lambda x: (order[x.topic], x.partition, x.offset))  # one topic after another
     return found
 
 

@@ -21,15 +21,28 @@ log = logging.getLogger(__name__)
 async def read_to_end(brokers: connect.Brokers, topic: str) -> AsyncIterator[ConsumerRecord]:
     """Every record of ``topic`` from its beginning to its end; none if the topic does not
     exist."""
+    async for record in read_all_to_end(brokers, [topic]):
+        yield record
+
+
+async def read_all_to_end(brokers: connect.Brokers, topic_names: Iterable[str]
+                          ) -> AsyncIterator[ConsumerRecord]:
+    """Every record of each of ``topic_names`` from its beginning to its end, in one consumer
+    (one start, one metadata read and fetches of every partition together: a consumer a topic
+    cost most of a second each); a topic that does not exist has none."""
     consumer = connect.reader(brokers)
     await consumer.start()
     try:
         await consumer.topics()  # fresh metadata of every topic; creates none
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            log.debug("topic %s does not exist (yet): nothing to read", topic)
+        assigned: list[TopicPartition] = []
+        for topic in dict.fromkeys(topic_names):
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                log.debug("topic %s does not exist (yet): nothing to read", topic)
+                continue
+            assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not assigned:
             return
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         async for records in connect.to_end(consumer, assigned, timeout_ms=500):
