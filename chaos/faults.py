@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,11 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+# shared with the other scenarios, named here too for the fault scenarios that use faults.*
+from chaos.stack import ScenarioFailed as ScenarioFailed
+from chaos.stack import wait_for as wait_for
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
-from cronbus.clients.devstack.processes import ManagedProcess, free_port
-from cronbus.clients.devstack.redis_server import answers, redis_server_binary
+from cronbus.clients.devstack.redis_server import OwnRedis as OwnRedis
 from cronbus.clients.kafka import connect
 from cronbus.streams import topics
 from cronbus.streams.jobs import Job, job_id_for
@@ -36,51 +38,6 @@ BENCH_DIR = REPO / "bench"
 # the benchmarks' job type of one runJob call (bench/bench_job_types.py): the scenarios' load
 JOB_TYPE = "bench-call"
 JOB_MODULE = "bench_job_types"
-
-
-class ScenarioFailed(AssertionError):
-    """A scenario could not go on (a part did not start, a wait ran out): the message says why."""
-
-
-# --- a Redis of the scenario's own -----------------------------------------------------------
-
-
-class OwnRedis:
-    """A redis-server on a fixed free port keeping nothing on disk (as the development machines'
-    does), so a restart is an empty Redis at the same address. Stopped by pid."""
-
-    def __init__(self, log_dir: Path, name: str = "redis") -> None:
-        binary = redis_server_binary()
-        if binary is None:
-            raise ScenarioFailed("no redis-server binary (apt-get install redis-server)")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                      "--appendonly", "no", "--dir", str(log_dir)]
-        self._log = log_dir / f"{name}.log"
-        self._name = name
-        self.process: ManagedProcess | None = None
-
-    @property
-    def started_here(self) -> bool:
-        return True
-
-    def start(self, timeout_s: float = 10.0) -> OwnRedis:
-        """Start it (again, empty) and wait until it answers PING."""
-        self.process = ManagedProcess(self._name, self._argv, log_path=self._log).start()
-        self.process.wait_until(lambda: answers(self.url), timeout_s, "answering PING")
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-
-    def restart(self) -> float:
-        """Stop and start again at once; returns the monotonic time it answered again."""
-        self.stop()
-        self.start()
-        return time.monotonic()
 
 
 def lean_stack(work_dir: Path, *, broker_on_s3: bool = False,
@@ -98,7 +55,7 @@ def stack_with_own_redis(work_dir: Path) -> tuple[DevStack, OwnRedis]:
     """The development stack (the development API only) whose Redis is the scenario's own (the
     shared one stays up), started."""
     stack = lean_stack(work_dir)
-    own = OwnRedis(stack.log_dir)
+    own = OwnRedis(stack.log_dir, name="redis")
     stack.redis = own  # type: ignore[assignment]  # the same start/stop/url
     stack.start()
     return stack, own
@@ -185,19 +142,6 @@ def tally(expected: Iterable[str], applied: dict[str, int]) -> dict[str, int]:
     got = {key for key in wanted if applied.get(key, 0) >= 1}
     return {"sent": len(wanted), "applied": len(got), "lost": len(wanted - got),
             "doubled": sum(1 for key in wanted if applied.get(key, 0) > 1)}
-
-
-def wait_for(probe: Callable[[], Any], done: Callable[[Any], bool], *, timeout_s: float,
-             what: str, interval_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise ScenarioFailed(f"timed out after {timeout_s:g}s waiting for {what}; last: "
-                                 f"{str(value)[:300]}")
-        time.sleep(interval_s)
 
 
 # --- a worker, seen from outside -------------------------------------------------------------
