@@ -125,6 +125,32 @@ def applied_keys(control_url: str) -> dict[str, int]:
     return dict(httpx.get(f"{control_url}/applied", timeout=60).json())
 
 
+def applied_and_exported(control_url: str) -> tuple[dict[str, int], set[str]]:
+    """What the development API applied: each Idempotency-Key's applications, and the job ids of
+    the exports it applied for the scenarios' export events (their tenants are ``ev-*``)."""
+    applied = applied_keys(control_url)
+    exported = {r["job_id"] for r in httpx.get(f"{control_url}/requests", timeout=60).json()
+                if str(r.get("tenant_id", "")).startswith("ev-") and r.get("applied")}
+    return applied, exported
+
+
+def totals(tallies: Iterable[dict[str, int]], events: int, exported: set[str]) -> dict[str, int]:
+    """A scenario's sent, applied, lost and doubled over the :func:`tally` of each kind of its
+    keyed jobs and its ``events`` export events (of which ``exported`` were applied)."""
+    counted = list(tallies)
+    sent = sum(t["sent"] for t in counted) + events
+    got = sum(t["applied"] for t in counted) + min(len(exported), events)
+    return {"sent": sent, "applied": got, "lost": sent - got,
+            "doubled": sum(t["doubled"] for t in counted)}
+
+
+def dead_lettered(brokers: Any, job_types: Iterable[str] = (JOB_TYPE, "export")) -> int:
+    """Records on the dead-letter topics of these job types."""
+    letters = asyncio.run(read_all(
+        brokers, [topics.dead_letter_topic(topics.job_topic(t)) for t in job_types], idle_s=1.0))
+    return sum(len(v) for v in letters.values())
+
+
 def calls_per_key(control_url: str) -> Counter[str]:
     """Calls the development API answered per job id (repeats of an applied key included)."""
     found: Counter[str] = Counter()

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from chaos import __main__ as runner
+from chaos import faults
 from chaos.r1_kill_storm import _slices
 from chaos.r2_downstream_outage import probes_by_worker
 from chaos.stack import metric_sum, tally
@@ -26,6 +27,16 @@ def test_tally_counts_units_lost_and_units_applied_under_two_keys():
     assert counted.lost == ["c", "d"]
     assert counted.doubled == ["b"]
     assert counted.as_dict() == {"sent": 4, "applied": 2, "lost": 2, "doubled": 1}
+
+
+def test_totals_add_the_keyed_tallies_and_the_exports_applied():
+    jobs = faults.tally(["a", "b", "c"], {"a": 1, "b": 2})
+    fires = faults.tally(["f1", "f2"], {"f1": 1, "f2": 1})
+    assert faults.totals([jobs, fires], 4, {"x1", "x2", "x3"}) == {
+        "sent": 9, "applied": 7, "lost": 2, "doubled": 1}
+    # an export applied more often than events were sent does not hide a lost job
+    assert faults.totals([jobs], 1, {"x1", "x2"}) == {
+        "sent": 4, "applied": 3, "lost": 1, "doubled": 1}
 
 
 def test_metric_sum_adds_the_samples_whose_labels_match():
