@@ -4,6 +4,7 @@ development API's records the scenarios count by (each request's caller, each ap
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -13,9 +14,10 @@ import pytest
 
 from chaos import __main__ as runner
 from chaos import faults
+from chaos.job_types import PLAIN
 from chaos.r1_kill_storm import _slices
 from chaos.r2_downstream_outage import probes_by_worker
-from chaos.stack import metric_sum, tally
+from chaos.stack import metric_sum, plain_applied, plain_jobs, tally
 from cronbus.clients.devstack.dev_api import create_dev_api
 
 RUN_JOB = "mutation($input: RunJobInput!) { runJob(input: $input) { jobId applied } }"
@@ -37,6 +39,18 @@ def test_totals_add_the_keyed_tallies_and_the_exports_applied():
     # an export applied more often than events were sent does not hide a lost job
     assert faults.totals([jobs], 1, {"x1", "x2"}) == {
         "sent": 4, "applied": 3, "lost": 1, "doubled": 1}
+
+
+def test_plain_jobs_note_each_id_as_made_and_are_counted_by_their_applied_inputs():
+    job_ids: list[str] = []
+    records = list(itertools.islice(plain_jobs("load:r1", job_ids), 3))
+    assert len(job_ids) == len(set(job_ids)) == 3
+    assert [key for _, key, _ in records] == [b"t0", b"t1", b"t2"]
+    # a PLAIN job's key is its job id; another type's applied input does not count
+    inputs = {job_ids[0]: {"type": PLAIN}, job_ids[2]: {"type": PLAIN}, "x": {"type": "other"}}
+    counted, doubled = plain_applied(job_ids, inputs, {job_ids[0]: 1, job_ids[2]: 2, "x": 1})
+    assert (counted.sent, counted.applied, counted.lost) == (3, 2, [job_ids[1]])
+    assert doubled == 1  # the key the API applied twice
 
 
 def test_metric_sum_adds_the_samples_whose_labels_match():
