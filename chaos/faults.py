@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 # shared with the other scenarios, named here too for the fault scenarios that use faults.*
 from chaos.stack import ScenarioFailed as ScenarioFailed
 from chaos.stack import wait_for as wait_for
+from chaos.stack import wait_or_last as wait_or_last
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.clients.devstack.redis_server import OwnRedis as OwnRedis
 from cronbus.clients.kafka import connect

@@ -24,6 +24,7 @@ from chaos.stack import (
     plain_applied,
     plain_dead_letters,
     plain_jobs,
+    polled_metric,
     wait_applied,
 )
 
@@ -57,10 +58,7 @@ IN_FLIGHT_GRACE_S = 0.5
 
 
 def breaker_state(worker: Worker) -> float | None:
-    try:
-        return metric_sum(worker.metrics(), "cronbus_breaker_state", service="api")
-    except Exception:  # a worker too busy to answer this poll: the next one will
-        return None
+    return polled_metric(worker, "cronbus_breaker_state", service="api")
 
 
 def run(profile: str, work_dir: Path) -> dict[str, Any]:

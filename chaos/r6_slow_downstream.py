@@ -23,6 +23,7 @@ from chaos.stack import (
     plain_applied,
     plain_dead_letters,
     plain_jobs,
+    polled_metric,
     rss_mb,
     wait_applied,
 )
@@ -58,10 +59,7 @@ RSS_GROWTH_LIMIT_MB = 100.0
 
 
 def in_flight(worker: Worker) -> float | None:
-    try:
-        return metric_sum(worker.metrics(), "cronbus_jobs_in_flight")
-    except Exception:  # a worker too busy to answer this poll: the next one will
-        return None
+    return polled_metric(worker, "cronbus_jobs_in_flight")
 
 
 def run(profile: str, work_dir: Path) -> dict[str, Any]:

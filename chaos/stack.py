@@ -60,6 +60,16 @@ def wait_for(probe: Callable[[], T], done: Callable[[T], bool], *, timeout_s: fl
         time.sleep(interval_s)
 
 
+def wait_or_last(probe: Callable[[], T], done: Callable[[T], bool], *, timeout_s: float,
+                 what: str, interval_s: float = 0.5) -> T:
+    """:func:`wait_for`, but once ``timeout_s`` runs out the value probed once more instead of an
+    error: a scenario then counts what is missing from it."""
+    try:
+        return wait_for(probe, done, timeout_s=timeout_s, what=what, interval_s=interval_s)
+    except ScenarioFailed:
+        return probe()
+
+
 def short(value: object, limit: int = 300) -> str:
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}..."
@@ -367,6 +377,15 @@ class Worker:
     def metrics(self) -> str:
         assert self.process is not None
         return self.process.metrics_text()
+
+
+def polled_metric(worker: Worker, name: str, **labels: str) -> float | None:
+    """:func:`metric_sum` of a worker's /metrics now, or None when it does not answer (too busy
+    for this poll: the next one will)."""
+    try:
+        return metric_sum(worker.metrics(), name, **labels)
+    except Exception:
+        return None
 
 
 @dataclass

@@ -17,7 +17,7 @@ from chaos import faults
 from chaos.job_types import PLAIN
 from chaos.r1_kill_storm import _slices
 from chaos.r2_downstream_outage import probes_by_worker
-from chaos.stack import metric_sum, plain_applied, plain_jobs, tally
+from chaos.stack import metric_sum, plain_applied, plain_jobs, tally, wait_or_last
 from cronbus.clients.devstack.dev_api import create_dev_api
 
 RUN_JOB = "mutation($input: RunJobInput!) { runJob(input: $input) { jobId applied } }"
@@ -51,6 +51,20 @@ def test_plain_jobs_note_each_id_as_made_and_are_counted_by_their_applied_inputs
     counted, doubled = plain_applied(job_ids, inputs, {job_ids[0]: 1, job_ids[2]: 2, "x": 1})
     assert (counted.sent, counted.applied, counted.lost) == (3, 2, [job_ids[1]])
     assert doubled == 1  # the key the API applied twice
+
+
+def test_wait_or_last_gives_the_value_it_waited_for_or_the_latest_when_time_runs_out():
+    values = iter(range(100))
+    assert wait_or_last(lambda: next(values), lambda n: n >= 2, timeout_s=5, what="two",
+                        interval_s=0) == 2
+    probes: list[int] = []
+
+    def probe() -> int:
+        probes.append(len(probes))
+        return probes[-1]
+
+    last = wait_or_last(probe, lambda n: n < 0, timeout_s=0.05, what="never", interval_s=0.01)
+    assert last == probes[-1] and len(probes) >= 2  # probed once more after the time ran out
 
 
 def test_metric_sum_adds_the_samples_whose_labels_match():
