@@ -169,16 +169,21 @@ def run_cronbus(n: int, concurrency: int, processes: int) -> dict[str, float]:
     return {"jobs_per_s": n / elapsed, "total_s": elapsed, "worker_cpu_s": cpu}
 
 
-def run_peer(peer_dir: Path, n: int, concurrency: int) -> dict[str, float]:
-    script = peer_dir / "run-peer.sh"
+def peer_result(script: Path, args: list[str], what: str = "peer benchmark") -> dict[str, float]:
+    """Run one of the peer's benchmark scripts; the JSON line it prints. Exits naming the script
+    when it is missing, or the peer's error when it fails or prints no JSON line."""
     if not script.exists():
-        sys.exit(f"no peer benchmark at {script}")
-    out = subprocess.run(["bash", str(script), str(n), str(concurrency)], capture_output=True,
-                         text=True, timeout=900)
+        sys.exit(f"no {what} at {script}")
+    out = subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                         timeout=900)
     line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
     if out.returncode != 0 or line is None:
         sys.exit(f"the peer failed ({out.returncode}): {out.stderr[-2000:]}")
     return json.loads(line)
+
+
+def run_peer(peer_dir: Path, n: int, concurrency: int) -> dict[str, float]:
+    return peer_result(peer_dir / "run-peer.sh", [str(n), str(concurrency)])
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ import redis
 
 # the benchmarks' folder is the script's: its modules import as top-level ones
 from bench_job_types import ANSWERS_FILE, BenchPinged
-from jobs import cpu_seconds, ensure_downstream, worker_env
+from jobs import cpu_seconds, ensure_downstream, peer_result, worker_env
 
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.clients.kafka.publisher import EventPublisher
@@ -129,15 +128,8 @@ def run_cronbus(rate: float, seconds: float, concurrency: int, roles: list[str],
 
 
 def run_peer(peer_dir: Path, rate: float, seconds: float, concurrency: int) -> dict[str, float]:
-    script = peer_dir / "run-peer-latency.sh"
-    if not script.exists():
-        sys.exit(f"no peer latency benchmark at {script}")
-    out = subprocess.run(["bash", str(script), f"{rate:g}", f"{seconds:g}", str(concurrency)],
-                         capture_output=True, text=True, timeout=900)
-    line = next((x for x in out.stdout.splitlines() if x.startswith("{")), None)
-    if out.returncode != 0 or line is None:
-        sys.exit(f"the peer failed ({out.returncode}): {out.stderr[-2000:]}")
-    return json.loads(line)
+    return peer_result(peer_dir / "run-peer-latency.sh",
+                       [f"{rate:g}", f"{seconds:g}", str(concurrency)], "peer latency benchmark")
 
 
 def main() -> None:

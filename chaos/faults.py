@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,12 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+# shared with the other scenarios, named here too for the fault scenarios that use faults.*
+from chaos.stack import ScenarioFailed as ScenarioFailed
+from chaos.stack import wait_for as wait_for
+from chaos.stack import wait_or_last as wait_or_last
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
-from cronbus.clients.devstack.processes import ManagedProcess, free_port
-from cronbus.clients.devstack.redis_server import answers, redis_server_binary
+from cronbus.clients.devstack.redis_server import OwnRedis as OwnRedis
 from cronbus.clients.kafka import connect
 from cronbus.streams import topics
 from cronbus.streams.jobs import Job, job_id_for
@@ -36,51 +39,6 @@ BENCH_DIR = REPO / "bench"
 # the benchmarks' job type of one runJob call (bench/bench_job_types.py): the scenarios' load
 JOB_TYPE = "bench-call"
 JOB_MODULE = "bench_job_types"
-
-
-class ScenarioFailed(AssertionError):
-    """A scenario could not go on (a part did not start, a wait ran out): the message says why."""
-
-
-# --- a Redis of the scenario's own -----------------------------------------------------------
-
-
-class OwnRedis:
-    """A redis-server on a fixed free port keeping nothing on disk (as the development machines'
-    does), so a restart is an empty Redis at the same address. Stopped by pid."""
-
-    def __init__(self, log_dir: Path, name: str = "redis") -> None:
-        binary = redis_server_binary()
-        if binary is None:
-            raise ScenarioFailed("no redis-server binary (apt-get install redis-server)")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                      "--appendonly", "no", "--dir", str(log_dir)]
-        self._log = log_dir / f"{name}.log"
-        self._name = name
-        self.process: ManagedProcess | None = None
-
-    @property
-    def started_here(self) -> bool:
-        return True
-
-    def start(self, timeout_s: float = 10.0) -> OwnRedis:
-        """Start it (again, empty) and wait until it answers PING."""
-        self.process = ManagedProcess(self._name, self._argv, log_path=self._log).start()
-        self.process.wait_until(lambda: answers(self.url), timeout_s, "answering PING")
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-
-    def restart(self) -> float:
-        """Stop and start again at once; returns the monotonic time it answered again."""
-        self.stop()
-        self.start()
-        return time.monotonic()
 
 
 def lean_stack(work_dir: Path, *, broker_on_s3: bool = False,
@@ -98,7 +56,7 @@ def stack_with_own_redis(work_dir: Path) -> tuple[DevStack, OwnRedis]:
     """The development stack (the development API only) whose Redis is the scenario's own (the
     shared one stays up), started."""
     stack = lean_stack(work_dir)
-    own = OwnRedis(stack.log_dir)
+    own = OwnRedis(stack.log_dir, name="redis")
     stack.redis = own  # type: ignore[assignment]  # the same start/stop/url
     stack.start()
     return stack, own
@@ -168,6 +126,32 @@ def applied_keys(control_url: str) -> dict[str, int]:
     return dict(httpx.get(f"{control_url}/applied", timeout=60).json())
 
 
+def applied_and_exported(control_url: str) -> tuple[dict[str, int], set[str]]:
+    """What the development API applied: each Idempotency-Key's applications, and the job ids of
+    the exports it applied for the scenarios' export events (their tenants are ``ev-*``)."""
+    applied = applied_keys(control_url)
+    exported = {r["job_id"] for r in httpx.get(f"{control_url}/requests", timeout=60).json()
+                if str(r.get("tenant_id", "")).startswith("ev-") and r.get("applied")}
+    return applied, exported
+
+
+def totals(tallies: Iterable[dict[str, int]], events: int, exported: set[str]) -> dict[str, int]:
+    """A scenario's sent, applied, lost and doubled over the :func:`tally` of each kind of its
+    keyed jobs and its ``events`` export events (of which ``exported`` were applied)."""
+    counted = list(tallies)
+    sent = sum(t["sent"] for t in counted) + events
+    got = sum(t["applied"] for t in counted) + min(len(exported), events)
+    return {"sent": sent, "applied": got, "lost": sent - got,
+            "doubled": sum(t["doubled"] for t in counted)}
+
+
+def dead_lettered(brokers: Any, job_types: Iterable[str] = (JOB_TYPE, "export")) -> int:
+    """Records on the dead-letter topics of these job types."""
+    letters = asyncio.run(read_all(
+        brokers, [topics.dead_letter_topic(topics.job_topic(t)) for t in job_types], idle_s=1.0))
+    return sum(len(v) for v in letters.values())
+
+
 def calls_per_key(control_url: str) -> Counter[str]:
     """Calls the development API answered per job id (repeats of an applied key included)."""
     found: Counter[str] = Counter()
@@ -185,19 +169,6 @@ def tally(expected: Iterable[str], applied: dict[str, int]) -> dict[str, int]:
     got = {key for key in wanted if applied.get(key, 0) >= 1}
     return {"sent": len(wanted), "applied": len(got), "lost": len(wanted - got),
             "doubled": sum(1 for key in wanted if applied.get(key, 0) > 1)}
-
-
-def wait_for(probe: Callable[[], Any], done: Callable[[Any], bool], *, timeout_s: float,
-             what: str, interval_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise ScenarioFailed(f"timed out after {timeout_s:g}s waiting for {what}; last: "
-                                 f"{str(value)[:300]}")
-        time.sleep(interval_s)
 
 
 # --- a worker, seen from outside -------------------------------------------------------------

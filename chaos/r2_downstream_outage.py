@@ -12,24 +12,21 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chaos.job_types import PLAIN
 from chaos.stack import (
     ChaosStack,
     PacedProducer,
     Worker,
-    count_records,
-    job_record,
     metric_sum,
-    tally,
+    plain_applied,
+    plain_dead_letters,
+    plain_jobs,
+    polled_metric,
+    wait_applied,
 )
-from cronbus.streams import topics
-from cronbus.streams.jobs import Job, job_id_for
 
 SCENARIO = "R2"
 log = logging.getLogger("chaos.r2")
@@ -61,10 +58,7 @@ IN_FLIGHT_GRACE_S = 0.5
 
 
 def breaker_state(worker: Worker) -> float | None:
-    try:
-        return metric_sum(worker.metrics(), "cronbus_breaker_state", service="api")
-    except Exception:  # a worker too busy to answer this poll: the next one will
-        return None
+    return polled_metric(worker, "cronbus_breaker_state", service="api")
 
 
 def run(profile: str, work_dir: Path) -> dict[str, Any]:
@@ -79,19 +73,8 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
                           breaker_reset_timeout_s=plan.reset_s, retry_backoff_s=0.5)
         pool.start_all()
         job_ids: list[str] = []
-
-        def jobs() -> Iterator[tuple[str, bytes, bytes]]:
-            n = 0
-            while True:
-                tenant = f"t{n % 50}"
-                job_id = job_id_for(tenant, PLAIN, f"outage:{run_id}:{n}")
-                job_ids.append(job_id)
-                yield job_record(Job(job_id=job_id, tenant_id=tenant, type=PLAIN,
-                                     triggered_by="event", scheduled_at=datetime.now(UTC),
-                                     payload={"n": n}))
-                n += 1
-
-        load = PacedProducer(stack.broker_url, jobs(), plan.per_s).start()
+        load = PacedProducer(stack.broker_url, plain_jobs(f"outage:{run_id}", job_ids),
+                             plan.per_s).start()
         time.sleep(plan.before_s)
 
         down_at = time.time()
@@ -110,29 +93,18 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
         sent = load.stop()
         job_ids = job_ids[:sent]
 
-        last, last_change = -1, time.monotonic()
-        while (keys := stack.api.applied_count()["keys"]) < sent:
-            if keys != last:
-                last, last_change = keys, time.monotonic()
-            elif time.monotonic() - last_change > STALL_S:
-                log.warning("R2: stalled at %d of %d applied", keys, sent)
-                break
-            time.sleep(1.0)
+        wait_applied(stack.api, sent, stall_s=STALL_S, scenario=SCENARIO)
         recovery_s = time.time() - up_at
 
         requests = stack.api.requests()
         inputs = stack.api.applied_inputs()
         applications = stack.api.applied()
-        dead = count_records(stack.broker_url, [topics.dead_letter_topic(t)
-                                                for t in topics.tier_topics(PLAIN)])
+        dead_letters = plain_dead_letters(stack.broker_url)
         failed = {w.name: metric_sum(w.metrics(), "cronbus_jobs_failed_total") for w in pool.workers}
 
-    counted = tally(job_ids, (key for key, given in inputs.items() if given.get("type") == PLAIN))
+    counted, doubled = plain_applied(job_ids, inputs, applications)
     per_worker = probes_by_worker(requests, down_at, up_at, opened_at, plan.reset_s)
-    dead_letters = sum(dead.values())
     worst = max((w["max_calls_per_reset_window"] for w in per_worker.values()), default=0)
-    over_applied = sum(1 for n in applications.values() if n > 1)
-    doubled = len(counted.doubled) + over_applied
     breakers_opened = len(opened_at) == plan.workers
     result: dict[str, Any] = {
         "scenario": SCENARIO, "sent": counted.sent, "applied": counted.applied,

@@ -11,25 +11,22 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chaos.job_types import PLAIN
 from chaos.stack import (
     ChaosStack,
     PacedProducer,
     Worker,
-    count_records,
-    job_record,
     metric_sum,
+    plain_applied,
+    plain_dead_letters,
+    plain_jobs,
+    polled_metric,
     rss_mb,
-    tally,
+    wait_applied,
 )
-from cronbus.streams import topics
-from cronbus.streams.jobs import Job, job_id_for
 
 SCENARIO = "R6"
 log = logging.getLogger("chaos.r6")
@@ -62,10 +59,7 @@ RSS_GROWTH_LIMIT_MB = 100.0
 
 
 def in_flight(worker: Worker) -> float | None:
-    try:
-        return metric_sum(worker.metrics(), "cronbus_jobs_in_flight")
-    except Exception:  # a worker too busy to answer this poll: the next one will
-        return None
+    return polled_metric(worker, "cronbus_jobs_in_flight")
 
 
 def run(profile: str, work_dir: Path) -> dict[str, Any]:
@@ -78,19 +72,8 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
                           max_retries=plan.retries, retry_backoff_s=0.5, breaker_reset_timeout_s=5)
         pool.start_all()
         job_ids: list[str] = []
-
-        def jobs() -> Iterator[tuple[str, bytes, bytes]]:
-            n = 0
-            while True:
-                tenant = f"t{n % 50}"
-                job_id = job_id_for(tenant, PLAIN, f"slow:{run_id}:{n}")
-                job_ids.append(job_id)
-                yield job_record(Job(job_id=job_id, tenant_id=tenant, type=PLAIN,
-                                     triggered_by="event", scheduled_at=datetime.now(UTC),
-                                     payload={"n": n}))
-                n += 1
-
-        load = PacedProducer(stack.broker_url, jobs(), plan.per_s).start()
+        load = PacedProducer(stack.broker_url, plain_jobs(f"slow:{run_id}", job_ids),
+                             plan.per_s).start()
         time.sleep(plan.before_s)
         pids = {w.name: w.pid for w in pool.workers if w.pid is not None}
         rss_start = {name: rss_mb(pid) for name, pid in pids.items()}
@@ -119,15 +102,7 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
         sent = load.stop()
         job_ids = job_ids[:sent]
 
-        last, last_change = -1, time.monotonic()
-        while (keys := stack.api.applied_count()["keys"]) < sent:
-            sample()
-            if keys != last:
-                last, last_change = keys, time.monotonic()
-            elif time.monotonic() - last_change > STALL_S:
-                log.warning("R6: stalled at %d of %d applied", keys, sent)
-                break
-            time.sleep(1.0)
+        wait_applied(stack.api, sent, stall_s=STALL_S, scenario=SCENARIO, each=sample)
         recovery_s = time.monotonic() - fast_at
 
         # no slot leak: with nothing left to do, every worker's in-flight gauge is 0
@@ -143,23 +118,19 @@ def run(profile: str, work_dir: Path) -> dict[str, Any]:
         texts = {w.name: w.metrics() for w in pool.workers}
         inputs = stack.api.applied_inputs()
         applications = stack.api.applied()
-        dead = count_records(stack.broker_url, [topics.dead_letter_topic(t)
-                                                for t in topics.tier_topics(PLAIN)])
+        dead_letters = plain_dead_letters(stack.broker_url)
 
-    counted = tally(job_ids, (key for key, given in inputs.items() if given.get("type") == PLAIN))
+    counted, doubled = plain_applied(job_ids, inputs, applications)
     retryable = sum(metric_sum(t, "cronbus_jobs_failed_total", kind="retryable")
                     for t in texts.values())
     permanent = sum(metric_sum(t, "cronbus_jobs_failed_total", kind="permanent")
                     for t in texts.values())
     timeouts = sum(metric_sum(t, "cronbus_downstream_request_seconds_count", status_class="error")
                    for t in texts.values())
-    dead_letters = sum(dead.values())
     growth = {name: round(max(rss_samples[name] + [rss_end[name]]) - rss_start[name], 1)
               for name in pids}
     over_limit = [name for name, mb in growth.items() if mb > RSS_GROWTH_LIMIT_MB]
     leaked = {name: n for name, n in left.items() if n != 0}
-    over_applied = sum(1 for n in applications.values() if n > 1)
-    doubled = len(counted.doubled) + over_applied
     result: dict[str, Any] = {
         "scenario": SCENARIO, "sent": counted.sent, "applied": counted.applied,
         "lost": len(counted.lost), "doubled": doubled,

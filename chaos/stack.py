@@ -5,6 +5,7 @@ worker's metrics). Every process started here is stopped by its pid."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -13,20 +14,22 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from chaos.job_types import PLAIN
 from cronbus.clients.devstack.dev_api import DevApi
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.clients.kafka import connect
 from cronbus.streams import topics
 from cronbus.streams.events import DomainEvent, encode_event, topic_of
-from cronbus.streams.jobs import Job
+from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.keys import tenant_key
 from cronbus.streams.schedules import Schedule
 from cronbus.streams.settings import Settings, load_settings
@@ -55,6 +58,16 @@ def wait_for(probe: Callable[[], T], done: Callable[[T], bool], *, timeout_s: fl
         if time.monotonic() > deadline:
             raise ScenarioFailed(f"{what}: not within {timeout_s:.0f}s (last: {short(value)})")
         time.sleep(interval_s)
+
+
+def wait_or_last(probe: Callable[[], T], done: Callable[[T], bool], *, timeout_s: float,
+                 what: str, interval_s: float = 0.5) -> T:
+    """:func:`wait_for`, but once ``timeout_s`` runs out the value probed once more instead of an
+    error: a scenario then counts what is missing from it."""
+    try:
+        return wait_for(probe, done, timeout_s=timeout_s, what=what, interval_s=interval_s)
+    except ScenarioFailed:
+        return probe()
 
 
 def short(value: object, limit: int = 300) -> str:
@@ -274,6 +287,51 @@ def schedule_record(schedule: Schedule) -> tuple[str, bytes, bytes]:
     return topics.SCHEDULES, schedule.key, schedule.encode()
 
 
+def plain_jobs(ref_prefix: str, job_ids: list[str]) -> Iterator[tuple[str, bytes, bytes]]:
+    """Endless PLAIN job records, load that keeps coming (a :class:`PacedProducer`'s): tenants
+    t0..t49, trigger refs ``{ref_prefix}:{n}``. Each job's id is appended to ``job_ids`` as it is
+    made; the first ``sent`` of them are the ones the broker acknowledged."""
+    for n in itertools.count():
+        tenant = f"t{n % 50}"
+        job_id = job_id_for(tenant, PLAIN, f"{ref_prefix}:{n}")
+        job_ids.append(job_id)
+        yield job_record(Job(job_id=job_id, tenant_id=tenant, type=PLAIN, triggered_by="event",
+                             scheduled_at=datetime.now(UTC), payload={"n": n}))
+
+
+def wait_applied(api: ApiLedger, sent: int, *, stall_s: float, scenario: str,
+                 each: Callable[[], None] | None = None) -> None:
+    """Wait until the API has applied ``sent`` keys; give up (logged) once no new key has been
+    applied for ``stall_s``: the counting that follows says what is missing. ``each``: called
+    every round of the wait (a scenario's sampling)."""
+    last, last_change = -1, time.monotonic()
+    while (keys := api.applied_count()["keys"]) < sent:
+        if each is not None:
+            each()
+        if keys != last:
+            last, last_change = keys, time.monotonic()
+        elif time.monotonic() - last_change > stall_s:
+            log.warning("%s: stalled at %d of %d applied", scenario, keys, sent)
+            break
+        time.sleep(1.0)
+
+
+def plain_applied(job_ids: Iterable[str], inputs: dict[str, dict[str, Any]],
+                  applications: dict[str, int]) -> tuple[Tally, int]:
+    """The PLAIN jobs' tally by the API's applied inputs, and how many were doubled: a job
+    applied under two keys, or a key the API applied more than once."""
+    counted = tally(job_ids, (key for key, given in inputs.items() if given.get("type") == PLAIN))
+    over_applied = sum(1 for n in applications.values() if n > 1)
+    return counted, len(counted.doubled) + over_applied
+
+
+def plain_dead_letters(brokers: str) -> int:
+    """Records on the dead-letter topics of the PLAIN job's tiers."""
+    dead = count_records(brokers, [topics.dead_letter_topic(t)
+                                   for t in topics.tier_topics(PLAIN)])
+    return sum(dead.values())
+
+
 @dataclass
 class Worker:
     """One ``cronbus worker`` slot: its name, settings and roles; restarted as a new process."""
@@ -319,6 +377,15 @@ class Worker:
     def metrics(self) -> str:
         assert self.process is not None
         return self.process.metrics_text()
+
+
+def polled_metric(worker: Worker, name: str, **labels: str) -> float | None:
+    """:func:`metric_sum` of a worker's /metrics now, or None when it does not answer (too busy
+    for this poll: the next one will)."""
+    try:
+        return metric_sum(worker.metrics(), name, **labels)
+    except Exception:
+        return None
 
 
 @dataclass

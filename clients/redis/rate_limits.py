@@ -22,7 +22,30 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-# KEYS: the window (a sorted set), the job's status hash.
+# The sliding log both scripts keep (KEYS[1], a sorted set; ARGV[1] limit, ARGV[2] window in ms,
+# ARGV[3] unique to the caller), by Redis's clock so every worker's claims agree: drop what left
+# the window, count what is in it ...
+_WINDOW_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+"""
+# ... take a place when there is room (the member is the claim's, to give back) ...
+_TAKE = """
+local member = now .. ':' .. ARGV[3]
+redis.call('ZADD', KEYS[1], now, member)
+redis.call('PEXPIRE', KEYS[1], window)
+"""
+# ... else the ms until there is: the claim whose leaving makes room is, of the oldest, the one
+# that brings the count below limit
+_WAIT = """
+local first = redis.call('ZRANGE', KEYS[1], used - limit, used - limit, 'WITHSCORES')
+local wait = math.max(1, tonumber(first[2]) + window - now)
+"""
+
+# KEYS: the window, the job's status hash.
 # ARGV: limit, window (ms), job id, force (1/0), status ttl (s), tenant id, job type, the
 # worker's clock (s, for the status' stamps), the reason shown with the status.
 # Answers {-1, ''} for a job completed before (nothing taken), {1, member} for a place taken,
@@ -31,21 +54,13 @@ _CLAIM = """
 if ARGV[4] ~= '1' and redis.call('HGET', KEYS[2], 'state') == 'completed' then
   return {-1, ''}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local used = redis.call('ZCARD', KEYS[1])
+""" + _WINDOW_NOW + """
 if used < limit then
-  local member = now .. ':' .. ARGV[3]
-  redis.call('ZADD', KEYS[1], now, member)
-  redis.call('PEXPIRE', KEYS[1], window)
+""" + _TAKE + """
   redis.call('HDEL', KEYS[2], 'due_at', 'waiting_for')
   return {1, member}
 end
--- the claim whose leaving makes room: of the oldest, the one that brings the count below limit
-local first = redis.call('ZRANGE', KEYS[1], used - limit, used - limit, 'WITHSCORES')
-local wait = math.max(1, tonumber(first[2]) + window - now)
+""" + _WAIT + """
 local stamp = tonumber(ARGV[8])
 redis.call('HSET', KEYS[2], 'state', 'waiting', 'tenant_id', ARGV[6], 'type', ARGV[7],
            'updated_at', ARGV[8], 'due_at', string.format('%.3f', stamp + wait / 1000),
@@ -110,21 +125,15 @@ class RateLimitWindows:
             await self._redis.zrem(claim.window, claim.member)
 
 
-# KEYS: the window (a sorted set). ARGV: limit, window (ms), a member unique to this request.
-# Answers 0 for a place taken, else the ms until the window has room. Redis's clock, as above.
-_REQUEST = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local used = redis.call('ZCARD', KEYS[1])
+# KEYS: the window. ARGV: limit, window (ms), a member unique to this request.
+# Answers 0 for a place taken, else the ms until the window has room (nothing taken).
+_REQUEST = _WINDOW_NOW + """
 if used < limit then
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
+""" + _TAKE + """
   return 0
 end
-local first = redis.call('ZRANGE', KEYS[1], used - limit, used - limit, 'WITHSCORES')
-return math.max(1, tonumber(first[2]) + window - now)
+""" + _WAIT + """
+return wait
 """
 
 

@@ -17,11 +17,11 @@ import pytest
 from cronbus.agents.worker.health import HealthCheck
 from cronbus.agents.worker.registry import Resources
 from cronbus.clients.devstack.dev_api import DevApi
+from cronbus.clients.devstack.redis_server import OwnRedis
 from cronbus.clients.http.downstream import CircuitOpen, DownstreamClient, DownstreamError
 from cronbus.streams.settings import Settings
 from tests.conftest import Api
 from tests.integration.kafka import eventually
-from tests.integration.own_redis import OwnRedis
 
 RUN_JOB = "mutation($input: RunJobInput!) { runJob(input: $input) { jobId applied } }"
 

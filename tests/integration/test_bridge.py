@@ -15,11 +15,11 @@ import httpx
 import redis
 from aiokafka import ConsumerRecord
 
+from cronbus.clients.devstack.redis_server import OwnRedis
 from cronbus.streams import headers, topics
 from cronbus.streams.events import EntityModified, WorldTimeAdvanced
 from cronbus.streams.metrics import PUBSUB_TOPIC
 from tests.integration.kafka import read_topic
-from tests.integration.own_redis import OwnRedis
 
 WORLD_TIME = {"world_time": "1492-10-12T06:00:00+00:00"}
 

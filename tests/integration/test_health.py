@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import httpx
 
+from cronbus.clients.devstack.redis_server import OwnRedis
 from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.streams import topics
 from cronbus.streams.jobs import Job, job_id_for
 from tests.integration.kafka import eventually
-from tests.integration.own_redis import OwnRedis
 
 
 def get(worker, page: str) -> httpx.Response:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from cronbus.clients.devstack.redis_server import OwnRedis
 from cronbus.clients.kafka.publisher import EventPublisher
 from cronbus.streams import topics
 from cronbus.streams.events import ExportRequested, encode_event
@@ -18,7 +19,6 @@ from cronbus.streams.jobs import Job, job_id_for
 from cronbus.streams.keys import tenant_key
 from cronbus.streams.schedules import Schedule
 from tests.integration.kafka import eventually, write_schedules
-from tests.integration.own_redis import OwnRedis
 
 TOKEN = "outage-token"
 COMPONENTS = ("processor export", "ticker", "schedules API")

@@ -4,6 +4,7 @@ development API's records the scenarios count by (each request's caller, each ap
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -12,9 +13,11 @@ import httpx
 import pytest
 
 from chaos import __main__ as runner
+from chaos import faults
+from chaos.job_types import PLAIN
 from chaos.r1_kill_storm import _slices
 from chaos.r2_downstream_outage import probes_by_worker
-from chaos.stack import metric_sum, tally
+from chaos.stack import metric_sum, plain_applied, plain_jobs, tally, wait_or_last
 from cronbus.clients.devstack.dev_api import create_dev_api
 
 RUN_JOB = "mutation($input: RunJobInput!) { runJob(input: $input) { jobId applied } }"
@@ -26,6 +29,42 @@ def test_tally_counts_units_lost_and_units_applied_under_two_keys():
     assert counted.lost == ["c", "d"]
     assert counted.doubled == ["b"]
     assert counted.as_dict() == {"sent": 4, "applied": 2, "lost": 2, "doubled": 1}
+
+
+def test_totals_add_the_keyed_tallies_and_the_exports_applied():
+    jobs = faults.tally(["a", "b", "c"], {"a": 1, "b": 2})
+    fires = faults.tally(["f1", "f2"], {"f1": 1, "f2": 1})
+    assert faults.totals([jobs, fires], 4, {"x1", "x2", "x3"}) == {
+        "sent": 9, "applied": 7, "lost": 2, "doubled": 1}
+    # an export applied more often than events were sent does not hide a lost job
+    assert faults.totals([jobs], 1, {"x1", "x2"}) == {
+        "sent": 4, "applied": 3, "lost": 1, "doubled": 1}
+
+
+def test_plain_jobs_note_each_id_as_made_and_are_counted_by_their_applied_inputs():
+    job_ids: list[str] = []
+    records = list(itertools.islice(plain_jobs("load:r1", job_ids), 3))
+    assert len(job_ids) == len(set(job_ids)) == 3
+    assert [key for _, key, _ in records] == [b"t0", b"t1", b"t2"]
+    # a PLAIN job's key is its job id; another type's applied input does not count
+    inputs = {job_ids[0]: {"type": PLAIN}, job_ids[2]: {"type": PLAIN}, "x": {"type": "other"}}
+    counted, doubled = plain_applied(job_ids, inputs, {job_ids[0]: 1, job_ids[2]: 2, "x": 1})
+    assert (counted.sent, counted.applied, counted.lost) == (3, 2, [job_ids[1]])
+    assert doubled == 1  # the key the API applied twice
+
+
+def test_wait_or_last_gives_the_value_it_waited_for_or_the_latest_when_time_runs_out():
+    values = iter(range(100))
+    assert wait_or_last(lambda: next(values), lambda n: n >= 2, timeout_s=5, what="two",
+                        interval_s=0) == 2
+    probes: list[int] = []
+
+    def probe() -> int:
+        probes.append(len(probes))
+        return probes[-1]
+
+    last = wait_or_last(probe, lambda n: n < 0, timeout_s=0.05, what="never", interval_s=0.01)
+    assert last == probes[-1] and len(probes) >= 2  # probed once more after the time ran out
 
 
 def test_metric_sum_adds_the_samples_whose_labels_match():
