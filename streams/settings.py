@@ -301,13 +301,20 @@ class Settings(BaseSettings):
         description="seconds without a heartbeat before a worker leaves its group, 1..300",
     )
     fetch_max_wait_ms: int = Field(
-        default=100, ge=0, le=5000,
+        default=100, ge=1, le=5000,
         description=(
-            "milliseconds a fetch of the ingest and processor consumers waits at the broker for "
-            "records, 0..5000: a record waits up to this long to be fetched on a broker that "
-            "answers a fetch only when its wait ends (Tansu; Apache Kafka answers as soon as "
-            "records arrive). 10 cuts each hop's wait to a few ms and costs throughput: the "
-            "README's 'Latency' section has both figures"
+            "milliseconds a fetch of the ingest and processor consumers waits at the broker "
+            "once records stopped coming, 1..5000: an idle consumer asks this often, and a record "
+            "after a quiet spell waits up to this long to be fetched on a broker that answers a "
+            "fetch only when its wait ends (Tansu; Apache Kafka answers as soon as records arrive)"
+        ),
+    )
+    fetch_busy_wait_ms: int = Field(
+        default=5, ge=1, le=5000,
+        description=(
+            "milliseconds a fetch of the ingest and processor consumers waits while records "
+            "flow, 1..5000 and at most fetch_max_wait_ms: each hop's wait while busy (after a "
+            "fetch of nothing the wait doubles back to fetch_max_wait_ms)"
         ),
     )
     broker_rebalance_timeout_s: float = Field(
@@ -540,6 +547,14 @@ class Settings(BaseSettings):
         if value is not None:
             parse_token_tenants(value.get_secret_value())
         return value
+
+    @model_validator(mode="after")
+    def _check_fetch_waits(self) -> Settings:
+        if self.fetch_busy_wait_ms > self.fetch_max_wait_ms:
+            raise ValueError(f"CRONBUS_FETCH_BUSY_WAIT_MS={self.fetch_busy_wait_ms} must be at "
+                             f"most CRONBUS_FETCH_MAX_WAIT_MS={self.fetch_max_wait_ms}: a busy "
+                             f"consumer's fetch waits less than an idle one's")
+        return self
 
     @model_validator(mode="after")
     def _check_security(self) -> Settings:

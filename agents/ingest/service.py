@@ -49,6 +49,7 @@ from cronbus.agents.ingest.debounce import (
 from cronbus.agents.ingest.window_book import Closed, WindowBook, decode_windows, encode_windows
 from cronbus.agents.ingest.world_clocks import ClockBook
 from cronbus.clients.kafka import connect
+from cronbus.clients.kafka.fetch_pacing import FetchPacing
 from cronbus.clients.kafka.keeper import RecordKeeper, Source
 from cronbus.clients.redis.outage import RedisOutage
 from cronbus.clients.redis.query_cache import QueryCache
@@ -164,6 +165,8 @@ class Ingest(mode.Service):
         self._keeper: RecordKeeper | None = None
         self._reader: connect.PartitionReader | None = None
         self._step_lock = asyncio.Lock()  # a rebalance waits for the step in progress
+        # the last step's commit, in flight while the next step reads and sends its jobs
+        self._commit: asyncio.Future[None] | None = None
         # the query cache and the world clocks' read side are in Redis: its outage said once
         self.redis_outage = RedisOutage("ingest")
         self._loop_task: asyncio.Task[None] | None = None
@@ -210,8 +213,8 @@ class Ingest(mode.Service):
             rebalance_timeout_s=self.settings.broker_rebalance_timeout_s,
             # partition p of every ingested topic goes to one worker: it owns tenant windows of p
             assignors=(RangePartitionAssignor,),
-            # an event waits unseen at most this long (Tansu answers a fetch when its wait ends)
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            # Tansu answers a fetch when its wait ends: short while events flow
+            pacing=FetchPacing.of(self.settings),
         )
         await self._consumer.start()
         self._loop_task = asyncio.ensure_future(self._run())
@@ -221,6 +224,7 @@ class Ingest(mode.Service):
         self._stopping = True
         if self._loop_task is not None:
             await self._loop_task
+        await self._last_commit_landed("stopping")
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:
@@ -301,6 +305,9 @@ class Ingest(mode.Service):
         for closed in self.book.close_due(now):
             await self._close(closed, now)
         await self._sent()  # jobs first: a window is closed in the changelog only after
+        # the last step's commit lands before this step's changelog: the changelog is never
+        # more than one step ahead of the commit (a failed commit fails this step: recovery)
+        await self._committed()
         for partition, tenant_id, windows in self.book.take_changes():
             value = json.dumps(encode_windows(windows)).encode() if windows else None
             await self._send(self.changelog, tenant_key(tenant_id), value, partition=partition)
@@ -314,10 +321,24 @@ class Ingest(mode.Service):
                 await self.clock_view.put_many(clock.as_dict() for _, clock in moved)
             self.metrics.world_clocks.set(self.clocks.count())
         self._count_outcomes()
-        if batch:
+        if batch:  # its round trip overlaps the next step's reading and sending
             assert self._consumer is not None
-            await self._consumer.commit(
-                {tp: records[-1].offset + 1 for tp, records in batch.items()})
+            self._commit = asyncio.ensure_future(self._consumer.commit(
+                {tp: records[-1].offset + 1 for tp, records in batch.items()}))
+
+    async def _committed(self) -> None:
+        """Wait for the last step's commit; raises what it raised."""
+        commit, self._commit = self._commit, None
+        if commit is not None:
+            await commit
+
+    async def _last_commit_landed(self, why: str) -> None:
+        """Wait for the last step's commit before ``why``; a failed one is logged: its records
+        are read again by whoever reads the partition from its last commit."""
+        try:
+            await self._committed()
+        except Exception as exc:
+            log.warning("ingest's last commit failed before %s: %s", why, exc)
 
     async def _drop_cached_answers(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Before any job of this step is sent: the tenants of events saying their world changed
@@ -332,6 +353,7 @@ class Ingest(mode.Service):
 
     async def _recover(self) -> None:
         """Forget what this worker holds in memory and start again from the last commit."""
+        await self._last_commit_landed("recovery")
         self._sends.clear()
         self._rejects.clear()
         self._outcomes.clear()
@@ -501,6 +523,7 @@ class _Handover(ConsumerRebalanceListener):
         self.ingest._restored = False
         self.ingest._handovers += 1
         async with self.ingest._step_lock:  # the step in progress commits first
+            await self.ingest._last_commit_landed("a handover")
             for partition in {tp.partition for tp in revoked}:
                 self.ingest.book.forget(partition)
                 self.ingest.clocks.forget(partition)

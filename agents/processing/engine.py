@@ -50,6 +50,7 @@ from cronbus.agents.processing.retry_policy import RetryPolicy
 from cronbus.agents.processing.schedule_keeper import ScheduleKeeper
 from cronbus.clients.http.downstream import DownstreamClient
 from cronbus.clients.kafka import connect as kafka_connect
+from cronbus.clients.kafka.fetch_pacing import FetchPacing
 from cronbus.clients.kafka.keeper import KeepFailed, Kept, RecordKeeper, Source
 from cronbus.clients.redis.job_status import BatchedJobStatus, JobStatusStore
 from cronbus.clients.redis.kept_schedules import KeptSchedules
@@ -93,7 +94,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class JobTopicConsumer:
-    """The consumer of one job type's topics: its priority tiers' and its retry topics.
+    """A consumer of some of one job type's topics, in the job type's group: a worker has one
+    for the priority tiers (fresh jobs, read as soon as they come) and one for the retry and
+    rate-limit topics (jobs due later, read at the idle fetch wait).
 
     Up to ``max_buffered`` records are taken per tier (a retry topic's count as the normal
     tier's); a tier whose share is full is not read (``getmany`` of the other partitions only),
@@ -102,24 +105,26 @@ class JobTopicConsumer:
     """
 
     def __init__(self, processor: Processor, gate: ServiceGate, settings: Settings,
-                 *, max_buffered: int, stalls: Stalls) -> None:
+                 *, reads: Sequence[str], pacing: FetchPacing, max_buffered: int,
+                 stalls: Stalls) -> None:
         self.processor = processor
         self.stalls = stalls
         self.gate = gate
         self.group = topics.processor_group(settings.app_id, processor.job_type)
         self.max_buffered = max_buffered
         self.ordered = processor.spec.ordered
+        fresh = any(t in processor.tier_topics for t in reads)
         self.consumer = kafka_connect.group_consumer(
-            settings.kafka, group_id=self.group, topics=processor.topics(),
-            listener=_Rebalance(self), client_id=f"{self.group}-consumer",
+            settings.kafka, group_id=self.group, topics=reads,
+            listener=_Rebalance(self),
+            client_id=f"{self.group}-{'consumer' if fresh else 'retries'}",
             session_timeout_s=settings.broker_session_timeout_s,
             rebalance_timeout_s=settings.broker_rebalance_timeout_s,
             # a record published while a fetch waits is seen when the fetch ends (Tansu answers
             # a fetch only then): this bounds how long a job, a high-tier one too, waits unseen
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            pacing=pacing,
         )
-        self._tier_of_topic = {t: topics.tier_of_topic(t) or Tier.NORMAL
-                               for t in processor.topics()}
+        self._tier_of_topic = {t: topics.tier_of_topic(t) or Tier.NORMAL for t in reads}
         self._buffered: collections.Counter[Tier] = collections.Counter()
         self.offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -430,9 +435,15 @@ class JobEngine(mode.Service):
         # aiokafka clients belong to the running loop: made here, not in __init__
         max_buffered = max(4 * self.settings.processor_concurrency, 1000)
         self.consumers = [
-            JobTopicConsumer(p, self.gates[p.spec.service], self.settings,
-                             max_buffered=max_buffered, stalls=self.stalls)
+            JobTopicConsumer(p, self.gates[p.spec.service], self.settings, reads=reads,
+                             pacing=pacing, max_buffered=max_buffered, stalls=self.stalls)
             for p in self.processors
+            # fresh jobs fetched with the busy wait while they flow; jobs due later (retries,
+            # rate-limited) with the idle one: a busy fetch's cost grows with its partitions
+            for reads, pacing in ((p.tier_topics, FetchPacing.of(self.settings)),
+                                  (p.delayed_topics(), FetchPacing.fixed(
+                                      self.settings.fetch_max_wait_ms)))
+            if reads
         ]
         # joined all at once: a group join waits on the broker (half the rebalance timeout)
         await asyncio.gather(*(consumer.start() for consumer in self.consumers))

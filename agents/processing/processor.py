@@ -189,8 +189,13 @@ class Processor:
         """The topics this processor consumes: its priority tiers' and its retry topics (the
         tiers of a job type share its retry and dead-letter topics) and, with a rate limit, the
         topic where jobs wait for their window."""
+        return [*self.tier_topics, *self.delayed_topics()]
+
+    def delayed_topics(self) -> list[str]:
+        """The topics whose jobs are due later: its retry topics and, with a rate limit, the
+        one where jobs wait for their window."""
         waiting = [self.rate_limited_topic] if self.rate_limited_topic else []
-        return [*self.tier_topics, *self.retry_topics.values(), *waiting]
+        return [*self.retry_topics.values(), *waiting]
 
     def tier(self, record: JobRecord, job: Job) -> Tier:
         """The tier a job waits for a slot in: its priority's; a record written before

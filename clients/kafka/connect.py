@@ -22,6 +22,7 @@ from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
+from cronbus.clients.kafka.fetch_pacing import FetchPacing, PacedConsumer
 from cronbus.streams.security import KafkaAccess
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,11 @@ def group_consumer(
     listener: ConsumerRebalanceListener, session_timeout_s: float, rebalance_timeout_s: float,
     assignors: tuple[type[AbstractPartitionAssignor], ...] = (RoundRobinPartitionAssignor,),
     max_batch_bytes: int = 16 * 1024 * 1024, client_id: str | None = None,
-    fetch_max_wait_ms: int = 500,
+    fetch_max_wait_ms: int = 500, pacing: FetchPacing | None = None,
 ) -> AIOKafkaConsumer:
-    """A member of ``group_id`` reading ``topics``; offsets are committed by the caller only."""
-    consumer = AIOKafkaConsumer(
+    """A member of ``group_id`` reading ``topics``; offsets are committed by the caller only.
+    Its fetches wait ``fetch_max_wait_ms`` each, or as ``pacing`` says fetch by fetch."""
+    options: dict[str, Any] = dict(
         **_options(brokers),
         group_id=group_id,
         enable_auto_commit=False,
@@ -65,10 +67,13 @@ def group_consumer(
         rebalance_timeout_ms=int(rebalance_timeout_s * 1000),
         max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
         fetch_max_bytes=max_batch_bytes,
-        fetch_max_wait_ms=fetch_max_wait_ms,
         partition_assignment_strategy=assignors,
         **({"client_id": client_id} if client_id else {}),
     )
+    if pacing is not None:
+        consumer: AIOKafkaConsumer = PacedConsumer(pacing=pacing, **options)
+    else:
+        consumer = AIOKafkaConsumer(fetch_max_wait_ms=fetch_max_wait_ms, **options)
     consumer.subscribe(topics=list(topics), listener=listener)
     return consumer
 
