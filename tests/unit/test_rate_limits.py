@@ -93,6 +93,8 @@ def test_a_rate_limited_processor_also_reads_its_waiting_topic_and_waits_up_to_a
     assert limited.topics() == ["jobs.note.high", "jobs.note", "jobs.note.low",
                                 "jobs.note.retry.1s", "jobs.note.retry.2s",
                                 "jobs.note.retry.rate-limited"]
+    # fresh jobs and jobs due later are read by two consumers (the second at the idle wait)
+    assert limited.delayed_topics() == limited.topics()[3:]
     assert topics.rate_limited_topic("jobs.note") == "jobs.note.retry.rate-limited"
     assert topics.job_type_of("jobs.note.retry.rate-limited") == "note"
     assert limited.longest_wait_s == 7200
