@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 # how long a read waits while a tier is full: its records are read again as soon as it has room
 FULL_TIER_WAIT_MS = 50
 FULL_TIER_WAIT_S = FULL_TIER_WAIT_MS / 1000
+# the longest a retry topic's fetch waits (delayed_fetch_wait_ms)
+DELAYED_FETCH_WAIT_MAX_MS = 500
 
 # failures of the outside world: a record failing so is tried again for as long as it takes
 INFRA_ERRORS = (redis.exceptions.RedisError, KafkaError, KeepFailed, OSError, TimeoutError)
@@ -441,8 +443,8 @@ class JobEngine(mode.Service):
             # fresh jobs fetched with the busy wait while they flow; jobs due later (retries,
             # rate-limited) with the idle one: a busy fetch's cost grows with its partitions
             for reads, pacing in ((p.tier_topics, FetchPacing.of(self.settings)),
-                                  (p.delayed_topics(), FetchPacing.fixed(
-                                      self.settings.fetch_max_wait_ms)))
+                                  (p.delayed_topics(), FetchPacing.fixed(delayed_fetch_wait_ms(
+                                      p, self.settings.fetch_max_wait_ms))))
             if reads
         ]
         # joined all at once: a group join waits on the broker (half the rebalance timeout)
@@ -502,6 +504,15 @@ class JobEngine(mode.Service):
         for gate in self.gates.values():
             gate.close()
         await self.sender.stop()
+
+
+def delayed_fetch_wait_ms(processor: Processor, idle_ms: int) -> int:
+    """The fetch wait of a job type's retry and rate-limit topics: half its shortest retry
+    delay (a retry is fetched before it is due, and waits in memory), between the idle wait
+    and 500 ms, as an idle consumer costs the broker a fetch of all its partitions each time."""
+    delays = processor.policy.tier_delays()
+    half_shortest_ms = int(min(delays, default=1.0) * 500)
+    return max(idle_ms, min(DELAYED_FETCH_WAIT_MAX_MS, half_shortest_ms))
 
 
 def build_engine(

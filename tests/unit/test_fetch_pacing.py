@@ -1,14 +1,17 @@
-"""The fetch wait's rule, and the two aiokafka names it is hooked on."""
+"""The fetch wait's rules, and the two aiokafka names pacing is hooked on."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka.consumer.fetcher import Fetcher
 
+from cronbus.agents.processing.engine import delayed_fetch_wait_ms
+from cronbus.agents.processing.retry_policy import RetryPolicy
 from cronbus.clients.kafka.fetch_pacing import FetchPacing, pace
 from cronbus.streams.settings import Settings
 
@@ -83,3 +86,11 @@ def test_each_fetch_is_sent_with_the_wait_the_last_answer_chose() -> None:
 
 def test_a_fetcher_without_the_hooks_is_left_alone() -> None:
     assert not pace(object(), FetchPacing(busy_ms=5, idle_ms=100))
+
+
+@pytest.mark.parametrize(("backoff_s", "idle_ms", "wait_ms"),
+                         [(5.0, 100, 500), (0.4, 100, 200), (0.05, 100, 100), (5.0, 800, 800)])
+def test_retry_topics_wait_half_their_shortest_delay_between_idle_and_500_ms(
+        backoff_s: float, idle_ms: int, wait_ms: int) -> None:
+    processor = SimpleNamespace(policy=RetryPolicy(retries=3, backoff_s=backoff_s))
+    assert delayed_fetch_wait_ms(processor, idle_ms) == wait_ms  # type: ignore[arg-type]
