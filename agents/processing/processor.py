@@ -182,7 +182,9 @@ class Processor:
         self._retried = metrics.jobs_retried.labels(self.job_type)
         self._rate_limited = metrics.jobs_rate_limited.labels(self.job_type)
         self._dead = metrics.jobs_dead_lettered.labels(self.job_type)
-        self._in_flight = metrics.jobs_in_flight.labels(self.job_type)
+        # read when scraped: an inc() and a dec() a job, each taking the metric's lock, cost more
+        self._calls_in_flight = 0
+        metrics.jobs_in_flight.labels(self.job_type).set_function(lambda: self._calls_in_flight)
         self._granted = {t: metrics.job_slots_granted.labels(self.job_type, t.value) for t in Tier}
 
     def topics(self) -> list[str]:
@@ -308,7 +310,7 @@ class Processor:
             # by a stopping worker (within the grace time)
             self.busy.add(asyncio.current_task())  # type: ignore[arg-type]
             self._granted[tier].inc()
-            self._in_flight.inc()
+            self._calls_in_flight += 1
             try:
                 claim = None
                 if self.rate_limit is not None:
@@ -327,7 +329,7 @@ class Processor:
                     return _ALREADY_DONE
                 return await self._attempt(job, attempt)
             finally:
-                self._in_flight.dec()
+                self._calls_in_flight -= 1
 
     async def _claim(self, job: Job, *, force: bool) -> Claim:
         limit, windows = self.rate_limit, self.rate_limits
