@@ -328,7 +328,7 @@ class BatchedJobStatus:
     """
 
     def __init__(self, store: JobStatusStore, *, max_batch: int = 1000,
-                 round_trips: int = 1) -> None:
+                 round_trips: int = 2) -> None:
         self.store = store
         self._max_batch = max_batch
         self._round_trips = round_trips
