@@ -52,6 +52,15 @@ class SlotRule:
                 self.passed_over[tier] += 1
         return chosen
 
+    def alone(self, tier: Tier) -> Tier:
+        """:meth:`choose` when only ``tier`` has jobs waiting: it gets the slot, and no tier is
+        passed over (the same counts as ``choose({tier: n})``, without building the mapping)."""
+        passed = self.passed_over
+        if any(passed.values()):
+            for other in passed:
+                passed[other] = 0
+        return tier
+
 
 class PrioritySlots:
     """A semaphore of ``limit`` slots whose waiters are served by :class:`SlotRule`."""
@@ -106,13 +115,23 @@ class PrioritySlots:
 
     def _grant(self) -> None:
         while self._free > 0 and self._queued:
-            for queue in self._waiting.values():  # cancelled, not yet woken to leave the queue
-                while queue and queue[0].done():
+            only: Tier | None = None  # the one tier with jobs waiting, if just one has
+            tiers_waiting = 0
+            for tier, queue in self._waiting.items():
+                while queue and queue[0].done():  # cancelled, not yet woken to leave the queue
                     queue.popleft()
                     self._queued -= 1
-            tier = self.rule.choose(self.waiting())
-            if tier is None:
+                if queue:
+                    tiers_waiting += 1
+                    only = tier
+            if tiers_waiting == 0:
                 return
+            # the rule's choice; when one tier alone waits, without counting every queue again
+            chosen = self.rule.alone(only) if tiers_waiting == 1 and only is not None \
+                else self.rule.choose(self.waiting())
+            if chosen is None:
+                return
+            tier = chosen
             future = self._waiting[tier].popleft()
             self._queued -= 1
             self._free -= 1

@@ -169,7 +169,7 @@ class Processor:
         self._topic_tiers: dict[str, Tier] = collections.defaultdict(
             lambda: default_tier,
             {t: topics.tier_of_topic(t) or default_tier for t in self.topics()})
-        self._running: dict[str, asyncio.Future[None]] = {}
+        self._running: dict[str, asyncio.Future[None] | None] = {}
         # set when the worker stops: jobs not started yet are handed back, not begun
         self.stopping = False
         self.busy: set[asyncio.Task[Any]] = set()
@@ -182,7 +182,9 @@ class Processor:
         self._retried = metrics.jobs_retried.labels(self.job_type)
         self._rate_limited = metrics.jobs_rate_limited.labels(self.job_type)
         self._dead = metrics.jobs_dead_lettered.labels(self.job_type)
-        self._in_flight = metrics.jobs_in_flight.labels(self.job_type)
+        # read when scraped: an inc() and a dec() a job, each taking the metric's lock, cost more
+        self._calls_in_flight = 0
+        metrics.jobs_in_flight.labels(self.job_type).set_function(lambda: self._calls_in_flight)
         self._granted = {t: metrics.job_slots_granted.labels(self.job_type, t.value) for t in Tier}
 
     def topics(self) -> list[str]:
@@ -237,16 +239,23 @@ class Processor:
                                     first_failure_at=time.time())
             return self._counted(Outcome.INVALID)
         # the same job twice at once (a duplicate record): the copy waits, then finds it done
-        while (running := self._running.get(job.job_id)) is not None:
+        # (the future to wait on made by the first copy that waits: none for a job alone)
+        running_jobs = self._running
+        while job.job_id in running_jobs:
+            running = running_jobs[job.job_id]
+            if running is None:
+                running = running_jobs[job.job_id] = asyncio.get_running_loop().create_future()
             await asyncio.wait({running})
-        self._running[job.job_id] = asyncio.get_running_loop().create_future()
+        running_jobs[job.job_id] = None
         try:
             force = story.get(headers.FORCE, "").lower() in TRUE_WORDS
             if force and record.topic in self.tier_topics and self.spec.handler is not None:
                 await self.handlers.steps.forget_steps(job.job_id)  # a forced replay: every step again
             return await self._run(record, job, past, force=force)
         finally:
-            self._running.pop(job.job_id).set_result(None)
+            waited_on = running_jobs.pop(job.job_id)
+            if waited_on is not None:
+                waited_on.set_result(None)
             self.busy.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _run(self, record: JobRecord, job: Job, past: Story, *, force: bool) -> Outcome:
@@ -305,15 +314,20 @@ class Processor:
         """Wait for the service's gate and a slot, then make one attempt: None when it
         succeeded, its :class:`DownstreamError`, :data:`_ALREADY_DONE` for a job completed
         before (acknowledged without a call), or :class:`OverRateLimit` (no call either)."""
-        await self.gate.wait_open()
-        async with self.slots.take(tier):
-            if self.stopping and asyncio.current_task() not in self.busy:
+        if not self.gate.is_open:
+            await self.gate.wait_open()
+        slots = self.slots
+        # as ``async with slots.take(tier)``, without its object and two coroutines a job
+        await slots.acquire(tier)
+        try:
+            task = asyncio.current_task()
+            if self.stopping and task not in self.busy:
                 raise HandedBack(job.job_id)
             # from its first call until its outcome is kept, a job is finished, not dropped,
             # by a stopping worker (within the grace time)
-            self.busy.add(asyncio.current_task())  # type: ignore[arg-type]
+            self.busy.add(task)  # type: ignore[arg-type]
             self._granted[tier].inc()
-            self._in_flight.inc()
+            self._calls_in_flight += 1
             try:
                 claim = None
                 if self.rate_limit is not None:
@@ -332,7 +346,9 @@ class Processor:
                     return _ALREADY_DONE
                 return await self._attempt(job, attempt)
             finally:
-                self._in_flight.dec()
+                self._calls_in_flight -= 1
+        finally:
+            slots.release()
 
     async def _claim(self, job: Job, *, force: bool) -> Claim:
         limit, windows = self.rate_limit, self.rate_limits

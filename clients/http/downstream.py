@@ -48,6 +48,7 @@ import httpx
 import pybreaker
 
 from cronbus.clients.http.error_rate import ErrorRate
+from cronbus.clients.http.h1_transport import H1Transport, wire_bytes
 from cronbus.streams.metrics import BREAKER_STATES, Metrics
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,48 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
+
+
+class _Answer:
+    """An answer the h1 transport read, as the classification reads an ``httpx.Response``:
+    the status, the body, ``json()``; its headers and text (read only for errors and non-JSON
+    answers) through an ``httpx.Response`` made when asked, so they decode as httpx's do."""
+
+    __slots__ = ("_raw", "_response", "content", "status_code")
+
+    def __init__(self, status: int, raw: list[tuple[bytes, bytes]], content: bytes) -> None:
+        self.status_code = status
+        self._raw = raw
+        self.content = content
+        self._response: httpx.Response | None = None
+
+    def _full(self) -> httpx.Response:
+        if self._response is None:
+            self._response = httpx.Response(self.status_code, headers=self._raw,
+                                            content=self.content)
+        return self._response
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self._full().headers
+
+    @property
+    def text(self) -> str:
+        return self._full().text
+
+    def json(self) -> Any:
+        return json.loads(self.content)  # as httpx's ``Response.json()``
+
+
+def _read_answer(status: int, raw: list[tuple[bytes, bytes]], content: bytes
+                 ) -> _Answer | httpx.Response:
+    """The answer as the classification reads it; one with a Content-Encoding decoded by httpx."""
+    for name, _ in raw:
+        if name.lower() == b"content-encoding":
+            response = httpx.Response(status, headers=raw, stream=httpx.ByteStream(content))
+            response.read()
+            return response
+    return _Answer(status, raw, content)
 
 
 class _BreakerGauge(pybreaker.CircuitBreakerListener):
@@ -256,6 +299,13 @@ class DownstreamClient:
         self._raw_headers = [(name.encode(), value.encode()) for name, value in
                              {**headers, "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}.items()]
         self._timeout = {"timeout": httpx.Timeout(timeout_s).as_dict()}
+        self._connect_timeout = self._timeout["timeout"]["connect"]
+        self._read_timeout = self._timeout["timeout"]["read"]
+        # over our h1 transport a request is written as bytes, the same bytes as through httpx:
+        # per (method, url) the head up to the Idempotency-Key's value, made once (None: a
+        # proxy applies, the request goes through httpx's objects)
+        self._h1 = transport if isinstance(transport, H1Transport) else None
+        self._heads: dict[tuple[str, str], tuple[httpx.URL, bytes, bytes] | None] = {}
         self._endpoint = httpx.URL(url)  # parsed once: every GraphQL call goes there
         self._latency = {c: metrics.downstream_seconds.labels(service, c)  # labels() once
                          for c in ("error", "1xx", "2xx", "3xx", "4xx", "5xx")}
@@ -292,13 +342,28 @@ class DownstreamClient:
 
     async def _guarded(
         self, method: str, url: str, body: Any, idempotency_key: str,
-        answer: Callable[[httpx.Response], Any],
+        answer: Callable[[Any], Any],
     ) -> Any:
         # pybreaker's call() would return our coroutine unawaited: count around the await
+        breaker = self.breaker
+        state = breaker.state
         try:
-            with self.breaker.calling():
-                response = await self._send(method, url, body, idempotency_key)
-                return answer(response)
+            if state.name != pybreaker.STATE_CLOSED:
+                with breaker.calling():
+                    response = await self._send(method, url, body, idempotency_key)
+                    return answer(response)
+            # a closed circuit (nearly every call): what ``calling()`` does, the same pybreaker
+            # hooks in the same order, without its two generators and context manager
+            state.before_call(self._send)
+            for listener in breaker.listeners:
+                listener.before_call(breaker, self._send)
+            try:
+                result = answer(await self._send(method, url, body, idempotency_key))
+            except BaseException as exc:  # as pybreaker's: a cancelled call counts too
+                state._handle_error(exc, reraise=False)  # may trip: CircuitBreakerError
+                raise
+            state._handle_success()
+            return result
         except pybreaker.CircuitBreakerError as exc:
             raise CircuitOpen(
                 f"circuit for {self.service} is open: {exc}", service=self.service
@@ -306,7 +371,7 @@ class DownstreamClient:
 
     async def _send(
         self, method: str, url: str, body: Any, idempotency_key: str
-    ) -> httpx.Response:
+    ) -> _Answer | httpx.Response:
         started = time.perf_counter()
         status: int | None = None
         try:
@@ -329,7 +394,23 @@ class DownstreamClient:
         return response
 
     async def _exchange(self, method: str, url: str, body: Any,
-                        idempotency_key: str) -> httpx.Response:
+                        idempotency_key: str) -> _Answer | httpx.Response:
+        if self._h1 is not None:
+            head = self._heads.get((method, url), False)
+            if head is False:
+                head = self._head(method, url)
+            if head is not None:
+                target, without, with_body = head
+                key = idempotency_key.encode()
+                if body is None:
+                    data = b"".join((without, key, b"\r\n\r\n"))
+                else:
+                    content = _JSON.encode(body).encode()
+                    data = b"".join((with_body, key, b"\r\nContent-Length: %d\r\n\r\n"
+                                     % len(content), content))
+                return _read_answer(*await self._h1.exchange(
+                    target, data, connect_timeout=self._connect_timeout,
+                    read_timeout=self._read_timeout))
         if self._transport is not None:
             request = self._request(method, url, body, idempotency_key)
             response = await self._transport.handle_async_request(request)
@@ -352,6 +433,26 @@ class DownstreamClient:
         closed = isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError)
         return tls_hint(_causes(exc), self._tls_setting,
                         closed_over_tls=closed and url.startswith("https://"))
+
+    def _head(self, method: str, url: str) -> tuple[httpx.URL, bytes, bytes] | None:
+        """The bytes of a request to ``url`` up to its Idempotency-Key's value, as
+        :meth:`_request` builds it and the h1 transport writes it, without a body and with one;
+        None when a proxy applies."""
+        assert self._h1 is not None
+        empty = self._request(method, url, None, "")
+        head: tuple[httpx.URL, bytes, bytes] | None = None
+        if self._h1.direct(empty.url):
+            # without a body the key is the last header; with one, Content-Length follows it
+            without = wire_bytes(empty, b"")
+            with_body = wire_bytes(self._request(method, url, 0, ""), b"0")
+            end_without = b"Idempotency-Key: \r\n\r\n"
+            end_with = b"Idempotency-Key: \r\nContent-Length: 1\r\n\r\n0"
+            assert without.endswith(end_without) and with_body.endswith(end_with)
+            head = (empty.url, without[:-4], with_body[:-len(end_with) + len(b"Idempotency-Key: ")])
+        if len(self._heads) >= 256:  # REST paths may name a job each: the cache stays small
+            self._heads.clear()
+        self._heads[(method, url)] = head
+        return head
 
     def _request(self, method: str, url: str, body: Any, idempotency_key: str) -> httpx.Request:
         """The request ``httpx.Request(method, url, json=body, headers=...)`` would be,

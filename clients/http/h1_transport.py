@@ -30,6 +30,21 @@ import httpx
 from cronbus.clients.http.proxies import Proxy, environment_proxies, proxy_for
 
 
+def wire_bytes(request: httpx.Request, body: bytes, proxy: Proxy | None = None) -> bytes:
+    """``request`` as written on the connection: its head (in absolute form to a plain HTTP
+    proxy, with the proxy's credentials) and ``body``."""
+    url = request.url
+    plain_proxy = proxy is not None and url.scheme == "http"
+    head = [request.method.encode(), b" ", str(url).encode() if plain_proxy else url.raw_path,
+            b" HTTP/1.1\r\n"]
+    for name, value in request.headers.raw:
+        head += (name, b": ", value, b"\r\n")
+    if plain_proxy and proxy is not None and proxy.authorization is not None:
+        head += (b"Proxy-Authorization: ", proxy.authorization, b"\r\n")
+    head.append(b"\r\n")
+    return b"".join(head) + body
+
+
 class _Connection(asyncio.Protocol):
     """One kept-alive connection; one request at a time."""
 
@@ -101,7 +116,8 @@ class H1Transport(httpx.AsyncBaseTransport):
                  trust_env: bool = True) -> None:
         self._max_connections = max_connections
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
-        self._slots: asyncio.Semaphore | None = None
+        self._in_use = 0  # connection slots taken (at most ``max_connections``)
+        self._queued: deque[asyncio.Future[None]] = deque()
         self._ssl = ssl_context
         self._proxies = environment_proxies() if trust_env else {}
 
@@ -110,9 +126,8 @@ class H1Transport(httpx.AsyncBaseTransport):
             self._ssl = ssl.create_default_context()  # the system's CAs
         return self._ssl
 
-    async def _connect(self, request: httpx.Request, timeout: float | None,
-                       proxy: Proxy | None) -> _Connection:
-        url = request.url
+    async def _connect(self, url: httpx.URL, timeout: float | None, proxy: Proxy | None,
+                       request: httpx.Request | None) -> _Connection:
         loop = asyncio.get_running_loop()
         secure = url.scheme == "https"
         port = url.port or (443 if secure else 80)
@@ -166,26 +181,45 @@ class H1Transport(httpx.AsyncBaseTransport):
             sock.close()
             raise
 
+    def direct(self, url: httpx.URL) -> bool:
+        """No proxy applies to ``url``: a request to it may be written by :meth:`exchange`."""
+        return not self._proxies or proxy_for(url, self._proxies) is None
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._max_connections)
         timeouts = request.extensions.get("timeout") or {}
         url = request.url
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         proxy = proxy_for(url, self._proxies) if self._proxies else None
         # a request built with ``stream=ByteStream(...)`` is not read yet: reading it is free
         body = request.read() if isinstance(request.stream, httpx.ByteStream) else await request.aread()
-        plain_proxy = proxy is not None and url.scheme == "http"
-        head = [request.method.encode(), b" ", str(url).encode() if plain_proxy else url.raw_path,
-                b" HTTP/1.1\r\n"]
-        for name, value in request.headers.raw:
-            head += (name, b": ", value, b"\r\n")
-        if plain_proxy and proxy is not None and proxy.authorization is not None:
-            head += (b"Proxy-Authorization: ", proxy.authorization, b"\r\n")
-        head.append(b"\r\n")
-        data = b"".join(head) + body
-        async with self._slots:
-            idle = self._idle.setdefault(origin, deque())
+        status, headers, content = await self.exchange(
+            url, wire_bytes(request, body, proxy), connect_timeout=timeouts.get("connect"),
+            read_timeout=timeouts.get("read"), proxy=proxy, request=request)
+        # ``stream=``, as transports hand answers over, read here at once: the body is whole
+        # already, and httpx's synchronous read (decoding any Content-Encoding) costs a fifth of
+        # the caller's ``aread()`` through async generators, which then finds it read
+        response = httpx.Response(status, headers=headers, stream=httpx.ByteStream(content),
+                                  request=request, extensions={"http_version": b"HTTP/1.1"})
+        response.read()
+        return response
+
+    async def exchange(self, url: httpx.URL, data: bytes, *, connect_timeout: float | None,
+                       read_timeout: float | None, proxy: Proxy | None = None,
+                       request: httpx.Request | None = None,
+                       ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Write ``data``, a whole HTTP/1.1 request to ``url``'s origin, on a kept-alive
+        connection; the answer's status, headers and body (as sent: no content decoding).
+        Errors are httpx's, as :meth:`handle_async_request` raises them."""
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        # a connection slot: a counter while there is room (an asyncio.Semaphore's checks cost
+        # a call more than the counting); callers queue only when every connection is busy
+        if self._in_use < self._max_connections and not self._queued:
+            self._in_use += 1
+        else:
+            await self._queue_for_connection()
+        try:
+            idle = self._idle.get(origin)
+            if idle is None:
+                idle = self._idle[origin] = deque()
             for fresh in (False, True):
                 conn = None
                 while idle and not fresh:
@@ -195,10 +229,9 @@ class H1Transport(httpx.AsyncBaseTransport):
                         break
                 reused = conn is not None
                 if conn is None:
-                    conn = await self._connect(request, timeouts.get("connect"), proxy)
+                    conn = await self._connect(url, connect_timeout, proxy, request)
                 answer = conn.send(data)
                 # a timer on the answer, cheaper per call than asyncio.wait_for's task
-                read_timeout = timeouts.get("read")
                 timer = (asyncio.get_running_loop().call_later(read_timeout, conn.time_out)
                          if read_timeout else None)
                 try:
@@ -215,7 +248,8 @@ class H1Transport(httpx.AsyncBaseTransport):
                         # a server refusing our certificate (or none) after the handshake
                         raise httpx.ReadError(f"the server closed the TLS connection before "
                                               f"answering ({exc})", request=request) from exc
-                    exc.request = request
+                    if request is not None:
+                        exc.request = request
                     raise
                 finally:
                     if timer is not None:
@@ -224,13 +258,30 @@ class H1Transport(httpx.AsyncBaseTransport):
                 idle.append(conn)
             else:
                 conn.close()
-        # ``stream=``, as transports hand answers over, read here at once: the body is whole
-        # already, and httpx's synchronous read (decoding any Content-Encoding) costs a fifth of
-        # the caller's ``aread()`` through async generators, which then finds it read
-        response = httpx.Response(status, headers=headers, stream=httpx.ByteStream(content),
-                                  request=request, extensions={"http_version": b"HTTP/1.1"})
-        response.read()
-        return response
+        finally:
+            self._release_connection()
+        return status, headers, content
+
+    async def _queue_for_connection(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append(waiter)
+        try:
+            await waiter  # granted: the slot was handed over, counted
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release_connection()  # granted as it was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._queued.remove(waiter)
+            raise
+
+    def _release_connection(self) -> None:
+        while self._queued:
+            waiter = self._queued.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to it, still counted
+                return
+        self._in_use -= 1
 
     async def aclose(self) -> None:
         for idle in self._idle.values():

@@ -74,6 +74,9 @@ local function fields(s)
 end
 local ns, ttl, begins = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local attempts = {}
+-- the console's indexes and tenants' active sets the begins added to: trimmed (the indexes) and
+-- given their TTL once each, after the begins, not once per job (the same sets and TTLs)
+local indexes, active_of = {}, {}
 for i = 4, 3 + begins do
   local f = fields(ARGV[i])
   local tenant, job_type, stamp, force, record_at, id = f[1], f[2], f[3], f[4], f[5], f[6]
@@ -91,21 +94,26 @@ for i = 4, 3 + begins do
     redis.call('ZADD', ns .. ':active:' .. job_type, stamp, id)
     -- a tenant's jobs in an attempt now (the console's per-tenant active count)
     redis.call('ZADD', ns .. ':active-of:' .. tenant, stamp, job_type .. '|' .. id)
-    redis.call('EXPIRE', ns .. ':active-of:' .. tenant, ttl)
+    active_of[ns .. ':active-of:' .. tenant] = true
     -- the console's job lists (clients/redis/job_index.py): by last change, bounded
     for _, index in ipairs({ns .. ':jobs-of:' .. tenant, ns .. ':jobs-all'}) do
       redis.call('ZADD', index, stamp, id)
-      redis.call('ZREMRANGEBYRANK', index, 0, -JOB_INDEX_MAX - 1)
-      redis.call('EXPIRE', index, ttl)
+      indexes[index] = true
     end
   end
 end
+for index in pairs(indexes) do
+  redis.call('ZREMRANGEBYRANK', index, 0, -JOB_INDEX_MAX - 1)
+  redis.call('EXPIRE', index, ttl)
+end
+for key in pairs(active_of) do redis.call('EXPIRE', key, ttl) end
 for i = 4 + begins, #ARGV, 2 do
   local f = fields(ARGV[i])
   local state, counter, stamp, finished, answer, id = f[1], f[2], f[3], f[4], f[5], f[6]
   local err = ARGV[i + 1]
   local key = ns .. ':job:' .. id
-  local job_type = redis.call('HGET', key, 'type')
+  local known = redis.call('HMGET', key, 'type', 'tenant_id')
+  local job_type, tenant = known[1], known[2]
   if err ~= '' and (state == 'retry_due' or state == 'dead_lettered') then
     -- a failed attempt's line in the job's attempt log (the console's job page), bounded
     local started = redis.call('HGET', key, 'started_at') or ''
@@ -116,15 +124,21 @@ for i = 4 + begins, #ARGV, 2 do
     redis.call('LTRIM', log, -ATTEMPT_LOG_MAX, -1)
     redis.call('EXPIRE', log, ttl)
   end
-  redis.call('HSET', key, 'state', state, 'updated_at', stamp)
-  if finished == '1' then redis.call('HSET', key, 'finished_at', stamp) end
-  if err ~= '' then redis.call('HSET', key, 'last_error', string.sub(err, 2)) end
+  local written = {'state', state, 'updated_at', stamp}
+  if finished == '1' then
+    written[#written + 1] = 'finished_at'
+    written[#written + 1] = stamp
+  end
+  if err ~= '' then
+    written[#written + 1] = 'last_error'
+    written[#written + 1] = string.sub(err, 2)
+  end
+  redis.call('HSET', key, unpack(written))
   redis.call('EXPIRE', key, ttl)
   if job_type then
     redis.call('ZREM', ns .. ':active:' .. job_type, id)
     if counter ~= '' then redis.call('HINCRBY', ns .. ':queue:' .. job_type, counter, 1) end
   end
-  local tenant = redis.call('HGET', key, 'tenant_id')
   if tenant then
     if job_type then redis.call('ZREM', ns .. ':active-of:' .. tenant, job_type .. '|' .. id) end
     redis.call('ZADD', ns .. ':jobs-of:' .. tenant, stamp, id)
@@ -306,15 +320,23 @@ class BatchedJobStatus:
 
     Each call still waits for its own write (a job counts as done only once its status is
     kept), and an error reaches every caller of the batch it was in.
+
+    Up to ``round_trips`` batches are under way at once: a write made while one is waiting for
+    Redis goes in the next at once instead of waiting for that answer first (a begin waits for
+    its batch inside the job's slot, so this wait bounds a worker's jobs per second). A job's
+    writes stay in order: its end is written only after its begin was answered.
     """
 
-    def __init__(self, store: JobStatusStore, *, max_batch: int = 1000) -> None:
+    def __init__(self, store: JobStatusStore, *, max_batch: int = 1000,
+                 round_trips: int = 2) -> None:
         self.store = store
         self._max_batch = max_batch
+        self._round_trips = round_trips
         self._begins: list[tuple[Job, bool, float, str | None, asyncio.Future[int]]] = []
         self._finishes: list[tuple[str, JobState, str | None, float, int | None,
                                    asyncio.Future[None]]] = []
-        self._flushing = False
+        self._gathering = False  # a batch task is about to take the writes made so far
+        self._in_flight = 0  # batches sent, their answer not back yet
 
     async def begin_attempt(self, job: Job, *, force: bool = False,
                             record_at: str | None = None) -> int:
@@ -333,33 +355,40 @@ class BatchedJobStatus:
     async def get(self, job_id: str) -> dict[str, Any] | None:
         return await self.store.get(job_id)
     def _kick(self) -> None:
-        if not self._flushing:
-            self._flushing = True
+        # a new batch starts gathering unless one is gathering now or every round trip allowed
+        # is under way (the first to come back then takes what came meanwhile)
+        if not self._gathering and self._in_flight < self._round_trips:
+            self._gathering = True
             asyncio.get_running_loop().create_task(self._flush_all())
 
     async def _flush_all(self) -> None:
         try:
             await asyncio.sleep(0)  # let the callers of this loop turn join the batch
-            while self._begins or self._finishes:
-                begins, self._begins = self._begins[:self._max_batch], self._begins[self._max_batch:]
-                finishes, self._finishes = (self._finishes[:self._max_batch],
-                                            self._finishes[self._max_batch:])
-                try:
-                    attempts = await self.store.write_batch(
-                        [(job, force, at, where) for job, force, at, where, _ in begins],
-                        [(job_id, state, error, at, answer)
-                         for job_id, state, error, at, answer, _ in finishes],
-                    )
-                except Exception as exc:
-                    for *_, future in (*begins, *finishes):
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (*_, future), attempt in zip(begins, attempts, strict=True):
-                    if not future.done():
-                        future.set_result(attempt)
-                for *_, done in finishes:
-                    if not done.done():
-                        done.set_result(None)
         finally:
-            self._flushing = False
+            self._gathering = False
+        while self._begins or self._finishes:
+            begins, self._begins = self._begins[:self._max_batch], self._begins[self._max_batch:]
+            finishes, self._finishes = (self._finishes[:self._max_batch],
+                                        self._finishes[self._max_batch:])
+            self._in_flight += 1
+            try:
+                attempts = await self.store.write_batch(
+                    [(job, force, at, where) for job, force, at, where, _ in begins],
+                    [(job_id, state, error, at, answer)
+                     for job_id, state, error, at, answer, _ in finishes],
+                )
+            except Exception as exc:
+                for *_, future in (*begins, *finishes):
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            finally:
+                self._in_flight -= 1
+            for (*_, future), attempt in zip(begins, attempts, strict=True):
+                if not future.done():
+                    future.set_result(attempt)
+            for *_, done in finishes:
+                if not done.done():
+                    done.set_result(None)
+            if self._gathering:
+                return  # a batch is gathering: it takes what came meanwhile

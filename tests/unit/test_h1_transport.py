@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 
-from cronbus.clients.http.h1_transport import H1Transport
+from cronbus.clients.http.downstream import (
+    DownstreamClient,
+    PermanentError,
+    RateLimited,
+    make_breaker,
+)
+from cronbus.clients.http.h1_transport import H1Transport, wire_bytes
+from cronbus.streams.metrics import Metrics
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -78,3 +86,73 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced():
     async with server, httpx.AsyncClient(transport=H1Transport()) as client:
         assert (await client.post(url, json={})).status_code == 200
         assert (await client.post(url, json={})).status_code == 200
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", None, {"query": "mutation { x }", "variables": {"name": "Zoë", "n": [1, 2.5]}}),
+    ("POST", "/exports/1", None),
+    ("GET", "/exports/1", None),
+    ("PUT", "/x?y=1", {"a": 1}),
+])
+async def test_the_downstream_client_writes_what_httpx_s_own_client_would_send(method, path, body):
+    """Over this transport the downstream client writes a request's bytes itself (no
+    ``httpx.Request``): the same bytes as ``httpx.Request(method, url, json=body, headers=...)``
+    written by the transport."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                seen.append(await read_request(reader))
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n"
+                         b'{"data":{"ok":true}}')
+            await writer.drain()
+
+    server, url = await serve(handler)
+    metrics = Metrics()
+    client = DownstreamClient(url, breaker=make_breaker("api", fail_max=3, reset_timeout_s=30,
+                                                        metrics=metrics),
+                              metrics=metrics, token="s3cret", transport=H1Transport())
+    async with server:
+        if path is None:
+            assert await client.graphql(body["query"], body["variables"],
+                                        idempotency_key="job-1") == {"ok": True}
+        else:
+            assert await client.rest(method, path, body, idempotency_key="job-1") == {
+                "data": {"ok": True}}
+        await client.aclose()
+    expected = httpx.Request(method, httpx.URL(url).join(path or ""), json=body, headers={
+        "Content-Type": "application/json", "User-Agent": "cronbus",
+        "Authorization": "Bearer s3cret", "Accept": "*/*", "Accept-Encoding": "gzip, deflate",
+        "Idempotency-Key": "job-1"})
+    assert seen == [wire_bytes(expected, expected.read())]
+
+
+async def test_the_downstream_client_reads_encoded_answers_and_retry_after_over_this_transport():
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+               % len(gzip.compress(b'{"data":{"n":7}}')) + gzip.compress(b'{"data":{"n":7}}'),
+               b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n",
+               b"HTTP/1.1 400 Bad\r\nContent-Type: text/plain; charset=latin-1\r\n"
+               b"Content-Length: 3\r\n\r\nZ\xf6e"]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in answers:
+            await read_request(reader)
+            writer.write(answer)
+            await writer.drain()
+
+    server, url = await serve(handler)
+    metrics = Metrics()
+    client = DownstreamClient(url, breaker=make_breaker("api", fail_max=3, reset_timeout_s=30,
+                                                        metrics=metrics),
+                              metrics=metrics, transport=H1Transport())
+    async with server:
+        assert await client.graphql("q", {}, idempotency_key="a") == {"n": 7}
+        with pytest.raises(RateLimited) as limited:
+            await client.graphql("q", {}, idempotency_key="b")
+        assert limited.value.retry_after == 7
+        with pytest.raises(PermanentError, match="answered 400: Zöe"):
+            await client.graphql("q", {}, idempotency_key="c")
+        await client.aclose()

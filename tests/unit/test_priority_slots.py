@@ -155,3 +155,16 @@ def test_a_failed_job_names_the_tier_it_came_from_for_its_replay():
     assert processor.origin(retried, _job(9)) == "jobs.export.low"  # where it first was
     assert processor.origin(_Record("jobs.export.retry.4s"), _job(9)) == "jobs.export.high"
     assert processor.origin(_Record("jobs.export.retry.4s"), None) == "jobs.export"
+
+
+@pytest.mark.parametrize("tier", [H, N, L])
+def test_the_choice_when_one_tier_alone_waits_is_the_rule_s_own(tier):
+    """The slots ask :meth:`SlotRule.alone` when one tier has jobs waiting: the same tier and
+    the same counts of the passed over as :meth:`SlotRule.choose`, whatever came before."""
+    for history in ({H: 30, N: 30, L: 30}, {N: 5, L: 50}, {}):
+        mapped, alone = SlotRule(share_every=4), SlotRule(share_every=4)
+        grants(mapped, history, sum(history.values()) // 2)
+        grants(alone, history, sum(history.values()) // 2)
+        assert mapped.passed_over == alone.passed_over
+        assert mapped.choose({tier: 3}) is alone.alone(tier) is tier
+        assert mapped.passed_over == alone.passed_over == dict.fromkeys((H, N, L), 0)
