@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
+from cronbus.agents.schedules.loaded import LoadedSchedule
 from cronbus.streams.schedules import Schedule, cron_fields
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -47,7 +48,7 @@ ONE_SECOND = timedelta(seconds=1)
 LONGEST_SHIFT = timedelta(hours=3)
 
 
-def fire_times(schedule: Schedule, after: datetime) -> Iterator[datetime]:
+def fire_times(schedule: Schedule | LoadedSchedule, after: datetime) -> Iterator[datetime]:
     """The schedule's fire times strictly after ``after``, in order, within start and end.
 
     ``limit`` is not applied here: it counts fires, which only the ticker knows."""
@@ -70,11 +71,11 @@ def fire_times(schedule: Schedule, after: datetime) -> Iterator[datetime]:
     return itertools.takewhile(lambda t: t <= end, times)
 
 
-def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
+def next_fire(schedule: Schedule | LoadedSchedule, after: datetime) -> datetime | None:
     return next(fire_times(schedule, after), None)
 
 
-def preview(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
+def preview(schedule: Schedule | LoadedSchedule, after: datetime, count: int) -> list[datetime]:
     return list(itertools.islice(fire_times(schedule, after), count))
 
 

@@ -39,6 +39,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from cronbus.agents.schedules.book import Entry, FireState, Plan, TickerBook, plan, plan_world
 from cronbus.agents.schedules.directory import schedule_in
+from cronbus.agents.schedules.loaded import LoadedSchedule, loaded_schedule
 from cronbus.clients.kafka import connect
 from cronbus.clients.redis.fire_states import fire_states_key
 from cronbus.clients.redis.job_status import JobStatusStore
@@ -75,7 +76,7 @@ class Tick:
     by hand (a tick is the hot path: ~5 µs here against ~35 µs through the pydantic model; a
     unit test holds it to :class:`cronbus.streams.events.CronTick`)."""
 
-    schedule: Schedule
+    schedule: Schedule | LoadedSchedule
     fire_at: datetime  # a world-clock schedule's: the world time it was due at
     fired_at: datetime | None = None  # a world-clock schedule's: the wall time it fired
 
@@ -349,7 +350,7 @@ class Ticker(mode.Service):
             if record.key is None:
                 continue
             if record.value is not None and b'"clock":"world"' in record.value:
-                schedule = self._decode(record)
+                schedule = self._decode_full(record)
                 if schedule is not None and schedule.clock == "world":
                     self.world_defs[record.key] = schedule
                     self._world_changed.add(record.key)
@@ -563,7 +564,8 @@ class Ticker(mode.Service):
         started = time.monotonic()
         # each batch parsed as it comes (the next one is fetched meanwhile), its records let go:
         # a million schedules are never held as records and as schedules at once
-        by_partition: dict[int, dict[bytes, Schedule | None]] = {p: {} for p in partitions}
+        by_partition: dict[int, dict[bytes, Schedule | LoadedSchedule | None]] = {
+            p: {} for p in partitions}
         ends = dict.fromkeys(partitions, 0)  # the next offset to read after the take-on
         async for records in self._reader.batches(topics.SCHEDULES, partitions):
             latest = by_partition[records[0].partition]
@@ -604,13 +606,24 @@ class Ticker(mode.Service):
         log.info("ticker took on partitions %s of %s: %d schedule(s) in %.2fs", partitions,
                  topics.SCHEDULES, loaded, time.monotonic() - started)
 
-    def _decode(self, record: ConsumerRecord) -> Schedule | None:
-        """The schedule a record stores; None for a removal, or for a record that is no schedule
-        (counted and logged the first time this worker reads it, never fatal)."""
+    def _decode(self, record: ConsumerRecord) -> Schedule | LoadedSchedule | None:
+        """The schedule a record stores, in the ticker's slim form where it has one; None for a
+        removal, or for a record that is no schedule (counted and logged the first time this
+        worker reads it, never fatal)."""
+        return self._decode_with(
+            record, lambda key, value: loaded_schedule(key, value) or schedule_in(key, value))
+
+    def _decode_full(self, record: ConsumerRecord) -> Schedule | None:
+        """As :meth:`_decode`, always the model (a world schedule's plan copies it)."""
+        return self._decode_with(record, schedule_in)  # type: ignore[return-value]
+
+    def _decode_with(self, record: ConsumerRecord,
+                     parse: Callable[[bytes | None, bytes | None], Schedule | LoadedSchedule]
+                     ) -> Schedule | LoadedSchedule | None:
         if record.value is None and record.key is not None:
             return None
         try:
-            return schedule_in(record.key, record.value)
+            return parse(record.key, record.value)
         except InvalidSchedule as exc:
             position = (record.partition, record.offset)
             if position not in self._invalid_seen:  # a take-on reads it again: said once
