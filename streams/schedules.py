@@ -368,7 +368,12 @@ def timing_problems(s: Schedule) -> list[FieldProblem]:
 
 def tick_id(key: bytes, fire_at: datetime) -> str:
     """The id of the tick of one (schedule, fire time): the same on every worker, every time."""
-    digest = hashlib.sha256(key + b"\x1f" + fire_at.astimezone(UTC).isoformat().encode()).hexdigest()
+    return tick_id_at(key, fire_at.astimezone(UTC).isoformat())
+
+
+def tick_id_at(key: bytes, utc_fire_at: str) -> str:
+    """:func:`tick_id` of a fire time already spelled in UTC."""
+    digest = hashlib.sha256(key + b"\x1f" + utc_fire_at.encode()).hexdigest()
     return f"tick-{digest[:32]}"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from cronbus.agents.schedules.policy import due_fires, is_on_time, overlap_decis
 from cronbus.streams.schedules import Schedule
 
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per call
+_PLAIN_TEXT = re.compile(r"[0-9A-Za-z:.+-]*").fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +40,18 @@ class FireState:
     buffered: datetime | None = None  # a fire waiting for the previous run (overlap buffer_one)
 
     def encode(self) -> bytes:
-        data: dict[str, object] = {"r": self.revision, "s": _ms(self.since), "n": self.fired}
+        revision = self.revision
+        if revision is None or _PLAIN_TEXT(revision):  # a time's text: no escapes (hot path)
+            quoted = "null" if revision is None else f'"{revision}"'
+            text = f'{{"r":{quoted},"s":{_ms(self.since)},"n":{self.fired}'
+        else:
+            text = _COMPACT_JSON.encode({"r": revision, "s": _ms(self.since),
+                                         "n": self.fired})[:-1]
         if self.last_fire is not None:
-            data["l"] = _ms(self.last_fire)
+            text += f',"l":{_ms(self.last_fire)}'
         if self.buffered is not None:
-            data["b"] = _ms(self.buffered)
-        return _COMPACT_JSON.encode(data).encode()
+            text += f',"b":{_ms(self.buffered)}'
+        return (text + "}").encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> FireState:
