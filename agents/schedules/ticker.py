@@ -602,6 +602,24 @@ class Ticker(mode.Service):
             return
         self._pending.update(partitions)
         started = time.monotonic()
+        # a take-on makes a million long-lived objects: the collector's passes meanwhile would
+        # walk them again and again for no garbage (seconds); what it keeps is frozen after
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            loaded = await self._read_partitions(partitions)
+        finally:
+            if collecting:
+                gc.enable()
+        # what was just loaded lives as long as the partition: keep it out of the collector's
+        # full passes (they would walk every schedule, stalling fires for hundreds of ms)
+        gc.freeze()
+        log.info("ticker took on partitions %s of %s: %d schedule(s) in %.2fs", partitions,
+                 topics.SCHEDULES, loaded, time.monotonic() - started)
+
+    async def _read_partitions(self, partitions: list[int]) -> int:
+        """:meth:`_take_on`'s reading; returns how many schedules it loaded."""
+        assert self._reader is not None and self._consumer is not None
         # each batch parsed as it comes (the next one is fetched meanwhile), its records let go:
         # a million schedules are never held as records and as schedules at once
         by_partition: dict[int, dict[bytes, Schedule | LoadedSchedule | None]] = {
@@ -640,11 +658,7 @@ class Ticker(mode.Service):
                     if latest.get(key) is None and key not in self.world_defs]
             if gone:  # states of schedules removed while no ticker owned them
                 await self.redis.hdel(self.state_key(partition), *gone)
-        # what was just loaded lives as long as the partition: keep it out of the collector's
-        # full passes (they would walk every schedule, stalling fires for hundreds of ms)
-        gc.freeze()
-        log.info("ticker took on partitions %s of %s: %d schedule(s) in %.2fs", partitions,
-                 topics.SCHEDULES, loaded, time.monotonic() - started)
+        return loaded
 
     def _decode(self, record: ConsumerRecord) -> Schedule | LoadedSchedule | None:
         """The schedule a record stores, in the ticker's slim form where it has one; None for a

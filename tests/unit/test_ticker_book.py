@@ -315,3 +315,14 @@ def test_a_fire_state_is_encoded_as_json_would_encode_it(state):
         data["b"] = round((state.buffered - EPOCH) / timedelta(milliseconds=1))
     assert state.encode() == json.dumps(data, separators=(",", ":")).encode()
     assert FireState.decode(state.encode()) == state
+
+
+@pytest.mark.parametrize("run", [
+    FiredRun(run_id="tick-0a1b", job_id="bank-sync-9f8e", fire_at=at(1).isoformat(),
+             trigger="schedule", emitted_at=1764605000.123),
+    FiredRun(run_id='odd "id"\\', job_id="j", fire_at="x", trigger="manual", emitted_at=0.5),
+    FiredRun(run_id="r", job_id="j", fire_at="x", trigger="schedule", emitted_at=float("inf")),
+])
+def test_a_fired_run_is_encoded_as_json_would_encode_it(run):
+    assert run.encode() == json.dumps(run.as_dict())
+    assert FiredRun.from_dict(json.loads(run.encode())) == run
