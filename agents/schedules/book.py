@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import NamedTuple
 
 from cronbus.agents.schedules.cron import EPOCH, ONE_MS, fire_times, next_fire
 from cronbus.agents.schedules.loaded import LoadedSchedule
@@ -29,9 +30,8 @@ _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one 
 _PLAIN_TEXT = re.compile(r"[0-9A-Za-z:.+-]*").fullmatch
 
 
-@dataclass(frozen=True, slots=True)
-class FireState:
-    """What the ticker has decided about one schedule."""
+class FireState(NamedTuple):
+    """What the ticker has decided about one schedule (a tuple: see :class:`Entry`)."""
 
     revision: str | None  # the ``revision_at`` of the definition this state is about
     since: datetime  # every fire time up to here is decided
@@ -147,13 +147,13 @@ def plan(schedule: Schedule | LoadedSchedule, state: FireState, now: datetime, *
     if left is not None and len(fires) > left:
         missed += len(fires) - left
         fires = fires[:max(0, left)]
-    new_state = replace(
-        state, since=max(state.since, now), fired=state.fired + len(fires),
+    new_state = state._replace(
+        since=max(state.since, now), fired=state.fired + len(fires),
         last_fire=fires[-1] if fires else state.last_fire, buffered=buffered,
     )
     wake_at = due.next_at
     if left is not None and len(fires) >= left:
-        wake_at, new_state = None, replace(new_state, buffered=None)
+        wake_at, new_state = None, new_state._replace(buffered=None)
     elif buffered is not None:
         wake_at = min(wake_at, now + poll) if wake_at else now + poll
     return Plan(fires, missed, overlapped, new_state, wake_at)
@@ -168,14 +168,14 @@ def plan_world(schedule: Schedule, state: FireState, world_now: datetime, *,
     its hourly schedule once, unless it asks for ``run_all``). A paused schedule lets the times
     passed go by, as a paused wall-clock schedule does."""
     if not schedule.enabled:
-        return Plan([], 0, 0, replace(state, since=max(state.since, world_now)), None)
+        return Plan([], 0, 0, state._replace(since=max(state.since, world_now)), None)
     latest = None
     for moment in fire_times(schedule, state.since):
         if moment > world_now:
             break
         latest = moment
     if latest is None and state.buffered is None:
-        return Plan([], 0, 0, replace(state, since=max(state.since, world_now)), None)
+        return Plan([], 0, 0, state._replace(since=max(state.since, world_now)), None)
     # revision_at is a wall time: a world schedule's on-time window is measured in world time
     timeless = schedule.model_copy(update={"revision_at": None})
     outcome = plan(timeless, state, world_now, grace=world_now - (latest or world_now),
@@ -239,12 +239,29 @@ def compacted(schedule: Schedule) -> Schedule:
     return schedule
 
 
-@dataclass(slots=True)
 class Entry:
-    schedule: Schedule | LoadedSchedule  # loaded: the ticker's slim form of most schedules
-    partition: int
-    state: FireState
-    version: int = 0
+    """One owned schedule, its fire state and its version (of its heap item)."""
+
+    __slots__ = ("_state", "partition", "schedule", "version")
+
+    def __init__(self, schedule: Schedule | LoadedSchedule, partition: int, state: FireState,
+                 version: int = 0) -> None:
+        self.schedule = schedule  # loaded: the ticker's slim form of most schedules
+        self.partition = partition
+        self.state = state
+        self.version = version
+
+    @property
+    def state(self) -> FireState:
+        return FireState._make(self._state)
+
+    @state.setter
+    def state(self, state: FireState) -> None:
+        # held as a plain tuple of plain values, which the collector stops tracking (it tracks
+        # a FireState, a tuple subclass): each fire makes a new one, and a million tracked made
+        # its full passes walk them all (stalls of hundreds of ms) long after the loaded
+        # schedules were frozen out of them
+        self._state = tuple(state)
 
 
 @dataclass(slots=True)
