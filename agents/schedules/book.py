@@ -147,10 +147,8 @@ def plan(schedule: Schedule | LoadedSchedule, state: FireState, now: datetime, *
     if left is not None and len(fires) > left:
         missed += len(fires) - left
         fires = fires[:max(0, left)]
-    new_state = state._replace(
-        since=max(state.since, now), fired=state.fired + len(fires),
-        last_fire=fires[-1] if fires else state.last_fire, buffered=buffered,
-    )
+    new_state = FireState(state.revision, max(state.since, now), state.fired + len(fires),
+                          fires[-1] if fires else state.last_fire, buffered)
     wake_at = due.next_at
     if left is not None and len(fires) >= left:
         wake_at, new_state = None, new_state._replace(buffered=None)
@@ -253,7 +251,7 @@ class Entry:
 
     @property
     def state(self) -> FireState:
-        return FireState._make(self._state)
+        return tuple.__new__(FireState, self._state)  # as FireState._make, in C
 
     @state.setter
     def state(self, state: FireState) -> None:
