@@ -179,7 +179,7 @@ def parse_schedule(data: dict[str, Any]) -> Schedule:
         # the model stops at types and ranges: the rules between fields are checked on what
         # was sent too, so a body with four bad fields hears of all four at once
         raise InvalidSchedule(one_per_field([*problems, *_sent_timing_problems(data)])) from None
-    problems = _timing_problems(schedule)
+    problems = timing_problems(schedule)
     if problems:
         raise InvalidSchedule(one_per_field(problems))
     return schedule
@@ -325,7 +325,7 @@ def _zone_problem(zone: str) -> FieldProblem | None:
 
 
 def _sent_timing_problems(data: dict[str, Any]) -> list[FieldProblem]:
-    """The checks of :func:`_timing_problems` that can be made on the fields as sent, for a
+    """The checks of :func:`timing_problems` that can be made on the fields as sent, for a
     definition the model refused (a field it refused is named by the model already)."""
     problems: list[FieldProblem] = []
     given = [name for name in ("cron", "every_ms", "run_at") if data.get(name) is not None]
@@ -340,7 +340,8 @@ def _sent_timing_problems(data: dict[str, Any]) -> list[FieldProblem]:
     return problems
 
 
-def _timing_problems(s: Schedule) -> list[FieldProblem]:
+def timing_problems(s: Schedule) -> list[FieldProblem]:
+    """The rules between a definition's fields (the model checks each field alone)."""
     problems: list[FieldProblem] = []
     given = [name for name in ("cron", "every_ms", "run_at") if getattr(s, name) is not None]
     if len(given) != 1:
@@ -367,7 +368,12 @@ def _timing_problems(s: Schedule) -> list[FieldProblem]:
 
 def tick_id(key: bytes, fire_at: datetime) -> str:
     """The id of the tick of one (schedule, fire time): the same on every worker, every time."""
-    digest = hashlib.sha256(key + b"\x1f" + fire_at.astimezone(UTC).isoformat().encode()).hexdigest()
+    return tick_id_at(key, fire_at.astimezone(UTC).isoformat())
+
+
+def tick_id_at(key: bytes, utc_fire_at: str) -> str:
+    """:func:`tick_id` of a fire time already spelled in UTC."""
+    digest = hashlib.sha256(key + b"\x1f" + utc_fire_at.encode()).hexdigest()
     return f"tick-{digest[:32]}"
 
 

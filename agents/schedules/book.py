@@ -12,23 +12,26 @@ id and job id, and dropped downstream by that id.
 from __future__ import annotations
 
 import heapq
-import itertools
 import json
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import NamedTuple
 
 from cronbus.agents.schedules.cron import EPOCH, ONE_MS, fire_times, next_fire
+from cronbus.agents.schedules.loaded import LoadedSchedule
 from cronbus.agents.schedules.policy import due_fires, is_on_time, overlap_decision
 from cronbus.streams.schedules import Schedule
 
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per call
+_PLAIN_TEXT = re.compile(r"[0-9A-Za-z:.+-]*").fullmatch
 
 
-@dataclass(frozen=True, slots=True)
-class FireState:
-    """What the ticker has decided about one schedule."""
+class FireState(NamedTuple):
+    """What the ticker has decided about one schedule (a tuple: see :class:`Entry`)."""
 
     revision: str | None  # the ``revision_at`` of the definition this state is about
     since: datetime  # every fire time up to here is decided
@@ -37,12 +40,18 @@ class FireState:
     buffered: datetime | None = None  # a fire waiting for the previous run (overlap buffer_one)
 
     def encode(self) -> bytes:
-        data: dict[str, object] = {"r": self.revision, "s": _ms(self.since), "n": self.fired}
+        revision = self.revision
+        if revision is None or _PLAIN_TEXT(revision):  # a time's text: no escapes (hot path)
+            quoted = "null" if revision is None else f'"{revision}"'
+            text = f'{{"r":{quoted},"s":{_ms(self.since)},"n":{self.fired}'
+        else:
+            text = _COMPACT_JSON.encode({"r": revision, "s": _ms(self.since),
+                                         "n": self.fired})[:-1]
         if self.last_fire is not None:
-            data["l"] = _ms(self.last_fire)
+            text += f',"l":{_ms(self.last_fire)}'
         if self.buffered is not None:
-            data["b"] = _ms(self.buffered)
-        return _COMPACT_JSON.encode(data).encode()
+            text += f',"b":{_ms(self.buffered)}'
+        return (text + "}").encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> FireState:
@@ -52,11 +61,16 @@ class FireState:
                    buffered=_at(data["b"]) if "b" in data else None)
 
 
-def revision_of(schedule: Schedule) -> str | None:
-    return schedule.revision_at.isoformat() if schedule.revision_at else None
+def revision_of(schedule: Schedule | LoadedSchedule) -> str | None:
+    return _revision_text(schedule.revision_at) if schedule.revision_at else None
 
 
-def state_for(schedule: Schedule, stored: FireState | None, now: datetime) -> FireState:
+@lru_cache(maxsize=65_536)  # schedules written together share one text (a million are loaded)
+def _revision_text(revision_at: datetime) -> str:
+    return revision_at.isoformat()
+
+
+def state_for(schedule: Schedule | LoadedSchedule, stored: FireState | None, now: datetime) -> FireState:
     """The state to go on from: the stored one if it is about this definition's timing.
 
     A new definition (or a changed timing) starts at its ``revision_at``: it fires only at
@@ -101,7 +115,7 @@ class Plan:
     wake_at: datetime | None  # when it needs attention next (None: never, until it changes)
 
 
-def plan(schedule: Schedule, state: FireState, now: datetime, *, grace: timedelta,
+def plan(schedule: Schedule | LoadedSchedule, state: FireState, now: datetime, *, grace: timedelta,
          previous_active: bool, poll: timedelta) -> Plan:
     """The ticks of ``schedule`` due at ``now``: misfire policy, ``limit`` and overlap applied.
 
@@ -133,13 +147,11 @@ def plan(schedule: Schedule, state: FireState, now: datetime, *, grace: timedelt
     if left is not None and len(fires) > left:
         missed += len(fires) - left
         fires = fires[:max(0, left)]
-    new_state = replace(
-        state, since=max(state.since, now), fired=state.fired + len(fires),
-        last_fire=fires[-1] if fires else state.last_fire, buffered=buffered,
-    )
+    new_state = FireState(state.revision, max(state.since, now), state.fired + len(fires),
+                          fires[-1] if fires else state.last_fire, buffered)
     wake_at = due.next_at
     if left is not None and len(fires) >= left:
-        wake_at, new_state = None, replace(new_state, buffered=None)
+        wake_at, new_state = None, new_state._replace(buffered=None)
     elif buffered is not None:
         wake_at = min(wake_at, now + poll) if wake_at else now + poll
     return Plan(fires, missed, overlapped, new_state, wake_at)
@@ -154,14 +166,14 @@ def plan_world(schedule: Schedule, state: FireState, world_now: datetime, *,
     its hourly schedule once, unless it asks for ``run_all``). A paused schedule lets the times
     passed go by, as a paused wall-clock schedule does."""
     if not schedule.enabled:
-        return Plan([], 0, 0, replace(state, since=max(state.since, world_now)), None)
+        return Plan([], 0, 0, state._replace(since=max(state.since, world_now)), None)
     latest = None
     for moment in fire_times(schedule, state.since):
         if moment > world_now:
             break
         latest = moment
     if latest is None and state.buffered is None:
-        return Plan([], 0, 0, replace(state, since=max(state.since, world_now)), None)
+        return Plan([], 0, 0, state._replace(since=max(state.since, world_now)), None)
     # revision_at is a wall time: a world schedule's on-time window is measured in world time
     timeless = schedule.model_copy(update={"revision_at": None})
     outcome = plan(timeless, state, world_now, grace=world_now - (latest or world_now),
@@ -170,7 +182,7 @@ def plan_world(schedule: Schedule, state: FireState, world_now: datetime, *,
     return replace(outcome, wake_at=None)
 
 
-def _one_on_time_fire(schedule: Schedule, state: FireState, now: datetime,
+def _one_on_time_fire(schedule: Schedule | LoadedSchedule, state: FireState, now: datetime,
                       grace: timedelta) -> Plan | None:
     """The plan of the common case, or None: one fire time due, on time, no limit, nothing
     buffered, overlap allowed. It is what :func:`plan` would decide, in two cached steps
@@ -189,7 +201,7 @@ def _one_on_time_fire(schedule: Schedule, state: FireState, now: datetime,
                                          first, None), after)
 
 
-def first_wake(schedule: Schedule, state: FireState, now: datetime) -> datetime | None:
+def first_wake(schedule: Schedule | LoadedSchedule, state: FireState, now: datetime) -> datetime | None:
     """When a schedule just taken on needs attention: its next fire after what is decided
     (possibly already past: it is then caught up by its misfire policy), or now if a fire is
     buffered."""
@@ -225,12 +237,29 @@ def compacted(schedule: Schedule) -> Schedule:
     return schedule
 
 
-@dataclass(slots=True)
 class Entry:
-    schedule: Schedule
-    partition: int
-    state: FireState
-    version: int = 0
+    """One owned schedule, its fire state and its version (of its heap item)."""
+
+    __slots__ = ("_state", "partition", "schedule", "version")
+
+    def __init__(self, schedule: Schedule | LoadedSchedule, partition: int, state: FireState,
+                 version: int = 0) -> None:
+        self.schedule = schedule  # loaded: the ticker's slim form of most schedules
+        self.partition = partition
+        self.state = state
+        self.version = version
+
+    @property
+    def state(self) -> FireState:
+        return tuple.__new__(FireState, self._state)  # as FireState._make, in C
+
+    @state.setter
+    def state(self, state: FireState) -> None:
+        # held as a plain tuple of plain values, which the collector stops tracking (it tracks
+        # a FireState, a tuple subclass): each fire makes a new one, and a million tracked made
+        # its full passes walk them all (stalls of hundreds of ms) long after the loaded
+        # schedules were frozen out of them
+        self._state = tuple(state)
 
 
 @dataclass(slots=True)
@@ -241,46 +270,49 @@ class TickerBook:
     no heap item, only its place among its tenant's world schedules."""
 
     entries: dict[bytes, Entry] = field(default_factory=dict)
-    _by_partition: dict[int, set[bytes]] = field(default_factory=dict)
+    _owned: set[int] = field(default_factory=set)
     _world: dict[str, set[bytes]] = field(default_factory=dict)  # tenant -> world schedules
-    _heap: list[tuple[int, int, bytes, int]] = field(default_factory=list)
-    _seq: itertools.count = field(default_factory=itertools.count)
+    # (wake ms, key, version): no sequence number, equal wakes go in key order (a million items)
+    _heap: list[tuple[int, bytes, int]] = field(default_factory=list)
 
     @property
     def partitions(self) -> set[int]:
-        return set(self._by_partition)
+        return set(self._owned)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def own(self, partition: int) -> None:
-        self._by_partition.setdefault(partition, set())
+        self._owned.add(partition)
 
     def owns(self, partition: int) -> bool:
-        return partition in self._by_partition
+        return partition in self._owned
 
     def forget(self, partition: int) -> None:
-        for key in self._by_partition.pop(partition, set()):
+        # a scan, not a set of keys per partition: handovers are rare, a set costs ~60 B a key
+        for key in self.keys_of(partition):
             self._unindex(self.entries.pop(key, None))
+        self._owned.discard(partition)
         self._compact()
 
     def keys_of(self, partition: int) -> set[bytes]:
-        return set(self._by_partition.get(partition, ()))
+        return {key for key, entry in self.entries.items() if entry.partition == partition}
 
-    def put(self, partition: int, schedule: Schedule, stored: FireState | None,
+    def put(self, partition: int, schedule: Schedule | LoadedSchedule, stored: FireState | None,
             now: datetime) -> Entry:
         """Take on (or update) a schedule of an owned partition."""
-        if partition not in self._by_partition:
+        if partition not in self._owned:
             raise ValueError(f"partition {partition} of schedules is not owned here")
         old = self.entries.get(schedule.key)
         if stored is None and old is not None:
             stored = old.state
         state = state_for(schedule, stored, now)
-        entry = Entry(compacted(schedule), partition, state,
+        if type(schedule) is Schedule:
+            schedule = compacted(schedule)
+        entry = Entry(schedule, partition, state,
                       version=old.version + 1 if old else 0)
         self._unindex(old)
         self.entries[schedule.key] = entry
-        self._by_partition[partition].add(schedule.key)
         if schedule.clock == "world":
             self._world.setdefault(schedule.tenant_id, set()).add(schedule.key)
         self._push(entry, first_wake(schedule, state, now))
@@ -291,7 +323,6 @@ class TickerBook:
     def remove(self, key: bytes) -> Entry | None:
         entry = self.entries.pop(key, None)
         if entry is not None:
-            self._by_partition.get(entry.partition, set()).discard(key)
             self._unindex(entry)
         return entry
 
@@ -327,7 +358,7 @@ class TickerBook:
 
     def next_wake(self) -> datetime | None:
         while self._heap:
-            wake_ms, _, key, version = self._heap[0]
+            wake_ms, key, version = self._heap[0]
             entry = self.entries.get(key)
             if entry is not None and entry.version == version:
                 return _at(wake_ms)
@@ -339,7 +370,7 @@ class TickerBook:
         now_ms = _ms(now)
         taken: list[Entry] = []
         while self._heap and self._heap[0][0] <= now_ms and (limit is None or len(taken) < limit):
-            _, _, key, version = heapq.heappop(self._heap)
+            _, key, version = heapq.heappop(self._heap)
             entry = self.entries.get(key)
             if entry is not None and entry.version == version:
                 entry.version += 1  # taken: until settled or retried it has no heap item
@@ -348,13 +379,12 @@ class TickerBook:
 
     def _push(self, entry: Entry, wake_at: datetime | None) -> None:
         if wake_at is not None and entry.schedule.clock == "wall":
-            heapq.heappush(self._heap, (_ms(wake_at), next(self._seq), entry.schedule.key,
-                                        entry.version))
+            heapq.heappush(self._heap, (_ms(wake_at), entry.schedule.key, entry.version))
 
     def _compact(self) -> None:
         if len(self._heap) > 2 * len(self.entries) + 1024:
             self._heap = [item for item in self._heap
-                          if (e := self.entries.get(item[2])) is not None and e.version == item[3]]
+                          if (e := self.entries.get(item[1])) is not None and e.version == item[2]]
             heapq.heapify(self._heap)
 
 

@@ -133,8 +133,12 @@ class ScheduleDirectory:
     the topic; an upsert or remove made here is in the view when the call returns."""
 
     def __init__(self, brokers: connect.Brokers, *, partitions: int, replication: int = 1,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 keep: Callable[[bytes], bool] | None = None) -> None:
         self.brokers = brokers
+        # the keys this directory holds (None: all); the records of others are not even parsed,
+        # and get/list know nothing of them
+        self._keep = keep
         self.partitions = partitions
         self.replication = replication
         self.view = ScheduleView()
@@ -242,9 +246,11 @@ class ScheduleDirectory:
             listener(key, schedule)
 
     def _apply(self, record: ConsumerRecord) -> None:
+        key = record.key
+        if self._keep is not None and (key is None or not self._keep(key)):
+            return
         if self._overtaken(record):
             return
-        key = record.key
         if key is not None and record.value is None:  # a removal, heard only if one was there
             if self.view.remove(key) is not None:
                 for listener in self.listeners:

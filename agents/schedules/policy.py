@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from cronbus.agents.schedules.cron import fire_times
+from cronbus.agents.schedules.loaded import LoadedSchedule
 from cronbus.streams.schedules import Schedule
 
 OverlapDecision = Literal["fire", "skip", "buffer"]
@@ -35,7 +36,7 @@ class Due:
 
 
 def due_fires(
-    schedule: Schedule, since: datetime, now: datetime, *, grace: timedelta, fired: int = 0
+    schedule: Schedule | LoadedSchedule, since: datetime, now: datetime, *, grace: timedelta, fired: int = 0
 ) -> Due:
     """The fire times in (since, now] to run per the misfire policy, given ``fired`` so far."""
     keep = {"skip": 0, "run_once": 1, "run_all": schedule.misfire_limit}[schedule.misfire]
@@ -63,14 +64,16 @@ def due_fires(
     return Due(fires, dropped, next_at)
 
 
-def is_on_time(schedule: Schedule, moment: datetime, now: datetime, grace: timedelta) -> bool:
+def is_on_time(schedule: Schedule | LoadedSchedule, moment: datetime, now: datetime,
+               grace: timedelta) -> bool:
     """Whether a due fire time is at most ``grace`` old at ``now``; a time before the definition
     was written (a one-off's past ``run_at``) counts from when it was written."""
     written = schedule.revision_at
     return now - (max(moment, written) if written else moment) <= grace
 
 
-def overlap_decision(schedule: Schedule, *, previous_active: bool, buffered: bool) -> OverlapDecision:
+def overlap_decision(schedule: Schedule | LoadedSchedule, *, previous_active: bool,
+                     buffered: bool) -> OverlapDecision:
     """Whether a fire runs now, waits for the previous run (one may wait), or is skipped."""
     if schedule.overlap == "allow" or not previous_active:
         return "fire"

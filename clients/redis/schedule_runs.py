@@ -103,7 +103,7 @@ class RunLog:
             part = runs[start:start + RECORD_SLICE]
             await self._record_batch(
                 keys=[self.key(tenant_id, schedule_id) for tenant_id, schedule_id, _ in part],
-                args=[self.kept, self._ttl_s, *(json.dumps(run.as_dict()) for _, _, run in part)])
+                args=[self.kept, self._ttl_s, *(run.encode() for _, _, run in part)])
 
     async def recent(self, tenant_id: str, schedule_id: str, count: int) -> list[FiredRun]:
         """The newest ``count`` runs, newest first."""

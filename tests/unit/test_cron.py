@@ -249,3 +249,19 @@ def test_the_tickers_stepwise_fires_are_debians_rule_over_every_real_minute(zone
             stepped = stepwise_fires(a_schedule(cron=pattern, timezone=zone_name), start, end)
             assert stepped == debian_fires(pattern, walls), (zone_name, pattern, change)
             assert all(a < b for a, b in itertools.pairwise(stepped))
+
+
+@pytest.mark.parametrize("timing", [
+    {"every_ms": 1500, "start_at": "2026-01-01T00:00:00.250Z"},
+    {"every_ms": 60_000, "created_at": "2026-01-01T00:00:00.123456Z"},
+    {"every_ms": 60_000},
+    {"every_ms": 7_000, "start_at": "2026-01-01T00:00:07.5+02:00", "end_at": "2026-01-01T00:01:00Z"},
+    {"cron": "*/7 * * * * *", "start_at": "2026-01-01T00:00:30Z", "end_at": "2026-01-01T00:02:00Z"},
+    {"cron": "30 2 * * *", "timezone": "Europe/Berlin"},
+    {"run_at": "2026-01-01T00:00:30.5Z"},
+])
+def test_next_fire_is_the_first_of_the_fire_times_from_any_point(timing):
+    schedule = a_schedule(**timing)
+    for ms in itertools.chain(range(-2_000, 3_000, 37), range(-100, 200_000, 4_999)):
+        after = utc(2026, 1, 1) + timedelta(milliseconds=ms, microseconds=ms % 7)
+        assert next_fire(schedule, after) == next(fire_times(schedule, after), None), after

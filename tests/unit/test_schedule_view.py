@@ -95,3 +95,23 @@ def test_a_record_read_after_this_directorys_newer_write_of_its_key_is_overtaken
     assert nightly.key not in directory._written
     directory._apply(record(9, nightly.encode()))  # a later PUT, another worker's
     assert directory.get(nightly.tenant_id, nightly.id) == nightly
+
+
+def test_a_directory_that_keeps_some_keys_holds_only_those_and_parses_no_other():
+    from aiokafka import ConsumerRecord
+
+    from cronbus.agents.schedules.directory import ScheduleDirectory
+
+    def record(offset: int, key: bytes, value: bytes | None) -> ConsumerRecord:
+        return ConsumerRecord("schedules", 0, offset, 0, 0, key, value, None, 0, 0, [])
+
+    kept = schedule(tenant_id="system", id="builtin")
+    directory = ScheduleDirectory([], partitions=1, keep={kept.key}.__contains__)
+    directory._apply(record(0, kept.key, kept.encode()))
+    directory._apply(record(1, schedule().key, schedule().encode()))
+    directory._apply(record(2, b"acme/s2", b"not even JSON"))  # not parsed: not counted
+    assert directory.get("system", "builtin") == kept and directory.get("acme", "s1") is None
+    assert len(directory.view) == 1 and directory.view.invalid == 0
+    everything = ScheduleDirectory([], partitions=1)
+    everything._apply(record(1, schedule().key, schedule().encode()))
+    assert everything.get("acme", "s1") == schedule()

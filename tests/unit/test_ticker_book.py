@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from cronbus.agents.schedules.book import (
     plan_world,
     state_for,
 )
+from cronbus.agents.schedules.cron import EPOCH
 from cronbus.agents.schedules.ticker import Tick
 from cronbus.streams import topics
 from cronbus.streams.events import CronTick, parse_event
@@ -297,3 +299,30 @@ def test_a_compacted_schedule_is_the_same_schedule_sharing_what_others_repeat():
     entry = book.put(0, fresh(3), None, at(0))
     assert entry.schedule.job_type is one.job_type
     assert plan_at(entry.schedule, entry.state, 60).fires == plan_at(fresh(3), entry.state, 60).fires
+
+
+@pytest.mark.parametrize("state", [
+    FireState(revision=T0.isoformat(), since=at(3.25), fired=7, last_fire=at(3), buffered=at(2)),
+    FireState(revision=None, since=at(1)),
+    FireState(revision='odd "text"\\', since=at(1), fired=300, last_fire=at(0.5)),
+])
+def test_a_fire_state_is_encoded_as_json_would_encode_it(state):
+    data = {"r": state.revision, "s": round((state.since - EPOCH) / timedelta(milliseconds=1)),
+            "n": state.fired}
+    if state.last_fire is not None:
+        data["l"] = round((state.last_fire - EPOCH) / timedelta(milliseconds=1))
+    if state.buffered is not None:
+        data["b"] = round((state.buffered - EPOCH) / timedelta(milliseconds=1))
+    assert state.encode() == json.dumps(data, separators=(",", ":")).encode()
+    assert FireState.decode(state.encode()) == state
+
+
+@pytest.mark.parametrize("run", [
+    FiredRun(run_id="tick-0a1b", job_id="bank-sync-9f8e", fire_at=at(1).isoformat(),
+             trigger="schedule", emitted_at=1764605000.123),
+    FiredRun(run_id='odd "id"\\', job_id="j", fire_at="x", trigger="manual", emitted_at=0.5),
+    FiredRun(run_id="r", job_id="j", fire_at="x", trigger="schedule", emitted_at=float("inf")),
+])
+def test_a_fired_run_is_encoded_as_json_would_encode_it(run):
+    assert run.encode() == json.dumps(run.as_dict())
+    assert FiredRun.from_dict(json.loads(run.encode())) == run
