@@ -310,7 +310,7 @@ class Settings(BaseSettings):
         ),
     )
     fetch_busy_wait_ms: int = Field(
-        default=5, ge=1, le=5000,
+        default=20, ge=1, le=5000,
         description=(
             "milliseconds a fetch of the ingest and processor consumers waits while records "
             "flow, 1..5000 and at most fetch_max_wait_ms: each hop's wait while busy (after a "
