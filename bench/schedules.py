@@ -25,6 +25,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import redis
+
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.clients.kafka import connect
 from cronbus.streams import topics
@@ -100,6 +102,21 @@ def quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
 
 
+def forget_namespace(redis_url: str, namespace: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{namespace}:*", count=10_000):
+            batch.append(key)
+            if len(batch) >= 10_000:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--schedules", type=int, default=100_000)
@@ -114,9 +131,10 @@ def main() -> None:
         args.load_allowance_s = max(60.0, args.schedules * 0.0002)
     loads = [os.getloadavg()[0]]
     log_dir = Path(tempfile.mkdtemp(prefix="cronbus-bench-"))
+    namespace = f"cronbus-bench-{uuid.uuid4().hex[:6]}"
     with DevStack(log_dir, with_api=False) as stack:
         env = {**stack.env(), Settings.env_name("app_id"): f"bench-{uuid.uuid4().hex[:6]}",
-               Settings.env_name("redis_namespace"): f"cronbus-bench-{uuid.uuid4().hex[:6]}",
+               Settings.env_name("redis_namespace"): namespace,
                Settings.env_name("data_dir"): str(log_dir / "data"),
                Settings.env_name("builtin_schedules_off"): "all",
                Settings.env_name("log_level"): "WARNING"}
@@ -140,6 +158,9 @@ def main() -> None:
             rss = peak_rss_mb(worker.process.proc.pid)
         finally:
             worker.stop()
+            # a fire state a schedule, kept for ever: a million of them must not stay in the
+            # Redis the bench borrowed
+            forget_namespace(stack.redis.url, namespace)
     expected = round(args.schedules * args.minutes)
     print(json.dumps({
         "bench": "schedules", "schedules": args.schedules, "minutes": args.minutes,
