@@ -12,6 +12,10 @@ import pytest
 from cronbus.clients.devstack.harness import DevStack, WorkerProcess
 from cronbus.streams.settings import Settings
 
+# a development API answers its control endpoints at once, but a loaded CI machine running
+# three tests at a time (one firing a thousand schedules a second) can stall it for seconds
+CONTROL_TIMEOUT_S = 30.0
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -33,24 +37,24 @@ class Api:
         self.control_url = control_url
 
     def requests(self) -> list[dict]:
-        return httpx.get(f"{self.control_url}/requests", timeout=5).json()
+        return httpx.get(f"{self.control_url}/requests", timeout=CONTROL_TIMEOUT_S).json()
 
     def delay(self, seconds: float) -> None:
         """Make every GraphQL call take ``seconds`` (a slow API)."""
-        httpx.post(f"{self.control_url}/delay", timeout=5, json={"seconds": seconds})
+        httpx.post(f"{self.control_url}/delay", timeout=CONTROL_TIMEOUT_S, json={"seconds": seconds})
 
     def fail(self, status: int, times: int | None = None, retry_after: float | None = None,
              every: int = 1) -> None:
         """Answer calls with ``status``: ``times`` of them (all, if None), every ``every``-th."""
-        httpx.post(f"{self.control_url}/fail", timeout=5, json={
+        httpx.post(f"{self.control_url}/fail", timeout=CONTROL_TIMEOUT_S, json={
             "status": status, "times": times, "retry_after": retry_after, "every": every})
 
     def stop_failing(self) -> None:
-        httpx.delete(f"{self.control_url}/fail", timeout=5)
+        httpx.delete(f"{self.control_url}/fail", timeout=CONTROL_TIMEOUT_S)
 
     def applied(self) -> dict[str, int]:
         """Idempotency-Key -> how many times its effect was applied (exactly once: 1)."""
-        return httpx.get(f"{self.control_url}/applied", timeout=5).json()
+        return httpx.get(f"{self.control_url}/applied", timeout=CONTROL_TIMEOUT_S).json()
 
 
 @pytest.fixture
@@ -67,22 +71,22 @@ class Notifications:
 
     def sent(self) -> list[dict]:
         """Every send applied: kind, to whom, template, language, subject and body."""
-        return httpx.get(f"{self.control_url}/sent", timeout=5).json()
+        return httpx.get(f"{self.control_url}/sent", timeout=CONTROL_TIMEOUT_S).json()
 
     def applied(self) -> dict[str, int]:
         """Idempotency-Key -> how many times it was applied (exactly once: 1)."""
-        return httpx.get(f"{self.control_url}/applied", timeout=5).json()
+        return httpx.get(f"{self.control_url}/applied", timeout=CONTROL_TIMEOUT_S).json()
 
     def refused(self) -> list[dict]:
-        return httpx.get(f"{self.control_url}/refused", timeout=5).json()
+        return httpx.get(f"{self.control_url}/refused", timeout=CONTROL_TIMEOUT_S).json()
 
     def blacklist(self, *addresses: str) -> None:
         httpx.post(f"{self.control_url}/blacklist", json={"addresses": list(addresses)},
-                   timeout=5).raise_for_status()
+                   timeout=CONTROL_TIMEOUT_S).raise_for_status()
 
     def opt_out(self, *users: str) -> None:
         httpx.post(f"{self.control_url}/opt-outs", json={"users": list(users)},
-                   timeout=5).raise_for_status()
+                   timeout=CONTROL_TIMEOUT_S).raise_for_status()
 
 
 @pytest.fixture

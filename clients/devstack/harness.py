@@ -166,7 +166,7 @@ class WorkerProcess:
         return self
 
     def metrics_text(self) -> str:
-        return httpx.get(f"{self.base_url}/metrics", timeout=5.0).text
+        return httpx.get(f"{self.base_url}/metrics", timeout=30.0).text
 
     def stop(self) -> int | None:
         return self.process.stop(grace_s=20.0)
