@@ -354,6 +354,7 @@ class BatchedJobStatus:
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         return await self.store.get(job_id)
+
     def _kick(self) -> None:
         # a new batch starts gathering unless one is gathering now or every round trip allowed
         # is under way (the first to come back then takes what came meanwhile)
@@ -362,10 +363,10 @@ class BatchedJobStatus:
             asyncio.get_running_loop().create_task(self._flush_all())
 
     async def _flush_all(self) -> None:
-        try:
-            await asyncio.sleep(0)  # let the callers of this loop turn join the batch
-        finally:
-            self._gathering = False
+        # no extra loop turn to gather: the writes made before this task's first step (this
+        # loop turn's and the next's up to it) are the batch; a turn more made every job wait
+        # one more turn of a busy loop for its begin, inside its slot
+        self._gathering = False
         while self._begins or self._finishes:
             begins, self._begins = self._begins[:self._max_batch], self._begins[self._max_batch:]
             finishes, self._finishes = (self._finishes[:self._max_batch],
