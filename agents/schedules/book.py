@@ -342,7 +342,8 @@ class TickerBook:
                     del self._world[entry.schedule.tenant_id]
 
     def settle(self, entry: Entry, outcome: Plan) -> None:
-        """Record a plan carried out (its ticks are on the broker, its state saved)."""
+        """Record a plan carried out (its ticks are on the broker or on their way: the
+        ticker takes back with :meth:`restore` a plan whose ticks failed)."""
         if self.entries.get(entry.schedule.key) is not entry:
             return  # changed or removed meanwhile: its new entry has its own wake
         entry.state = outcome.state
@@ -355,6 +356,18 @@ class TickerBook:
             if self.entries.get(entry.schedule.key) is entry:
                 entry.version += 1
                 self._push(entry, at)
+
+    def restore(self, key: bytes, before: FireState, at: datetime, now: datetime) -> None:
+        """Take back a plan that was settled before its ticks were on the broker (they may
+        not be): the schedule goes back to its state ``before`` it and is looked at again at
+        ``at``. A schedule changed meanwhile goes back to what its new definition makes of that
+        state (as :meth:`put` would have from it); a removed one stays removed."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return
+        entry.state = state_for(entry.schedule, before, now)
+        entry.version += 1
+        self._push(entry, at)
 
     def next_wake(self) -> datetime | None:
         while self._heap:

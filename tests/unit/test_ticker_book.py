@@ -191,6 +191,45 @@ def test_a_plan_not_carried_out_is_retried_and_fires_the_same_ticks():
         tick_id(schedule.key, t) for t in first.fires]
 
 
+def test_plans_settled_ahead_of_their_acknowledgement_are_taken_back_to_the_first_state():
+    # the ticker settles a step's plans as soon as its ticks are queued, and plans the next
+    # step from them; when a step's ticks fail, that step and every later one are taken back,
+    # the latest first: each schedule goes back to its state before the first failed step
+    book = owned_book(0)
+    schedule = a_schedule()
+    book.put(0, schedule, None, now=T0)
+    (entry,) = book.due(at(1))
+    before_first = entry.state
+    first = plan_at(entry.schedule, entry.state, 1.0)
+    book.settle(entry, first)
+    (entry,) = book.due(at(2))
+    before_second = entry.state
+    second = plan_at(entry.schedule, entry.state, 2.0)
+    book.settle(entry, second)
+    book.restore(schedule.key, before_second, at(3), now=at(2.5))
+    book.restore(schedule.key, before_first, at(3), now=at(2.5))
+    assert book.due(at(2.9)) == []
+    (again,) = book.due(at(3))
+    assert again.state == before_first
+    assert plan_at(again.schedule, again.state, 3.0).fires == [at(1), at(2), at(3)]
+
+
+def test_a_plan_taken_back_after_a_change_keeps_what_the_new_definition_makes_of_it():
+    book = owned_book(0)
+    book.put(0, a_schedule(), None, now=T0)
+    (entry,) = book.due(at(1))
+    before = entry.state
+    book.settle(entry, plan_at(entry.schedule, entry.state, 1.0))
+    changed = a_schedule(every_ms=5000, revision_at=at(1.5))
+    book.put(0, changed, None, now=at(1.5))  # written while the tick was on its way
+    book.restore(changed.key, before, at(2), now=at(1.6))
+    (again,) = book.due(at(2))
+    assert again.schedule.every_ms == 5000 and again.state == state_for(changed, before, at(1.6))
+    book.remove(changed.key)
+    book.restore(changed.key, before, at(3), now=at(2))  # removed meanwhile: stays removed
+    assert book.due(at(60)) == [] and len(book) == 0
+
+
 def test_a_tick_is_a_valid_cron_ticks_record_and_its_run_names_the_job_ingest_makes():
     schedule = a_schedule(payload={"region": "eu"})
     tick = Tick(schedule, at(1))
