@@ -165,7 +165,8 @@ class Ticker(mode.Service):
 
     def __init__(self, settings: Settings, topic_maker: connect.TopicMaker, metrics: Metrics,
                  redis: aioredis.Redis, status: JobStatusStore, *,
-                 before_start: Callable[[], Awaitable[None]] | None = None,
+                 before_start: Callable[[Callable[[list[ConsumerRecord]], None]],
+                                        Awaitable[dict[int, int]]] | None = None,
                  clock: Callable[[], float] = time.time,
                  **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -178,7 +179,8 @@ class Ticker(mode.Service):
         self.book = TickerBook()
         self.status = status
         # done before any partition is taken on (and what it loads is let go before the
-        # loaded schedules are frozen out of the collector)
+        # loaded schedules are frozen out of the collector); it reads the whole topic, shows
+        # each batch to the world feed and says where it stopped
         self.before_start = before_start
         self.runs = RunLog(redis, namespace=settings.redis_namespace,
                            kept=settings.schedule_runs_kept, ttl_s=settings.job_status_ttl_s)
@@ -237,8 +239,11 @@ class Ticker(mode.Service):
         return await connect.unread(self._consumer) if self._consumer else {}
 
     async def on_start(self) -> None:
+        read_to: dict[int, int] = {}
         if self.before_start is not None:
-            await self.before_start()
+            # its read of the whole topic finds the world schedules too: the world feed goes on
+            # from where it stopped (a million records are not read a third time at start)
+            read_to = await self.before_start(self._learn_world)
         brokers = self.settings.kafka
         # cron-ticks and schedules (compacted) among them
         await self.topic_maker.ensure([topics.SCHEDULES, topics.CRON_TICKS, self.clock_log])
@@ -258,7 +263,7 @@ class Ticker(mode.Service):
         await self._consumer.start()
         self._clock_feed = connect.reader(brokers, self.clock_log, fetch_max_wait_ms=100)
         await self._clock_feed.start()
-        await self._start_world_feed(brokers)
+        await self._start_world_feed(brokers, read_to)
         self._loop_task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
@@ -481,8 +486,9 @@ class Ticker(mode.Service):
         """The partition of ``schedules`` whose ticker fires a tenant's world schedules."""
         return partition_of(tenant_key(tenant_id), self._schedule_partitions)
 
-    async def _start_world_feed(self, brokers: connect.Brokers) -> None:
-        """Read every partition's world schedules to their end, then follow them from there."""
+    async def _start_world_feed(self, brokers: connect.Brokers, read_to: dict[int, int]) -> None:
+        """Read every partition's world schedules to their end, then follow them from there
+        (from ``read_to``, where a partition was read already)."""
         assert self._producer is not None
         self._world_feed = connect.reader(brokers, fetch_max_wait_ms=100)
         await self._world_feed.start()
@@ -490,7 +496,12 @@ class Ticker(mode.Service):
         self._schedule_partitions = len(parts)
         tps = [TopicPartition(topics.SCHEDULES, p) for p in parts]
         self._world_feed.assign(tps)
-        await self._world_feed.seek_to_beginning(*tps)
+        unread = [tp for tp in tps if tp.partition not in read_to]
+        if unread:
+            await self._world_feed.seek_to_beginning(*unread)
+        for tp in tps:
+            if tp.partition in read_to:
+                self._world_feed.seek(tp, read_to[tp.partition])
         async for records in connect.to_end(self._world_feed, tps):
             self._learn_world(records)
 
