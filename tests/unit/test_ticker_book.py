@@ -243,6 +243,21 @@ def test_a_tick_is_a_valid_cron_ticks_record_and_its_run_names_the_job_ingest_ma
     assert run.job_id == tick_job_id(parsed)
 
 
+def test_a_ticks_run_entry_is_its_run_as_the_run_history_encodes_it():
+    from cronbus.agents.schedules.loaded import loaded_schedule
+
+    schedule = a_schedule(id="s1.x@y:z", payload={"region": "eu"})
+    loaded = loaded_schedule(schedule.key, schedule.encode())
+    assert loaded is not None
+    for emitted_at in (1764605000.123, 1234.5, 7.0):
+        spelled = repr(round(emitted_at, 3))
+        for form in (schedule, loaded):
+            tick = Tick(form, at(1))
+            entry = tick.run_entry(tick.id, spelled)
+            assert entry == tick.run(tick.id, emitted_at).encode()
+            assert FiredRun.from_dict(json.loads(entry)) == tick.run(tick.id, emitted_at)
+
+
 @pytest.mark.parametrize("timing", [
     {"every_ms": 1000}, {"every_ms": 60_000, "start_at": T0 + timedelta(milliseconds=7919)},
     {"cron": "17 * * * * *"}, {"cron": "*/5 * * * *", "timezone": "Europe/Berlin"},

@@ -77,7 +77,10 @@ class Redis:
 
 
 class Runs:
-    async def record_many(self, runs: list[Any]) -> None:
+    def key(self, tenant_id: str, schedule_id: str) -> str:
+        return f"runs:{tenant_id}/{schedule_id}"
+
+    async def record_entries(self, entries: list[tuple[str, str]]) -> None:
         return None
 
 
