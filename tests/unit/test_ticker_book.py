@@ -380,3 +380,34 @@ def test_a_fire_state_is_encoded_as_json_would_encode_it(state):
 def test_a_fired_run_is_encoded_as_json_would_encode_it(run):
     assert run.encode() == json.dumps(run.as_dict())
     assert FiredRun.from_dict(json.loads(run.encode())) == run
+
+
+def test_the_wheel_hands_out_due_schedules_in_wake_then_key_order_whatever_the_slots():
+    # against a plain sorted list: random wakes over a few slots, changes, removals, limits
+    import random
+
+    rng = random.Random(20)
+    book = owned_book(0)
+    wakes: dict[str, datetime] = {}
+    gone: set[str] = set()  # not written again (a new entry starts at version 0 again)
+    for _ in range(400):
+        sid = f"s{rng.randrange(150):03d}"
+        if sid in gone:
+            continue
+        if rng.random() < 0.1 and sid in wakes:
+            book.remove(a_schedule(id=sid).key)
+            del wakes[sid]
+            gone.add(sid)
+            continue
+        start = at(rng.randrange(0, 5000) / 1000)  # up to five slots, ms apart, some equal
+        book.put(0, a_schedule(id=sid, every_ms=None, run_at=start, revision_at=T0), None, T0)
+        wakes[sid] = start
+    expected = sorted(wakes, key=lambda sid: (wakes[sid], a_schedule(id=sid).key))
+    assert book.next_wake() == wakes[expected[0]]
+    got: list[str] = []
+    for now in (at(0.5), at(2.2), at(2.2), at(4.9), at(9)):
+        while taken := book.due(now, limit=7):
+            got += [e.schedule.id for e in taken]
+            assert all(wakes[sid] <= now for sid in got[-len(taken):])
+        assert book.next_wake() is None or book.next_wake() > now
+    assert got == expected and book.next_wake() is None
