@@ -240,7 +240,7 @@ def compacted(schedule: Schedule) -> Schedule:
 
 
 class Entry:
-    """One owned schedule, its fire state and its version (of its heap item)."""
+    """One owned schedule, its fire state and its version (of its wake on the wheel)."""
 
     __slots__ = ("_state", "partition", "schedule", "version")
 

@@ -3,7 +3,7 @@
 Each ticker is a member of the consumer group ``<app id>-ticker`` on ``schedules``; the group
 decides who owns which partitions, and so which schedules. Taking a partition on, a ticker
 reads it from its start (it is compacted: one record per live schedule) and the partition's
-fire states from Redis, then keeps following it. Due schedules come off a heap
+fire states from Redis, then keeps following it. Due schedules come off a wheel
 (:class:`cronbus.agents.schedules.book.TickerBook`), never from a scan.
 
 One step fires every due schedule: it plans each (misfire, limit, overlap) and appends one
