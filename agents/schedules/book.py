@@ -27,6 +27,8 @@ from cronbus.agents.schedules.policy import due_fires, is_on_time, overlap_decis
 from cronbus.streams.schedules import Schedule
 
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per call
+# a slot of the book's wheel: a second (a day of wakes spread out is 86,400 slots)
+SLOT_MS = 1000
 _PLAIN_TEXT = re.compile(r"[0-9A-Za-z:.+-]*").fullmatch
 
 
@@ -238,7 +240,7 @@ def compacted(schedule: Schedule) -> Schedule:
 
 
 class Entry:
-    """One owned schedule, its fire state and its version (of its heap item)."""
+    """One owned schedule, its fire state and its version (of its wake on the wheel)."""
 
     __slots__ = ("_state", "partition", "schedule", "version")
 
@@ -264,16 +266,22 @@ class Entry:
 
 @dataclass(slots=True)
 class TickerBook:
-    """Owned schedules and a heap of when each needs attention (lazy: a changed or removed
-    schedule leaves its old heap item behind, skipped by version when it comes up). A
-    world-clock schedule is due when its tenant's world clock moves, not at a wall time: it has
-    no heap item, only its place among its tenant's world schedules."""
+    """Owned schedules and a wheel of when each needs attention (lazy: a changed or removed
+    schedule leaves its old wake behind, skipped by version when it comes up). A world-clock
+    schedule is due when its tenant's world clock moves, not at a wall time: it has no wake on
+    the wheel, only its place among its tenant's world schedules."""
 
     entries: dict[bytes, Entry] = field(default_factory=dict)
     _owned: set[int] = field(default_factory=set)
     _world: dict[str, set[bytes]] = field(default_factory=dict)  # tenant -> world schedules
-    # (wake ms, key, version): no sequence number, equal wakes go in key order (a million items)
-    _heap: list[tuple[int, bytes, int]] = field(default_factory=list)
+    # when each schedule needs attention, as a wheel of slots of SLOT_MS: (wake ms, key,
+    # version) items in a list per slot, the slots in a heap. A heap of a million items cost
+    # ~30 µs a pop and push (its tuples compared all over memory); a slot's items are sorted
+    # only once it comes first. No sequence number: equal wakes go in key order.
+    _slots: dict[int, list[tuple[int, bytes, int]]] = field(default_factory=dict)
+    _slot_heap: list[int] = field(default_factory=list)
+    _sorted_slot: int | None = None  # the first slot, once sorted (latest first: popped off)
+    _items: int = 0
 
     @property
     def partitions(self) -> set[int]:
@@ -342,7 +350,8 @@ class TickerBook:
                     del self._world[entry.schedule.tenant_id]
 
     def settle(self, entry: Entry, outcome: Plan) -> None:
-        """Record a plan carried out (its ticks are on the broker, its state saved)."""
+        """Record a plan carried out (its ticks are on the broker or on their way: the
+        ticker takes back with :meth:`restore` a plan whose ticks failed)."""
         if self.entries.get(entry.schedule.key) is not entry:
             return  # changed or removed meanwhile: its new entry has its own wake
         entry.state = outcome.state
@@ -356,36 +365,89 @@ class TickerBook:
                 entry.version += 1
                 self._push(entry, at)
 
+    def restore(self, key: bytes, before: FireState, at: datetime, now: datetime) -> None:
+        """Take back a plan that was settled before its ticks were on the broker (they may
+        not be): the schedule goes back to its state ``before`` it and is looked at again at
+        ``at``. A schedule changed meanwhile goes back to what its new definition makes of that
+        state (as :meth:`put` would have from it); a removed one stays removed."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return
+        entry.state = state_for(entry.schedule, before, now)
+        entry.version += 1
+        self._push(entry, at)
+
     def next_wake(self) -> datetime | None:
-        while self._heap:
-            wake_ms, key, version = self._heap[0]
-            entry = self.entries.get(key)
-            if entry is not None and entry.version == version:
-                return _at(wake_ms)
-            heapq.heappop(self._heap)
+        while self._slot_heap:
+            bucket = self._first_slot()
+            while bucket:
+                wake_ms, key, version = bucket[-1]
+                entry = self.entries.get(key)
+                if entry is not None and entry.version == version:
+                    return _at(wake_ms)
+                bucket.pop()
+                self._items -= 1
+            self._drop_first_slot()
         return None
 
     def due(self, now: datetime, limit: int | None = None) -> list[Entry]:
         """Take the entries whose time has come (at most ``limit``), earliest first."""
         now_ms = _ms(now)
         taken: list[Entry] = []
-        while self._heap and self._heap[0][0] <= now_ms and (limit is None or len(taken) < limit):
-            _, key, version = heapq.heappop(self._heap)
-            entry = self.entries.get(key)
-            if entry is not None and entry.version == version:
-                entry.version += 1  # taken: until settled or retried it has no heap item
-                taken.append(entry)
+        entries = self.entries
+        popped = 0
+        while self._slot_heap and self._slot_heap[0] * SLOT_MS <= now_ms:
+            bucket = self._first_slot()
+            while bucket and bucket[-1][0] <= now_ms and (limit is None or len(taken) < limit):
+                _, key, version = bucket.pop()
+                popped += 1
+                entry = entries.get(key)
+                if entry is not None and entry.version == version:
+                    entry.version += 1  # taken: until settled or retried it has no wake
+                    taken.append(entry)
+            if bucket:  # the rest is later than now, or over the limit
+                break
+            self._drop_first_slot()
+        self._items -= popped
         return taken
+
+    def _first_slot(self) -> list[tuple[int, bytes, int]]:
+        """The earliest slot's items, sorted latest first (so the earliest pops off the end)."""
+        slot = self._slot_heap[0]
+        bucket = self._slots[slot]
+        if self._sorted_slot != slot:
+            bucket.sort(reverse=True)
+            self._sorted_slot = slot
+        return bucket
+
+    def _drop_first_slot(self) -> None:
+        del self._slots[heapq.heappop(self._slot_heap)]
+        self._sorted_slot = None
 
     def _push(self, entry: Entry, wake_at: datetime | None) -> None:
         if wake_at is not None and entry.schedule.clock == "wall":
-            heapq.heappush(self._heap, (_ms(wake_at), entry.schedule.key, entry.version))
+            wake_ms = _ms(wake_at)
+            slot = wake_ms // SLOT_MS
+            bucket = self._slots.get(slot)
+            if bucket is None:
+                self._slots[slot] = [(wake_ms, entry.schedule.key, entry.version)]
+                heapq.heappush(self._slot_heap, slot)
+            else:
+                bucket.append((wake_ms, entry.schedule.key, entry.version))
+                if slot == self._sorted_slot:
+                    self._sorted_slot = None  # sorted again when it is looked at
+            self._items += 1
 
     def _compact(self) -> None:
-        if len(self._heap) > 2 * len(self.entries) + 1024:
-            self._heap = [item for item in self._heap
-                          if (e := self.entries.get(item[1])) is not None and e.version == item[2]]
-            heapq.heapify(self._heap)
+        if self._items > 2 * len(self.entries) + 1024:
+            for slot, bucket in list(self._slots.items()):
+                bucket[:] = [item for item in bucket if (e := self.entries.get(item[1]))
+                             is not None and e.version == item[2]]
+                if not bucket:
+                    del self._slots[slot]
+            self._slot_heap = sorted(self._slots)
+            self._sorted_slot = None
+            self._items = sum(map(len, self._slots.values()))
 
 
 def _ms(moment: datetime) -> int:

@@ -134,11 +134,16 @@ class ScheduleDirectory:
 
     def __init__(self, brokers: connect.Brokers, *, partitions: int, replication: int = 1,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 keep: Callable[[bytes], bool] | None = None) -> None:
+                 keep: Callable[[bytes], bool] | None = None,
+                 observe: Callable[[list[ConsumerRecord]], None] | None = None) -> None:
         self.brokers = brokers
         # the keys this directory holds (None: all); the records of others are not even parsed,
         # and get/list know nothing of them
         self._keep = keep
+        # shown every batch of the first read of the whole topic (another reader of it at
+        # start need not read it all again), and where that read ended, per partition
+        self._observe = observe
+        self.loaded_to: dict[int, int] = {}
         self.partitions = partitions
         self.replication = replication
         self.view = ScheduleView()
@@ -268,6 +273,10 @@ class ScheduleDirectory:
                                             max_records=10_000):
             for record in records:
                 self._apply(record)
+            if self._observe is not None:
+                self._observe(records)
+        for tp in partitions:
+            self.loaded_to[tp.partition] = await self._consumer.position(tp)
 
     async def _follow_topic(self) -> None:
         assert self._consumer is not None

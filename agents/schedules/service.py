@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import faust
 import mode
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from cronbus.agents.schedules.api import ScheduleApi
 from cronbus.agents.schedules.builtins import reconcile, wanted_builtins
@@ -44,9 +45,13 @@ async def upsert_builtins(directory: ScheduleDirectory, settings: Settings, cata
     return written
 
 
-async def builtins_up_to_date(settings: Settings, catalog: Catalog) -> None:
+async def builtins_up_to_date(settings: Settings, catalog: Catalog,
+                              observe: Callable[[list[ConsumerRecord]], None] | None = None
+                              ) -> dict[int, int]:
     """Bring the built-ins up to date once (the ticker's, always, before it takes partitions
     on: the role that fires them): load the directory, reconcile, let the directory go.
+    ``observe`` is shown every record of the whole topic as it is read; returns the offset the
+    read ended at, per partition (the ticker's world feed goes on from there).
 
     The directory keeps only the built-ins' keys: it reads the whole topic, but a million
     tenants' schedules made into models were 1.5 GB and a minute of parsing, for nothing."""
@@ -54,13 +59,14 @@ async def builtins_up_to_date(settings: Settings, catalog: Catalog) -> None:
     builtin_keys = {desired.key for desired, _ in wanted_builtins(settings, now, catalog)}
     directory = ScheduleDirectory(settings.kafka, partitions=settings.partitions,
                                   replication=settings.replication_factor,
-                                  keep=builtin_keys.__contains__)
+                                  keep=builtin_keys.__contains__, observe=observe)
     await directory.start()
     try:
         written = await upsert_builtins(directory, settings, catalog, now)
     finally:
         await directory.stop()
     log.info("built-in schedules: %s", f"updated {', '.join(written)}" if written else "unchanged")
+    return directory.loaded_to
 
 
 class SchedulesApi(mode.Service):

@@ -3,15 +3,21 @@
 Each ticker is a member of the consumer group ``<app id>-ticker`` on ``schedules``; the group
 decides who owns which partitions, and so which schedules. Taking a partition on, a ticker
 reads it from its start (it is compacted: one record per live schedule) and the partition's
-fire states from Redis, then keeps following it. Due schedules come off a heap
+fire states from Redis, then keeps following it. Due schedules come off a wheel
 (:class:`cronbus.agents.schedules.book.TickerBook`), never from a scan.
 
-One step fires every due schedule: it plans each (misfire, limit, overlap), appends one
-``cron-ticks`` record per (schedule, fire time) with a deterministic id, waits until the broker
-has them, and only then saves the fire states in Redis. A handover waits for the step in
-progress, so the next owner goes on from saved states. A kill -9 between the append and the
-save makes the next owner fire those ticks again under the same ids: the job they become has
-the same id too, and the processor acknowledges a completed job id without calling again.
+One step fires every due schedule: it plans each (misfire, limit, overlap) and appends one
+``cron-ticks`` record per (schedule, fire time) with a deterministic id; once the broker has
+them, their fire states are saved in Redis. Steps overlap (a million every-minute schedules
+fire 16,700 ticks a second): the next step is planned from this one's states while the broker
+acknowledges its ticks, at most ``MAX_IN_FLIGHT`` at once, and the states are saved step by
+step in order, each only after its step's ticks and every earlier step's are on the broker.
+A step whose ticks fail takes back its plans and every later step's (planned from them): their
+schedules are looked at again from their state before it. A handover waits for the steps in
+flight and saves their states, so the next owner goes on from saved states. A kill -9 between
+the append and the save makes the next owner fire those ticks again under the same ids: the job
+they become has the same id too, and the processor acknowledges a completed job id without
+calling again.
 
 A world-clock schedule is fired by the ticker owning its *tenant's* partition of ``schedules``
 (its home), whichever partition its own key is on: so one ticker fires all of a tenant's world
@@ -26,7 +32,7 @@ import gc
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +43,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from cronbus.agents.schedules.book import Entry, FireState, Plan, TickerBook, plan, plan_world
+from cronbus.agents.schedules.book import (
+    Entry,
+    FireState,
+    Plan,
+    TickerBook,
+    plan,
+    plan_world,
+)
 from cronbus.agents.schedules.directory import schedule_in
 from cronbus.agents.schedules.loaded import LoadedSchedule, loaded_schedule
 from cronbus.clients.kafka import connect
@@ -66,6 +79,10 @@ IDLE_MS = 1_000
 # schedules planned before their ticks are handed to the producer (it sends nothing while we
 # compute; a batch handed over waits for the partition's previous one to be taken)
 SEND_BATCH = 500
+# steps whose ticks may be unacknowledged at once (each holds up to MAX_STEP plans and ticks)
+MAX_IN_FLIGHT = 3
+# fired runs waiting for the run history before a step waits for it (bounds their memory)
+RECORD_BACKLOG = 4 * MAX_STEP
 
 
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per call
@@ -125,13 +142,43 @@ class Tick:
                               f"tick:{schedule.id}:{self.at}"),  # as Schedule.job_id_at
             fire_at=self.at, trigger="schedule", emitted_at=round(emitted_at, 3))
 
+    def run_entry(self, tick_id_: str, emitted_at: str) -> str:
+        """:meth:`run` as the run history stores it (``FiredRun.encode``), ``emitted_at``
+        spelled already (one time for a batch), written by hand for a loaded schedule: its job
+        type needs no escapes, its ids and time neither (a unit test holds it to the model)."""
+        schedule = self.schedule
+        if type(schedule) is not LoadedSchedule:
+            return self.run(tick_id_, float(emitted_at)).encode()
+        job_id = job_id_for(schedule.tenant_id, schedule.job_type,
+                            f"tick:{schedule.id}:{self.at}")
+        return (f'{{"run_id": "{tick_id_}", "job_id": "{job_id}", "fire_at": "{self.at}", '
+                f'"trigger": "schedule", "emitted_at": {emitted_at}}}')
+
+
+class _Step:
+    """A step's plans, settled in the book as soon as its ticks were queued, and the task that
+    carries it out: waits for the step before (states are saved in order), then for the broker
+    to have its ticks, then hands its states to the save. Its result says whether it (and every
+    step before it) succeeded."""
+
+    __slots__ = ("before", "done", "failure", "plans", "ticks")
+
+    def __init__(self, plans: list[tuple[Entry, Plan]], before: list[FireState],
+                 ticks: list[tuple[Tick, str]]) -> None:
+        self.plans = plans
+        self.before = before  # each plan's state before it, to take it back if it fails
+        self.ticks = ticks
+        self.failure: BaseException | None = None
+        self.done: asyncio.Future[bool] | None = None
+
 
 class Ticker(mode.Service):
     """The ticker role (see the module's docstring)."""
 
     def __init__(self, settings: Settings, topic_maker: connect.TopicMaker, metrics: Metrics,
                  redis: aioredis.Redis, status: JobStatusStore, *,
-                 before_start: Callable[[], Awaitable[None]] | None = None,
+                 before_start: Callable[[Callable[[list[ConsumerRecord]], None]],
+                                        Awaitable[dict[int, int]]] | None = None,
                  clock: Callable[[], float] = time.time,
                  **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -144,7 +191,8 @@ class Ticker(mode.Service):
         self.book = TickerBook()
         self.status = status
         # done before any partition is taken on (and what it loads is let go before the
-        # loaded schedules are frozen out of the collector)
+        # loaded schedules are frozen out of the collector); it reads the whole topic, shows
+        # each batch to the world feed and says where it stopped
         self.before_start = before_start
         self.runs = RunLog(redis, namespace=settings.redis_namespace,
                            kept=settings.schedule_runs_kept, ttl_s=settings.job_status_ttl_s)
@@ -152,6 +200,9 @@ class Ticker(mode.Service):
         self._producer: AIOKafkaProducer | None = None
         self._reader: connect.PartitionReader | None = None
         self._step_lock = asyncio.Lock()  # a handover waits for the step in progress
+        self._in_flight: deque[_Step] = deque()  # steps whose ticks may be unacknowledged
+        self._saving: asyncio.Future[None] | None = None  # fire states being saved
+        self._to_record: list[tuple[Tick, str]] = []  # fired runs for the run history
         # fire states, run history and overlap checks are in Redis: its outage is said once
         self.redis_outage = RedisOutage("ticker")
         self._loop_task: asyncio.Task[None] | None = None
@@ -200,8 +251,11 @@ class Ticker(mode.Service):
         return await connect.unread(self._consumer) if self._consumer else {}
 
     async def on_start(self) -> None:
+        read_to: dict[int, int] = {}
         if self.before_start is not None:
-            await self.before_start()
+            # its read of the whole topic finds the world schedules too: the world feed goes on
+            # from where it stopped (a million records are not read a third time at start)
+            read_to = await self.before_start(self._learn_world)
         brokers = self.settings.kafka
         # cron-ticks and schedules (compacted) among them
         await self.topic_maker.ensure([topics.SCHEDULES, topics.CRON_TICKS, self.clock_log])
@@ -221,13 +275,15 @@ class Ticker(mode.Service):
         await self._consumer.start()
         self._clock_feed = connect.reader(brokers, self.clock_log, fetch_max_wait_ms=100)
         await self._clock_feed.start()
-        await self._start_world_feed(brokers)
+        await self._start_world_feed(brokers, read_to)
         self._loop_task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
         self._stopping = True  # the step in progress saves its states, then the group is left
         if self._loop_task is not None:
             await self._loop_task
+        async with self._step_lock:
+            await self._drain()
         if self._recording is not None:
             await self._recording
         for part in (self._consumer, self._producer, self._reader, self._clock_feed,
@@ -302,39 +358,132 @@ class Ticker(mode.Service):
                   and self.book.remove(record.key) is not None):
                 removed.append(record.key)  # a tombstone for a key never written: nothing
         if removed:  # its fire state goes with it: the same id later is a new schedule
+            unsaved = self._unsaved.get(partition, {})
+            for key in removed:
+                unsaved.pop(key, None)
             await self.redis.hdel(self.state_key(partition), *removed)
 
     async def _fire_due(self) -> None:
+        await self._reap()
+        while len(self._in_flight) >= MAX_IN_FLIGHT:  # memory stays bounded
+            await asyncio.wait([self._in_flight[0].done])  # type: ignore[list-item]
+            await self._reap()
+        if len(self._to_record) >= RECORD_BACKLOG and self._recording is not None:
+            await self._recording  # the run history is behind: it catches up first
         now = datetime.fromtimestamp(self.clock(), UTC)
         entries = self.book.due(now, limit=MAX_STEP)
         if not entries:
             return
         try:
             active = await self._previous_active(entries, now)
-            plans, ticks = await self._plan_and_send(entries, active, now)
+            plans, before, ticks, sends = await self._plan_and_queue(entries, active, now)
         except BaseException:
-            self.book.retry(entries, now + timedelta(seconds=1))  # nothing was fired
+            self.book.retry(entries, now + timedelta(seconds=1))  # nothing was settled
             raise
-        self._count(plans, ticks)
-        await self._settle(plans, ticks)
+        # settled at once, so the next step is planned from these states while the broker
+        # acknowledges these ticks; taken back (_reap) if they fail
+        step = _Step(plans, before, ticks)
+        for entry, outcome in plans:
+            self.book.settle(entry, outcome)
+        previous = self._in_flight[-1].done if self._in_flight else None
+        step.done = asyncio.ensure_future(self._carry_out(step, sends, previous))
+        self._in_flight.append(step)
 
-    async def _settle(self, plans: list[tuple[Entry, Plan]], ticks: list[tuple[Tick, str]]
-                      ) -> None:
-        """The plans' ticks are on the broker: this worker goes on from the new states even if
-        saving them fails now (they are saved with the next step's); only its successor would
-        fire these ticks again, under the same ids. Then their run history, off the firing
-        path."""
+    async def _carry_out(self, step: _Step, sends: list[asyncio.Future[Any]],
+                         previous: asyncio.Future[bool] | None) -> bool:
+        """Once the step before is carried out and the broker has this step's ticks, hand
+        their states to the save: this worker goes on from them even if saving them fails now
+        (they are saved with a later step's); only its successor would fire these ticks again,
+        under the same ids. Then their run history, off the firing path."""
+        try:
+            earlier_ok = await previous if previous is not None else True
+            results = await asyncio.gather(*sends, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    step.failure = result
+                    return False
+            if not earlier_ok:
+                return False  # planned from states taken back: taken back too
+            self._count(step.plans, step.ticks)
+            entries = self.book.entries
+            for (entry, outcome), before in zip(step.plans, step.before, strict=True):
+                key = entry.schedule.key
+                if outcome.state != before and key in entries:  # not removed meanwhile
+                    self._unsaved[entry.partition][key] = outcome.state.encode()
+            self._kick_save()
+            self._kick_record(step.ticks)
+            return True
+        except BaseException as exc:
+            step.failure = exc
+            return False
+
+    async def _reap(self) -> None:
+        """Let go of the steps carried out, in order. A step whose ticks failed is taken back
+        with every later one (each was planned from the states before it): their schedules go
+        back to their states before it, the latest step first, and are looked at again in 1s
+        (ticks already on the broker fire again under the same ids)."""
+        while self._in_flight and self._in_flight[0].done.done():  # type: ignore[union-attr]
+            step = self._in_flight.popleft()
+            assert step.done is not None
+            if step.done.result():
+                continue
+            later = list(self._in_flight)
+            self._in_flight.clear()
+            if later:
+                await asyncio.wait([s.done for s in later])  # type: ignore[misc]
+            now = datetime.fromtimestamp(self.clock(), UTC)
+            again = now + timedelta(seconds=1)
+            for taken_back in reversed([step, *later]):
+                for (entry, _), before in zip(taken_back.plans, taken_back.before, strict=True):
+                    self.book.restore(entry.schedule.key, before, again, now)
+            assert step.failure is not None
+            raise step.failure
+
+    async def _drain(self) -> None:
+        """Wait for the steps in flight and save their states (a handover, a stop)."""
+        while self._in_flight:
+            await asyncio.wait([self._in_flight[0].done])  # type: ignore[list-item]
+            try:
+                await self._reap()
+            except Exception:
+                log.exception("ticks of a step failed before a handover; their schedules go "
+                              "on from their saved states")
+        if self._saving is not None:
+            await self._saving
+        await self._save()
+
+    def _settle(self, plans: list[tuple[Entry, Plan]], ticks: list[tuple[Tick, str]]) -> None:
+        """The plans' ticks are on the broker (world fires wait for them): as :meth:`_carry_out`
+        does, with the book settled here."""
         for entry, outcome in plans:
             if outcome.state != entry.state:
                 self._unsaved[entry.partition][entry.schedule.key] = outcome.state.encode()
             self.book.settle(entry, outcome)
-        await self._save()
+        self._kick_save()
+        self._kick_record(ticks)
+
+    def _kick_save(self) -> None:
+        """Save the unsaved fire states, one save at a time (so they land in order)."""
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.ensure_future(self._save_all())
+
+    async def _save_all(self) -> None:
+        while any(self._unsaved.values()):
+            if not await self._save():
+                return  # tried again when the next step hands over its states
+
+    def _kick_record(self, ticks: list[tuple[Tick, str]]) -> None:
+        """Queue fired runs for the run history, written one batch at a time."""
         if not ticks:
             return
-        if self._recording is not None:  # one batch of run history at a time
-            await self._recording
-        # history is not on the firing path: the next step need not wait for it
-        self._recording = asyncio.ensure_future(self._record_runs(ticks))
+        self._to_record.extend(ticks)
+        if self._recording is None or self._recording.done():
+            self._recording = asyncio.ensure_future(self._record_all())
+
+    async def _record_all(self) -> None:
+        while self._to_record:
+            ticks, self._to_record = self._to_record, []
+            await self._record_runs(ticks)
 
     async def _send_tick(self, tick: Tick, tick_id_: str) -> asyncio.Future[Any]:
         """Queue one tick on its tenant's partition of cron-ticks; the future says when the
@@ -349,8 +498,9 @@ class Ticker(mode.Service):
         """The partition of ``schedules`` whose ticker fires a tenant's world schedules."""
         return partition_of(tenant_key(tenant_id), self._schedule_partitions)
 
-    async def _start_world_feed(self, brokers: connect.Brokers) -> None:
-        """Read every partition's world schedules to their end, then follow them from there."""
+    async def _start_world_feed(self, brokers: connect.Brokers, read_to: dict[int, int]) -> None:
+        """Read every partition's world schedules to their end, then follow them from there
+        (from ``read_to``, where a partition was read already)."""
         assert self._producer is not None
         self._world_feed = connect.reader(brokers, fetch_max_wait_ms=100)
         await self._world_feed.start()
@@ -358,7 +508,12 @@ class Ticker(mode.Service):
         self._schedule_partitions = len(parts)
         tps = [TopicPartition(topics.SCHEDULES, p) for p in parts]
         self._world_feed.assign(tps)
-        await self._world_feed.seek_to_beginning(*tps)
+        unread = [tp for tp in tps if tp.partition not in read_to]
+        if unread:
+            await self._world_feed.seek_to_beginning(*unread)
+        for tp in tps:
+            if tp.partition in read_to:
+                self._world_feed.seek(tp, read_to[tp.partition])
         async for records in connect.to_end(self._world_feed, tps):
             self._learn_world(records)
 
@@ -469,24 +624,28 @@ class Ticker(mode.Service):
         self._world_waiting = {entry.schedule.tenant_id for entry, outcome in plans
                                if outcome.state.buffered is not None} | (
             self._world_waiting - set(due))
-        await self._settle(plans, ticks)
+        self._settle(plans, ticks)
 
-    async def _plan_and_send(self, entries: list[Entry], active: set[bytes], now: datetime
-                             ) -> tuple[list[tuple[Entry, Plan]], list[tuple[Tick, str]]]:
+    async def _plan_and_queue(self, entries: list[Entry], active: set[bytes], now: datetime
+                              ) -> tuple[list[tuple[Entry, Plan]], list[FireState],
+                                         list[tuple[Tick, str]], list[asyncio.Future[Any]]]:
         """Plan each schedule and queue its ticks, a batch per partition of cron-ticks (one
         future a batch, not one a record: a million schedules fire 16,700 ticks a second),
         sent as they fill and every ``SEND_BATCH`` schedules (the first are on their way while
-        the rest are planned); then wait until the broker has all of them."""
+        the rest are planned); the futures say when the broker has them. With each plan, the
+        state it was planned from."""
         assert self._producer is not None
         plans: list[tuple[Entry, Plan]] = []
+        before: list[FireState] = []
         ticks: list[tuple[Tick, str]] = []
         batches: dict[int, BatchBuilder] = {}
         sends: list[asyncio.Future[Any]] = []
         for n, entry in enumerate(entries, 1):
-            schedule = entry.schedule
-            outcome = plan(schedule, entry.state, now, grace=self.grace,
+            schedule, state = entry.schedule, entry.state
+            outcome = plan(schedule, state, now, grace=self.grace,
                            previous_active=schedule.key in active, poll=OVERLAP_POLL)
             plans.append((entry, outcome))
+            before.append(state)
             for fire_at in outcome.fires:
                 tick = Tick(schedule, fire_at)
                 tick_id_ = tick.id
@@ -507,9 +666,7 @@ class Ticker(mode.Service):
                 batches.clear()
         for partition, batch in batches.items():
             sends.append(await self._send_batch(batch, partition))
-        if sends:
-            await asyncio.gather(*sends)
-        return plans, ticks
+        return plans, before, ticks, sends
 
     async def _send_batch(self, batch: BatchBuilder, partition: int) -> asyncio.Future[Any]:
         """Queue a batch of ticks on its partition; the future says when the broker has it."""
@@ -537,29 +694,36 @@ class Ticker(mode.Service):
                          outcome.missed, entry.schedule.misfire, outcome.overlapped,
                          entry.schedule.overlap)
 
-    async def _save(self) -> None:
-        """The fire states whose ticks are on the broker, in one round trip."""
+    async def _save(self) -> bool:
+        """The fire states whose ticks are on the broker, in one round trip; False if it
+        failed (they are kept, under any newer state of the same schedule handed over
+        meanwhile)."""
         unsaved = {partition: states for partition, states in self._unsaved.items() if states}
         if not unsaved:
-            return
+            return True
+        self._unsaved = defaultdict(dict)  # states handed over meanwhile go with the next save
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for partition, states in unsaved.items():
                     pipe.hset(self.state_key(partition), mapping=states)  # type: ignore[arg-type]
                 await pipe.execute()
         except Exception as exc:
+            for partition, states in unsaved.items():
+                newer = self._unsaved[partition]
+                self._unsaved[partition] = {**states, **newer}  # a newer state wins
             if not self.redis_outage.failed(exc):
                 log.exception("saving %d fire state(s) failed; trying again with the next step",
                               sum(map(len, unsaved.values())))
-            return
+            return False
         self.redis_outage.succeeded()
-        self._unsaved.clear()  # under the step lock: nothing was added meanwhile
+        return True
 
     async def _record_runs(self, ticks: list[tuple[Tick, str]]) -> None:
-        emitted_at = self.clock()
+        emitted_at = repr(round(self.clock(), 3))  # as FiredRun.encode spells it
+        key = self.runs.key
         try:
-            await self.runs.record_many(
-                [(t.schedule.tenant_id, t.schedule.id, t.run(tick_id_, emitted_at))
+            await self.runs.record_entries(
+                [(key(t.schedule.tenant_id, t.schedule.id), t.run_entry(tick_id_, emitted_at))
                  for t, tick_id_ in ticks])
         except Exception as exc:  # history only: the ticks are out and their states saved
             if self.redis_outage.failed(exc):
@@ -691,7 +855,7 @@ class _Handover(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.ticker._loaded = False
         async with self.ticker._step_lock:
-            await self.ticker._save()  # the next owner goes on from these
+            await self.ticker._drain()  # the next owner goes on from these states
             for partition in {tp.partition for tp in revoked}:
                 self.ticker._unsaved.pop(partition, None)
                 self.ticker.book.forget(partition)

@@ -115,3 +115,41 @@ def test_a_directory_that_keeps_some_keys_holds_only_those_and_parses_no_other()
     everything = ScheduleDirectory([], partitions=1)
     everything._apply(record(1, schedule().key, schedule().encode()))
     assert everything.get("acme", "s1") == schedule()
+
+
+def test_the_first_read_shows_every_batch_to_its_observer_and_says_where_it_ended():
+    import asyncio
+
+    from aiokafka import ConsumerRecord, TopicPartition
+
+    from cronbus.agents.schedules.directory import ScheduleDirectory
+
+    tp = TopicPartition("schedules", 0)
+    kept = schedule(tenant_id="system", id="builtin")
+    records = [ConsumerRecord("schedules", 0, n, 0, 0, key, value, None, 0, 0, [])
+               for n, (key, value) in enumerate([(kept.key, kept.encode()),
+                                                 (schedule().key, schedule().encode())])]
+
+    class Consumer:  # the topic's one partition, fetched in one batch
+        position_ = 0
+
+        async def end_offsets(self, tps):
+            return {tp: 2}
+
+        async def beginning_offsets(self, tps):
+            return {tp: 0}
+
+        async def getmany(self, *tps, timeout_ms, max_records):
+            got, self.position_ = records[self.position_:], 2
+            return {tp: got} if got else {}
+
+        async def position(self, _tp):
+            return self.position_
+
+    seen: list[bytes] = []
+    directory = ScheduleDirectory([], partitions=1, keep={kept.key}.__contains__,
+                                  observe=lambda batch: seen.extend(r.key for r in batch))
+    directory._consumer = Consumer()  # type: ignore[assignment]
+    asyncio.run(directory._load([tp]))
+    assert seen == [kept.key, schedule().key], "the observer sees the keys the directory skips"
+    assert directory.get("system", "builtin") == kept and directory.loaded_to == {0: 2}

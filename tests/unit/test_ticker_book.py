@@ -191,6 +191,45 @@ def test_a_plan_not_carried_out_is_retried_and_fires_the_same_ticks():
         tick_id(schedule.key, t) for t in first.fires]
 
 
+def test_plans_settled_ahead_of_their_acknowledgement_are_taken_back_to_the_first_state():
+    # the ticker settles a step's plans as soon as its ticks are queued, and plans the next
+    # step from them; when a step's ticks fail, that step and every later one are taken back,
+    # the latest first: each schedule goes back to its state before the first failed step
+    book = owned_book(0)
+    schedule = a_schedule()
+    book.put(0, schedule, None, now=T0)
+    (entry,) = book.due(at(1))
+    before_first = entry.state
+    first = plan_at(entry.schedule, entry.state, 1.0)
+    book.settle(entry, first)
+    (entry,) = book.due(at(2))
+    before_second = entry.state
+    second = plan_at(entry.schedule, entry.state, 2.0)
+    book.settle(entry, second)
+    book.restore(schedule.key, before_second, at(3), now=at(2.5))
+    book.restore(schedule.key, before_first, at(3), now=at(2.5))
+    assert book.due(at(2.9)) == []
+    (again,) = book.due(at(3))
+    assert again.state == before_first
+    assert plan_at(again.schedule, again.state, 3.0).fires == [at(1), at(2), at(3)]
+
+
+def test_a_plan_taken_back_after_a_change_keeps_what_the_new_definition_makes_of_it():
+    book = owned_book(0)
+    book.put(0, a_schedule(), None, now=T0)
+    (entry,) = book.due(at(1))
+    before = entry.state
+    book.settle(entry, plan_at(entry.schedule, entry.state, 1.0))
+    changed = a_schedule(every_ms=5000, revision_at=at(1.5))
+    book.put(0, changed, None, now=at(1.5))  # written while the tick was on its way
+    book.restore(changed.key, before, at(2), now=at(1.6))
+    (again,) = book.due(at(2))
+    assert again.schedule.every_ms == 5000 and again.state == state_for(changed, before, at(1.6))
+    book.remove(changed.key)
+    book.restore(changed.key, before, at(3), now=at(2))  # removed meanwhile: stays removed
+    assert book.due(at(60)) == [] and len(book) == 0
+
+
 def test_a_tick_is_a_valid_cron_ticks_record_and_its_run_names_the_job_ingest_makes():
     schedule = a_schedule(payload={"region": "eu"})
     tick = Tick(schedule, at(1))
@@ -202,6 +241,21 @@ def test_a_tick_is_a_valid_cron_ticks_record_and_its_run_names_the_job_ingest_ma
     run = tick.run(tick.id, emitted_at=1234.5)
     assert run == FiredRun.of_tick(parsed, 1234.5)
     assert run.job_id == tick_job_id(parsed)
+
+
+def test_a_ticks_run_entry_is_its_run_as_the_run_history_encodes_it():
+    from cronbus.agents.schedules.loaded import loaded_schedule
+
+    schedule = a_schedule(id="s1.x@y:z", payload={"region": "eu"})
+    loaded = loaded_schedule(schedule.key, schedule.encode())
+    assert loaded is not None
+    for emitted_at in (1764605000.123, 1234.5, 7.0):
+        spelled = repr(round(emitted_at, 3))
+        for form in (schedule, loaded):
+            tick = Tick(form, at(1))
+            entry = tick.run_entry(tick.id, spelled)
+            assert entry == tick.run(tick.id, emitted_at).encode()
+            assert FiredRun.from_dict(json.loads(entry)) == tick.run(tick.id, emitted_at)
 
 
 @pytest.mark.parametrize("timing", [
@@ -326,3 +380,34 @@ def test_a_fire_state_is_encoded_as_json_would_encode_it(state):
 def test_a_fired_run_is_encoded_as_json_would_encode_it(run):
     assert run.encode() == json.dumps(run.as_dict())
     assert FiredRun.from_dict(json.loads(run.encode())) == run
+
+
+def test_the_wheel_hands_out_due_schedules_in_wake_then_key_order_whatever_the_slots():
+    # against a plain sorted list: random wakes over a few slots, changes, removals, limits
+    import random
+
+    rng = random.Random(20)
+    book = owned_book(0)
+    wakes: dict[str, datetime] = {}
+    gone: set[str] = set()  # not written again (a new entry starts at version 0 again)
+    for _ in range(400):
+        sid = f"s{rng.randrange(150):03d}"
+        if sid in gone:
+            continue
+        if rng.random() < 0.1 and sid in wakes:
+            book.remove(a_schedule(id=sid).key)
+            del wakes[sid]
+            gone.add(sid)
+            continue
+        start = at(rng.randrange(0, 5000) / 1000)  # up to five slots, ms apart, some equal
+        book.put(0, a_schedule(id=sid, every_ms=None, run_at=start, revision_at=T0), None, T0)
+        wakes[sid] = start
+    expected = sorted(wakes, key=lambda sid: (wakes[sid], a_schedule(id=sid).key))
+    assert book.next_wake() == wakes[expected[0]]
+    got: list[str] = []
+    for now in (at(0.5), at(2.2), at(2.2), at(4.9), at(9)):
+        while taken := book.due(now, limit=7):
+            got += [e.schedule.id for e in taken]
+            assert all(wakes[sid] <= now for sid in got[-len(taken):])
+        assert book.next_wake() is None or book.next_wake() > now
+    assert got == expected and book.next_wake() is None
