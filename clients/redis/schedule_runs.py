@@ -93,21 +93,13 @@ class RunLog:
     async def record(self, tick: CronTick, *, now: float | None = None) -> FiredRun:
         """Keep ``tick`` as the schedule's newest run (the oldest beyond ``kept`` are dropped)."""
         run = FiredRun.of_tick(tick, now if now is not None else time.time())
-        await self.record_many([(tick.tenant_id, tick.schedule_id, run)])
+        await self.record_entries([(self.key(tick.tenant_id, tick.schedule_id), run.encode())])
         return run
-
-    async def record_many(self, runs: list[tuple[str, str, FiredRun]]) -> None:
-        """Record a batch of (tenant, schedule id, run) in one round trip (the ticker, after the
-        broker has their ticks)."""
-        for start in range(0, len(runs), RECORD_SLICE):
-            part = runs[start:start + RECORD_SLICE]
-            await self._record_batch(
-                keys=[self.key(tenant_id, schedule_id) for tenant_id, schedule_id, _ in part],
-                args=[self.kept, self._ttl_s, *(run.encode() for _, _, run in part)])
 
     async def record_entries(self, entries: list[tuple[str, str]]) -> None:
         """Record a batch of (run list key, run as :meth:`FiredRun.encode` spells it) in one
-        round trip: the ticker spells its runs itself (thousands a second)."""
+        round trip (the ticker, after the broker has their ticks: it spells its runs itself,
+        thousands a second)."""
         for start in range(0, len(entries), RECORD_SLICE):
             part = entries[start:start + RECORD_SLICE]
             await self._record_batch(keys=[key for key, _ in part],
